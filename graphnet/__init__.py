@@ -1,0 +1,29 @@
+"""graphnet: declare a network symbolically, compile it to a plan, run it on NumPy.
+
+    import graphnet as gn
+    x = gn.placeholder("x", (None, 784))
+    model = gn.nn.Sequential(gn.nn.Linear(784, 10))
+    train = gn.compile(gn.losses.cross_entropy(model(x), labels), optimizer=gn.optim.Adam())
+"""
+
+from . import config, dtypes, losses, nn, ops, optim, passes  # noqa: F401
+from .compile import CompiledPlan, compile  # noqa: F401
+from .errors import (  # noqa: F401
+    DTypeError, ExecutorError, FeedError, GradientError, GraphError, GraphnetError, NumericsError, OptimizerError,
+    ShapeError,
+)
+from .grad import grad  # noqa: F401
+from .ir import Graph, Node, TensorType  # noqa: F401
+from .nn.init import manual_seed  # noqa: F401
+from .ops import (  # noqa: F401
+    abs, add, avg_pool2d, batch_norm, broadcast_like, broadcast_to, cast, concat, conv2d, div, dropout, elu, equal,
+    erf, exp, expand_dims, flatten, gelu, greater, greater_equal, leaky_relu, less, less_equal, log, log_softmax,
+    matmul, max, max_pool2d, maximum, mean, minimum, mul, neg, not_equal, one_hot, pad, pow, relu, reshape,
+    sigmoid, sign, softmax, sqrt, squeeze, sub, sum, swapaxes, tanh, transpose, where,
+)
+from .ops.shape import slice_ as slice  # noqa: F401
+from .plan import Plan, Step  # noqa: F401
+from .printing import format_graph, format_plan, make_graph  # noqa: F401
+from .tensor import Parameter, Tensor, constant, placeholder  # noqa: F401
+
+__version__ = "0.1.0"

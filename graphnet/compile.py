@@ -1,0 +1,138 @@
+"""declare -> graph -> passes -> plan -> executor, in one readable function."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import config
+from .errors import GraphnetError, OptimizerError
+from .executors import get_executor
+from .ir import Graph, Node
+from .passes import default_pipeline, lower, run_pipeline
+from .plan import Plan
+from .tensor import Tensor
+
+
+def _guess_name(tensor: Tensor, caller_locals: Mapping[str, Any] | None) -> str | None:
+    """The caller's variable name bound to ``tensor``, so ``gn.compile(logits)`` keys 'logits'."""
+    if caller_locals is None:
+        return None
+    for key, value in caller_locals.items():
+        if value is tensor and not key.startswith("_"):
+            return key
+    return None
+
+
+def normalize_outputs(outputs: Any, caller_locals: Mapping[str, Any] | None,
+                      first_default: str = "output") -> tuple[list[str], list[Node]]:
+    """Output names and nodes from a tensor, a list of tensors or a dict name -> tensor."""
+    if isinstance(outputs, Tensor):
+        items = [(None, outputs)]
+    elif isinstance(outputs, Mapping):
+        items = list(outputs.items())
+    elif isinstance(outputs, (list, tuple)):
+        items = [(None, t) for t in outputs]
+    else:
+        raise GraphnetError(f"compile expects a Tensor, a list of Tensors or a dict of them, got {type(outputs)}")
+    names, nodes = [], []
+    for i, (key, tensor) in enumerate(items):
+        if not isinstance(tensor, Tensor):
+            raise GraphnetError(f"output {key if key is not None else i} is not a Tensor: {tensor!r}")
+        name = key or tensor.name or _guess_name(tensor, caller_locals) or (first_default if i == 0 else f"output{i}")
+        if name in names:
+            name = f"{name}_{i}"
+        names.append(str(name))
+        nodes.append(tensor.node)
+    return names, nodes
+
+
+class CompiledPlan:
+    """A plan bound to an executor: call ``run(**feeds)``; print it to see its steps."""
+
+    def __init__(self, plan: Plan, graph: Graph, executor: Any, optimizer: Any = None) -> None:
+        self.plan = plan
+        self.graph = graph
+        self.executor = executor
+        self.optimizer = optimizer
+
+    def run(self, feeds: Mapping[str, Any] | None = None, /, **kwargs: Any) -> dict[str, np.ndarray]:
+        """Run one step. Feeds by keyword (``x=xb``) or as one dict; returns NumPy arrays by name.
+
+        A training plan also updates its parameters (and optimizer state) in place.
+        """
+        if feeds is not None and kwargs:
+            raise GraphnetError("pass feeds either as one dict or as keyword arguments, not both")
+        return self.executor.run(dict(feeds) if feeds is not None else kwargs)
+
+    __call__ = run
+
+    @property
+    def report(self) -> list:
+        """What each compile pass did (node counts before and after)."""
+        return self.plan.passes
+
+    @property
+    def step_count(self) -> int:
+        return self.executor.step_count
+
+    @property
+    def lr(self) -> float:
+        if self.optimizer is None:
+            raise OptimizerError("this plan has no optimizer")
+        return self.optimizer.lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        if self.optimizer is None:
+            raise OptimizerError("this plan has no optimizer")
+        self.optimizer.lr = float(value)
+
+    def __str__(self) -> str:
+        return str(self.plan)
+
+    def __repr__(self) -> str:
+        kind = "training" if self.plan.trainable else "inference"
+        return (f"<CompiledPlan {kind}: {len(self.plan.steps)} steps, feeds {sorted(self.plan.feeds)}, "
+                f"outputs {list(self.plan.outputs)}, executor {self.executor.name}>")
+
+
+def compile(  # noqa: A001 - the public name
+    outputs: Any,
+    optimizer: Any = None,
+    executor: str = "numpy",
+    *,
+    check_numerics: bool = False,
+    seed: int | None = None,
+) -> CompiledPlan:
+    """Compile ``outputs`` (a tensor, list, or dict name -> tensor) into a runnable plan.
+
+    With an ``optimizer``, the first output is the scalar loss: the plan computes it, its
+    gradient with respect to every trainable parameter it depends on, and applies the
+    optimizer's update, all in one ``run``. ``check_numerics`` raises NumericsError at the
+    first step that makes a NaN or Inf. ``seed`` seeds random ops (dropout).
+    """
+    caller = sys._getframe(1).f_locals
+    names, nodes = normalize_outputs(outputs, caller)
+    if optimizer is not None:
+        from .optim import Optimizer
+
+        if not isinstance(optimizer, Optimizer):
+            raise OptimizerError(f"optimizer must be a gn.optim.Optimizer, got {type(optimizer).__name__}")
+        first = outputs if isinstance(outputs, Tensor) else None
+        if isinstance(outputs, (list, tuple)) and outputs:
+            first = outputs[0]
+        if first is not None and first.name is None:
+            names[0] = "loss"  # the minimised scalar, unless the user named it
+    executor_cls = get_executor(executor)
+    graph = Graph.build(nodes, names)
+    graph, records = run_pipeline(graph, default_pipeline(optimizer))
+    plan = lower(graph)
+    plan.passes = records
+    if optimizer is not None:
+        plan.optimizer = {"name": optimizer.name, "hyper": optimizer.hyperparams()}
+    if config.flags.debug >= 3:
+        print(plan)
+    return CompiledPlan(plan, graph, executor_cls(plan, optimizer, seed, check_numerics), optimizer)

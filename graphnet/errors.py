@@ -1,0 +1,39 @@
+"""Typed errors. Every error graphnet raises on purpose is a ``GraphnetError``."""
+
+from __future__ import annotations
+
+
+class GraphnetError(Exception):
+    """Base class of every error graphnet raises deliberately."""
+
+
+class ShapeError(GraphnetError, ValueError):
+    """An op was declared with inputs whose shapes or dtypes it cannot accept."""
+
+
+class DTypeError(ShapeError, TypeError):
+    """An op was declared with an input dtype it cannot accept."""
+
+
+class FeedError(GraphnetError, ValueError):
+    """A value fed to ``run`` is missing, unexpected, or of the wrong shape or dtype."""
+
+
+class GraphError(GraphnetError, ValueError):
+    """A graph is malformed: a cycle, an input that is not in the graph, an unknown op."""
+
+
+class GradientError(GraphnetError, ValueError):
+    """A gradient was requested that cannot be formed (non-scalar output, integer path)."""
+
+
+class ExecutorError(GraphnetError, ValueError):
+    """An unknown or unavailable executor was requested."""
+
+
+class OptimizerError(GraphnetError, ValueError):
+    """An unknown optimizer, or an optimizer used with bad settings."""
+
+
+class NumericsError(GraphnetError, FloatingPointError):
+    """A NaN or Inf appeared while ``check_numerics`` was on."""

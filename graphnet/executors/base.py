@@ -1,0 +1,198 @@
+"""The executor protocol, shared by every array backend, and the executor registry.
+
+An executor interprets a Plan: it binds buffers to slots once, turns each step into a
+pre-bound kernel call, and then runs the steps in order on every ``run``. Backends differ
+only in their array module ``xp`` and how arrays move to and from the host.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .. import config, dtypes
+from ..errors import ExecutorError, FeedError, NumericsError
+from ..ops.registry import get_op
+from ..plan import Plan, Step
+
+
+class ArrayExecutor:
+    """Runs a plan with kernels written against the array module ``xp``."""
+
+    name = "abstract"
+    xp: Any = None
+
+    def __init__(self, plan: Plan, optimizer: Any = None, seed: int | None = None,
+                 check_numerics: bool = False) -> None:
+        if plan.trainable and optimizer is None:
+            raise ExecutorError("this plan trains parameters: pass the optimizer it was compiled with")
+        self.plan = plan
+        self.optimizer = optimizer
+        self.check_numerics = check_numerics
+        self.step_count = 0
+        self.rng = self.make_rng(seed)
+        self.slots = {name: i for i, name in enumerate(plan.buffers)}
+        self.optimizer_state: dict[str, dict[str, Any]] = {}
+        self._template: list[Any] = [None] * len(self.slots)
+        for name, value in plan.constants.items():
+            self._template[self.slots[name]] = self.from_host(value)
+        self._var_slots = [(self.slots[n], var) for n, var in plan.variables.items()]
+        self._feed_slots = {feed: self.slots[buf] for feed, buf in plan.feeds.items()}
+        self._program = [self._bind(step, rel) for step, rel in zip(plan.steps, plan.release)]
+
+    # --- backend hooks -------------------------------------------------------------------
+    def make_rng(self, seed: int | None) -> Any:
+        return np.random.default_rng(seed)
+
+    def from_host(self, array: np.ndarray) -> Any:
+        return array
+
+    def to_host(self, array: Any) -> np.ndarray:
+        return array
+
+    def variable_array(self, var: Any) -> Any:
+        """The backend array holding ``var``'s value (NumPy: the Variable's own array)."""
+        return var.data
+
+    # --- binding -------------------------------------------------------------------------
+    def _bind(self, step: Step, release: tuple[str, ...]) -> tuple[Callable[..., Any], tuple[int, ...], int,
+                                                                  tuple[int, ...], Step]:
+        ins = tuple(self.slots[n] for n in step.inputs)
+        out = self.slots[step.output]
+        rel = tuple(self.slots[n] for n in release)
+        if step.op == "update":
+            fn = self._bind_update(step)
+        else:
+            opdef = get_op(step.op)
+            if opdef.kernel is None:
+                raise ExecutorError(f"op {step.op!r} has no kernel")
+            attrs = dict(step.attrs)
+            if opdef.random:
+                attrs["rng"] = self.rng
+            fn = functools.partial(opdef.kernel, self.xp, **attrs)
+        return fn, ins, out, rel, step
+
+    def _bind_update(self, step: Step) -> Callable[[Any, Any], Any]:
+        param_name = step.inputs[0]
+        var = self.plan.variables[param_name]
+        state = self.optimizer.init_state(self.xp, self.variable_array(var))
+        self.optimizer_state[param_name] = state
+        optimizer, xp = self.optimizer, self.xp
+
+        def update(param: Any, grad: Any) -> Any:
+            optimizer.update(xp, param, grad, state, self.step_count)
+            return param
+
+        return update
+
+    # --- running -------------------------------------------------------------------------
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        bufs = list(self._template)
+        for slot, var in self._var_slots:
+            bufs[slot] = self.variable_array(var)
+        for name, value in check_feeds(self.plan, feeds).items():
+            bufs[self._feed_slots[name]] = self.from_host(value)
+        if self.plan.trainable:
+            self.step_count += 1
+        if self.check_numerics or config.flags.debug >= 4:
+            self._run_checked(bufs)
+        else:
+            for fn, ins, out, rel, _ in self._program:
+                bufs[out] = fn(*[bufs[i] for i in ins])
+                for r in rel:
+                    bufs[r] = None
+        result = {}
+        for key, buf in self.plan.outputs.items():
+            value = self.to_host(bufs[self.slots[buf]])
+            if self.plan.buffers[buf].kind != "temp":
+                value = np.array(value, copy=True)  # never hand out a live variable
+            result[key] = value
+        return result
+
+    def _run_checked(self, bufs: list[Any]) -> None:
+        timings: list[tuple[float, Step]] = []
+        xp = self.xp
+        for fn, ins, out, rel, step in self._program:
+            start = time.perf_counter()
+            bufs[out] = fn(*[bufs[i] for i in ins])
+            timings.append((time.perf_counter() - start, step))
+            if self.check_numerics and step.op != "update":
+                value = bufs[out]
+                if value.dtype.kind == "f" and not bool(xp.all(xp.isfinite(value))):
+                    bad = "NaN" if bool(xp.any(xp.isnan(value))) else "Inf"
+                    where = f" in {step.scope}" if step.scope else ""
+                    raise NumericsError(
+                        f"{bad} produced by {step.op}{where} ({step.role}, declared at {step.location}), "
+                        f"step output {step.output} of shape {tuple(value.shape)}"
+                    )
+            for r in rel:
+                bufs[r] = None
+        if config.flags.debug >= 4:
+            total = sum(t for t, _ in timings)
+            print(f"run: {len(timings)} steps in {total * 1e3:.2f} ms; slowest:")
+            for t, step in sorted(timings, key=lambda p: -p[0])[:10]:
+                print(f"  {t * 1e3:8.3f} ms  {step.op:<20} {step.output:<8} {step.location}")
+
+
+def _dim_ok(expected: Any, got: int, bindings: dict[str, int]) -> bool:
+    if expected is None:
+        return True
+    if isinstance(expected, str):
+        return bindings.setdefault(expected, got) == got
+    return expected == got
+
+
+def check_feeds(plan: Plan, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Validate feeds against the plan's placeholders; return them as arrays of the right dtype.
+
+    Missing and unexpected names, wrong ranks, sizes, inconsistent symbolic dims and
+    dtypes of the wrong kind (a float fed to an integer placeholder) raise FeedError.
+    Values of the same kind are converted (float64 data to a float32 placeholder).
+    """
+    expected = plan.feeds
+    missing = [n for n in expected if n not in feeds]
+    unexpected = [n for n in feeds if n not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing feed(s) {missing}")
+        if unexpected:
+            parts.append(f"unexpected feed(s) {unexpected}")
+        raise FeedError("; ".join(parts) + f"; this plan takes {sorted(expected)}")
+    bindings: dict[str, int] = {}
+    arrays = {}
+    for name, value in feeds.items():
+        spec = plan.buffers[expected[name]]
+        array = value if isinstance(value, np.ndarray) else np.asarray(value)
+        want = dtypes.DTYPES[spec.dtype]
+        if array.dtype != want:
+            same_kind = (array.dtype.kind == "f" and want.kind == "f") or (
+                array.dtype.kind in "iu" and want.kind in "iu") or (array.dtype.kind == want.kind)
+            if not same_kind:
+                raise FeedError(f"feed {name!r}: expected dtype {spec.dtype}, got {array.dtype}")
+            array = array.astype(want)
+        shape_text = "(" + ", ".join("None" if d is None else repr(d) if isinstance(d, str) else str(d)
+                                     for d in spec.shape) + ")"
+        if array.ndim != len(spec.shape) or not all(
+                _dim_ok(e, g, bindings) for e, g in zip(spec.shape, array.shape)):
+            raise FeedError(f"feed {name!r}: expected shape {shape_text}, got {tuple(array.shape)}"
+                            + (f" (bound so far: {bindings})" if bindings else ""))
+        arrays[name] = array
+    return arrays
+
+
+_EXECUTORS: dict[str, Callable[[], type[ArrayExecutor]]] = {}
+
+
+def register_executor(name: str, loader: Callable[[], type[ArrayExecutor]]) -> None:
+    """Register a backend by name; ``loader`` imports it lazily (CuPy only when asked for)."""
+    _EXECUTORS[name] = loader
+
+
+def get_executor(name: str) -> type[ArrayExecutor]:
+    if name not in _EXECUTORS:
+        raise ExecutorError(f"unknown executor {name!r}; available: {sorted(_EXECUTORS)}")
+    return _EXECUTORS[name]()

@@ -1,0 +1,195 @@
+"""The graph IR: immutable nodes that point at their inputs, and a Graph view over them.
+
+A ``Node`` is one op application: its op name, input nodes, attributes, result type, and
+where the user declared it. Nodes are frozen; passes build new nodes and return new
+graphs. A ``Graph`` is a set of output nodes (plus side-effect nodes such as running
+statistic updates) and the nodes they reach, kept in a topological order.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from .errors import GraphError
+
+#: A dimension is a static size, a symbolic name such as ``"batch"``, or None (unknown).
+Dim = int | str | None
+Shape = tuple[Dim, ...]
+
+_uids = itertools.count(1)
+
+
+def next_uid() -> int:
+    return next(_uids)
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """Shape and dtype of a value. Symbolic dims are names (``"batch"``) or None."""
+
+    shape: Shape
+    dtype: str
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __str__(self) -> str:
+        dims = ",".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.dtype}[{dims}]"
+
+
+class Attrs(Mapping[str, Any]):
+    """A frozen, hashable attribute mapping (values must be hashable)."""
+
+    __slots__ = ("_items", "_dict", "_hash")
+
+    def __init__(self, items: Mapping[str, Any] | None = None) -> None:
+        self._dict = dict(sorted((items or {}).items()))
+        self._items = tuple(self._dict.items())
+        self._hash: int | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self._dict[key]
+
+    def __iter__(self):
+        return iter(self._dict)
+
+    def __len__(self) -> int:
+        return len(self._dict)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(self._items)
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Attrs) and self._items == other._items
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{k}={v!r}" for k, v in self._items) + "}"
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    """One op application. Identity-hashed: two nodes are equal only if they are the same."""
+
+    op: str
+    inputs: tuple["Node", ...]
+    attrs: Attrs
+    type: TensorType
+    name: str | None = None
+    location: str = ""
+    scope: str = ""
+    role: str = "forward"  # forward | grad | update: rendering and printing tell them apart
+    effects: tuple["Node", ...] = ()  # side-effect nodes (state assignments) this value depends on
+    uid: int = field(default_factory=next_uid)
+
+    @property
+    def shape(self) -> Shape:
+        return self.type.shape
+
+    @property
+    def dtype(self) -> str:
+        return self.type.dtype
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.op == "variable":
+            var = self.attrs["var"]
+            return var.name or f"var{var.id}"
+        return f"%{self.uid}"
+
+    def __repr__(self) -> str:
+        return f"Node({self.label()} = {self.op}({', '.join(i.label() for i in self.inputs)}) : {self.type})"
+
+
+def topological_order(roots: Iterable[Node]) -> list[Node]:
+    """All nodes reachable from ``roots``, each after its inputs (iterative DFS, deterministic)."""
+    order: list[Node] = []
+    state: dict[int, int] = {}  # uid -> 1 visiting, 2 done
+    for root in roots:
+        if state.get(root.uid) == 2:
+            continue
+        stack: list[tuple[Node, int]] = [(root, 0)]
+        state[root.uid] = 1
+        while stack:
+            node, i = stack[-1]
+            deps = node.inputs
+            if i < len(deps):
+                stack[-1] = (node, i + 1)
+                child = deps[i]
+                s = state.get(child.uid)
+                if s is None:
+                    state[child.uid] = 1
+                    stack.append((child, 0))
+                elif s == 1:
+                    raise GraphError(f"cycle through node {child!r}")
+            else:
+                state[node.uid] = 2
+                order.append(node)
+                stack.pop()
+    return order
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Outputs (named) and side effects, with every node they reach in topological order."""
+
+    outputs: tuple[Node, ...]
+    output_names: tuple[str, ...]
+    effects: tuple[Node, ...] = ()
+    nodes: tuple[Node, ...] = ()
+
+    @staticmethod
+    def build(outputs: Sequence[Node], output_names: Sequence[str], effects: Sequence[Node] = ()) -> "Graph":
+        eff = tuple(dict.fromkeys(list(effects) + [e for o in outputs for e in o.effects]))
+        nodes = tuple(topological_order(list(outputs) + list(eff)))
+        return Graph(tuple(outputs), tuple(output_names), eff, nodes)
+
+    def with_outputs(self, outputs: Sequence[Node], output_names: Sequence[str] | None = None) -> "Graph":
+        return Graph.build(outputs, output_names or self.output_names, self.effects)
+
+    def users(self) -> dict[int, list[Node]]:
+        """uid -> the nodes that read it."""
+        result: dict[int, list[Node]] = {n.uid: [] for n in self.nodes}
+        for n in self.nodes:
+            for i in n.inputs:
+                result[i.uid].append(n)
+        return result
+
+    def count(self, op: str | None = None) -> int:
+        return len(self.nodes) if op is None else sum(1 for n in self.nodes if n.op == op)
+
+    def __str__(self) -> str:
+        from .printing import format_graph
+
+        return format_graph(self)
+
+
+def with_inputs(node: Node, inputs: tuple[Node, ...]) -> Node:
+    """``node`` reading ``inputs`` instead (itself when nothing changes)."""
+    if inputs == node.inputs:
+        return node
+    return replace(node, inputs=inputs, effects=(), uid=next_uid())
+
+
+def rebuild(graph: Graph, rewrite: Callable[[Node, tuple[Node, ...]], Node | None]) -> Graph:
+    """Map every node in topological order through ``rewrite(node, new_inputs)``.
+
+    ``rewrite`` returns a replacement node, or None to keep the node (with its inputs
+    swapped for their replacements). Passes are written with this one helper.
+    """
+    mapping: dict[int, Node] = {}
+    for node in graph.nodes:
+        new_inputs = tuple(mapping[i.uid] for i in node.inputs)
+        replacement = rewrite(node, new_inputs)
+        mapping[node.uid] = with_inputs(node, new_inputs) if replacement is None else replacement
+    outputs = tuple(mapping[o.uid] for o in graph.outputs)
+    effects = tuple(mapping[e.uid] for e in graph.effects)
+    # keep nodes nothing reads any more: removing them is dead-code elimination's job
+    nodes = tuple(topological_order(list(outputs) + list(effects) + list(mapping.values())))
+    return Graph(outputs, graph.output_names, effects, nodes)

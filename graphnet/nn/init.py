@@ -1,0 +1,27 @@
+"""Parameter initialisers (PyTorch's defaults) and the seed that makes them reproducible."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_rng = np.random.default_rng(0)
+
+
+def manual_seed(seed: int) -> None:
+    """Seed parameter initialisation, so that the same model code builds the same weights."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+
+
+def uniform(shape: tuple[int, ...], bound: float, dtype: str = "float32") -> np.ndarray:
+    """U(-bound, bound) samples."""
+    return _rng.uniform(-bound, bound, size=shape).astype(dtype)
+
+
+def kaiming_uniform(shape: tuple[int, ...], fan_in: int, a: float = math.sqrt(5), dtype: str = "float32") -> np.ndarray:
+    """PyTorch's ``kaiming_uniform_`` with leaky-ReLU slope ``a``; with the default a = sqrt(5)
+    (what Linear and Conv2d use) the bound is 1 / sqrt(fan_in)."""
+    gain = math.sqrt(2.0 / (1 + a * a))
+    return uniform(shape, gain * math.sqrt(3.0 / max(fan_in, 1)), dtype)

@@ -1,0 +1,24 @@
+"""Every op graphnet knows, as a public functional form with NumPy-like names.
+
+The definitions (shape rule, gradient rule, kernel) live next to each function in the
+submodules; ``REGISTRY`` maps op names to them.
+"""
+
+from .registry import REGISTRY, OpDef, defop, get_op  # noqa: F401
+from . import leaves, updates  # noqa: F401  (register leaf and update ops)
+from .elementwise import (  # noqa: F401
+    abs, add, cast, div, elu, equal, erf, exp, gelu, greater, greater_equal, leaky_relu, less, less_equal,
+    log, maximum, minimum, mul, neg, not_equal, pow, relu, sigmoid, sign, sqrt, sub, tanh, where,
+)
+from .reduce import (  # noqa: F401
+    broadcast_like, broadcast_to, expand_dims, max, mean, numel, squeeze, sum,
+)
+from .shape import (  # noqa: F401
+    concat, flatten, getitem, pad, reshape, reshape_like, slice_, swapaxes, transpose,
+)
+from .linalg import matmul  # noqa: F401
+from .nn import (  # noqa: F401
+    assign, avg_pool2d, conv2d, dropout, log_softmax, max_pool2d, one_hot, softmax,
+)
+from .norm import batch_norm  # noqa: F401
+from .common import sum_to  # noqa: F401

@@ -1,0 +1,105 @@
+"""Shape-rule helpers shared by the op definitions, and the one unbroadcast helper."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+from .. import dtypes
+from ..errors import DTypeError, ShapeError
+from ..ir import Dim, Shape, TensorType
+from ..tensor import Tensor, as_tensor
+from .registry import make_node
+
+
+def broadcast_dims(dims: Iterable[Dim]) -> Dim:
+    """One output dim from aligned input dims; symbolic dims unify by name."""
+    known = {d for d in dims if d != 1}
+    if not known:
+        return 1
+    ints = {d for d in known if isinstance(d, int)}
+    if len(ints) > 1:
+        raise ShapeError(f"dims {sorted(ints)} cannot broadcast")
+    if ints:
+        return ints.pop()
+    names = {d for d in known if isinstance(d, str)}
+    if len(names) == 1 and None not in known:
+        return names.pop()
+    if len(names) == 1:
+        return names.pop()
+    return None
+
+
+def broadcast_shapes(*shapes: Shape) -> Shape:
+    ndim = max(len(s) for s in shapes)
+    padded = [(1,) * (ndim - len(s)) + tuple(s) for s in shapes]
+    out = []
+    for axis in range(ndim):
+        try:
+            out.append(broadcast_dims(p[axis] for p in padded))
+        except ShapeError:
+            raise ShapeError(
+                f"shapes {' and '.join(str(tuple(s)) for s in shapes)} do not broadcast (axis {axis - ndim})"
+            ) from None
+    return tuple(out)
+
+
+def normalize_axis(axis: int, ndim: int) -> int:
+    if not -ndim <= axis < max(ndim, 1):
+        raise ShapeError(f"axis {axis} is out of range for a {ndim}-d input")
+    return axis % ndim if ndim else 0
+
+
+def normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
+    """None -> all axes; int or sequence -> sorted unique non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, int):
+        axis = (axis,)
+    axes = tuple(sorted({normalize_axis(int(a), ndim) for a in axis}))
+    return axes
+
+
+def require_float(t: TensorType, what: str = "input") -> None:
+    if not dtypes.is_float(t.dtype):
+        raise DTypeError(f"{what} must be a floating dtype, got {t.dtype}")
+
+
+def dims_equal(a: Dim, b: Dim) -> bool:
+    """True unless two dims are known to differ (symbolic dims may match at run time)."""
+    if isinstance(a, int) and isinstance(b, int):
+        return a == b
+    if isinstance(a, str) and isinstance(b, str):
+        return a == b
+    return True
+
+
+def prod(dims: Sequence[Dim]) -> Dim:
+    total = 1
+    for d in dims:
+        if not isinstance(d, int):
+            return None
+        total *= d
+    return total
+
+
+def unary_same(t: TensorType, **_: Any) -> TensorType:
+    return t
+
+
+def unary_float(t: TensorType, **_: Any) -> TensorType:
+    require_float(t)
+    return t
+
+
+def declare(op: str, inputs: Sequence[Any], attrs: dict[str, Any] | None = None) -> Tensor:
+    """Declare ``op`` on tensors (non-tensor inputs become constants of a matching dtype)."""
+    like = next((i for i in inputs if isinstance(i, Tensor)), None)
+    tensors = [as_tensor(i, like) for i in inputs]
+    return Tensor(make_node(op, [t.node for t in tensors], attrs))
+
+
+def sum_to(g: Tensor, shape: Shape) -> Tensor:
+    """Sum ``g`` down to ``shape``: undoes NumPy broadcasting in gradient rules."""
+    if tuple(g.shape) == tuple(shape):
+        return g
+    return declare("sum_to", [g], {"shape": tuple(shape)})

@@ -1,0 +1,298 @@
+"""Elementwise ops: arithmetic with NumPy broadcasting, activations, comparisons, where."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .. import dtypes
+from ..errors import DTypeError
+from ..ir import TensorType
+from ..tensor import Tensor
+from .common import broadcast_shapes, declare, require_float, sum_to, unary_float, unary_same
+from .conv_kernels import erf as erf_kernel
+from .registry import defop
+
+
+def _binary_infer(a: TensorType, b: TensorType, **_: Any) -> TensorType:
+    return TensorType(broadcast_shapes(a.shape, b.shape), dtypes.promote(a.dtype, b.dtype))
+
+
+def _compare_infer(a: TensorType, b: TensorType, **_: Any) -> TensorType:
+    return TensorType(broadcast_shapes(a.shape, b.shape), "bool")
+
+
+def _where_infer(c: TensorType, a: TensorType, b: TensorType, **_: Any) -> TensorType:
+    if c.dtype != "bool":
+        raise DTypeError(f"condition must be bool, got {c.dtype}")
+    return TensorType(broadcast_shapes(c.shape, a.shape, b.shape), dtypes.promote(a.dtype, b.dtype))
+
+
+def _unbroadcast(grads: tuple[Tensor | None, ...], inputs: tuple[Tensor, ...]) -> tuple[Tensor | None, ...]:
+    return tuple(None if g is None else sum_to(g, x.shape) for g, x in zip(grads, inputs))
+
+
+# --- binary arithmetic --------------------------------------------------------------------
+
+defop("add", infer=_binary_infer, kernel=lambda xp, a, b: xp.add(a, b),
+      grad=lambda g, out, ins: _unbroadcast((g, g), ins))
+defop("sub", infer=_binary_infer, kernel=lambda xp, a, b: xp.subtract(a, b),
+      grad=lambda g, out, ins: _unbroadcast((g, neg(g)), ins))
+defop("mul", infer=_binary_infer, kernel=lambda xp, a, b: xp.multiply(a, b),
+      grad=lambda g, out, ins: _unbroadcast((g * ins[1], g * ins[0]), ins))
+defop("div", infer=_binary_infer, kernel=lambda xp, a, b: xp.divide(a, b),
+      grad=lambda g, out, ins: _unbroadcast((g / ins[1], neg(g * out / ins[1])), ins))
+
+
+def _pow_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...]) -> tuple[Tensor | None, ...]:
+    a, b = ins
+    da = g * b * pow(a, b - 1)
+    db = g * out * log(a) if dtypes.is_float(b.dtype) else None
+    return _unbroadcast((da, db), ins)
+
+
+defop("pow", infer=_binary_infer, kernel=lambda xp, a, b: xp.power(a, b), grad=_pow_grad)
+defop("maximum", infer=_binary_infer, kernel=lambda xp, a, b: xp.maximum(a, b),
+      grad=lambda g, out, ins: _unbroadcast(
+          (where(ins[0] >= ins[1], g, 0.0), where(ins[0] >= ins[1], 0.0, g)), ins))
+defop("minimum", infer=_binary_infer, kernel=lambda xp, a, b: xp.minimum(a, b),
+      grad=lambda g, out, ins: _unbroadcast(
+          (where(ins[0] <= ins[1], g, 0.0), where(ins[0] <= ins[1], 0.0, g)), ins))
+
+
+def add(a: Any, b: Any) -> Tensor:
+    """``a + b`` with NumPy broadcasting."""
+    return declare("add", [a, b])
+
+
+def sub(a: Any, b: Any) -> Tensor:
+    """``a - b`` with NumPy broadcasting."""
+    return declare("sub", [a, b])
+
+
+def mul(a: Any, b: Any) -> Tensor:
+    """``a * b`` with NumPy broadcasting."""
+    return declare("mul", [a, b])
+
+
+def div(a: Any, b: Any) -> Tensor:
+    """``a / b`` with NumPy broadcasting (true division)."""
+    return declare("div", [a, b])
+
+
+def pow(a: Any, b: Any) -> Tensor:  # noqa: A001 - NumPy's name
+    """``a ** b`` with NumPy broadcasting."""
+    return declare("pow", [a, b])
+
+
+def maximum(a: Any, b: Any) -> Tensor:
+    """Elementwise maximum; the gradient goes to ``a`` on ties."""
+    return declare("maximum", [a, b])
+
+
+def minimum(a: Any, b: Any) -> Tensor:
+    """Elementwise minimum; the gradient goes to ``a`` on ties."""
+    return declare("minimum", [a, b])
+
+
+# --- comparisons and where ------------------------------------------------------------------
+
+_COMPARISONS = {
+    "equal": "equal", "not_equal": "not_equal", "less": "less",
+    "less_equal": "less_equal", "greater": "greater", "greater_equal": "greater_equal",
+}
+for _name, _ufunc in _COMPARISONS.items():
+    defop(_name, infer=_compare_infer, kernel=(lambda u: lambda xp, a, b: getattr(xp, u)(a, b))(_ufunc))
+
+
+def equal(a: Any, b: Any) -> Tensor:
+    """Boolean mask ``a == b``."""
+    return declare("equal", [a, b])
+
+
+def not_equal(a: Any, b: Any) -> Tensor:
+    """Boolean mask ``a != b``."""
+    return declare("not_equal", [a, b])
+
+
+def less(a: Any, b: Any) -> Tensor:
+    """Boolean mask ``a < b``."""
+    return declare("less", [a, b])
+
+
+def less_equal(a: Any, b: Any) -> Tensor:
+    """Boolean mask ``a <= b``."""
+    return declare("less_equal", [a, b])
+
+
+def greater(a: Any, b: Any) -> Tensor:
+    """Boolean mask ``a > b``."""
+    return declare("greater", [a, b])
+
+
+def greater_equal(a: Any, b: Any) -> Tensor:
+    """Boolean mask ``a >= b``."""
+    return declare("greater_equal", [a, b])
+
+
+def _where_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...]) -> tuple[Tensor | None, ...]:
+    c, a, b = ins
+    return (None,) + _unbroadcast((where(c, g, 0.0), where(c, 0.0, g)), (a, b))
+
+
+defop("where", infer=_where_infer, kernel=lambda xp, c, a, b: xp.where(c, a, b), grad=_where_grad)
+
+
+def where(condition: Any, a: Any, b: Any) -> Tensor:
+    """``a`` where ``condition`` (bool) holds, else ``b``; all three broadcast."""
+    like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
+    from ..tensor import as_tensor
+
+    a_t = as_tensor(a, like)
+    b_t = as_tensor(b, like)
+    return declare("where", [condition, a_t, b_t])
+
+
+# --- unary ----------------------------------------------------------------------------------
+
+def _cast_infer(t: TensorType, *, dtype: str) -> TensorType:
+    return TensorType(t.shape, dtype)
+
+
+defop("cast", infer=_cast_infer, kernel=lambda xp, x, dtype: x.astype(dtype),
+      grad=lambda g, out, ins, dtype: (cast(g, ins[0].dtype) if dtypes.is_float(ins[0].dtype) else None,))
+
+
+def cast(x: Tensor, dtype: Any) -> Tensor:
+    """``x`` converted to ``dtype``."""
+    return declare("cast", [x], {"dtype": dtypes.canonical(dtype)})
+
+
+defop("neg", infer=unary_same, kernel=lambda xp, x: xp.negative(x), grad=lambda g, out, ins: (neg(g),))
+defop("exp", infer=unary_float, kernel=lambda xp, x: xp.exp(x), grad=lambda g, out, ins: (g * out,))
+defop("log", infer=unary_float, kernel=lambda xp, x: xp.log(x), grad=lambda g, out, ins: (g / ins[0],))
+defop("sqrt", infer=unary_float, kernel=lambda xp, x: xp.sqrt(x), grad=lambda g, out, ins: (g * 0.5 / out,))
+defop("sign", infer=unary_same, kernel=lambda xp, x: xp.sign(x), grad=lambda g, out, ins: (None,))
+defop("abs", infer=unary_same, kernel=lambda xp, x: xp.abs(x), grad=lambda g, out, ins: (g * sign(ins[0]),))
+defop("relu", infer=unary_same, kernel=lambda xp, x: xp.maximum(x, 0),
+      grad=lambda g, out, ins: (where(ins[0] > 0, g, 0.0),))
+defop("sigmoid", infer=unary_float, kernel=lambda xp, x: (xp.tanh(x * 0.5) + 1) * 0.5,
+      grad=lambda g, out, ins: (g * out * (1.0 - out),))
+defop("tanh", infer=unary_float, kernel=lambda xp, x: xp.tanh(x), grad=lambda g, out, ins: (g * (1.0 - out * out),))
+
+
+def _leaky_kernel(xp: Any, x: Any, alpha: float) -> Any:
+    return xp.where(x > 0, x, x * x.dtype.type(alpha))
+
+
+defop("leaky_relu", infer=unary_float, kernel=_leaky_kernel,
+      grad=lambda g, out, ins, alpha: (where(ins[0] > 0, g, g * alpha),))
+
+
+def _elu_kernel(xp: Any, x: Any, alpha: float) -> Any:
+    return xp.where(x > 0, x, xp.expm1(xp.minimum(x, 0)) * x.dtype.type(alpha))
+
+
+defop("elu", infer=unary_float, kernel=_elu_kernel,
+      grad=lambda g, out, ins, alpha: (where(ins[0] > 0, g, g * (out + alpha)),))
+defop("erf", infer=unary_float, kernel=erf_kernel,
+      grad=lambda g, out, ins: (g * (2.0 / math.sqrt(math.pi)) * exp(neg(ins[0] * ins[0])),))
+
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_TANH_C = math.sqrt(2.0 / math.pi)
+
+
+def _gelu_kernel(xp: Any, x: Any, approximate: str) -> Any:
+    half = x.dtype.type(0.5)
+    if approximate == "tanh":
+        inner = x.dtype.type(_TANH_C) * (x + x.dtype.type(0.044715) * x * x * x)
+        return half * x * (1 + xp.tanh(inner))
+    return half * x * (1 + erf_kernel(xp, x * x.dtype.type(_SQRT_HALF)))
+
+
+def _gelu_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...], approximate: str) -> tuple[Tensor]:
+    x = ins[0]
+    if approximate == "tanh":
+        inner = _TANH_C * (x + 0.044715 * x * x * x)
+        t = tanh(inner)
+        d_inner = _TANH_C * (1.0 + 3 * 0.044715 * x * x)
+        return (g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * d_inner),)
+    cdf = 0.5 * (1.0 + erf(x * _SQRT_HALF))
+    pdf = _INV_SQRT_2PI * exp(x * x * -0.5)
+    return (g * (cdf + x * pdf),)
+
+
+def _gelu_infer(t: TensorType, *, approximate: str) -> TensorType:
+    require_float(t)
+    if approximate not in ("none", "tanh"):
+        raise DTypeError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    return t
+
+
+defop("gelu", infer=_gelu_infer, kernel=_gelu_kernel, grad=_gelu_grad)
+
+
+def neg(x: Any) -> Tensor:
+    """``-x``."""
+    return declare("neg", [x])
+
+
+def exp(x: Any) -> Tensor:
+    """``e ** x``."""
+    return declare("exp", [x])
+
+
+def log(x: Any) -> Tensor:
+    """Natural logarithm."""
+    return declare("log", [x])
+
+
+def sqrt(x: Any) -> Tensor:
+    """Square root."""
+    return declare("sqrt", [x])
+
+
+def sign(x: Any) -> Tensor:
+    """-1, 0 or 1 by the sign of ``x`` (zero gradient)."""
+    return declare("sign", [x])
+
+
+def abs(x: Any) -> Tensor:  # noqa: A001 - NumPy's name
+    """Absolute value (gradient ``sign(x)``)."""
+    return declare("abs", [x])
+
+
+def relu(x: Tensor) -> Tensor:
+    """``max(x, 0)``."""
+    return declare("relu", [x])
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    """Logistic function ``1 / (1 + exp(-x))``, computed stably."""
+    return declare("sigmoid", [x])
+
+
+def tanh(x: Tensor) -> Tensor:
+    """Hyperbolic tangent."""
+    return declare("tanh", [x])
+
+
+def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
+    """``x`` where positive, else ``negative_slope * x`` (PyTorch's default slope)."""
+    return declare("leaky_relu", [x], {"alpha": float(negative_slope)})
+
+
+def elu(x: Tensor, alpha: float = 1.0) -> Tensor:
+    """``x`` where positive, else ``alpha * (exp(x) - 1)``."""
+    return declare("elu", [x], {"alpha": float(alpha)})
+
+
+def erf(x: Tensor) -> Tensor:
+    """The error function."""
+    return declare("erf", [x])
+
+
+def gelu(x: Tensor, approximate: str = "none") -> Tensor:
+    """Gaussian error linear unit ``x * Phi(x)``; ``approximate="tanh"`` as in PyTorch."""
+    return declare("gelu", [x], {"approximate": approximate})

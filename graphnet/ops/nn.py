@@ -1,0 +1,249 @@
+"""Neural-network ops: convolution, pooling, softmax, dropout masks, one-hot, state assignment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import dtypes
+from ..errors import DTypeError, FeedError, ShapeError
+from ..ir import Dim, TensorType
+from ..tensor import Tensor
+from . import conv_kernels as K
+from .common import declare, dims_equal, normalize_axis, require_float
+from .reduce import sum
+from .registry import defop
+
+Pair = tuple[int, int]
+
+
+def _pair(v: Any, what: str) -> Pair:
+    pair = (v, v) if isinstance(v, int) else tuple(v)
+    if len(pair) != 2 or not all(isinstance(p, int) for p in pair):
+        raise ShapeError(f"{what} must be an int or a pair of ints, got {v!r}")
+    return (int(pair[0]), int(pair[1]))
+
+
+def _out_dim(size: Dim, k: int, s: int, p: int, d: int) -> Dim:
+    if not isinstance(size, int):
+        return size if size is None else None
+    out = (size + 2 * p - d * (k - 1) - 1) // s + 1
+    if out < 1:
+        raise ShapeError(f"spatial size {size} is too small for kernel {k} (padding {p}, dilation {d})")
+    return out
+
+
+# --- conv2d -------------------------------------------------------------------------------
+
+def _conv_infer(x: TensorType, w: TensorType, *, stride: Pair, padding: Pair, dilation: Pair,
+                groups: int) -> TensorType:
+    if x.ndim != 4:
+        raise ShapeError("expected input of shape (N, C, H, W)")
+    if w.ndim != 4:
+        raise ShapeError("expected weight of shape (out_channels, in_channels // groups, kh, kw)")
+    require_float(x)
+    if x.dtype != w.dtype:
+        raise DTypeError(f"input dtype {x.dtype} differs from weight dtype {w.dtype}")
+    if isinstance(x.shape[1], int) and x.shape[1] != w.shape[1] * groups:
+        raise ShapeError(
+            f"expected input with {w.shape[1] * groups} channels (weight in_channels {w.shape[1]} x groups {groups}), "
+            f"got {x.shape[1]}"
+        )
+    if w.shape[0] % groups:
+        raise ShapeError(f"out_channels {w.shape[0]} is not divisible by groups {groups}")
+    ho = _out_dim(x.shape[2], w.shape[2], stride[0], padding[0], dilation[0])
+    wo = _out_dim(x.shape[3], w.shape[3], stride[1], padding[1], dilation[1])
+    return TensorType((x.shape[0], w.shape[0], ho, wo), x.dtype)
+
+
+def _conv_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...], **attrs: Any) -> tuple:
+    x, w = ins
+    return (declare("conv2d_grad_input", [g, w, x], attrs), declare("conv2d_grad_weight", [x, g, w], attrs))
+
+
+def _conv_gi_grad(h: Tensor, out: Tensor, ins: tuple[Tensor, ...], **attrs: Any) -> tuple:
+    # conv2d_grad_input is linear in g and in w: <gi(g, w), h> = <g, conv(h, w)>
+    g, w, _ = ins
+    return (declare("conv2d", [h, w], attrs), declare("conv2d_grad_weight", [h, g, w], attrs), None)
+
+
+def _conv_gw_grad(h: Tensor, out: Tensor, ins: tuple[Tensor, ...], **attrs: Any) -> tuple:
+    # <gw(x, g), h> = <conv(x, h), g>
+    x, g, _ = ins
+    return (declare("conv2d_grad_input", [g, h, x], attrs), declare("conv2d", [x, h], attrs), None)
+
+
+defop("conv2d", infer=_conv_infer, kernel=K.conv2d, grad=_conv_grad)
+defop("conv2d_grad_input", infer=lambda g, w, x, **a: x, kernel=K.conv2d_grad_input, grad=_conv_gi_grad)
+defop("conv2d_grad_weight", infer=lambda x, g, w, **a: w, kernel=K.conv2d_grad_weight, grad=_conv_gw_grad)
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0,
+           dilation: Any = 1, groups: int = 1) -> Tensor:
+    """2-d cross-correlation as PyTorch's ``F.conv2d``.
+
+    x (N, C, H, W), weight (O, C // groups, kh, kw), bias (O,) -> (N, O, Ho, Wo).
+    """
+    if groups < 1:
+        raise ShapeError(f"groups must be >= 1, got {groups}")
+    attrs = {"stride": _pair(stride, "stride"), "padding": _pair(padding, "padding"),
+             "dilation": _pair(dilation, "dilation"), "groups": int(groups)}
+    if min(attrs["stride"]) < 1 or min(attrs["dilation"]) < 1 or min(attrs["padding"]) < 0:
+        raise ShapeError(f"conv2d: stride and dilation must be >= 1 and padding >= 0, got {attrs}")
+    y = declare("conv2d", [x, weight], attrs)
+    if bias is not None:
+        from .shape import reshape
+
+        if bias.ndim != 1 or not dims_equal(bias.shape[0], weight.shape[0]):
+            raise ShapeError(f"conv2d: bias must have shape ({weight.shape[0]},), got {bias.shape}")
+        y = y + reshape(bias, (1, bias.shape[0], 1, 1))
+    return y
+
+
+# --- pooling ------------------------------------------------------------------------------
+
+def _pool_infer(x: TensorType, *, kernel_size: Pair, stride: Pair, padding: Pair) -> TensorType:
+    if x.ndim != 4:
+        raise ShapeError("expected input of shape (N, C, H, W)")
+    if padding[0] * 2 > kernel_size[0] or padding[1] * 2 > kernel_size[1]:
+        raise ShapeError(f"padding {padding} must be at most half of kernel_size {kernel_size}")
+    ho = _out_dim(x.shape[2], kernel_size[0], stride[0], padding[0], 1)
+    wo = _out_dim(x.shape[3], kernel_size[1], stride[1], padding[1], 1)
+    return TensorType(x.shape[:2] + (ho, wo), x.dtype)
+
+
+defop("max_pool2d", infer=_pool_infer, kernel=K.max_pool2d,
+      grad=lambda g, out, ins, **a: (declare("max_pool2d_grad", [g, ins[0]], a),))
+defop("max_pool2d_grad", infer=lambda g, x, **a: x, kernel=K.max_pool2d_grad)
+defop("avg_pool2d", infer=_pool_infer, kernel=K.avg_pool2d,
+      grad=lambda g, out, ins, **a: (declare("avg_pool2d_grad", [g, ins[0]], a),))
+defop("avg_pool2d_grad", infer=lambda g, x, **a: x, kernel=K.avg_pool2d_grad,
+      grad=lambda h, out, ins, **a: (declare("avg_pool2d", [h], a), None))
+
+
+def _pool_attrs(kernel_size: Any, stride: Any, padding: Any) -> dict[str, Pair]:
+    k = _pair(kernel_size, "kernel_size")
+    s = k if stride is None else _pair(stride, "stride")
+    return {"kernel_size": k, "stride": s, "padding": _pair(padding, "padding")}
+
+
+def max_pool2d(x: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:
+    """Max pooling as PyTorch's ``F.max_pool2d`` (stride defaults to kernel_size).
+
+    x (N, C, H, W) -> (N, C, Ho, Wo).
+    """
+    return declare("max_pool2d", [x], _pool_attrs(kernel_size, stride, padding))
+
+
+def avg_pool2d(x: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:
+    """Average pooling (zero padding counted, as PyTorch's default)."""
+    return declare("avg_pool2d", [x], _pool_attrs(kernel_size, stride, padding))
+
+
+# --- softmax ------------------------------------------------------------------------------
+
+def _softmax_kernel(xp: Any, x: Any, axis: int) -> Any:
+    e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
+    e /= xp.sum(e, axis=axis, keepdims=True)
+    return e
+
+
+def _log_softmax_kernel(xp: Any, x: Any, axis: int) -> Any:
+    shifted = x - xp.max(x, axis=axis, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+
+
+def _axis_infer(x: TensorType, *, axis: int) -> TensorType:
+    require_float(x)
+    if not 0 <= axis < x.ndim:
+        raise ShapeError(f"axis {axis} is out of range for a {x.ndim}-d input")
+    return x
+
+
+defop("softmax", infer=_axis_infer, kernel=_softmax_kernel,
+      grad=lambda g, out, ins, axis: (out * (g - sum(g * out, axis, keepdims=True)),))
+defop("log_softmax", infer=_axis_infer, kernel=_log_softmax_kernel,
+      grad=lambda g, out, ins, axis: (g - _exp(out) * sum(g, axis, keepdims=True),))
+
+
+def _exp(x: Tensor) -> Tensor:
+    from .elementwise import exp
+
+    return exp(x)
+
+
+def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """``exp(x) / sum(exp(x))`` along ``axis``, computed stably."""
+    return declare("softmax", [x], {"axis": normalize_axis(axis, x.ndim)})
+
+
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """``x - logsumexp(x)`` along ``axis``, computed stably."""
+    return declare("log_softmax", [x], {"axis": normalize_axis(axis, x.ndim)})
+
+
+# --- dropout ------------------------------------------------------------------------------
+
+def _dropout_mask_kernel(xp: Any, x: Any, p: float, rng: Any) -> Any:
+    keep = rng.random(x.shape, dtype="float32" if x.dtype != "float64" else "float64") >= p
+    return keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
+
+
+defop("dropout_mask", infer=lambda x, p: x, kernel=_dropout_mask_kernel, grad=lambda g, out, ins, p: (None,),
+      random=True)
+
+
+def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
+    """Zero each element with probability ``p`` and scale the rest by ``1 / (1 - p)`` when training."""
+    if not 0.0 <= p < 1.0:
+        raise ShapeError(f"dropout probability must be in [0, 1), got {p}")
+    if not training or p == 0.0:
+        return x
+    require_float(x.node.type, "dropout input")
+    return x * declare("dropout_mask", [x], {"p": float(p)})
+
+
+# --- one-hot ------------------------------------------------------------------------------
+
+def _one_hot_infer(labels: TensorType, *, num_classes: int, dtype: str) -> TensorType:
+    if not dtypes.is_int(labels.dtype):
+        raise DTypeError(f"labels must be integers, got {labels.dtype}")
+    return TensorType(labels.shape + (num_classes,), dtype)
+
+
+def _one_hot_kernel(xp: Any, labels: Any, num_classes: int, dtype: str) -> Any:
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise FeedError(
+            f"labels must lie in [0, {num_classes}), got values from {int(labels.min())} to {int(labels.max())}"
+        )
+    return (labels[..., None] == xp.arange(num_classes)).astype(dtype)
+
+
+defop("one_hot", infer=_one_hot_infer, kernel=_one_hot_kernel, grad=lambda g, out, ins, **a: (None,))
+
+
+def one_hot(labels: Tensor, num_classes: int, dtype: Any = "float32") -> Tensor:
+    """(…,) integer labels -> (…, num_classes) one-hot rows."""
+    return declare("one_hot", [labels], {"num_classes": int(num_classes), "dtype": dtypes.canonical(dtype)})
+
+
+# --- state assignment (running statistics) ------------------------------------------------
+
+def _assign_infer(target: TensorType, value: TensorType) -> TensorType:
+    if not all(dims_equal(a, b) for a, b in zip(target.shape, value.shape)) or target.ndim != value.ndim:
+        raise ShapeError(f"cannot assign a value of shape {value.shape} to state of shape {target.shape}")
+    return target
+
+
+def _assign_kernel(xp: Any, target: Any, value: Any) -> Any:
+    xp.copyto(target, value)
+    return target
+
+
+defop("assign", infer=_assign_infer, kernel=_assign_kernel, effect=True)
+
+
+def assign(target: Tensor, value: Tensor) -> Tensor:
+    """Write ``value`` into the variable ``target`` after the step's other work (a side effect)."""
+    if target.op != "variable":
+        raise ShapeError("assign: the target must be a variable (a Parameter or state tensor)")
+    return declare("assign", [target, value])

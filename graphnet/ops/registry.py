@@ -1,0 +1,150 @@
+"""OpDef and the op registry, and ``apply``: the one way a node is declared.
+
+An op is defined once, in one place: its shape/dtype rule (``infer``), its gradient rule
+written with graphnet ops (``grad``, so gradients are graphs and can be differentiated
+again), and one array kernel written against an array module ``xp`` (``kernel``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+from ..errors import GraphError, ShapeError
+from ..ir import Attrs, Node, TensorType
+
+InferRule = Callable[..., TensorType]  # infer(*input_types, **attrs) -> TensorType
+GradRule = Callable[..., Sequence[Any]]  # grad(g, out, inputs, **attrs) -> one Tensor|None per input
+Kernel = Callable[..., Any]  # kernel(xp, *arrays, **attrs) -> array
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """Everything graphnet knows about one op."""
+
+    name: str
+    infer: InferRule
+    kernel: Kernel | None
+    grad: GradRule | None = None
+    doc: str = ""
+    random: bool = False  # kernel takes ``rng=``; never merged by CSE nor folded
+    effect: bool = False  # writes to state; scheduled last, never merged nor removed
+
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+def defop(
+    name: str,
+    *,
+    infer: InferRule,
+    kernel: Kernel | None,
+    grad: GradRule | None = None,
+    random: bool = False,
+    effect: bool = False,
+    doc: str = "",
+) -> OpDef:
+    """Register an op. Names are unique; re-registering is a programming error."""
+    if name in REGISTRY:
+        raise GraphError(f"op {name!r} is already registered")
+    opdef = OpDef(name, infer, kernel, grad, doc, random, effect)
+    REGISTRY[name] = opdef
+    return opdef
+
+
+def get_op(name: str) -> OpDef:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise GraphError(f"unknown op {name!r}") from None
+
+
+# --- declaration context: module path, role, and the user's source line ---------------
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_scope_stack: list[str] = []
+_context: dict[str, Any] = {"role": "forward", "location": None, "scope": None}
+
+
+@contextlib.contextmanager
+def scope(path: str) -> Iterator[None]:
+    """Nodes declared inside carry this module path (``features.3``)."""
+    _scope_stack.append(path)
+    try:
+        yield
+    finally:
+        _scope_stack.pop()
+
+
+@contextlib.contextmanager
+def derived_from(node: Node, role: str) -> Iterator[None]:
+    """Nodes declared inside (by autodiff, optimizers) inherit ``node``'s location and scope."""
+    saved = dict(_context)
+    _context.update(role=role, location=node.location, scope=node.scope)
+    try:
+        yield
+    finally:
+        _context.clear()
+        _context.update(saved)
+
+
+def current_scope() -> str:
+    if _context["scope"] is not None:
+        return _context["scope"]
+    return _scope_stack[-1] if _scope_stack else ""
+
+
+def user_location() -> str:
+    """``file:line`` of the innermost caller outside the graphnet package."""
+    if _context["location"] is not None:
+        return _context["location"]
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep):
+            return f"{os.path.basename(filename)}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "<graphnet>"
+
+
+def _fmt_shape(t: TensorType) -> str:
+    return "(" + ", ".join("None" if d is None else repr(d) if isinstance(d, str) else str(d) for d in t.shape) + (
+        ",)" if len(t.shape) == 1 else ")"
+    ) + f" {t.dtype}"
+
+
+def make_node(op: str, inputs: Sequence[Node], attrs: dict[str, Any] | None = None, name: str | None = None) -> Node:
+    """Check the op's shape rule against ``inputs`` and return the new node.
+
+    A rule violation raises ``ShapeError`` naming the op, module path, input shapes and
+    the user's file:line: errors surface where the op is declared, not at run time.
+    """
+    opdef = get_op(op)
+    attrs = attrs or {}
+    types = [i.type for i in inputs]
+    try:
+        out_type = opdef.infer(*types, **attrs)
+    except ShapeError as exc:
+        where = current_scope()
+        shapes = ", ".join(_fmt_shape(t) for t in types)
+        raise type(exc)(
+            f"{op}{f' in {where}' if where else ''} at {user_location()}: inputs {shapes}: {exc}"
+        ) from None
+    effects: tuple[Node, ...] = ()
+    for i in inputs:
+        if i.effects:
+            effects = tuple(dict.fromkeys(effects + i.effects))
+    return Node(
+        op=op,
+        inputs=tuple(inputs),
+        attrs=Attrs(attrs),
+        type=out_type,
+        name=name,
+        location=user_location(),
+        scope=current_scope(),
+        role=_context["role"],
+        effects=effects,
+    )

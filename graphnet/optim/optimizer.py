@@ -1,0 +1,272 @@
+"""The optimizer interface, its validation helpers and the name registry.
+
+How the compiled training plan uses an optimizer
+------------------------------------------------
+For every trainable parameter the executor calls, once at plan build::
+
+    state = opt.init_state(xp, param)   # dict[str, array], each shaped and typed like param
+
+and then on every training step, after the gradients are computed (and after
+global-norm clipping, which the compiler does itself from ``opt.max_grad_norm``)::
+
+    opt.update(xp, param, grad, state, step)
+
+``update`` works IN PLACE on ``param`` and on the arrays in ``state``; it never
+writes to ``grad``. ``step`` is the 1-based count of updates applied so far,
+including this one. ``xp`` is the array module (``numpy`` now, ``cupy`` later).
+
+Hyperparameters are plain attributes read at call time, so ``opt.lr = 0.01``
+(by hand or from a schedule in :mod:`graphnet.optim.schedules`) takes effect on
+the next ``update``. They are not re-validated on every call; call
+:meth:`Optimizer.validate` after changing them if in doubt.
+
+Writing your own optimizer
+--------------------------
+Subclass :class:`Optimizer` and give it a ``name`` (the registry key), the
+``state_names`` it keeps per parameter and an ``update``; ``@register`` makes
+it reachable by name through :func:`get`::
+
+    @register
+    class SignSGD(Optimizer):
+        name = "signsgd"
+        state_names = ()
+
+        def update(self, xp, param, grad, state, step):
+            param -= self.lr * xp.sign(grad)
+
+``SignSGD(lr=0.01)`` then works. Extra hyperparameters may be passed as keyword
+arguments (``Lion(lr=1e-4, betas=(0.9, 0.99))``), given defaults through the
+class attribute ``defaults``, or declared in an ``__init__`` of your own that
+calls ``super().__init__(lr, max_grad_norm=..., **hyper)``. Override
+``init_state`` when state should not start at zero, and ``validate`` (calling
+``super().validate()``) to check hyperparameters.
+
+Keep the dtype of ``param``: update with xp ufuncs (``out=`` where it avoids an
+allocation) and Python-float scalars, which never upcast a float32 array.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from abc import ABC, abstractmethod
+from typing import Any, Callable, ClassVar, Mapping, TypeVar
+
+from graphnet.errors import OptimizerError
+
+__all__ = [
+    "Optimizer",
+    "register",
+    "get",
+    "from_config",
+    "available",
+    "check_number",
+]
+
+
+def check_number(
+    owner: str,
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Return ``value`` as a float, or raise :class:`OptimizerError`.
+
+    ``value`` must be a finite real number (not a bool) within ``[low, high]``;
+    ``low_open``/``high_open`` make the corresponding end exclusive.
+    """
+    ok = isinstance(value, (int, float)) or _is_real_scalar(value)
+    if not ok or isinstance(value, bool):
+        raise OptimizerError(f"{owner}: {name} must be a real number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise OptimizerError(f"{owner}: {name} must be finite, got {value!r}")
+    if low is not None and (v < low or (low_open and v == low)):
+        raise OptimizerError(f"{owner}: {name} must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and (v > high or (high_open and v == high)):
+        raise OptimizerError(f"{owner}: {name} must be {'<' if high_open else '<='} {high}, got {value!r}")
+    return v
+
+
+def _is_real_scalar(value: Any) -> bool:
+    # NumPy (or CuPy) real scalars, without importing either.
+    return getattr(value, "shape", None) == () and getattr(getattr(value, "dtype", None), "kind", "") in "fiu"
+
+
+def _jsonable(owner: str, key: str, value: Any) -> Any:
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, float)):
+        return value
+    if _is_real_scalar(value) or getattr(getattr(value, "dtype", None), "kind", "") == "b":
+        return value.item()
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(owner, key, v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(owner, key, v) for k, v in value.items()}
+    raise OptimizerError(f"{owner}: hyperparameter {key}={value!r} is not a plain JSON-able value")
+
+
+class Optimizer(ABC):
+    """Base class of all optimizers; see the module docstring for the contract.
+
+    Class attributes a subclass sets:
+
+    ``name``
+        registry key used by :func:`get` (lower case by convention).
+    ``state_names``
+        names of the per-parameter state arrays; :meth:`init_state` returns
+        exactly these keys. A subclass whose state depends on its settings may
+        make it a property (SGD keeps a momentum buffer only with momentum).
+    ``defaults``
+        optional default values for hyperparameters not passed to ``__init__``.
+    """
+
+    name: ClassVar[str] = ""
+    state_names: tuple[str, ...] = ()
+    defaults: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, lr: float, *, max_grad_norm: float | None = None, **hyper: Any) -> None:
+        hyper = {**self.defaults, **hyper}
+        for key in hyper:
+            cls_attr = getattr(type(self), key, None)
+            if (
+                key.startswith("_")
+                or key in ("lr", "max_grad_norm")
+                or hasattr(Optimizer, key)
+                or callable(cls_attr)
+                or isinstance(cls_attr, property)
+            ):
+                raise OptimizerError(f"{self._label()}: {key!r} cannot be used as a hyperparameter name")
+        self.lr = lr
+        for key, value in hyper.items():
+            setattr(self, key, value)
+        self.max_grad_norm = max_grad_norm
+        self._hyper_names: tuple[str, ...] = ("lr", *hyper, "max_grad_norm")
+        self.validate()
+
+    # -- the interface the executor calls ---------------------------------
+
+    def init_state(self, xp: Any, param: Any) -> dict[str, Any]:
+        """Per-parameter state: one zero array like ``param`` for each of ``state_names``."""
+        return {key: xp.zeros_like(param) for key in self.state_names}
+
+    @abstractmethod
+    def update(self, xp: Any, param: Any, grad: Any, state: dict[str, Any], step: int) -> None:
+        """Apply one update to ``param`` and ``state`` in place; ``step`` counts from 1."""
+
+    # -- hyperparameters --------------------------------------------------
+
+    def validate(self) -> None:
+        """Check the hyperparameters; raise :class:`OptimizerError` if one is bad.
+
+        Subclasses extend this (calling ``super().validate()``). It runs at the
+        end of ``__init__``; call it again after changing attributes by hand.
+        """
+        label = self._label()
+        check_number(label, "lr", self.lr, low=0.0)
+        if self.max_grad_norm is not None:
+            check_number(label, "max_grad_norm", self.max_grad_norm, low=0.0, low_open=True)
+
+    def hyperparams(self) -> dict[str, Any]:
+        """Hyperparameters as plain JSON-able values (tuples become lists).
+
+        ``from_config(opt.name, opt.hyperparams())`` rebuilds an equal optimizer.
+        """
+        label = self._label()
+        return {key: _jsonable(label, key, getattr(self, key)) for key in self._hyper_names}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{key}={getattr(self, key)!r}" for key in self._hyper_names)
+        return f"{type(self).__name__}({args})"
+
+    # -- helpers for subclasses -------------------------------------------
+
+    def _label(self) -> str:
+        return self.name or type(self).__name__
+
+    def _state(self, state: Mapping[str, Any], key: str) -> Any:
+        """``state[key]``, with a clear error if the state was built without it."""
+        try:
+            return state[key]
+        except KeyError:
+            raise OptimizerError(
+                f"{self._label()}: optimizer state has no {key!r} (it has {sorted(state)}); "
+                f"it was built by init_state with different settings; rebuild the plan"
+            ) from None
+
+
+# ---------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------
+
+_REGISTRY: dict[str, type[Optimizer]] = {}
+
+O = TypeVar("O", bound=type[Optimizer])
+
+
+def register(cls: O | None = None, *, replace: bool = False) -> O | Callable[[O], O]:
+    """Class decorator adding an :class:`Optimizer` subclass to the registry under ``cls.name``.
+
+    Use as ``@register`` or ``@register(replace=True)``; registering a second,
+    different class under a taken name raises unless ``replace`` is true.
+    Names are case-insensitive.
+    """
+
+    def deco(c: O) -> O:
+        if not (isinstance(c, type) and issubclass(c, Optimizer)):
+            raise OptimizerError(f"register expects an Optimizer subclass, got {c!r}")
+        if not isinstance(c.name, str) or not c.name:
+            raise OptimizerError(f"{c.__name__} needs a non-empty class attribute 'name' to be registered")
+        key = c.name.lower()
+        old = _REGISTRY.get(key)
+        if old is not None and old is not c and not replace and (old.__module__, old.__qualname__) != (
+            c.__module__,
+            c.__qualname__,
+        ):
+            raise OptimizerError(
+                f"an optimizer named {c.name!r} is already registered ({old.__module__}.{old.__qualname__}); "
+                f"pass replace=True to override it"
+            )
+        _REGISTRY[key] = c
+        return c
+
+    return deco if cls is None else deco(cls)
+
+
+def available() -> list[str]:
+    """Sorted names of the registered optimizers."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str | Optimizer, **hyper: Any) -> Optimizer:
+    """Build the registered optimizer ``name`` with ``hyper`` (e.g. ``get("adam", lr=3e-4)``).
+
+    An :class:`Optimizer` instance passed without hyperparameters is returned
+    as is. Unknown names and unknown hyperparameters raise :class:`OptimizerError`.
+    """
+    if isinstance(name, Optimizer):
+        if hyper:
+            raise OptimizerError("get: hyperparameters cannot be given with an Optimizer instance")
+        return name
+    if not isinstance(name, str):
+        raise OptimizerError(f"get: optimizer name must be a string, got {name!r}")
+    cls = _REGISTRY.get(name.lower())
+    if cls is None:
+        raise OptimizerError(f"unknown optimizer {name!r}; known optimizers: {', '.join(available())}")
+    try:
+        inspect.signature(cls).bind(**hyper)
+    except TypeError as exc:
+        raise OptimizerError(f"bad hyperparameters for optimizer {cls.name!r}: {exc}") from None
+    return cls(**hyper)
+
+
+def from_config(name: str, hyper: Mapping[str, Any] | None = None) -> Optimizer:
+    """Rebuild an optimizer from ``name`` and a :meth:`Optimizer.hyperparams` dict."""
+    if hyper is not None and not isinstance(hyper, Mapping):
+        raise OptimizerError(f"from_config: hyper must be a mapping, got {hyper!r}")
+    return get(name, **dict(hyper or {}))

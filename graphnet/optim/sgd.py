@@ -1,0 +1,103 @@
+"""Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay.
+
+Follows ``torch.optim.SGD``::
+
+    g = grad + weight_decay * p                       (if weight_decay)
+    if momentum:
+        b = g                          at step 1
+        b = momentum * b + (1 - dampening) * g        afterwards
+        g = g + momentum * b  if nesterov  else  b
+    p = p - lr * g
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphnet.errors import OptimizerError
+
+from .optimizer import Optimizer, check_number, register
+
+__all__ = ["SGD"]
+
+
+@register
+class SGD(Optimizer):
+    """``SGD(lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False)``.
+
+    State: ``momentum_buffer`` (only when ``momentum`` is non-zero).
+    """
+
+    name = "sgd"
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        max_grad_norm: float | None = None,
+    ) -> None:
+        super().__init__(
+            lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            max_grad_norm=max_grad_norm,
+        )
+
+    @property
+    def state_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("momentum_buffer",) if self.momentum != 0 else ()
+
+    def validate(self) -> None:
+        super().validate()
+        label = self._label()
+        check_number(label, "momentum", self.momentum, low=0.0)
+        check_number(label, "dampening", self.dampening, low=0.0, high=1.0)
+        check_number(label, "weight_decay", self.weight_decay, low=0.0)
+        if not isinstance(self.nesterov, bool):
+            raise OptimizerError(f"{label}: nesterov must be a bool, got {self.nesterov!r}")
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise OptimizerError(
+                f"{label}: nesterov momentum requires momentum > 0 and dampening == 0 "
+                f"(got momentum={self.momentum!r}, dampening={self.dampening!r})"
+            )
+
+    def update(self, xp: Any, param: Any, grad: Any, state: dict[str, Any], step: int) -> None:
+        lr = float(self.lr)
+        momentum = float(self.momentum)
+        dampening = float(self.dampening)
+        weight_decay = float(self.weight_decay)
+
+        g = grad
+        if weight_decay != 0:
+            g = xp.multiply(param, weight_decay)  # g = grad + wd * p, in a fresh array
+            g += grad
+        scratch = None
+        if momentum != 0:
+            buf = self._state(state, "momentum_buffer")
+            if step <= 1:
+                xp.copyto(buf, g)
+            else:
+                buf *= momentum
+                if dampening == 0:
+                    buf += g
+                else:
+                    scratch = xp.multiply(g, 1.0 - dampening)
+                    buf += scratch
+            if self.nesterov:
+                if scratch is None:
+                    scratch = xp.empty_like(param)
+                xp.multiply(buf, momentum, out=scratch)  # g + momentum * buf
+                scratch += g
+                g = scratch
+            else:
+                g = buf
+        if scratch is None:
+            scratch = xp.empty_like(param)
+        xp.multiply(g, lr, out=scratch)
+        param -= scratch

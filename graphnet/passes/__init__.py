@@ -1,0 +1,12 @@
+"""Compile passes, one per file, each a function from graph to graph (lowering: graph to plan)."""
+
+from .autodiff import autodiff, gradients  # noqa: F401
+from .constant_fold import constant_fold  # noqa: F401
+from .cse import cse  # noqa: F401
+from .dce import dce  # noqa: F401
+from .lower import lower  # noqa: F401
+from .pipeline import default_pipeline, run_pipeline  # noqa: F401
+from .schedule import schedule  # noqa: F401
+from .simplify import simplify  # noqa: F401
+from .training import add_training_updates  # noqa: F401
+from .verify import verify  # noqa: F401

@@ -1,0 +1,77 @@
+"""Deterministic text printers for graphs and plans, one line per node or step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .ir import Graph, Node, TensorType
+from .plan import Plan
+
+
+def _attr_text(attrs: Any, skip: tuple[str, ...] = ("value", "var", "name", "shape", "dtype")) -> str:
+    items = [f"{k}={v}" for k, v in attrs.items() if k not in skip]
+    return " {" + ", ".join(items) + "}" if items else ""
+
+
+def format_graph(graph: Graph) -> str:
+    """The graph in the style of ``jax.make_jaxpr``: inputs, one equation a line, outputs.
+
+    Node ids are renumbered in print order, so equal graphs print equally.
+    """
+    ids: dict[int, str] = {}
+    lines = []
+    inputs = []
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            ids[node.uid] = node.attrs["name"]
+            inputs.append(f"{ids[node.uid]}:{node.type}")
+        elif node.op == "variable":
+            ids[node.uid] = node.label()
+            inputs.append(f"{ids[node.uid]}:{node.type}")
+        elif node.op == "constant":
+            ids[node.uid] = f"c{sum(1 for k in ids.values() if k.startswith('c') and k[1:].isdigit())}"
+            lines.append(f"  {ids[node.uid]}:{node.type} = const {node.attrs['value']!r}")
+    for node in graph.nodes:
+        if node.uid in ids:
+            continue
+        ids[node.uid] = f"%{len([k for k in ids.values() if k.startswith('%')])}"
+        args = " ".join(ids[i.uid] for i in node.inputs)
+        tag = "" if node.role == "forward" else f"  [{node.role}]"
+        where = f"  # {node.scope + ' ' if node.scope else ''}{node.location}" if node.location else ""
+        lines.append(f"  {ids[node.uid]}:{node.type} = {node.op}{_attr_text(node.attrs)} {args}{tag}{where}")
+    outs = ", ".join(f"{name}={ids[o.uid]}" for name, o in zip(graph.output_names, graph.outputs))
+    effects = ", ".join(ids[e.uid] for e in graph.effects)
+    head = "{ lambda " + " ".join(inputs) + " ."
+    tail = f"  in ({outs})" + (f" effects ({effects})" if effects else "") + " }"
+    return "\n".join([head] + lines + [tail])
+
+
+def format_plan(plan: Plan) -> str:
+    """The plan's buffers and steps, one step a line, with the buffers freed after it."""
+    lines = ["plan {"]
+    for name, buf in plan.buffers.items():
+        if buf.kind != "temp":
+            lines.append(f"  {buf.kind:<9} {name}: {TensorType(buf.shape, buf.dtype)}")
+    for i, (step, rel) in enumerate(zip(plan.steps, plan.release)):
+        buf = plan.buffers[step.output]
+        tag = "" if step.role == "forward" else f"  [{step.role}]"
+        free = f"  free {' '.join(rel)}" if rel else ""
+        lines.append(f"  {i:>4}: {step.output}:{TensorType(buf.shape, buf.dtype)} = {step.op}"
+                     f"{_attr_text(step.attrs)} {' '.join(step.inputs)}{tag}{free}")
+    lines.append("  outputs " + ", ".join(f"{k}={v}" for k, v in plan.outputs.items()))
+    if plan.optimizer:
+        lines.append(f"  optimizer {plan.optimizer['name']} {plan.optimizer['hyper']}")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def make_graph(outputs: Any) -> Graph:
+    """The graph that computes ``outputs`` (a tensor, list or dict), for printing or passes."""
+    from .compile import normalize_outputs
+
+    names, nodes = normalize_outputs(outputs, caller_locals=None)
+    return Graph.build(nodes, names)
+
+
+def describe(node: Node) -> str:
+    return f"{node.label()} = {node.op}{_attr_text(node.attrs)} : {node.type}"

@@ -1,0 +1,287 @@
+"""The symbolic Tensor users hold, and the leaves of a graph: placeholders, constants, variables."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import dtypes
+from .errors import ShapeError
+from .ir import Dim, Node, Shape, TensorType
+from .ops.registry import make_node
+
+
+class Tensor:
+    """A symbolic value: a handle on a graph node. Arithmetic declares new nodes.
+
+    ``shape`` may hold symbolic dims (None or a name such as ``"batch"``) bound at run time.
+    """
+
+    __array_priority__ = 100  # so ``ndarray + Tensor`` defers to Tensor.__radd__
+    __slots__ = ("node", "_name")
+
+    def __init__(self, node: Node, name: str | None = None) -> None:
+        self.node = node
+        self._name = name
+
+    @property
+    def shape(self) -> Shape:
+        return self.node.type.shape
+
+    @property
+    def dtype(self) -> str:
+        return self.node.type.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.node.type.shape)
+
+    @property
+    def op(self) -> str:
+        return self.node.op
+
+    @property
+    def name(self) -> str | None:
+        """The user's name for this value (outputs of ``run`` are keyed by it)."""
+        if self._name is not None:
+            return self._name
+        if self.node.op == "placeholder":
+            return self.node.attrs["name"]
+        if self.node.op == "variable":
+            return self.node.attrs["var"].name
+        return None
+
+    @name.setter
+    def name(self, value: str | None) -> None:
+        self._name = value
+
+    def named(self, name: str) -> "Tensor":
+        """This value under a name; returns self for chaining."""
+        self._name = name
+        return self
+
+    def __repr__(self) -> str:
+        shape = "(" + ", ".join(repr(d) for d in self.shape) + ("," if self.ndim == 1 else "") + ")"
+        label = f"{self.name!r}, " if self.name else ""
+        return f"Tensor({label}shape={shape}, dtype={self.dtype}, op={self.op})"
+
+    def __bool__(self) -> bool:
+        raise TypeError("a symbolic Tensor has no truth value; use gn.where or comparisons as masks")
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __len__(self) -> int:
+        if not self.shape or not isinstance(self.shape[0], int):
+            raise TypeError(f"len() of a tensor with shape {self.shape}")
+        return self.shape[0]
+
+    # arithmetic: defined in graphnet.ops, wired in below
+    def __add__(self, other: Any) -> "Tensor":
+        return _F().add(self, other)
+
+    def __radd__(self, other: Any) -> "Tensor":
+        return _F().add(other, self)
+
+    def __sub__(self, other: Any) -> "Tensor":
+        return _F().sub(self, other)
+
+    def __rsub__(self, other: Any) -> "Tensor":
+        return _F().sub(other, self)
+
+    def __mul__(self, other: Any) -> "Tensor":
+        return _F().mul(self, other)
+
+    def __rmul__(self, other: Any) -> "Tensor":
+        return _F().mul(other, self)
+
+    def __truediv__(self, other: Any) -> "Tensor":
+        return _F().div(self, other)
+
+    def __rtruediv__(self, other: Any) -> "Tensor":
+        return _F().div(other, self)
+
+    def __pow__(self, other: Any) -> "Tensor":
+        return _F().pow(self, other)
+
+    def __rpow__(self, other: Any) -> "Tensor":
+        return _F().pow(other, self)
+
+    def __matmul__(self, other: Any) -> "Tensor":
+        return _F().matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> "Tensor":
+        return _F().matmul(other, self)
+
+    def __neg__(self) -> "Tensor":
+        return _F().neg(self)
+
+    def __abs__(self) -> "Tensor":
+        return _F().abs(self)
+
+    def __lt__(self, other: Any) -> "Tensor":
+        return _F().less(self, other)
+
+    def __le__(self, other: Any) -> "Tensor":
+        return _F().less_equal(self, other)
+
+    def __gt__(self, other: Any) -> "Tensor":
+        return _F().greater(self, other)
+
+    def __ge__(self, other: Any) -> "Tensor":
+        return _F().greater_equal(self, other)
+
+    def __getitem__(self, key: Any) -> "Tensor":
+        return _F().getitem(self, key)
+
+    @property
+    def T(self) -> "Tensor":
+        return _F().transpose(self)
+
+    def reshape(self, *shape: Any) -> "Tensor":
+        return _F().reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+
+    def transpose(self, *axes: int) -> "Tensor":
+        return _F().transpose(self, axes or None)
+
+    def sum(self, axis: Any = None, keepdims: bool = False) -> "Tensor":
+        return _F().sum(self, axis, keepdims)
+
+    def mean(self, axis: Any = None, keepdims: bool = False) -> "Tensor":
+        return _F().mean(self, axis, keepdims)
+
+    def max(self, axis: Any = None, keepdims: bool = False) -> "Tensor":
+        return _F().max(self, axis, keepdims)
+
+    def astype(self, dtype: Any) -> "Tensor":
+        return _F().cast(self, dtype)
+
+
+def _F():  # the functional ops; imported late because they import this module
+    from . import ops
+
+    return ops
+
+
+def _check_shape(shape: Sequence[Dim]) -> Shape:
+    result = []
+    for d in shape:
+        if d is None or isinstance(d, str):
+            result.append(d)
+        elif isinstance(d, (int, np.integer)) and d >= 0:
+            result.append(int(d))
+        else:
+            raise ShapeError(f"bad dimension {d!r} in shape {tuple(shape)}: use ints >= 0, names, or None")
+    return tuple(result)
+
+
+def placeholder(name: str, shape: Sequence[Dim], dtype: Any = "float32") -> Tensor:
+    """An input fed at run time. ``shape`` dims may be None or names bound per run.
+
+    >>> x = placeholder("x", (None, 1, 28, 28))
+    """
+    if not isinstance(name, str) or not name:
+        raise ShapeError("a placeholder needs a non-empty string name")
+    node = make_node(
+        "placeholder", [], {"name": name, "shape": _check_shape(shape), "dtype": dtypes.canonical(dtype)}, name=name
+    )
+    return Tensor(node)
+
+
+class ConstValue:
+    """A read-only array held in a constant node's attributes, hashed by content."""
+
+    __slots__ = ("array", "_key")
+
+    def __init__(self, array: np.ndarray) -> None:
+        array = np.array(array, copy=True)
+        array.setflags(write=False)
+        self.array = array
+        self._key = (array.shape, array.dtype.str, array.tobytes())
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ConstValue) and self._key == other._key
+
+    def __repr__(self) -> str:
+        if self.array.size <= 4:
+            return np.array2string(self.array, separator=",")
+        return f"<{self.array.dtype}{list(self.array.shape)}>"
+
+
+def constant(value: Any, dtype: Any = None) -> Tensor:
+    """A value baked into the graph (folded at compile time where possible)."""
+    array = np.asarray(value, dtype=None if dtype is None else dtypes.canonical(dtype))
+    if dtype is None and array.dtype == np.float64 and not isinstance(value, np.ndarray):
+        array = array.astype(np.float32)  # Python floats default to float32, as in PyTorch
+    if dtype is None and array.dtype == np.int64 and not isinstance(value, np.ndarray):
+        array = array.astype(np.int64)
+    dtypes.canonical(array.dtype)
+    node = make_node("constant", [], {"value": ConstValue(array)})
+    return Tensor(node)
+
+
+_variable_ids = itertools.count()
+
+
+class Variable:
+    """Storage for a parameter or a piece of state (running statistics).
+
+    Plans read and update ``data`` in place, so every plan compiled on the same executor
+    sees the values of the latest step, and values loaded here are what the next run uses.
+    """
+
+    def __init__(self, data: np.ndarray, name: str | None = None, trainable: bool = True) -> None:
+        self.data = np.ascontiguousarray(data)
+        dtypes.canonical(self.data.dtype)
+        self.id = next(_variable_ids)
+        self.name = name
+        self.trainable = trainable
+
+    def __repr__(self) -> str:
+        return f"Variable({self.name or self.id}, {self.data.dtype}{list(self.data.shape)})"
+
+
+class Parameter(Tensor):
+    """A trainable (or state) tensor whose value lives in a ``Variable``."""
+
+    __slots__ = ("var",)
+
+    def __init__(self, data: Any, name: str | None = None, trainable: bool = True) -> None:
+        var = Variable(np.asarray(data), name, trainable)
+        node = make_node(
+            "variable",
+            [],
+            {"var": var, "shape": tuple(var.data.shape), "dtype": var.data.dtype.name},
+        )
+        super().__init__(node)
+        self.var = var
+
+    @property
+    def data(self) -> np.ndarray:
+        """The current value (a NumPy array, updated in place by training plans)."""
+        return self.var.data
+
+    @property
+    def trainable(self) -> bool:
+        return self.var.trainable
+
+
+def as_tensor(value: Any, like: Tensor | None = None) -> Tensor:
+    """Tensors pass through; Python and NumPy scalars/arrays become constants.
+
+    A Python scalar takes the dtype of ``like`` (weak typing, as in JAX), so ``x * 2``
+    stays float32.
+    """
+    if isinstance(value, Tensor):
+        return value
+    if like is not None and isinstance(value, (int, float, bool)) and not isinstance(value, np.ndarray):
+        target = like.dtype
+        if isinstance(value, float) and not dtypes.is_float(target):
+            target = "float32"
+        return constant(value, target)
+    return constant(value)
