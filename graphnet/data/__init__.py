@@ -1,0 +1,3 @@
+"""Datasets and loaders."""
+
+from .synthetic import pattern_images  # noqa: F401
