@@ -12,7 +12,11 @@ Run through benchmarks/run.sh, which unsets OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE f
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import os
+import subprocess
+import sys
 import statistics
 import time
 from typing import Callable
@@ -88,35 +92,51 @@ def torch_step(name: str, batch: int) -> Callable[[], object]:
     return step
 
 
+def measure(side: str, threads: int, warmup: int, repeats: int) -> dict[str, float]:
+    """Median ms per step for each network, on one side, in this process."""
+    if side == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    make = graphnet_step if side == "graphnet" else torch_step
+    return {name: median_ms(make(name, batch), warmup, repeats) for name, batch in (("cnn", 64), ("mlp", 256))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--side", choices=["graphnet", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     try:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    except ImportError:
-        torch = None
-    try:
-        from threadpoolctl import threadpool_info, threadpool_limits
+        from threadpoolctl import threadpool_limits
 
         threadpool_limits(args.threads)
-        blas = ", ".join(f"{i['internal_api']} {i.get('architecture', '')} x{i['num_threads']}"
-                         for i in threadpool_info())
     except ImportError:
-        blas = "threadpoolctl not installed"
-    print(f"threads {args.threads}; BLAS: {blas}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}")
-    print(f"{'network':<28}{'graphnet ms':>12}{'torch ms':>10}{'ratio':>8}")
-    for name, batch, label in (("cnn", 64, "seed CNN, batch 64"), ("mlp", 256, "MLP 784-512-512-10, b 256")):
-        ours = median_ms(graphnet_step(name, batch), args.warmup, args.repeats)
-        if torch is not None:
-            theirs = median_ms(torch_step(name, batch), args.warmup, args.repeats)
-            print(f"{label:<28}{ours:>12.2f}{theirs:>10.2f}{ours / theirs:>8.2f}")
+        pass
+    if args.side:  # a child process: print one JSON line
+        print(json.dumps(measure(args.side, args.threads, args.warmup, args.repeats)))
+        return
+    # Each side runs in its own process: BLAS and OpenMP thread pools that spin after
+    # work would otherwise steal the cores from the other side.
+    results = {}
+    for side in ("graphnet", "torch"):
+        if side == "torch" and importlib.util.find_spec("torch") is None:
+            continue
+        cmd = [sys.executable, __file__, "--side", side, "--threads", str(args.threads),
+               "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+        results[side] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    print(f"threads {args.threads}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
+          f"median of {args.repeats} steps after {args.warmup} warm-up")
+    print(f"{'network':<30}{'graphnet ms':>12}{'torch ms':>10}{'ratio':>8}")
+    for name, label in (("cnn", "seed CNN, batch 64"), ("mlp", "MLP 784-512-512-10, batch 256")):
+        ours = results["graphnet"][name]
+        if "torch" in results:
+            theirs = results["torch"][name]
+            print(f"{label:<30}{ours:>12.2f}{theirs:>10.2f}{ours / theirs:>8.2f}")
         else:
-            print(f"{label:<28}{ours:>12.2f}{'-':>10}{'-':>8}")
+            print(f"{label:<30}{ours:>12.2f}{'-':>10}{'-':>8}")
 
 
 if __name__ == "__main__":
