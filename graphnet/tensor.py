@@ -73,6 +73,13 @@ class Tensor:
     def __hash__(self) -> int:
         return id(self)
 
+    def __eq__(self, other: Any) -> "Tensor":  # type: ignore[override]
+        """Elementwise ``==`` as a boolean mask, as in NumPy, JAX and PyTorch."""
+        return _F().equal(self, other)
+
+    def __ne__(self, other: Any) -> "Tensor":  # type: ignore[override]
+        return _F().not_equal(self, other)
+
     def __len__(self) -> int:
         if not self.shape or not isinstance(self.shape[0], int):
             raise TypeError(f"len() of a tensor with shape {self.shape}")

@@ -40,6 +40,10 @@ def test_reduction_shapes_agree_with_numpy(shape, data):
 def test_conv_output_shape_matches_a_run(n, h, w, k, p, s, d):
     x = gn.placeholder("x", (n, 2, h + 6, w + 6), dtype="float64")
     weight = gn.placeholder("w", (4, 2, k, k), dtype="float64")
+    if min(h, w) + 6 + 2 * p < d * (k - 1) + 1:  # the kernel does not fit: refused at declaration
+        with pytest.raises(gn.ShapeError, match="too small for kernel"):
+            gn.conv2d(x, weight, stride=s, padding=p, dilation=d)
+        return
     y = gn.conv2d(x, weight, stride=s, padding=p, dilation=d)
     out = gn.compile({"y": y}).run(x=np.zeros((n, 2, h + 6, w + 6)), w=np.zeros((4, 2, k, k)))["y"]
     assert out.shape == y.shape

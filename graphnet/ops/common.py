@@ -98,8 +98,13 @@ def declare(op: str, inputs: Sequence[Any], attrs: dict[str, Any] | None = None)
     return Tensor(make_node(op, [t.node for t in tensors], attrs))
 
 
-def sum_to(g: Tensor, shape: Shape) -> Tensor:
-    """Sum ``g`` down to ``shape``: undoes NumPy broadcasting in gradient rules."""
-    if tuple(g.shape) == tuple(shape):
+def sum_to(g: Tensor, target: "Tensor | Shape") -> Tensor:
+    """Sum ``g`` down to the shape of ``target`` (a tensor or a static shape): undoes NumPy
+    broadcasting in gradient rules. A target with unknown (None) dims is reduced to its
+    run-time shape, since two unknown dims may differ when the graph runs."""
+    shape = tuple(target.shape) if isinstance(target, Tensor) else tuple(target)
+    if isinstance(target, Tensor) and None in shape:
+        return declare("sum_like", [g, target])
+    if tuple(g.shape) == shape:
         return g
-    return declare("sum_to", [g], {"shape": tuple(shape)})
+    return declare("sum_to", [g], {"shape": shape})

