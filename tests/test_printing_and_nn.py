@@ -92,3 +92,15 @@ def test_debug_flag_prints_pass_report(capsys):
         gn.compile(gn.exp(x))
     printed = capsys.readouterr().out
     assert "passes:" in printed and "cse" in printed and "plan {" in printed
+
+
+def test_module_attribute_first_none_then_a_module_registers_it():
+    class Block(gn.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.shortcut = None
+            self.shortcut = gn.nn.Linear(2, 2)
+
+    block = Block()
+    assert isinstance(block.shortcut, gn.nn.Linear)
+    assert [n for n, _ in block.named_parameters()] == ["shortcut.weight", "shortcut.bias"]

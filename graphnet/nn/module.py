@@ -36,6 +36,8 @@ class Module:
             raise GraphnetError(f"{type(self).__name__}.__init__ must call super().__init__() before assigning {name}")
         for table in (self._parameters, self._buffers, self._modules):
             table.pop(name, None)
+        if isinstance(value, (Parameter, Module)):
+            self.__dict__.pop(name, None)  # a plain attribute of that name would shadow the registered one
         if isinstance(value, Parameter):
             (self._parameters if value.trainable else self._buffers)[name] = value
         elif isinstance(value, Module):
