@@ -1,9 +1,11 @@
 """Milliseconds per training step: graphnet's NumPy executor against PyTorch eager.
 
 Times one full step (forward, backward, optimizer update) of
-  * the seed post's CNN at batch 64 (RMSprop), and
-  * an MLP 784-512-512-10 at batch 256 (Adam),
-as the median over many steps after warm-up. Where PyTorch is importable, the same
+  * the seed post's CNN at batch 64 (RMSprop), as in examples/mnist_cnn.py,
+  * an MLP 784-512-512-10 at batch 256 and at batch 128 (Adam; 128 is examples/mlp.py), and
+  * the residual CNN of examples/resnet.py at batch 128 (Adam),
+as the median over many steps after warm-up (a quarter as many for the ResNet), and
+prints training images per second for each. Where PyTorch is importable, the same
 networks run in PyTorch eager on the same number of threads and the ratio is printed.
 
 Run through benchmarks/run.sh, which unsets OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE for both sides.
@@ -25,6 +27,14 @@ import numpy as np
 
 import graphnet as gn
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+from mnist_cnn import seed_cnn  # noqa: E402 - the examples' own networks
+from resnet import ResNet  # noqa: E402
+
+#: (network, batch size), in the order printed.
+CASES = (("cnn", 64), ("mlp", 256), ("mlp", 128), ("resnet", 128))
+LABELS = {"cnn": "seed CNN", "mlp": "MLP 784-512-512-10", "resnet": "ResNet 16-32-64 + BN"}
+
 
 def median_ms(step: Callable[[], object], warmup: int, repeats: int) -> float:
     for _ in range(warmup):
@@ -37,13 +47,6 @@ def median_ms(step: Callable[[], object], warmup: int, repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def seed_cnn_gn() -> gn.nn.Module:
-    return gn.nn.Sequential(
-        gn.nn.Conv2d(1, 10, kernel_size=5), gn.nn.MaxPool2d(2, 2), gn.nn.ReLU(),
-        gn.nn.Conv2d(10, 20, kernel_size=5), gn.nn.MaxPool2d(2, 2), gn.nn.ReLU(),
-        gn.nn.Flatten(), gn.nn.Linear(320, 120), gn.nn.ReLU(), gn.nn.Linear(120, 10))
-
-
 def mlp_gn() -> gn.nn.Module:
     return gn.nn.Sequential(gn.nn.Linear(784, 512), gn.nn.ReLU(), gn.nn.Linear(512, 512), gn.nn.ReLU(),
                             gn.nn.Linear(512, 10))
@@ -51,9 +54,10 @@ def mlp_gn() -> gn.nn.Module:
 
 def graphnet_step(name: str, batch: int) -> Callable[[], object]:
     rng = np.random.default_rng(0)
-    if name == "cnn":
+    if name in ("cnn", "resnet"):
         x = gn.placeholder("x", (None, 1, 28, 28))
-        model, optimizer = seed_cnn_gn(), gn.optim.RMSprop(lr=1e-3)
+        model, optimizer = ((seed_cnn(), gn.optim.RMSprop(lr=1e-3)) if name == "cnn"
+                            else (ResNet(), gn.optim.Adam(lr=3e-3)))
         xb = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)
     else:
         x = gn.placeholder("x", (None, 784))
@@ -75,6 +79,10 @@ def torch_step(name: str, batch: int) -> Callable[[], object]:
                               nn.Linear(120, 10))
         optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3)
         xb = torch.randn(batch, 1, 28, 28)
+    elif name == "resnet":
+        model = torch_resnet()
+        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+        xb = torch.randn(batch, 1, 28, 28)
     else:
         model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -92,6 +100,25 @@ def torch_step(name: str, batch: int) -> Callable[[], object]:
     return step
 
 
+def torch_resnet():
+    """examples/resnet.py's network, layer for layer, in PyTorch."""
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, cin: int, cout: int) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+                                      nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+            self.skip = nn.Sequential(nn.Conv2d(cin, cout, 1, 2, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            return (self.body(x) + self.skip(x)).relu()
+
+    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                         Block(16, 16), Block(16, 32), Block(32, 64), nn.AvgPool2d(4), nn.Flatten(),
+                         nn.Linear(64, 10))
+
+
 def measure(side: str, threads: int, warmup: int, repeats: int) -> dict[str, float]:
     """Median ms per step for each network, on one side, in this process."""
     if side == "torch":
@@ -99,7 +126,9 @@ def measure(side: str, threads: int, warmup: int, repeats: int) -> dict[str, flo
 
         torch.set_num_threads(threads)
     make = graphnet_step if side == "graphnet" else torch_step
-    return {name: median_ms(make(name, batch), warmup, repeats) for name, batch in (("cnn", 64), ("mlp", 256))}
+    return {f"{name}/{batch}": median_ms(make(name, batch), warmup if name != "resnet" else max(3, warmup // 4),
+                                         repeats if name != "resnet" else max(5, repeats // 4))
+            for name, batch in CASES}
 
 
 def main() -> None:
@@ -129,14 +158,16 @@ def main() -> None:
         results[side] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     print(f"threads {args.threads}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
           f"median of {args.repeats} steps after {args.warmup} warm-up")
-    print(f"{'network':<30}{'graphnet ms':>12}{'torch ms':>10}{'ratio':>8}")
-    for name, label in (("cnn", "seed CNN, batch 64"), ("mlp", "MLP 784-512-512-10, batch 256")):
-        ours = results["graphnet"][name]
+    print(f"{'network':<32}{'graphnet ms':>12}{'torch ms':>10}{'ratio':>7}{'graphnet img/s':>16}{'torch img/s':>13}")
+    for name, batch in CASES:
+        key, label = f"{name}/{batch}", f"{LABELS[name]}, batch {batch}"
+        ours = results["graphnet"][key]
         if "torch" in results:
-            theirs = results["torch"][name]
-            print(f"{label:<30}{ours:>12.2f}{theirs:>10.2f}{ours / theirs:>8.2f}")
+            theirs = results["torch"][key]
+            print(f"{label:<32}{ours:>12.2f}{theirs:>10.2f}{ours / theirs:>7.2f}"
+                  f"{batch / ours * 1e3:>16,.0f}{batch / theirs * 1e3:>13,.0f}")
         else:
-            print(f"{label:<30}{ours:>12.2f}{'-':>10}{'-':>8}")
+            print(f"{label:<32}{ours:>12.2f}{'-':>10}{'-':>7}{batch / ours * 1e3:>16,.0f}{'-':>13}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
     train = gn.compile(gn.losses.cross_entropy(model(x), labels), optimizer=gn.optim.Adam())
 """
 
-from . import config, data, dtypes, losses, nn, ops, optim, passes  # noqa: F401
+from . import config, data, dtypes, losses, nn, ops, optim, passes, plots, train  # noqa: F401
 from .compile import CompiledPlan, compile  # noqa: F401
 from .errors import (  # noqa: F401
     DTypeError, ExecutorError, FeedError, GradientError, GraphError, GraphnetError, NumericsError, OptimizerError,

@@ -1,0 +1,44 @@
+"""Quick end-to-end runs of the examples on the real Fashion-MNIST (installed by the set-up)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion = pytest.mark.skipif(
+    not (FASHION / "t10k-images-idx3-ubyte.gz").exists() and not os.environ.get("GRAPHNET_DATA"),
+    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+
+
+def _run(script: str, *args: str) -> str:
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / script), *args, "--no-progress"],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_mnist_cnn_quick_run_on_real_fashion_mnist(tmp_path):
+    out = _run("mnist_cnn.py", "--limit", "3000", "--epochs", "1", "--out", str(tmp_path))
+    accuracy = float(out.split("test accuracy: ")[1].split()[0])
+    assert accuracy > 0.6  # 3000 images, one epoch: well above chance (0.1)
+    history = json.loads((tmp_path / "mnist_cnn_history.json").read_text())
+    assert len(history["val_accuracy"]) == 1
+    for picture in ("mnist_cnn_curves.png", "mnist_cnn_prediction.png"):
+        data = (tmp_path / picture).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 5000
+    assert "first test image: predicted" in out
+
+
+@pytest.mark.slow
+@needs_fashion
+@pytest.mark.parametrize("script", ["mlp.py", "resnet.py"])
+def test_other_examples_quick_run(script, tmp_path):
+    out = _run(script, "--limit", "1000", "--epochs", "1", "--out", str(tmp_path))
+    assert float(out.split("test accuracy: ")[1].split()[0]) > 0.3
