@@ -6,12 +6,15 @@
     train = gn.compile(gn.losses.cross_entropy(model(x), labels), optimizer=gn.optim.Adam())
 """
 
-from . import config, data, dtypes, losses, nn, ops, optim, passes, plots, train  # noqa: F401
+__version__ = "0.1.0"  # before the imports: graphnet.export writes it into plan files
+
+from . import config, data, dtypes, export, losses, nn, ops, optim, passes, plots, train  # noqa: F401
 from .compile import CompiledPlan, compile  # noqa: F401
 from .errors import (  # noqa: F401
     DTypeError, ExecutorError, FeedError, GradientError, GraphError, GraphnetError, NumericsError, OptimizerError,
-    ShapeError,
+    PlanFileError, PlanVersionError, ShapeError,
 )
+from .export import load_plan as load  # noqa: F401
 from .grad import grad  # noqa: F401
 from .ir import Graph, Node, TensorType  # noqa: F401
 from .nn.init import manual_seed  # noqa: F401
@@ -24,6 +27,6 @@ from .ops import (  # noqa: F401
 from .ops.shape import slice_ as slice  # noqa: F401
 from .plan import Plan, Step  # noqa: F401
 from .printing import format_graph, format_plan, make_graph  # noqa: F401
+from .render import RenderError, render, to_dot  # noqa: F401
 from .tensor import Parameter, Tensor, constant, placeholder  # noqa: F401
 
-__version__ = "0.1.0"

@@ -50,13 +50,19 @@ def normalize_outputs(outputs: Any, caller_locals: Mapping[str, Any] | None,
 
 
 class CompiledPlan:
-    """A plan bound to an executor: call ``run(**feeds)``; print it to see its steps."""
+    """A plan bound to an executor: call ``run(**feeds)``; print it to see its steps.
 
-    def __init__(self, plan: Plan, graph: Graph, executor: Any, optimizer: Any = None) -> None:
+    ``graph`` is the compiled graph the plan was lowered from; ``source`` the graph as
+    declared, before any pass (rendering replays the passes on it).
+    """
+
+    def __init__(self, plan: Plan, graph: Graph, executor: Any, optimizer: Any = None,
+                 source: Graph | None = None) -> None:
         self.plan = plan
         self.graph = graph
         self.executor = executor
         self.optimizer = optimizer
+        self.source = source if source is not None else graph
 
     def run(self, feeds: Mapping[str, Any] | None = None, /, **kwargs: Any) -> dict[str, np.ndarray]:
         """Run one step. Feeds by keyword (``x=xb``) or as one dict; returns NumPy arrays by name.
@@ -90,8 +96,25 @@ class CompiledPlan:
             raise OptimizerError("this plan has no optimizer")
         self.optimizer.lr = float(value)
 
+    def save(self, path: Any, *, inference: bool = False, outputs: Any = None) -> str:
+        """Save this plan to one file, atomically (see docs/plan-format.md); returns the path.
+
+        ``gn.load(path)`` gives back a plan that continues exactly where this one stopped.
+        ``inference=True`` (or ``outputs=[names to keep]``) saves a forward-only plan
+        without gradients, updates or optimizer state.
+        """
+        from .export import save_plan
+
+        return save_plan(self, path, inference=inference, outputs=outputs)
+
     def __str__(self) -> str:
         return str(self.plan)
+
+    def _repr_svg_(self) -> str | None:
+        """Notebooks draw it (None without Graphviz's ``dot``, so they fall back to text)."""
+        from .render import svg
+
+        return svg(self)
 
     def __repr__(self) -> str:
         kind = "training" if self.plan.trainable else "inference"
@@ -127,12 +150,13 @@ def compile(  # noqa: A001 - the public name
         if first is not None and first.name is None:
             names[0] = "loss"  # the minimised scalar, unless the user named it
     executor_cls = get_executor(executor)
-    graph = Graph.build(nodes, names)
-    graph, records = run_pipeline(graph, default_pipeline(optimizer))
+    source = Graph.build(nodes, names)
+    graph, records = run_pipeline(source, default_pipeline(optimizer))
     plan = lower(graph)
     plan.passes = records
     if optimizer is not None:
         plan.optimizer = {"name": optimizer.name, "hyper": optimizer.hyperparams()}
     if config.flags.debug >= 3:
         print(plan)
-    return CompiledPlan(plan, graph, executor_cls(plan, optimizer, seed, check_numerics), optimizer)
+    return CompiledPlan(plan, graph, executor_cls(plan, optimizer, seed, check_numerics), optimizer,
+                        source)

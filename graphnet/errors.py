@@ -37,3 +37,11 @@ class OptimizerError(GraphnetError, ValueError):
 
 class NumericsError(GraphnetError, FloatingPointError):
     """A NaN or Inf appeared while ``check_numerics`` was on."""
+
+
+class PlanFileError(GraphnetError, ValueError):
+    """A plan file cannot be saved or loaded: unreadable, malformed, or inconsistent."""
+
+
+class PlanVersionError(PlanFileError):
+    """A plan file was written in a format version this graphnet cannot read."""

@@ -169,6 +169,12 @@ class Graph:
 
         return format_graph(self)
 
+    def _repr_svg_(self) -> str | None:
+        """Notebooks draw it (None without Graphviz's ``dot``, so they fall back to text)."""
+        from .render import svg
+
+        return svg(self)
+
 
 def with_inputs(node: Node, inputs: tuple[Node, ...]) -> Node:
     """``node`` reading ``inputs`` instead (itself when nothing changes)."""

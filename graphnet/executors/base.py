@@ -32,6 +32,7 @@ class ArrayExecutor:
         self.plan = plan
         self.optimizer = optimizer
         self.check_numerics = check_numerics
+        self.seed = seed
         self.step_count = 0
         self.rng = self.make_rng(seed)
         self.slots = {name: i for i, name in enumerate(plan.buffers)}
@@ -87,6 +88,39 @@ class ArrayExecutor:
             return param
 
         return update
+
+    # --- state, for saving and loading plans --------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        """Step counter, random-generator state and optimizer state (host arrays), to save."""
+        rng_state = getattr(getattr(self.rng, "bit_generator", None), "state", None)
+        return {
+            "step_count": self.step_count,
+            "rng": rng_state,
+            "optimizer": {param: {slot: np.array(self.to_host(value), order="C") for slot, value in state.items()}
+                          for param, state in self.optimizer_state.items()},
+        }
+
+    def set_state(self, step_count: int, rng: Any, optimizer: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        """Restore what ``get_state`` returned; arrays are copied into the existing state in place."""
+        if set(optimizer) != set(self.optimizer_state):
+            raise ExecutorError(f"optimizer state given for {sorted(optimizer)}, "
+                                f"but this plan updates {sorted(self.optimizer_state)}")
+        for param, slots in optimizer.items():
+            current = self.optimizer_state[param]
+            if set(slots) != set(current):
+                raise ExecutorError(f"optimizer state of {param!r} has slots {sorted(slots)}, "
+                                    f"the optimizer keeps {sorted(current)}")
+            for slot, value in slots.items():
+                if tuple(value.shape) != tuple(current[slot].shape) or value.dtype != current[slot].dtype:
+                    raise ExecutorError(f"optimizer state {param}/{slot} is {value.dtype}{list(value.shape)}, "
+                                        f"expected {current[slot].dtype}{list(current[slot].shape)}")
+                current[slot][...] = self.from_host(value)
+        if rng is not None:
+            try:
+                self.rng.bit_generator.state = rng
+            except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+                raise ExecutorError(f"bad random-generator state: {exc}") from None
+        self.step_count = int(step_count)
 
     # --- running -------------------------------------------------------------------------
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:

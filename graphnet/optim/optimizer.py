@@ -269,4 +269,11 @@ def from_config(name: str, hyper: Mapping[str, Any] | None = None) -> Optimizer:
     """Rebuild an optimizer from ``name`` and a :meth:`Optimizer.hyperparams` dict."""
     if hyper is not None and not isinstance(hyper, Mapping):
         raise OptimizerError(f"from_config: hyper must be a mapping, got {hyper!r}")
-    return get(name, **dict(hyper or {}))
+    hyper = dict(hyper or {})
+    # clipping lives in the base class; a user's optimizer need not take it in __init__
+    clip = hyper.pop("max_grad_norm", None)
+    optimizer = get(name, **hyper)
+    if clip is not None:
+        optimizer.max_grad_norm = clip
+        optimizer.validate()
+    return optimizer

@@ -8,5 +8,6 @@ from .lower import lower  # noqa: F401
 from .pipeline import default_pipeline, run_pipeline  # noqa: F401
 from .schedule import schedule  # noqa: F401
 from .simplify import simplify  # noqa: F401
+from .strip_training import strip_training  # noqa: F401
 from .training import add_training_updates  # noqa: F401
 from .verify import verify  # noqa: F401

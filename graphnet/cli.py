@@ -1,0 +1,136 @@
+"""The ``graphnet`` command: render, inspect and run saved plans.
+
+    graphnet render PLAN -o graph.svg [--collapse] [--passes]
+    graphnet inspect PLAN [--json]
+    graphnet run PLAN --input x=batch.npy [--output-dir DIR]
+
+Errors are one line on stderr with exit status 1; usage errors exit with 2 (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import GraphnetError
+
+
+class _CliError(GraphnetError):
+    """A bad argument the parser could not catch (an unreadable input array)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="graphnet", description="Render, inspect and run saved graphnet plans.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    render = commands.add_parser("render", help="draw a plan's graph (png, svg, pdf or dot)",
+                                 description="Draw a saved plan's graph with Graphviz; the format follows "
+                                             "the output file's suffix.")
+    render.add_argument("plan", metavar="PLAN", help="a plan file written by CompiledPlan.save")
+    render.add_argument("-o", "--output", required=True, help="output file: .png, .svg, .pdf or .dot")
+    render.add_argument("--collapse", action="store_true", help="draw each top-level module as one box")
+    render.add_argument("--passes", action="store_true",
+                        help="draw the graph after each compile pass, one file per pass")
+
+    inspect = commands.add_parser("inspect", help="print a plan's inputs, outputs, parameters and ops",
+                                  description="Print what a saved plan holds: format version, kind, inputs, "
+                                              "outputs, parameters with shapes, op counts and size.")
+    inspect.add_argument("plan", metavar="PLAN")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    run = commands.add_parser("run", help="run a plan once on arrays from .npy files",
+                              description="Run a saved plan once. A training plan takes one optimizer step "
+                                          "(in memory; the file is not changed).")
+    run.add_argument("plan", metavar="PLAN")
+    run.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy",
+                     help="a feed, repeatable")
+    run.add_argument("--output-dir", "-o", help="save each output as DIR/NAME.npy instead of printing it")
+    run.add_argument("--executor", default="numpy")
+    return parser
+
+
+def _feeds(items: Sequence[str]) -> dict[str, np.ndarray]:
+    feeds = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise _CliError(f"--input takes NAME=FILE.npy, got {item!r}")
+        try:
+            feeds[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise _CliError(f"cannot read input {name!r} from {path!r}: {exc}") from None
+        if not isinstance(feeds[name], np.ndarray):
+            raise _CliError(f"input {name!r}: {path!r} is an .npz archive; give one array per .npy file")
+    return feeds
+
+
+def _inspect_text(summary: dict[str, Any]) -> str:
+    def spec(s: dict[str, Any]) -> str:
+        dims = ",".join("?" if d is None else str(d) for d in s["shape"])
+        return f"{s['dtype']}[{dims}]"
+
+    lines = [f"{summary['path']}: graphnet plan, format version {summary['format_version']} "
+             f"(written by graphnet {summary['graphnet_version']}), {summary['bytes']:,} bytes",
+             f"kind: {summary['kind']}; {summary['steps']} steps; saved from the {summary['executor']} executor"]
+    if summary["optimizer"]:
+        hyper = ", ".join(f"{k}={v}" for k, v in summary["optimizer"]["hyper"].items() if v is not None)
+        lines.append(f"optimizer: {summary['optimizer']['name']} ({hyper}); {summary['step_count']} steps taken")
+    lines.append("inputs:")
+    lines += [f"  {name}: {spec(s)}" for name, s in summary["inputs"].items()]
+    lines.append("outputs:")
+    lines += [f"  {name}: {spec(s)}" for name, s in summary["outputs"].items()]
+    lines.append(f"parameters ({summary['parameter_count']:,} values):")
+    lines += [f"  {name}: {spec(s)}{'' if s['trainable'] else '  (state)'}"
+              for name, s in summary["parameters"].items()]
+    lines.append("ops: " + ", ".join(f"{op} x{n}" for op, n in summary["op_counts"].items()))
+    return "\n".join(lines)
+
+
+def _command(args: argparse.Namespace) -> None:
+    from .export import file_summary, load_plan
+
+    if args.command == "inspect":
+        summary = file_summary(args.plan)
+        print(json.dumps(summary, indent=2) if args.json else _inspect_text(summary))
+    elif args.command == "render":
+        from .render import render
+
+        written = render(load_plan(args.plan), args.output, collapse=args.collapse, passes=args.passes)
+        for path in written if isinstance(written, list) else [written]:
+            print(path)
+    elif args.command == "run":
+        outputs = load_plan(args.plan, executor=args.executor).run(_feeds(args.input))
+        if args.output_dir:
+            os.makedirs(args.output_dir, exist_ok=True)
+            for name, value in outputs.items():
+                path = os.path.join(args.output_dir, f"{name}.npy")
+                np.save(path, value, allow_pickle=False)
+                print(path)
+        else:
+            with np.printoptions(precision=6, threshold=200, edgeitems=3):
+                for name, value in outputs.items():
+                    print(f"{name}: {value.dtype}{list(value.shape)}\n{value}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``graphnet`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)  # exits with 2 on usage errors
+    try:
+        _command(args)
+    except GraphnetError as exc:
+        message = " ".join(str(exc).split())  # one line
+        print(f"graphnet {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"graphnet {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

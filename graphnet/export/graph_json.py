@@ -1,0 +1,197 @@
+"""Graphs to JSON-able records and back, trusting nothing on the way back.
+
+Encoding is plain: one record per node in the graph's order, inputs by index, attributes
+as JSON values. The two values an attribute may hold that JSON cannot are references to
+tensors stored beside the JSON: a parameter's ``Variable`` (``{"$variable": name}``) and
+a constant's array (``{"$tensor": key}``). Tuples become lists and come back as tuples.
+
+Decoding rebuilds every node through its op's own shape rule and checks the result
+against the stored type, so a record cannot claim a type its op would not produce, and
+attributes of the wrong type fail there. Ops come only from graphnet's registry, dtypes
+only from ``graphnet.dtypes.DTYPES``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..dtypes import DTYPES
+from ..errors import GraphnetError, PlanFileError
+from ..ir import Attrs, Graph, Node, TensorType
+from ..ops.registry import REGISTRY
+from ..tensor import ConstValue, Variable
+
+ROLES = ("forward", "grad", "update")
+_MAX_DEPTH = 8  # attribute values nest shallowly (tuples of tuples at most)
+
+
+# --- encoding ---------------------------------------------------------------------------------------------------
+
+def _encode_value(value: Any, tensor_key: Callable[[Any], dict[str, str]]) -> Any:
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else {"$float": repr(value)}
+    if isinstance(value, (tuple, list)):
+        return [_encode_value(v, tensor_key) for v in value]
+    if isinstance(value, (Variable, ConstValue)):
+        return tensor_key(value)
+    raise PlanFileError(f"cannot store attribute value {value!r} of type {type(value).__name__}")
+
+
+def _encode_shape(shape: Sequence[Any]) -> list[Any]:
+    return [d if d is None or isinstance(d, str) else int(d) for d in shape]
+
+
+def encode_graph(graph: Graph, tensor_key: Callable[[Any], dict[str, str]]) -> dict[str, Any]:
+    """``graph`` as ``{"nodes": [...], "outputs": {name: index}, "effects": [index]}``.
+
+    ``tensor_key(value)`` returns the reference stored for a Variable or ConstValue
+    (and records the array to be written).
+    """
+    index = {node.uid: i for i, node in enumerate(graph.nodes)}
+    nodes = []
+    for node in graph.nodes:
+        nodes.append({
+            "op": node.op,
+            "inputs": [index[i.uid] for i in node.inputs],
+            "attrs": {k: _encode_value(v, tensor_key) for k, v in node.attrs.items()},
+            "shape": _encode_shape(node.type.shape),
+            "dtype": node.type.dtype,
+            "name": node.name,
+            "location": node.location,
+            "scope": node.scope,
+            "role": node.role,
+        })
+    return {"nodes": nodes, "outputs": {name: index[o.uid] for name, o in zip(graph.output_names, graph.outputs)},
+            "effects": [index[e.uid] for e in graph.effects]}
+
+
+# --- decoding -----------------------------------------------------------------------------------------------------
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise PlanFileError(message)
+
+
+def check_dtype(value: Any, where: str) -> str:
+    expect(isinstance(value, str) and value in DTYPES, f"{where}: dtype {value!r} is not one of {sorted(DTYPES)}")
+    return value
+
+
+def check_shape(value: Any, where: str) -> tuple[Any, ...]:
+    expect(isinstance(value, list) and len(value) <= 32, f"{where}: shape must be a list of at most 32 dims")
+    for d in value:
+        ok = d is None or (isinstance(d, str) and 0 < len(d) <= 64) or (
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2 ** 40)
+        expect(ok, f"{where}: bad dimension {d!r} (an int >= 0, a name, or null)")
+    return tuple(value)
+
+
+def check_str(value: Any, where: str, *, optional: bool = False, limit: int = 4096) -> str | None:
+    if optional and value is None:
+        return None
+    expect(isinstance(value, str) and len(value) <= limit, f"{where}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _decode_value(value: Any, resolve: Callable[[Mapping[str, Any], str], Any], where: str, depth: int = 0) -> Any:
+    expect(depth <= _MAX_DEPTH, f"{where}: attribute nests too deeply")
+    if value is None or isinstance(value, (bool, str, int)):
+        return value
+    if isinstance(value, float):
+        return value
+    if isinstance(value, list):
+        return tuple(_decode_value(v, resolve, where, depth + 1) for v in value)
+    if isinstance(value, dict) and len(value) == 1:
+        (tag, ref), = value.items()
+        if tag == "$float":
+            expect(ref in ("inf", "-inf", "nan"), f"{where}: bad float {ref!r}")
+            return float(ref)
+        if tag in ("$variable", "$tensor") and isinstance(ref, str):
+            return resolve(value, where)
+    raise PlanFileError(f"{where}: attribute value {value!r} is not a number, string, list, null or tensor reference")
+
+
+def decode_graph(data: Any, resolve: Callable[[Mapping[str, Any], str], Any], what: str) -> Graph:
+    """Rebuild a Graph from ``encode_graph``'s records; ``resolve`` maps tensor references to values.
+
+    Raises PlanFileError for anything malformed: an unknown op, an input that is not an
+    earlier node (which also rules out cycles), bad attributes, a type the op's shape rule
+    disagrees with, or outputs and effects that name no node.
+    """
+    expect(isinstance(data, dict), f"{what}: expected an object")
+    records = data.get("nodes")
+    expect(isinstance(records, list) and records, f"{what}: 'nodes' must be a non-empty list")
+    nodes: list[Node] = []
+    for i, rec in enumerate(records):
+        where = f"{what} node {i}"
+        expect(isinstance(rec, dict), f"{where}: expected an object")
+        op = rec.get("op")
+        expect(isinstance(op, str) and op in REGISTRY,
+               f"{where}: unknown op {op!r}; only graphnet's registered ops can be loaded")
+        inputs = rec.get("inputs")
+        expect(isinstance(inputs, list), f"{where}: 'inputs' must be a list")
+        for j in inputs:
+            expect(isinstance(j, int) and not isinstance(j, bool) and 0 <= j < i,
+                   f"{where} ({op}): input {j!r} is not an earlier node (a missing node or a cycle)")
+        attrs_in = rec.get("attrs")
+        expect(isinstance(attrs_in, dict), f"{where}: 'attrs' must be an object")
+        attrs = {check_str(k, where, limit=64): _decode_value(v, resolve, f"{where} ({op}) attribute {k!r}")
+                 for k, v in attrs_in.items()}
+        stored = TensorType(check_shape(rec.get("shape"), where), check_dtype(rec.get("dtype"), where))
+        role = rec.get("role")
+        expect(role in ROLES, f"{where}: role {role!r} is not one of {ROLES}")
+        input_nodes = tuple(nodes[j] for j in inputs)
+        _check_leaf(op, attrs, where)
+        try:
+            inferred = REGISTRY[op].infer(*[n.type for n in input_nodes], **attrs)
+        except GraphnetError as exc:
+            raise PlanFileError(f"{where} ({op}): its inputs or attributes are rejected: {exc}") from None
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+            raise PlanFileError(f"{where} ({op}): attributes of the wrong type or value: {exc}") from None
+        expect(inferred == stored, f"{where} ({op}): stored type {stored} but the op gives {inferred}")
+        try:
+            frozen = Attrs(attrs)
+            hash(frozen)
+        except TypeError as exc:
+            raise PlanFileError(f"{where} ({op}): attributes are not plain values: {exc}") from None
+        nodes.append(Node(op, input_nodes, frozen, stored, name=check_str(rec.get("name"), where, optional=True),
+                          location=check_str(rec.get("location", ""), where),
+                          scope=check_str(rec.get("scope", ""), where), role=role))
+    outputs = data.get("outputs")
+    expect(isinstance(outputs, dict) and outputs, f"{what}: 'outputs' must be a non-empty object")
+    effects = data.get("effects", [])
+    expect(isinstance(effects, list), f"{what}: 'effects' must be a list")
+    for ref in list(outputs.values()) + effects:
+        expect(isinstance(ref, int) and not isinstance(ref, bool) and 0 <= ref < len(nodes),
+               f"{what}: output or effect {ref!r} names no node")
+    for name in outputs:
+        check_str(name, f"{what} output name", limit=256)
+    return Graph(tuple(nodes[i] for i in outputs.values()), tuple(outputs), tuple(nodes[i] for i in effects),
+                 tuple(nodes))
+
+
+def _check_leaf(op: str, attrs: dict[str, Any], where: str) -> None:
+    """Leaf ops' shape rules only echo their attributes: check those here."""
+    if op == "placeholder":
+        expect(set(attrs) == {"name", "shape", "dtype"}, f"{where}: a placeholder has name, shape and dtype")
+        check_str(attrs["name"], where, limit=256)
+        check_shape(list(attrs["shape"]) if isinstance(attrs["shape"], tuple) else attrs["shape"], where)
+        check_dtype(attrs["dtype"], where)
+    elif op == "variable":
+        expect(set(attrs) == {"var", "shape", "dtype"} and isinstance(attrs["var"], Variable),
+               f"{where}: a variable node needs a $variable reference, shape and dtype")
+        var = attrs["var"]
+        expect(attrs["dtype"] == var.data.dtype.name and attrs["shape"] == tuple(var.data.shape),
+               f"{where}: parameter {var.name!r} is stored as {var.data.dtype.name}{list(var.data.shape)} but "
+               f"the graph declares {attrs['dtype']}{list(attrs['shape']) if isinstance(attrs['shape'], tuple) else attrs['shape']}")
+    elif op == "constant":
+        expect(set(attrs) == {"value"} and isinstance(attrs["value"], ConstValue),
+               f"{where}: a constant node needs a $tensor reference")
