@@ -59,12 +59,19 @@ def run(args: argparse.Namespace, model: gn.nn.Module, name: str,
     test_loader = gn.data.DataLoader(x_test, y_test, batch_size=1000)
     print(f"{name}: {sum(p.data.size for p in model.parameters()):,} parameters, "
           f"{len(train_plan.plan.steps)} steps per training run; {len(x_train):,} training images")
+    os.makedirs(args.out, exist_ok=True)
+    checkpoint = os.path.join(args.out, f"{name}.gnp")
+
+    def save_checkpoint(epoch: int, history: gn.train.History) -> None:
+        train_plan.save(checkpoint)  # atomic: an interrupted run keeps the previous epoch's
+
     history = gn.train.fit(train_plan, loader, epochs=args.epochs, eval_plan=eval_plan, val_data=test_loader,
-                           schedule=schedule(optimizer) if schedule else None, progress=not args.no_progress)
+                           schedule=schedule(optimizer) if schedule else None, progress=not args.no_progress,
+                           checkpoint=save_checkpoint)
     print(history.summary())
     print(f"test accuracy: {history.val_accuracy[-1]:.4f} after {args.epochs} epoch(s); "
           f"training throughput {np.median(history.images_per_second):,.0f} images/s")
-    os.makedirs(args.out, exist_ok=True)
+    print(f"checkpoint (gn.load it to resume training): {checkpoint}")
     history.to_json(os.path.join(args.out, f"{name}_history.json"))
     try:
         curves = gn.plots.plot_history(history, os.path.join(args.out, f"{name}_curves.png"), val_label="test")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import graphnet as gn
+
 ROOT = Path(__file__).resolve().parent.parent
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(
@@ -34,6 +36,8 @@ def test_mnist_cnn_quick_run_on_real_fashion_mnist(tmp_path):
         data = (tmp_path / picture).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000
     assert "first test image: predicted" in out
+    resumed = gn.load(tmp_path / "mnist_cnn.gnp")  # the checkpoint written after the epoch
+    assert resumed.step_count == -(-3000 // 64) and resumed.optimizer.name == "rmsprop"
 
 
 @pytest.mark.slow
