@@ -1,7 +1,7 @@
 """The seed post's CNN, declared and compiled with graphnet, trained on a synthetic task.
 
 Run: python examples/seed_cnn_synthetic.py [--steps 60] [--batch-size 64]
-(The real-data demonstration on Fashion-MNIST comes with graphnet.data.)
+(The real-data demonstration on Fashion-MNIST is examples/mnist_cnn.py.)
 """
 
 from __future__ import annotations
@@ -12,14 +12,7 @@ import time
 import numpy as np
 
 import graphnet as gn
-
-
-def seed_cnn() -> gn.nn.Module:
-    """Conv 1->10 k5, MaxPool 2, ReLU, Conv 10->20 k5, MaxPool 2, ReLU, Flatten, 320->120->10."""
-    return gn.nn.Sequential(
-        gn.nn.Conv2d(1, 10, kernel_size=5), gn.nn.MaxPool2d(2, 2), gn.nn.ReLU(),
-        gn.nn.Conv2d(10, 20, kernel_size=5), gn.nn.MaxPool2d(2, 2), gn.nn.ReLU(),
-        gn.nn.Flatten(), gn.nn.Linear(320, 120), gn.nn.ReLU(), gn.nn.Linear(120, 10))
+from mnist_cnn import seed_cnn  # the same network as the real-data demonstration
 
 
 def main() -> None:

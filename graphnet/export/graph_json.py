@@ -30,7 +30,7 @@ _MAX_DEPTH = 8  # attribute values nest shallowly (tuples of tuples at most)
 
 # --- encoding ---------------------------------------------------------------------------------------------------
 
-def _encode_value(value: Any, tensor_key: Callable[[Any], dict[str, str]]) -> Any:
+def encode_value(value: Any, tensor_key: Callable[[Any], dict[str, str]]) -> Any:
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, (int, np.integer)):
@@ -39,7 +39,7 @@ def _encode_value(value: Any, tensor_key: Callable[[Any], dict[str, str]]) -> An
         value = float(value)
         return value if math.isfinite(value) else {"$float": repr(value)}
     if isinstance(value, (tuple, list)):
-        return [_encode_value(v, tensor_key) for v in value]
+        return [encode_value(v, tensor_key) for v in value]
     if isinstance(value, (Variable, ConstValue)):
         return tensor_key(value)
     raise PlanFileError(f"cannot store attribute value {value!r} of type {type(value).__name__}")
@@ -61,7 +61,7 @@ def encode_graph(graph: Graph, tensor_key: Callable[[Any], dict[str, str]]) -> d
         nodes.append({
             "op": node.op,
             "inputs": [index[i.uid] for i in node.inputs],
-            "attrs": {k: _encode_value(v, tensor_key) for k, v in node.attrs.items()},
+            "attrs": {k: encode_value(v, tensor_key) for k, v in node.attrs.items()},
             "shape": _encode_shape(node.type.shape),
             "dtype": node.type.dtype,
             "name": node.name,

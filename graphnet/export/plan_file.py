@@ -31,7 +31,7 @@ from ..passes import lower, schedule, strip_training
 from ..plan import PassRecord, Plan
 from ..tensor import ConstValue, Variable
 from .atomic import atomic_write
-from .graph_json import check_dtype, check_str, decode_graph, encode_graph, expect
+from .graph_json import check_dtype, check_str, decode_graph, encode_graph, encode_value, expect
 
 FORMAT = "graphnet-plan"
 FORMAT_VERSION = 1
@@ -47,8 +47,12 @@ class _Tensors:
         self.arrays: dict[str, np.ndarray] = {}
         self.variables: dict[str, dict[str, Any]] = {}
         self._var_names = {var.id: name for name, var in plan_variables.items()}
-        self.graph = ""
+        self._graph = ""
         self._const_index = 0
+
+    def start_graph(self, name: str) -> None:
+        """Constants met from now on are keyed ``const/<name>/<i>``, counting from 0."""
+        self._graph, self._const_index = name, 0
 
     def variable(self, var: Variable) -> dict[str, str]:
         name = self._var_names.get(var.id)
@@ -66,7 +70,7 @@ class _Tensors:
     def reference(self, value: Any) -> dict[str, str]:
         if isinstance(value, Variable):
             return self.variable(value)
-        key = f"const/{self.graph}/{self._const_index}"
+        key = f"const/{self._graph}/{self._const_index}"
         self._const_index += 1
         self.arrays[key] = np.array(value.array, order="C")
         return {"$tensor": key}
@@ -75,13 +79,7 @@ class _Tensors:
 def encode_schedule(plan: Plan) -> dict[str, Any]:
     """The plan's steps and buffers as JSON values (parameters and constants by name only)."""
     def plain(value: Any) -> Any:
-        if isinstance(value, (tuple, list)):
-            return [plain(v) for v in value]
-        if isinstance(value, float) and value != value:
-            return {"$float": "nan"}
-        if isinstance(value, float) and value in (float("inf"), float("-inf")):
-            return {"$float": repr(value)}
-        return value
+        return encode_value(value, _no_tensors)
 
     return {
         "buffers": [[b.name, plain(b.shape), b.dtype, b.kind] for b in plan.buffers.values()],
@@ -90,6 +88,10 @@ def encode_schedule(plan: Plan) -> dict[str, Any]:
         "outputs": dict(plan.outputs),
         "release": [list(r) for r in plan.release],
     }
+
+
+def _no_tensors(value: Any) -> dict[str, str]:
+    raise PlanFileError(f"a plan step holds a tensor attribute ({value!r}); steps read tensors through buffers")
 
 
 def _inference_view(compiled: Any, outputs: Sequence[str] | None) -> tuple[Plan, Graph, Graph]:
@@ -113,9 +115,9 @@ def plan_bytes(compiled: Any, *, inference: bool = False, outputs: Sequence[str]
         plan, graph, source = compiled.plan, compiled.graph, compiled.source
         optimizer, state = compiled.optimizer, compiled.executor.get_state()
     tensors = _Tensors(plan.variables)
-    tensors.graph = "graph"
+    tensors.start_graph("graph")
     graph_json = encode_graph(graph, tensors.reference)
-    tensors.graph, tensors._const_index = "source", 0
+    tensors.start_graph("source")
     source_json = encode_graph(source, tensors.reference)
     for param, slots in state["optimizer"].items():
         for slot, value in slots.items():
@@ -274,14 +276,19 @@ def load_plan(path: str | os.PathLike[str], executor: str = "numpy") -> Any:
     (PlanVersionError for a newer format) for anything wrong with the file; nothing from
     the file is run.
     """
+    return _load(path, executor)[0]
+
+
+def _load(path: str | os.PathLike[str], executor: str) -> tuple[Any, dict[str, Any], int]:
+    """The loaded plan, with the file's header and size (what ``file_summary`` reports)."""
     from ..compile import CompiledPlan
 
     executor_cls = get_executor(executor)
     path = os.fspath(path)
-    header, tensors, _ = _open(path)
+    header, tensors, size = _open(path)
     _check_version(header, path)
     try:
-        return _build(header, tensors, executor_cls, CompiledPlan)
+        return _build(header, tensors, executor_cls, CompiledPlan), header, size
     except PlanFileError as exc:
         raise type(exc)(f"{path!r}: {exc}") from None
     except RecursionError:
@@ -340,8 +347,7 @@ def _build(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], executo
 
 def file_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
     """What ``graphnet inspect`` prints: version, kind, feeds, outputs, parameters, op counts, size."""
-    compiled = load_plan(path)
-    header, _, size = _open(path)
+    compiled, header, size = _load(path, "numpy")
     plan = compiled.plan
     return {
         "path": os.fspath(path), "format_version": header["version"],
