@@ -6,7 +6,7 @@
     train = gn.compile(gn.losses.cross_entropy(model(x), labels), optimizer=gn.optim.Adam())
 """
 
-__version__ = "0.1.0"  # before the imports: graphnet.export writes it into plan files
+from .version import __version__  # noqa: F401
 
 from . import config, data, dtypes, export, losses, nn, ops, optim, passes, plots, train  # noqa: F401
 from .compile import CompiledPlan, compile  # noqa: F401

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -11,6 +11,7 @@ from . import config
 from .errors import GraphnetError, OptimizerError
 from .executors import get_executor
 from .ir import Graph, Node
+from .optim import Optimizer
 from .passes import default_pipeline, lower, run_pipeline
 from .plan import Plan
 from .tensor import Tensor
@@ -49,11 +50,19 @@ def normalize_outputs(outputs: Any, caller_locals: Mapping[str, Any] | None,
     return names, nodes
 
 
+#: What the layers above offer a compiled plan (graphnet.export registers "save",
+#: graphnet.render registers "svg"); compile does not import them.
+SERVICES: dict[str, Callable[..., Any]] = {}
+
+
 class CompiledPlan:
     """A plan bound to an executor: call ``run(**feeds)``; print it to see its steps.
 
     ``graph`` is the compiled graph the plan was lowered from; ``source`` the graph as
-    declared, before any pass (rendering replays the passes on it).
+    declared, before any pass (rendering replays the passes on it). ``optimizer`` is the
+    optimizer object whose hyperparameters the plan reads at each run (``None`` for an
+    inference plan): its numeric hyperparameters are copied into the plan's hyper
+    variables before every run, so ``plan.lr = 0.01`` or a schedule takes effect at once.
     """
 
     def __init__(self, plan: Plan, graph: Graph, executor: Any, optimizer: Any = None,
@@ -63,17 +72,42 @@ class CompiledPlan:
         self.executor = executor
         self.optimizer = optimizer
         self.source = source if source is not None else graph
+        self._hyper = {var.key: var for var in plan.variables_of_kind("hyper").values()}
+        steps = list(plan.variables_of_kind("step").values())
+        self._step = steps[0] if steps else None
+        self._synced: dict[str, float] | None = None
 
     def run(self, feeds: Mapping[str, Any] | None = None, /, **kwargs: Any) -> dict[str, np.ndarray]:
         """Run one step. Feeds by keyword (``x=xb``) or as one dict; returns NumPy arrays by name.
 
-        A training plan also updates its parameters (and optimizer state) in place.
+        A training plan also updates its parameters, its optimizer state and its step
+        counter in place (the plan's effects, which run after everything else).
         """
         if feeds is not None and kwargs:
             raise GraphnetError("pass feeds either as one dict or as keyword arguments, not both")
+        if self.optimizer is not None:
+            self._sync_hyperparameters()
         return self.executor.run(dict(feeds) if feeds is not None else kwargs)
 
     __call__ = run
+
+    def _sync_hyperparameters(self) -> None:
+        optimizer = self.optimizer
+        values = optimizer.numeric_hyperparams()
+        if values == self._synced:
+            return
+        optimizer.validate()
+        compiled = (self.plan.optimizer or {}).get("structure")
+        if compiled is not None and optimizer.structure() != compiled:
+            changed = sorted(k for k, v in optimizer.structure().items() if compiled.get(k) != v)
+            raise OptimizerError(f"{optimizer.name}: {', '.join(changed)} changed in a way the compiled update "
+                                 f"cannot follow (a flag, or a value to or from zero); compile the plan again")
+        for key, var in self._hyper.items():
+            if key not in values:
+                raise OptimizerError(f"{optimizer.name}: the plan reads hyperparameter {key!r}, "
+                                     f"which the optimizer no longer has")
+            var.data[...] = values[key]
+        self._synced = values
 
     @property
     def report(self) -> list:
@@ -82,7 +116,17 @@ class CompiledPlan:
 
     @property
     def step_count(self) -> int:
-        return self.executor.step_count
+        """Optimizer updates applied so far (0 for an inference plan)."""
+        return 0 if self._step is None else int(self._step.data)
+
+    @property
+    def optimizer_state(self) -> dict[str, dict[str, np.ndarray]]:
+        """Each parameter's optimizer state, by parameter buffer and slot (live arrays)."""
+        owners = {id(var): name for name, var in self.plan.variables.items()}
+        state: dict[str, dict[str, np.ndarray]] = {}
+        for var in self.plan.variables_of_kind("optimizer_state").values():
+            state.setdefault(owners[id(var.owner)], {})[var.key] = var.data
+        return state
 
     @property
     def lr(self) -> float:
@@ -103,18 +147,18 @@ class CompiledPlan:
         ``inference=True`` (or ``outputs=[names to keep]``) saves a forward-only plan
         without gradients, updates or optimizer state.
         """
-        from .export import save_plan
-
-        return save_plan(self, path, inference=inference, outputs=outputs)
+        save = SERVICES.get("save")
+        if save is None:
+            raise GraphnetError("saving plans needs graphnet.export (import graphnet)")
+        return save(self, path, inference=inference, outputs=outputs)
 
     def __str__(self) -> str:
         return str(self.plan)
 
     def _repr_svg_(self) -> str | None:
         """Notebooks draw it (None without Graphviz's ``dot``, so they fall back to text)."""
-        from .render import svg
-
-        return svg(self)
+        svg = SERVICES.get("svg")
+        return svg(self) if svg is not None else None
 
     def __repr__(self) -> str:
         kind = "training" if self.plan.trainable else "inference"
@@ -129,19 +173,19 @@ def compile(  # noqa: A001 - the public name
     *,
     check_numerics: bool = False,
     seed: int | None = None,
+    effects: Sequence[Tensor] = (),
 ) -> CompiledPlan:
     """Compile ``outputs`` (a tensor, list, or dict name -> tensor) into a runnable plan.
 
     With an ``optimizer``, the first output is the scalar loss: the plan computes it, its
     gradient with respect to every trainable parameter it depends on, and applies the
     optimizer's update, all in one ``run``. ``check_numerics`` raises NumericsError at the
-    first step that makes a NaN or Inf. ``seed`` seeds random ops (dropout).
+    first step that makes a NaN or Inf. ``seed`` seeds random ops (dropout). ``effects``
+    lists extra ``gn.ops.assign`` writes to run after each step (layers declare their own).
     """
     caller = sys._getframe(1).f_locals
     names, nodes = normalize_outputs(outputs, caller)
     if optimizer is not None:
-        from .optim import Optimizer
-
         if not isinstance(optimizer, Optimizer):
             raise OptimizerError(f"optimizer must be a gn.optim.Optimizer, got {type(optimizer).__name__}")
         first = outputs if isinstance(outputs, Tensor) else None
@@ -150,13 +194,13 @@ def compile(  # noqa: A001 - the public name
         if first is not None and first.name is None:
             names[0] = "loss"  # the minimised scalar, unless the user named it
     executor_cls = get_executor(executor)
-    source = Graph.build(nodes, names)
+    source = Graph.build(nodes, names, [e.node for e in effects])
     graph, records = run_pipeline(source, default_pipeline(optimizer))
     plan = lower(graph)
     plan.passes = records
     if optimizer is not None:
-        plan.optimizer = {"name": optimizer.name, "hyper": optimizer.hyperparams()}
+        plan.optimizer = {"name": optimizer.name, "hyper": optimizer.hyperparams(),
+                          "structure": optimizer.structure()}
     if config.flags.debug >= 3:
         print(plan)
-    return CompiledPlan(plan, graph, executor_cls(plan, optimizer, seed, check_numerics), optimizer,
-                        source)
+    return CompiledPlan(plan, graph, executor_cls(plan, seed, check_numerics), optimizer, source)

@@ -2,8 +2,11 @@
 
 A ``Node`` is one op application: its op name, input nodes, attributes, result type, and
 where the user declared it. Nodes are frozen; passes build new nodes and return new
-graphs. A ``Graph`` is a set of output nodes (plus side-effect nodes such as running
-statistic updates) and the nodes they reach, kept in a topological order.
+graphs. A node of a multi-output op has a ``TupleType``; its results are read through
+``tuple_get`` nodes. A ``Graph`` is its named outputs, its ordered list of effects
+(``assign`` nodes that write variables: running statistics, optimizer updates, the step
+counter), the gradients autodiff attached, and every node they reach in topological order.
+Nothing rides on a node's fields: a graph lists every effect it has.
 """
 
 from __future__ import annotations
@@ -39,6 +42,20 @@ class TensorType:
     def __str__(self) -> str:
         dims = ",".join("?" if d is None else str(d) for d in self.shape)
         return f"{self.dtype}[{dims}]"
+
+
+@dataclass(frozen=True)
+class TupleType:
+    """The results of a multi-output op, read one by one through ``tuple_get`` nodes."""
+
+    types: tuple[TensorType, ...]
+
+    def __str__(self) -> str:
+        return "(" + ", ".join(str(t) for t in self.types) + ")"
+
+
+#: What a shape rule returns: one value, or several for a multi-output op.
+ValueType = TensorType | TupleType
 
 
 class Attrs(Mapping[str, Any]):
@@ -79,21 +96,29 @@ class Node:
     op: str
     inputs: tuple["Node", ...]
     attrs: Attrs
-    type: TensorType
+    type: ValueType
     name: str | None = None
     location: str = ""
     scope: str = ""
     role: str = "forward"  # forward | grad | update: rendering and printing tell them apart
-    effects: tuple["Node", ...] = ()  # side-effect nodes (state assignments) this value depends on
     uid: int = field(default_factory=next_uid)
 
     @property
     def shape(self) -> Shape:
+        if isinstance(self.type, TupleType):
+            raise GraphError(f"{self.op} has {len(self.type.types)} results: read one with tuple_get")
         return self.type.shape
 
     @property
     def dtype(self) -> str:
+        if isinstance(self.type, TupleType):
+            raise GraphError(f"{self.op} has {len(self.type.types)} results: read one with tuple_get")
         return self.type.dtype
+
+    @property
+    def types(self) -> tuple[TensorType, ...]:
+        """The node's result types: one, or one per result of a multi-output op."""
+        return self.type.types if isinstance(self.type, TupleType) else (self.type,)
 
     def label(self) -> str:
         if self.name:
@@ -135,23 +160,35 @@ def topological_order(roots: Iterable[Node]) -> list[Node]:
     return order
 
 
+#: Hooks the display layers register (graphnet.printing, graphnet.render), so that the IR
+#: prints and draws itself without importing the layers above it.
+DISPLAY: dict[str, Callable[[Any], Any]] = {}
+
+
 @dataclass(frozen=True)
 class Graph:
-    """Outputs (named) and side effects, with every node they reach in topological order."""
+    """Outputs (named), effects (ordered), gradients, and every node they reach in topological order.
+
+    ``effects`` are ``assign`` nodes, run after every pure node, in this order.
+    ``grads`` pairs each trainable variable node with its gradient: autodiff sets them,
+    clipping rewrites them, the optimizer-update pass turns them into effects.
+    """
 
     outputs: tuple[Node, ...]
     output_names: tuple[str, ...]
     effects: tuple[Node, ...] = ()
     nodes: tuple[Node, ...] = ()
+    grads: tuple[tuple[Node, Node], ...] = ()
 
     @staticmethod
-    def build(outputs: Sequence[Node], output_names: Sequence[str], effects: Sequence[Node] = ()) -> "Graph":
-        eff = tuple(dict.fromkeys(list(effects) + [e for o in outputs for e in o.effects]))
-        nodes = tuple(topological_order(list(outputs) + list(eff)))
-        return Graph(tuple(outputs), tuple(output_names), eff, nodes)
+    def build(outputs: Sequence[Node], output_names: Sequence[str], effects: Sequence[Node] = (),
+              grads: Sequence[tuple[Node, Node]] = ()) -> "Graph":
+        grads = tuple((p, g) for p, g in grads)
+        roots = list(outputs) + list(effects) + [n for pair in grads for n in pair]
+        return Graph(tuple(outputs), tuple(output_names), tuple(effects), tuple(topological_order(roots)), grads)
 
     def with_outputs(self, outputs: Sequence[Node], output_names: Sequence[str] | None = None) -> "Graph":
-        return Graph.build(outputs, output_names or self.output_names, self.effects)
+        return Graph.build(outputs, output_names or self.output_names, self.effects, self.grads)
 
     def users(self) -> dict[int, list[Node]]:
         """uid -> the nodes that read it."""
@@ -165,22 +202,23 @@ class Graph:
         return len(self.nodes) if op is None else sum(1 for n in self.nodes if n.op == op)
 
     def __str__(self) -> str:
-        from .printing import format_graph
+        text = DISPLAY.get("text")
+        return text(self) if text is not None else repr(self)
 
-        return format_graph(self)
+    def __repr__(self) -> str:
+        return f"<Graph {len(self.nodes)} nodes, outputs {list(self.output_names)}, {len(self.effects)} effects>"
 
     def _repr_svg_(self) -> str | None:
         """Notebooks draw it (None without Graphviz's ``dot``, so they fall back to text)."""
-        from .render import svg
-
-        return svg(self)
+        svg = DISPLAY.get("svg")
+        return svg(self) if svg is not None else None
 
 
 def with_inputs(node: Node, inputs: tuple[Node, ...]) -> Node:
     """``node`` reading ``inputs`` instead (itself when nothing changes)."""
     if inputs == node.inputs:
         return node
-    return replace(node, inputs=inputs, effects=(), uid=next_uid())
+    return replace(node, inputs=inputs, uid=next_uid())
 
 
 def rebuild(graph: Graph, rewrite: Callable[[Node, tuple[Node, ...]], Node | None]) -> Graph:
@@ -196,6 +234,7 @@ def rebuild(graph: Graph, rewrite: Callable[[Node, tuple[Node, ...]], Node | Non
         mapping[node.uid] = with_inputs(node, new_inputs) if replacement is None else replacement
     outputs = tuple(mapping[o.uid] for o in graph.outputs)
     effects = tuple(mapping[e.uid] for e in graph.effects)
+    grads = tuple((mapping[p.uid], mapping[g.uid]) for p, g in graph.grads)
     # keep nodes nothing reads any more: removing them is dead-code elimination's job
     nodes = tuple(topological_order(list(outputs) + list(effects) + list(mapping.values())))
-    return Graph(outputs, graph.output_names, effects, nodes)
+    return Graph(outputs, graph.output_names, effects, nodes, grads)

@@ -1,18 +1,30 @@
 """The compiled plan: plain data, an ordered list of steps over named buffers.
 
 A ``Plan`` holds no code: each step names a registered op, the buffers it reads, the
-buffer it writes and its attributes. Executors interpret it.
+buffers it writes and its attributes. Executors interpret it.
+
+Buffer names live in their own namespace, one prefix per kind, so no user name can
+collide with another buffer: feeds ``in:x``, variables ``var:0.weight``, constants
+``const:3``, computed values ``%12``. Pure steps come first; from ``first_effect`` on,
+the steps are the effects (``assign``), in the graph's effect order, and nothing after
+them computes a value.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from .ir import Shape
 from .tensor import Variable
+
+BUFFER_KINDS = ("feed", "variable", "constant", "temp")
+PREFIXES = {"feed": "in:", "variable": "var:", "constant": "const:", "temp": "%"}
+
+#: The text printer, registered by graphnet.printing (the plan does not import the layer above it).
+DISPLAY: dict[str, Callable[[Any], str]] = {}
 
 
 @dataclass(frozen=True)
@@ -27,15 +39,26 @@ class Buffer:
 
 @dataclass(frozen=True)
 class Step:
-    """Run ``op`` on the ``inputs`` buffers with ``attrs``, writing ``output``."""
+    """Run ``op`` on the ``inputs`` buffers with ``attrs``, writing the ``outputs`` buffers.
+
+    ``node`` is the index of the graph node the step computes (-1 for steps the lowering
+    adds itself: copies of outputs that would alias a variable). Effect steps write the
+    variable named by their first input and have no outputs.
+    """
 
     op: str
     inputs: tuple[str, ...]
-    output: str
+    outputs: tuple[str, ...]
     attrs: dict[str, Any]
     role: str = "forward"
     location: str = ""
     scope: str = ""
+    node: int = -1
+
+    @property
+    def output(self) -> str:
+        """The one buffer a single-output step writes ('' for an effect)."""
+        return self.outputs[0] if self.outputs else ""
 
 
 @dataclass(frozen=True)
@@ -49,15 +72,18 @@ class PassRecord:
 
     def __str__(self) -> str:
         delta = self.nodes_after - self.nodes_before
-        return f"{self.name:<16} {self.nodes_before:>5} -> {self.nodes_after:<5} ({delta:+d})  {self.seconds * 1e3:.1f} ms"
+        return f"{self.name:<18} {self.nodes_before:>5} -> {self.nodes_after:<5} ({delta:+d})  {self.seconds * 1e3:.1f} ms"
 
 
 @dataclass
 class Plan:
     """Ordered steps over named buffers, plus the values those buffers start with.
 
-    ``release[i]`` lists the temp buffers whose last reader is step ``i``: an executor may
-    free them after it, which bounds peak memory.
+    ``feeds`` and ``outputs`` map the user's names to buffers; ``variables`` maps variable
+    buffers to the Variables that hold their values. ``release[i]`` lists the temp buffers
+    whose last reader is step ``i``: an executor may free them after it, which bounds peak
+    memory. ``optimizer`` describes a training plan's optimizer (name, hyperparameters,
+    the structure its update was compiled for).
     """
 
     buffers: dict[str, Buffer]
@@ -67,12 +93,25 @@ class Plan:
     constants: dict[str, np.ndarray]
     variables: dict[str, Variable]
     release: list[tuple[str, ...]]
+    first_effect: int = -1
     optimizer: dict[str, Any] | None = None
     passes: list[PassRecord] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.first_effect < 0:
+            self.first_effect = len(self.steps)
+
     @property
     def trainable(self) -> bool:
-        return any(s.op == "update" for s in self.steps)
+        return any(s.op == "assign" and s.attrs.get("kind") == "param_update" for s in self.steps)
+
+    @property
+    def effects(self) -> list[Step]:
+        return self.steps[self.first_effect:]
+
+    def variables_of_kind(self, kind: str) -> dict[str, Variable]:
+        """Variable buffers of one kind (parameter, buffer, optimizer_state, hyper, step)."""
+        return {name: var for name, var in self.variables.items() if var.kind == kind}
 
     def op_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -81,6 +120,8 @@ class Plan:
         return dict(sorted(counts.items()))
 
     def __str__(self) -> str:
-        from .printing import format_plan
+        text = DISPLAY.get("text")
+        return text(self) if text is not None else repr(self)
 
-        return format_plan(self)
+    def __repr__(self) -> str:
+        return f"<Plan {len(self.steps)} steps, feeds {sorted(self.feeds)}, outputs {list(self.outputs)}>"

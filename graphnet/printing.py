@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import ir, plan as plan_module
+from .compile import normalize_outputs
 from .ir import Graph, Node, TensorType
 from .plan import Plan
 
@@ -40,9 +42,11 @@ def format_graph(graph: Graph) -> str:
         where = f"  # {node.scope + ' ' if node.scope else ''}{node.location}" if node.location else ""
         lines.append(f"  {ids[node.uid]}:{node.type} = {node.op}{_attr_text(node.attrs)} {args}{tag}{where}")
     outs = ", ".join(f"{name}={ids[o.uid]}" for name, o in zip(graph.output_names, graph.outputs))
-    effects = ", ".join(ids[e.uid] for e in graph.effects)
+    effects = ", ".join(f"{ids[e.uid]}:{e.attrs.get('kind', e.op)}" for e in graph.effects)
+    grads = ", ".join(f"d{ids[p.uid]}={ids[g.uid]}" for p, g in graph.grads)
     head = "{ lambda " + " ".join(inputs) + " ."
-    tail = f"  in ({outs})" + (f" effects ({effects})" if effects else "") + " }"
+    tail = (f"  in ({outs})" + (f" effects ({effects})" if effects else "") + (f" grads ({grads})" if grads else "")
+            + " }")
     return "\n".join([head] + lines + [tail])
 
 
@@ -53,25 +57,35 @@ def format_plan(plan: Plan) -> str:
         if buf.kind != "temp":
             lines.append(f"  {buf.kind:<9} {name}: {TensorType(buf.shape, buf.dtype)}")
     for i, (step, rel) in enumerate(zip(plan.steps, plan.release)):
-        buf = plan.buffers[step.output]
+        if i == plan.first_effect and i < len(plan.steps):
+            lines.append("  effects:")
         tag = "" if step.role == "forward" else f"  [{step.role}]"
         free = f"  free {' '.join(rel)}" if rel else ""
-        lines.append(f"  {i:>4}: {step.output}:{TensorType(buf.shape, buf.dtype)} = {step.op}"
-                     f"{_attr_text(step.attrs)} {' '.join(step.inputs)}{tag}{free}")
+        if step.outputs:
+            target = ", ".join(f"{o}:{TensorType(plan.buffers[o].shape, plan.buffers[o].dtype)}"
+                               for o in step.outputs) + " = "
+            attrs = _attr_text(step.attrs)
+        else:
+            target = f"{step.inputs[0]} <- "
+            attrs = f" {{{step.attrs.get('kind', '')}}}"
+        lines.append(f"  {i:>4}: {target}{step.op}{attrs} {' '.join(step.inputs)}{tag}{free}")
     lines.append("  outputs " + ", ".join(f"{k}={v}" for k, v in plan.outputs.items()))
     if plan.optimizer:
-        lines.append(f"  optimizer {plan.optimizer['name']} {plan.optimizer['hyper']}")
+        hyper = {var.key: float(var.data) for var in plan.variables_of_kind("hyper").values()}
+        lines.append(f"  optimizer {plan.optimizer['name']} {hyper or plan.optimizer['hyper']}")
     lines.append("}")
     return "\n".join(lines)
 
 
 def make_graph(outputs: Any) -> Graph:
     """The graph that computes ``outputs`` (a tensor, list or dict), for printing or passes."""
-    from .compile import normalize_outputs
-
     names, nodes = normalize_outputs(outputs, caller_locals=None)
     return Graph.build(nodes, names)
 
 
 def describe(node: Node) -> str:
     return f"{node.label()} = {node.op}{_attr_text(node.attrs)} : {node.type}"
+
+
+ir.DISPLAY["text"] = format_graph
+plan_module.DISPLAY["text"] = format_plan

@@ -23,13 +23,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import config
-from .compile import CompiledPlan
+from . import config, ir
+from .compile import SERVICES, CompiledPlan
 from .errors import GraphnetError
 from .ir import Graph, Node
 from .nn.module import Module
 from .passes import default_pipeline, verify
-from .passes.pipeline import OPTIONAL
 from .printing import make_graph
 from .tensor import Tensor, placeholder
 
@@ -140,11 +139,15 @@ def _scope(node: Node) -> str:
     """The module path drawn around ``node``: parameters and their updates join their module."""
     if node.scope:
         return node.scope
-    if node.op in ("update", "assign") and node.inputs and node.inputs[0].op == "variable":
+    if node.op == "assign" and node.inputs and node.inputs[0].op == "variable":
         node = node.inputs[0]
     if node.op == "variable":
         return _var_name(node).rpartition(".")[0]
     return ""
+
+
+def _is_param_update(node: Node) -> bool:
+    return node.op == "assign" and node.attrs.get("kind") == "param_update"
 
 
 def _fill(node: Node) -> str:
@@ -175,7 +178,7 @@ def _node_stmt(node: Node, ref: int | None = None) -> str:
     lines = [node.op if ref is None else f"{node.op}  #{ref}"]
     if node.name:
         lines.append(node.name)
-    elif node.op in ("update", "assign") and node.inputs and node.inputs[0].op == "variable":
+    elif node.op == "assign" and node.inputs and node.inputs[0].op == "variable":
         lines.append(_var_name(node.inputs[0]))
     lines += _attr_lines(node)
     return f"n{node.uid} [label={_q(chr(10).join(lines))}, {fill}]"
@@ -258,8 +261,8 @@ def _dot(graph: Graph, optimizer: Any, collapse_depth: int, title: str, stubs: b
                 members = groups.setdefault(key, [])
                 members.append(node)
                 group_of[node.uid] = group_of[members[0].uid] if len(members) > 1 else f"g{len(groups) - 1}"
-    if stubs is None:
-        stubs = len(graph.nodes) > STUB_THRESHOLD
+    if stubs is None:  # update ops sit beside their parameter: only the forward and backward count
+        stubs = sum(1 for n in graph.nodes if n.role != "update") > STUB_THRESHOLD
     stubs = stubs and not collapse_depth
 
     def where(node: Node) -> str:
@@ -293,7 +296,7 @@ def _dot(graph: Graph, optimizer: Any, collapse_depth: int, title: str, stubs: b
             continue  # constants are drawn beside each reader (below), not shared across the picture
         kinds.add(_kind(node))
         place(_node_stmt(node, refs.get(node.uid)), node.role, _scope(node))
-        if node.op == "update" and state_label is not None:
+        if _is_param_update(node) and state_label is not None:
             kinds.add("optimizer")
             place(f"s{node.uid} [label={_q(state_label)}, shape=cylinder, style=filled, fontsize=8, "
                   f"fillcolor=\"{LEAF_COLORS['optimizer']}\"]", node.role, _scope(node))
@@ -461,14 +464,14 @@ def _save(source: str, path: Path, fmt: str) -> str:
 def _stages(graph: Graph, optimizer: Any) -> list[tuple[str, Graph, int]]:
     """(pass name, graph after it, node count before) for each pass, as ``run_pipeline`` runs them."""
     stages = [("source", graph, len(graph.nodes))]
-    for name, fn in default_pipeline(optimizer):
-        if name in OPTIONAL and name in config.flags.disabled_passes:
+    for p in default_pipeline(optimizer):
+        if p.optional and p.name in config.flags.disabled_passes:
             continue
         before = len(graph.nodes)
-        graph = fn(graph)
-        if config.flags.verify and name != "verify":
+        graph = p.fn(graph)
+        if config.flags.verify and p.name != "verify":
             verify(graph)
-        stages.append((name, graph, before))
+        stages.append((p.name, graph, before))
     return stages
 
 
@@ -511,3 +514,7 @@ def svg(obj: Any, **kw: Any) -> str | None:
         return _pipe(to_dot(obj, **kw), "svg").decode("utf-8")
     except _NoGraphviz:
         return None
+
+
+ir.DISPLAY["svg"] = svg
+SERVICES["svg"] = svg

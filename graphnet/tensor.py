@@ -235,22 +235,44 @@ def constant(value: Any, dtype: Any = None) -> Tensor:
 _variable_ids = itertools.count()
 
 
-class Variable:
-    """Storage for a parameter or a piece of state (running statistics).
+#: What a variable holds: a trainable parameter, a module's buffer (running statistics),
+#: an optimizer's per-parameter state, a hyperparameter, or the optimizer's step counter.
+VARIABLE_KINDS = ("parameter", "buffer", "optimizer_state", "hyper", "step")
 
-    Plans read and update ``data`` in place, so every plan compiled on the same executor
-    sees the values of the latest step, and values loaded here are what the next run uses.
+
+class Variable:
+    """Storage for a parameter or a piece of state (running statistics, optimizer state).
+
+    Where its value lives: ``data``, one host (NumPy) array. Every NumPy plan reads and
+    writes this very array, so plans compiled from the same parameters share their values,
+    and values loaded here are what the next run uses. A device executor (CuPy) keeps a
+    device copy per plan and writes it back to ``data`` after each run (see
+    docs/architecture.md). ``key`` names what an optimizer variable is for (``exp_avg``,
+    ``lr``); ``owner`` is the parameter an optimizer-state variable belongs to.
     """
 
-    def __init__(self, data: np.ndarray, name: str | None = None, trainable: bool = True) -> None:
-        self.data = np.ascontiguousarray(data)
+    def __init__(self, data: np.ndarray, name: str | None = None, trainable: bool = True, *,
+                 kind: str | None = None, key: str | None = None, owner: "Variable | None" = None) -> None:
+        data = np.asarray(data)
+        self.data = data if data.flags.c_contiguous else np.ascontiguousarray(data)  # (keeps 0-d arrays 0-d)
         dtypes.canonical(self.data.dtype)
         self.id = next(_variable_ids)
         self.name = name
         self.trainable = trainable
+        self.kind = kind or ("parameter" if trainable else "buffer")
+        if self.kind not in VARIABLE_KINDS:
+            raise ShapeError(f"variable kind {self.kind!r} is not one of {VARIABLE_KINDS}")
+        self.key = key
+        self.owner = owner
 
     def __repr__(self) -> str:
         return f"Variable({self.name or self.id}, {self.data.dtype}{list(self.data.shape)})"
+
+
+def variable(var: Variable) -> Tensor:
+    """A graph node reading ``var`` (passes use it for the state variables they create)."""
+    node = make_node("variable", [], {"var": var, "shape": tuple(var.data.shape), "dtype": var.data.dtype.name})
+    return Tensor(node)
 
 
 class Parameter(Tensor):

@@ -137,9 +137,36 @@ def differentiated_ops(y: Node, wrt: list[Node]) -> set[str]:
     live = {w.uid for w in wrt}
     ops = set()
     for node in topological_order([y]):
-        if node.uid in live or not dtypes.is_float(node.dtype):
+        if node.uid in live or not any(dtypes.is_float(t.dtype) for t in node.types):
             continue
         if any(i.uid in live for i in node.inputs):
             live.add(node.uid)
             ops.add(node.op)
     return ops
+
+
+# --- optimizers: one update evaluated through its graph -------------------------------------------
+
+
+def step_in_place(opt: Any, param: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray], step: int) -> None:
+    """Apply ``opt``'s update rule (as compiled into training plans) to NumPy arrays, in place.
+
+    Builds the rule's graph over placeholders (parameter, gradient, each state slot, the
+    float64 step and hyperparameters at their current values), compiles it and runs it.
+    """
+    p = gn.placeholder("param", param.shape, param.dtype.name)
+    g = gn.placeholder("grad", grad.shape, grad.dtype.name)
+    slots = {k: gn.placeholder(f"state_{k}", v.shape, v.dtype.name) for k, v in state.items()}
+    t = gn.placeholder("step", (), "float64")
+    values = opt.numeric_hyperparams()
+    hyper = {k: gn.placeholder(f"hyper_{k.replace('.', '_')}", (), "float64") for k in values}
+    new_param, new_state = opt.update(p, g, slots, t, opt.hyper_tensors(hyper))
+    outputs = {"param": new_param, **{f"state_{k}": v for k, v in new_state.items()}}
+    feeds = {"param": param, "grad": grad, "step": np.float64(step),
+             **{f"state_{k}": v for k, v in state.items()},
+             **{f"hyper_{k.replace('.', '_')}": np.float64(v) for k, v in values.items()}}
+    plan = gn.compile(outputs)
+    result = plan.run(**{k: v for k, v in feeds.items() if k in plan.plan.feeds})
+    param[...] = result["param"]
+    for k, v in new_state.items():
+        state[k][...] = result[f"state_{k}"]

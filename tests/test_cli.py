@@ -38,14 +38,14 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_inspect_lists_inputs_outputs_parameters_ops_and_version(plan_file, capsys):
     assert main(["inspect", str(plan_file)]) == 0
     out = capsys.readouterr().out
-    for text in ("format version 1", "kind: training", "x: float32[batch,1,8,8]", "labels: int64[batch]",
+    for text in ("format version 2", "kind: training", "x: float32[batch,1,8,8]", "labels: int64[batch]",
                  "loss: float32[]", "0.weight: float32[2,1,3,3]", "3.bias: float32[3]", "conv2d x1", "adam",
                  f"{plan_file.stat().st_size:,} bytes"):
         assert text in out, text
     assert main(["inspect", "--json", str(plan_file)]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["parameter_count"] == 2 * 9 + 2 + 72 * 3 + 3
-    assert summary["op_counts"]["update"] == 4
+    assert summary["op_counts"]["assign"] == 4 * 3 + 1  # parameter, Adam's two moments; the step counter
 
 
 def test_run_prints_or_saves_outputs(plan_file, tmp_path, capsys):

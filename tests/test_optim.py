@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+import graphnet as gn
 import graphnet.optim as optim
 from graphnet.errors import OptimizerError
 from graphnet.optim import (
@@ -23,7 +24,10 @@ from graphnet.optim import (
     Optimizer,
     RMSprop,
     StepLR,
+    scalar,
 )
+
+from helpers import step_in_place
 
 STEPS = 7
 
@@ -99,7 +103,7 @@ def run_both(opt, ref, ref_kw, *, dtype=np.float64, lr_per_step=None, seed=0):
     params, grads = make_problem(seed, dtype)
     ref_params = [p.astype(np.float64) for p in params]
     ref_states = [{} for _ in params]
-    states = [opt.init_state(np, p) for p in params]
+    states = [opt.init_state(p) for p in params]
     state_ids = [{k: id(v) for k, v in s.items()} for s in states]
     for t in range(1, STEPS + 1):
         if lr_per_step is not None:
@@ -108,7 +112,7 @@ def run_both(opt, ref, ref_kw, *, dtype=np.float64, lr_per_step=None, seed=0):
         for i, p in enumerate(params):
             g = grads[t - 1][i]
             g_before = g.copy()
-            opt.update(np, p, g, states[i], t)
+            step_in_place(opt, p, g, states[i], t)
             np.testing.assert_array_equal(g, g_before)  # the gradient is never written
             ref_params[i] = ref(ref_params[i], g.astype(np.float64), ref_states[i], t, **kw)
     for s, ids in zip(states, state_ids):  # state updated in place, never replaced
@@ -174,9 +178,9 @@ def test_adamw_decay_is_decoupled():
     # about lr per element) while AdamW only shrinks p by (1 - lr * wd).
     p_w, p_a = np.full(3, 2.0), np.full(3, 2.0)
     w, a = AdamW(lr=0.1, weight_decay=0.5), Adam(lr=0.1, weight_decay=0.5)
-    sw, sa = w.init_state(np, p_w), a.init_state(np, p_a)
-    w.update(np, p_w, np.zeros(3), sw, 1)
-    a.update(np, p_a, np.zeros(3), sa, 1)
+    sw, sa = w.init_state(p_w), a.init_state(p_a)
+    step_in_place(w, p_w, np.zeros(3), sw, 1)
+    step_in_place(a, p_a, np.zeros(3), sa, 1)
     np.testing.assert_allclose(p_w, 2.0 * (1 - 0.1 * 0.5))
     np.testing.assert_allclose(p_a, 2.0 - 0.1, rtol=1e-6)
 
@@ -207,7 +211,7 @@ ADAGRAD_CASES = [
 def test_adagrad_matches_formula(kw):
     opt = Adagrad(**kw)
     if kw.get("initial_accumulator_value"):
-        s = opt.init_state(np, np.zeros(2))
+        s = opt.init_state(np.zeros(2))
         np.testing.assert_array_equal(s["sum"], [kw["initial_accumulator_value"]] * 2)
     assert_matches(opt, ref_adagrad, {k: v for k, v in kw.items() if k != "lr"})
 
@@ -216,23 +220,23 @@ def test_hand_computed_first_steps():
     # SGD with momentum on a constant gradient: buffers g, then mu*g + (1-d)*g.
     p = np.array([1.0])
     opt = SGD(lr=0.1, momentum=0.9, dampening=0.5)
-    s = opt.init_state(np, p)
-    opt.update(np, p, np.array([2.0]), s, 1)
+    s = opt.init_state(p)
+    step_in_place(opt, p, np.array([2.0]), s, 1)
     assert p[0] == pytest.approx(1.0 - 0.1 * 2.0)
-    opt.update(np, p, np.array([2.0]), s, 2)
+    step_in_place(opt, p, np.array([2.0]), s, 2)
     assert s["momentum_buffer"][0] == pytest.approx(0.9 * 2.0 + 0.5 * 2.0)
     assert p[0] == pytest.approx(0.8 - 0.1 * 2.8)
     # Adam's first step is lr * g / (|g| + eps) thanks to the bias corrections.
     p = np.array([1.0, -1.0])
     opt = Adam(lr=0.01)
-    s = opt.init_state(np, p)
-    opt.update(np, p, np.array([3.0, -0.5]), s, 1)
+    s = opt.init_state(p)
+    step_in_place(opt, p, np.array([3.0, -0.5]), s, 1)
     np.testing.assert_allclose(p, [1.0 - 0.01, -1.0 + 0.01], rtol=1e-7)
     # Adagrad's first step with zero accumulator: lr * g / |g|.
     p = np.array([0.0])
     opt = Adagrad(lr=0.5)
-    s = opt.init_state(np, p)
-    opt.update(np, p, np.array([4.0]), s, 1)
+    s = opt.init_state(p)
+    step_in_place(opt, p, np.array([4.0]), s, 1)
     assert p[0] == pytest.approx(-0.5)
 
 
@@ -271,9 +275,9 @@ def test_lr_change_between_steps(cls, kw, ref):
 def test_lr_change_has_effect():
     p1, p2 = np.ones(2), np.ones(2)
     opt = SGD(lr=0.1)
-    opt.update(np, p1, np.ones(2), {}, 1)
+    step_in_place(opt, p1, np.ones(2), {}, 1)
     opt.lr = 0.3
-    opt.update(np, p2, np.ones(2), {}, 2)
+    step_in_place(opt, p2, np.ones(2), {}, 2)
     np.testing.assert_allclose(p1, 0.9)
     np.testing.assert_allclose(p2, 0.7)
 
@@ -287,7 +291,7 @@ def test_state_names_and_init_state():
     assert RMSprop(momentum=0.1, centered=True).state_names == ("square_avg", "momentum_buffer", "grad_avg")
     assert Adagrad().state_names == ("sum",)
     for opt in (SGD(momentum=0.9), Adam(amsgrad=True), RMSprop(momentum=0.1, centered=True), Adagrad()):
-        s = opt.init_state(np, p)
+        s = opt.init_state(p)
         assert tuple(s) == opt.state_names
         assert all(v.shape == p.shape and v.dtype == np.float32 and not v.any() for v in s.values())
 
@@ -295,10 +299,10 @@ def test_state_names_and_init_state():
 def test_state_built_with_other_settings_is_a_clear_error():
     opt = SGD(lr=0.1)
     p = np.ones(2)
-    s = opt.init_state(np, p)
+    s = opt.init_state(p)
     opt.momentum = 0.9
     with pytest.raises(OptimizerError, match="momentum_buffer"):
-        opt.update(np, p, np.ones(2), s, 1)
+        step_in_place(opt, p, np.ones(2), s, 1)
 
 
 # ---------------------------------------------------------------------------
@@ -309,8 +313,8 @@ def test_state_built_with_other_settings_is_a_clear_error():
 class SignSGD(Optimizer):
     name = "test_signsgd"
 
-    def update(self, xp, param, grad, state, step):
-        param -= self.lr * xp.sign(grad)
+    def update(self, param, grad, state, step, h):
+        return param - scalar(h.lr, param) * gn.sign(grad), {}
 
 
 class Lion(Optimizer):
@@ -318,31 +322,30 @@ class Lion(Optimizer):
     state_names = ("exp_avg",)
     defaults = {"betas": (0.9, 0.99), "weight_decay": 0.0}
 
-    def update(self, xp, param, grad, state, step):
-        b1, b2 = self.betas
+    def update(self, param, grad, state, step, h):
+        b1, b2 = h.betas
         m = state["exp_avg"]
-        param *= 1 - self.lr * self.weight_decay
-        param -= self.lr * xp.sign(b1 * m + (1 - b1) * grad)
-        m *= b2
-        m += (1 - b2) * grad
+        param = param * scalar(1 - h.lr * h.weight_decay, param)
+        param = param - scalar(h.lr, param) * gn.sign(m * scalar(b1, m) + grad * scalar(1 - b1, m))
+        return param, {"exp_avg": m * scalar(b2, m) + grad * scalar(1 - b2, m)}
 
 
 def test_user_defined_optimizer():
     opt = SignSGD(lr=0.25)
     assert opt.hyperparams() == {"lr": 0.25, "max_grad_norm": None}
     p = np.array([1.0, 1.0, 1.0], np.float32)
-    s = opt.init_state(np, p)
+    s = opt.init_state(p)
     assert s == {}
     for t in range(1, 4):
-        opt.update(np, p, np.array([3.0, -0.1, 0.0], np.float32), s, t)
+        step_in_place(opt, p, np.array([3.0, -0.1, 0.0], np.float32), s, t)
     np.testing.assert_array_equal(p, [0.25, 1.75, 1.0])
     assert p.dtype == np.float32
 
     lion = Lion(lr=0.1, weight_decay=0.5)
     assert lion.betas == (0.9, 0.99) and lion.weight_decay == 0.5
     p = np.array([1.0, -2.0])
-    s = lion.init_state(np, p)
-    lion.update(np, p, np.array([1.0, -1.0]), s, 1)
+    s = lion.init_state(p)
+    step_in_place(lion, p, np.array([1.0, -1.0]), s, 1)
     np.testing.assert_allclose(p, [1.0 * 0.95 - 0.1, -2.0 * 0.95 + 0.1])
     np.testing.assert_allclose(s["exp_avg"], [0.01, -0.01])
     assert "betas=(0.9, 0.99)" in repr(lion)
@@ -522,7 +525,7 @@ def test_schedule_drives_optimizer_updates():
     sched = StepLR(opt, step_size=1, gamma=0.5)
     p = np.zeros(1)
     for t in range(1, 5):
-        opt.update(np, p, np.ones(1), {}, t)
+        step_in_place(opt, p, np.ones(1), {}, t)
         sched.step()
     assert p[0] == pytest.approx(-(1 + 0.5 + 0.25 + 0.125))
 

@@ -26,8 +26,9 @@ def test_plan_printer_shows_steps_roles_and_frees():
     layer = gn.nn.Linear(3, 2)
     plan = gn.compile(gn.mean(layer(x)), optimizer=gn.optim.SGD(lr=0.1))
     text = str(plan)
-    assert "variable  weight: float32[2,3]" in text
-    assert "= update weight" in text and "[update]" in text
+    assert "variable  var:weight: float32[2,3]" in text
+    assert "var:weight <- assign {param_update} var:weight" in text and "[update]" in text
+    assert "var:optimizer.step <- assign {step_counter}" in text and "effects:" in text
     assert "[grad]" in text and "free" in text
     assert "optimizer sgd" in text
 

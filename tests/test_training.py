@@ -150,7 +150,7 @@ def test_learning_rate_changes_between_steps():
     xb, tb, w, b, history, train = _linear_regression(optimizer, steps=1)
     optimizer.lr = 0.0
     train.run(x=xb, t=tb)
-    np.testing.assert_array_equal(train.plan.variables["weight"].data, history[0][0])
+    np.testing.assert_array_equal(train.plan.variables["var:weight"].data, history[0][0])
     optimizer.lr = 0.2
     schedule = gn.optim.StepLR(optimizer, step_size=1, gamma=0.5)
     schedule.step()
@@ -164,8 +164,8 @@ def test_user_defined_optimizer_trains():
         name = "test_sign_sgd"
         state_names = ()
 
-        def update(self, xp, param, grad, state, step):
-            param -= param.dtype.type(self.lr) * xp.sign(grad)
+        def update(self, param, grad, state, step, h):
+            return param - gn.optim.scalar(h.lr, param) * gn.sign(grad), {}
 
     xb, tb, w, b, history, _ = _linear_regression(SignSGD(lr=0.01), steps=3)
     gw, _ = _mse_grads(xb, tb, w, b)

@@ -20,23 +20,22 @@ from ..plan import Plan, Step
 
 
 class ArrayExecutor:
-    """Runs a plan with kernels written against the array module ``xp``."""
+    """Runs a plan with kernels written against the array module ``xp``.
+
+    The executor needs nothing but the plan: optimizer updates are steps of the plan like
+    any other. Backends override the hooks below (array module, host transfers, where a
+    variable's value lives, the random source).
+    """
 
     name = "abstract"
     xp: Any = None
 
-    def __init__(self, plan: Plan, optimizer: Any = None, seed: int | None = None,
-                 check_numerics: bool = False) -> None:
-        if plan.trainable and optimizer is None:
-            raise ExecutorError("this plan trains parameters: pass the optimizer it was compiled with")
+    def __init__(self, plan: Plan, seed: int | None = None, check_numerics: bool = False) -> None:
         self.plan = plan
-        self.optimizer = optimizer
         self.check_numerics = check_numerics
         self.seed = seed
-        self.step_count = 0
         self.rng = self.make_rng(seed)
         self.slots = {name: i for i, name in enumerate(plan.buffers)}
-        self.optimizer_state: dict[str, dict[str, Any]] = {}
         self._template: list[Any] = [None] * len(self.slots)
         for name, value in plan.constants.items():
             self._template[self.slots[name]] = self.from_host(value)
@@ -46,7 +45,18 @@ class ArrayExecutor:
 
     # --- backend hooks -------------------------------------------------------------------
     def make_rng(self, seed: int | None) -> Any:
+        """The random source random kernels draw from (``rng=``)."""
         return np.random.default_rng(seed)
+
+    def get_rng_state(self) -> Any:
+        """The random source's state as plain JSON-able data (saved in plan files)."""
+        return getattr(getattr(self.rng, "bit_generator", None), "state", None)
+
+    def set_rng_state(self, state: Any) -> None:
+        try:
+            self.rng.bit_generator.state = state
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+            raise ExecutorError(f"bad random-generator state: {exc}") from None
 
     def from_host(self, array: np.ndarray) -> Any:
         return array
@@ -59,68 +69,19 @@ class ArrayExecutor:
         return var.data
 
     # --- binding -------------------------------------------------------------------------
-    def _bind(self, step: Step, release: tuple[str, ...]) -> tuple[Callable[..., Any], tuple[int, ...], int,
-                                                                  tuple[int, ...], Step]:
+    def _bind(self, step: Step, release: tuple[str, ...]) -> tuple[Callable[..., Any], tuple[int, ...],
+                                                                  tuple[int, ...], tuple[int, ...], Step]:
         ins = tuple(self.slots[n] for n in step.inputs)
-        out = self.slots[step.output]
+        outs = tuple(self.slots[n] for n in step.outputs)
         rel = tuple(self.slots[n] for n in release)
-        if step.op == "update":
-            fn = self._bind_update(step)
-        else:
-            opdef = get_op(step.op)
-            if opdef.kernel is None:
-                raise ExecutorError(f"op {step.op!r} has no kernel")
-            attrs = dict(step.attrs)
-            if opdef.random:
-                attrs["rng"] = self.rng
-            fn = functools.partial(opdef.kernel, self.xp, **attrs)
-        return fn, ins, out, rel, step
-
-    def _bind_update(self, step: Step) -> Callable[[Any, Any], Any]:
-        param_name = step.inputs[0]
-        var = self.plan.variables[param_name]
-        state = self.optimizer.init_state(self.xp, self.variable_array(var))
-        self.optimizer_state[param_name] = state
-        optimizer, xp = self.optimizer, self.xp
-
-        def update(param: Any, grad: Any) -> Any:
-            optimizer.update(xp, param, grad, state, self.step_count)
-            return param
-
-        return update
-
-    # --- state, for saving and loading plans --------------------------------------------
-    def get_state(self) -> dict[str, Any]:
-        """Step counter, random-generator state and optimizer state (host arrays), to save."""
-        rng_state = getattr(getattr(self.rng, "bit_generator", None), "state", None)
-        return {
-            "step_count": self.step_count,
-            "rng": rng_state,
-            "optimizer": {param: {slot: np.array(self.to_host(value), order="C") for slot, value in state.items()}
-                          for param, state in self.optimizer_state.items()},
-        }
-
-    def set_state(self, step_count: int, rng: Any, optimizer: Mapping[str, Mapping[str, np.ndarray]]) -> None:
-        """Restore what ``get_state`` returned; arrays are copied into the existing state in place."""
-        if set(optimizer) != set(self.optimizer_state):
-            raise ExecutorError(f"optimizer state given for {sorted(optimizer)}, "
-                                f"but this plan updates {sorted(self.optimizer_state)}")
-        for param, slots in optimizer.items():
-            current = self.optimizer_state[param]
-            if set(slots) != set(current):
-                raise ExecutorError(f"optimizer state of {param!r} has slots {sorted(slots)}, "
-                                    f"the optimizer keeps {sorted(current)}")
-            for slot, value in slots.items():
-                if tuple(value.shape) != tuple(current[slot].shape) or value.dtype != current[slot].dtype:
-                    raise ExecutorError(f"optimizer state {param}/{slot} is {value.dtype}{list(value.shape)}, "
-                                        f"expected {current[slot].dtype}{list(current[slot].shape)}")
-                current[slot][...] = self.from_host(value)
-        if rng is not None:
-            try:
-                self.rng.bit_generator.state = rng
-            except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
-                raise ExecutorError(f"bad random-generator state: {exc}") from None
-        self.step_count = int(step_count)
+        opdef = get_op(step.op)
+        if opdef.kernel is None:
+            raise ExecutorError(f"op {step.op!r} has no kernel (a {opdef.category} op must be lowered first)")
+        attrs = dict(step.attrs)
+        if opdef.random:
+            attrs["rng"] = self.rng
+        fn = functools.partial(opdef.kernel, self.xp, **attrs)
+        return fn, ins, outs, rel, step
 
     # --- running -------------------------------------------------------------------------
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -129,39 +90,39 @@ class ArrayExecutor:
             bufs[slot] = self.variable_array(var)
         for name, value in check_feeds(self.plan, feeds).items():
             bufs[self._feed_slots[name]] = self.from_host(value)
-        if self.plan.trainable:
-            self.step_count += 1
         if self.check_numerics or config.flags.debug >= 4:
             self._run_checked(bufs)
         else:
-            for fn, ins, out, rel, _ in self._program:
-                bufs[out] = fn(*[bufs[i] for i in ins])
+            for fn, ins, outs, rel, _ in self._program:
+                result = fn(*[bufs[i] for i in ins])
+                if len(outs) == 1:
+                    bufs[outs[0]] = result
+                elif outs:
+                    for slot, value in zip(outs, result):
+                        bufs[slot] = value
                 for r in rel:
                     bufs[r] = None
-        result = {}
-        for key, buf in self.plan.outputs.items():
-            value = self.to_host(bufs[self.slots[buf]])
-            if self.plan.buffers[buf].kind != "temp":
-                value = np.array(value, copy=True)  # never hand out a live variable
-            result[key] = value
-        return result
+        return {key: self.to_host(bufs[self.slots[buf]]) for key, buf in self.plan.outputs.items()}
 
     def _run_checked(self, bufs: list[Any]) -> None:
         timings: list[tuple[float, Step]] = []
         xp = self.xp
-        for fn, ins, out, rel, step in self._program:
+        for fn, ins, outs, rel, step in self._program:
             start = time.perf_counter()
-            bufs[out] = fn(*[bufs[i] for i in ins])
+            result = fn(*[bufs[i] for i in ins])
+            values = (result,) if len(outs) == 1 else tuple(result) if outs else ()
+            for slot, value in zip(outs, values):
+                bufs[slot] = value
             timings.append((time.perf_counter() - start, step))
-            if self.check_numerics and step.op != "update":
-                value = bufs[out]
-                if value.dtype.kind == "f" and not bool(xp.all(xp.isfinite(value))):
-                    bad = "NaN" if bool(xp.any(xp.isnan(value))) else "Inf"
-                    where = f" in {step.scope}" if step.scope else ""
-                    raise NumericsError(
-                        f"{bad} produced by {step.op}{where} ({step.role}, declared at {step.location}), "
-                        f"step output {step.output} of shape {tuple(value.shape)}"
-                    )
+            for value, name in zip(values, step.outputs):
+                if not self.check_numerics or value.dtype.kind != "f" or bool(xp.all(xp.isfinite(value))):
+                    continue
+                bad = "NaN" if bool(xp.any(xp.isnan(value))) else "Inf"
+                where = f" in {step.scope}" if step.scope else ""
+                raise NumericsError(
+                    f"{bad} produced by {step.op}{where} ({step.role}, declared at {step.location}), "
+                    f"step output {name} of shape {tuple(value.shape)}"
+                )
             for r in rel:
                 bufs[r] = None
         if config.flags.debug >= 4:

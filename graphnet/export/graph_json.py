@@ -20,7 +20,7 @@ import numpy as np
 
 from ..dtypes import DTYPES
 from ..errors import GraphnetError, PlanFileError
-from ..ir import Attrs, Graph, Node, TensorType
+from ..ir import Attrs, Graph, Node, TensorType, TupleType
 from ..ops.registry import REGISTRY
 from ..tensor import ConstValue, Variable
 
@@ -58,12 +58,17 @@ def encode_graph(graph: Graph, tensor_key: Callable[[Any], dict[str, str]]) -> d
     index = {node.uid: i for i, node in enumerate(graph.nodes)}
     nodes = []
     for node in graph.nodes:
-        nodes.append({
+        record = {
             "op": node.op,
             "inputs": [index[i.uid] for i in node.inputs],
             "attrs": {k: encode_value(v, tensor_key) for k, v in node.attrs.items()},
-            "shape": _encode_shape(node.type.shape),
-            "dtype": node.type.dtype,
+        }
+        if isinstance(node.type, TupleType):
+            record["types"] = [[_encode_shape(t.shape), t.dtype] for t in node.type.types]
+        else:
+            record.update(shape=_encode_shape(node.type.shape), dtype=node.type.dtype)
+        nodes.append({
+            **record,
             "name": node.name,
             "location": node.location,
             "scope": node.scope,
@@ -145,7 +150,14 @@ def decode_graph(data: Any, resolve: Callable[[Mapping[str, Any], str], Any], wh
         expect(isinstance(attrs_in, dict), f"{where}: 'attrs' must be an object")
         attrs = {check_str(k, where, limit=64): _decode_value(v, resolve, f"{where} ({op}) attribute {k!r}")
                  for k, v in attrs_in.items()}
-        stored = TensorType(check_shape(rec.get("shape"), where), check_dtype(rec.get("dtype"), where))
+        if "types" in rec:
+            types = rec["types"]
+            expect(isinstance(types, list) and 2 <= len(types) <= 16 and all(isinstance(t, list) and len(t) == 2
+                                                                              for t in types),
+                   f"{where}: 'types' must list [shape, dtype] pairs")
+            stored = TupleType(tuple(TensorType(check_shape(t[0], where), check_dtype(t[1], where)) for t in types))
+        else:
+            stored = TensorType(check_shape(rec.get("shape"), where), check_dtype(rec.get("dtype"), where))
         role = rec.get("role")
         expect(role in ROLES, f"{where}: role {role!r} is not one of {ROLES}")
         input_nodes = tuple(nodes[j] for j in inputs)
@@ -176,6 +188,28 @@ def decode_graph(data: Any, resolve: Callable[[Mapping[str, Any], str], Any], wh
         check_str(name, f"{what} output name", limit=256)
     return Graph(tuple(nodes[i] for i in outputs.values()), tuple(outputs), tuple(nodes[i] for i in effects),
                  tuple(nodes))
+
+
+def decode_attrs(data: Any, where: str) -> dict[str, Any]:
+    """A schedule step's attributes: plain values only (steps read tensors through buffers)."""
+    def no_tensor(ref: Mapping[str, Any], at: str) -> Any:
+        raise PlanFileError(f"{at}: a schedule step's attribute cannot hold a tensor")
+
+    expect(isinstance(data, dict), f"{where}: 'attrs' must be an object")
+    return {check_str(k, where, limit=64): _decode_value(v, no_tensor, f"{where} attribute {k!r}")
+            for k, v in data.items()}
+
+
+def same_attrs(step: Any, node: Node) -> bool:
+    """A step's attributes are its node's, value for value and type for type (``True`` is not ``1``)."""
+    def typed(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return ("tuple", tuple(typed(v) for v in value))
+        return (type(value).__name__, value)
+
+    if set(step.attrs) != set(node.attrs):
+        return False
+    return all(typed(step.attrs[k]) == typed(node.attrs[k]) for k in node.attrs)
 
 
 def _check_leaf(op: str, attrs: dict[str, Any], where: str) -> None:

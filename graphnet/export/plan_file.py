@@ -1,16 +1,21 @@
-"""Save a compiled plan to one file and load it back: format version 1.
+"""Save a compiled plan to one file and load it back: format version 2.
 
-The file is a safetensors file (see docs/plan-format.md). Its tensors are the parameters
-(``param/<name>``), the optimizer state (``state/<param>/<slot>``) and the graphs'
-constants (``const/<graph>/<node>``); its ``__metadata__["graphnet"]`` is a JSON document
-holding the compiled graph, the graph as declared, the schedule, the compile options, the
-optimizer's configuration and the step counters.
+The file is a safetensors file (see docs/plan-format.md). Its tensors are the plan's
+variables (``var/<name>``: parameters, buffers, optimizer state, hyperparameters, the step
+counter) and the graphs' constants (``const/<graph>/<node>``); its
+``__metadata__["graphnet"]`` is a JSON document holding the compiled graph, the graph as
+declared, the schedule, the compile options, the optimizer's configuration and the
+random-generator state.
 
 Loading trusts nothing in the file: safetensors checks the tensor table (offsets, sizes,
 overlaps); the JSON is checked field by field; graphs are rebuilt through each op's
-shape rule; the schedule must equal the one lowered from the rebuilt graph; every
-tensor must be declared, of an allowed dtype and the declared shape. Nothing is
+shape rule; the schedule must compute that graph (every node once, inputs before use,
+attributes and types as the graph's, effects last and in order; see schedule_check);
+every tensor must be declared, of an allowed dtype and the declared shape. Nothing is
 unpickled, imported or evaluated.
+
+Version 1 files (graphnet 0.1, whose optimizer updates were executor callbacks) are
+refused with PlanVersionError: compile the model again and save it.
 """
 
 from __future__ import annotations
@@ -22,19 +27,25 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..dtypes import DTYPES
 from ..errors import ExecutorError, GraphnetError, OptimizerError, PlanFileError, PlanVersionError
 from ..executors import get_executor
 from ..ir import Graph
+from ..compile import SERVICES, CompiledPlan
 from ..passes import lower, schedule, strip_training
-from ..plan import PassRecord, Plan
-from ..tensor import ConstValue, Variable
+from ..plan import PREFIXES, PassRecord, Plan
+from ..optim import from_config
+from ..passes import verify
+from ..tensor import VARIABLE_KINDS, ConstValue, Variable
 from .atomic import atomic_write
-from .graph_json import check_dtype, check_str, decode_graph, encode_graph, encode_value, expect
+from .graph_json import (
+    check_dtype, check_str, decode_attrs, decode_graph, encode_graph, encode_value, expect, same_attrs,
+)
+from .schedule_check import check_schedule, decode_buffers, decode_steps
 
 FORMAT = "graphnet-plan"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 METADATA_KEY = "graphnet"
 
 
@@ -46,7 +57,7 @@ class _Tensors:
     def __init__(self, plan_variables: Mapping[str, Variable]) -> None:
         self.arrays: dict[str, np.ndarray] = {}
         self.variables: dict[str, dict[str, Any]] = {}
-        self._var_names = {var.id: name for name, var in plan_variables.items()}
+        self._var_names = {var.id: name[len(PREFIXES["variable"]):] for name, var in plan_variables.items()}
         self._graph = ""
         self._const_index = 0
 
@@ -63,8 +74,10 @@ class _Tensors:
                 name, k = f"{base}_{k}", k + 1
             self._var_names[var.id] = name
         if name not in self.variables:
-            self.variables[name] = {"trainable": bool(var.trainable)}
-            self.arrays[f"param/{name}"] = np.array(var.data, order="C")
+            owner = None if var.owner is None else self.variable(var.owner)["$variable"]
+            self.variables[name] = {"trainable": bool(var.trainable), "kind": var.kind, "key": var.key,
+                                    "owner": owner}
+            self.arrays[f"var/{name}"] = np.array(var.data, order="C")
         return {"$variable": name}
 
     def reference(self, value: Any) -> dict[str, str]:
@@ -76,17 +89,31 @@ class _Tensors:
         return {"$tensor": key}
 
 
-def encode_schedule(plan: Plan) -> dict[str, Any]:
+def encode_schedule(plan: Plan, graph: Graph) -> dict[str, Any]:
     """The plan's steps and buffers as JSON values (parameters and constants by name only)."""
     def plain(value: Any) -> Any:
         return encode_value(value, _no_tensors)
 
+    index = {node.uid: i for i, node in enumerate(graph.nodes)}
+    leaves: dict[str, int] = {}
+    var_buffers = {var.id: name for name, var in plan.variables.items()}
+    constants = iter(name for name, buf in plan.buffers.items() if buf.kind == "constant")
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            leaves[plan.feeds[node.attrs["name"]]] = index[node.uid]
+        elif node.op == "variable":
+            leaves.setdefault(var_buffers[node.attrs["var"].id], index[node.uid])
+        elif node.op == "constant":
+            leaves[next(constants)] = index[node.uid]
     return {
         "buffers": [[b.name, plain(b.shape), b.dtype, b.kind] for b in plan.buffers.values()],
-        "steps": [[s.op, list(s.inputs), s.output, {k: plain(v) for k, v in s.attrs.items()}] for s in plan.steps],
+        "steps": [[s.op, list(s.inputs), list(s.outputs), {k: plain(v) for k, v in s.attrs.items()}, s.node]
+                  for s in plan.steps],
+        "leaves": leaves,
         "feeds": dict(plan.feeds),
         "outputs": dict(plan.outputs),
         "release": [list(r) for r in plan.release],
+        "first_effect": plan.first_effect,
     }
 
 
@@ -110,18 +137,17 @@ def plan_bytes(compiled: Any, *, inference: bool = False, outputs: Sequence[str]
 
     if inference or outputs is not None:
         plan, graph, source = _inference_view(compiled, outputs)
-        optimizer, state = None, {"step_count": compiled.executor.step_count, "rng": None, "optimizer": {}}
+        optimizer = None
     else:
         plan, graph, source = compiled.plan, compiled.graph, compiled.source
-        optimizer, state = compiled.optimizer, compiled.executor.get_state()
+        optimizer = compiled.optimizer
     tensors = _Tensors(plan.variables)
+    for var in plan.variables.values():  # every variable of the plan, even one only the schedule names
+        tensors.variable(var)
     tensors.start_graph("graph")
     graph_json = encode_graph(graph, tensors.reference)
     tensors.start_graph("source")
     source_json = encode_graph(source, tensors.reference)
-    for param, slots in state["optimizer"].items():
-        for slot, value in slots.items():
-            tensors.arrays[f"state/{param}/{slot}"] = value
     header = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -132,13 +158,11 @@ def plan_bytes(compiled: Any, *, inference: bool = False, outputs: Sequence[str]
         "variables": tensors.variables,
         "graph": graph_json,
         "source": source_json,
-        "schedule": encode_schedule(plan),
+        "schedule": encode_schedule(plan, graph),
         "passes": [[r.name, r.nodes_before, r.nodes_after, r.seconds] for r in plan.passes],
         "optimizer": None if optimizer is None else {
-            "name": optimizer.name, "hyper": optimizer.hyperparams(),
-            "state": {param: sorted(slots) for param, slots in state["optimizer"].items()}},
-        "step_count": int(state["step_count"]),
-        "rng": state["rng"],
+            "name": optimizer.name, "hyper": optimizer.hyperparams(), "structure": optimizer.structure()},
+        "rng": None if optimizer is None and inference else compiled.executor.get_rng_state(),
     }
     try:
         text = json.dumps(header, allow_nan=False, separators=(",", ":"))
@@ -197,6 +221,10 @@ def _open(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nd
     return header, tensors, info.st_size
 
 
+_HEADER_FIELDS = {"format", "version", "graphnet_version", "kind", "compile", "variables", "graph", "source",
+                  "schedule", "passes", "optimizer", "rng"}
+
+
 def _check_version(header: Mapping[str, Any], path: str) -> None:
     expect(header.get("format") == FORMAT, f"{path!r}: not a graphnet plan (format {header.get('format')!r})")
     version = header.get("version")
@@ -206,6 +234,11 @@ def _check_version(header: Mapping[str, Any], path: str) -> None:
             f"{path!r} was written in plan format version {version} (by graphnet "
             f"{header.get('graphnet_version', '?')}); this graphnet ({__version__}) reads format versions up to "
             f"{FORMAT_VERSION}: upgrade graphnet to load it")
+    if version == 1:
+        raise PlanVersionError(
+            f"{path!r} was written in plan format version 1 (graphnet {header.get('graphnet_version', '?')}), "
+            f"whose optimizer updates ran outside the plan; graphnet {__version__} reads version {FORMAT_VERSION} "
+            f"only: compile the model again with this graphnet and save it")
     if version < 1:
         raise PlanVersionError(f"{path!r} has format version {version}, which no graphnet release wrote; "
                                f"version 1 is the first")
@@ -214,23 +247,30 @@ def _check_version(header: Mapping[str, Any], path: str) -> None:
 def _variables(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> dict[str, Variable]:
     declared = header.get("variables")
     expect(isinstance(declared, dict), "'variables' must be an object")
-    variables = {}
+    variables: dict[str, Variable] = {}
     for name, spec in declared.items():
-        check_str(name, "parameter name", limit=512)
-        expect(isinstance(spec, dict) and isinstance(spec.get("trainable"), bool),
-               f"parameter {name!r}: expected {{'trainable': true|false}}")
-        array = tensors.get(f"param/{name}")
-        expect(array is not None, f"parameter {name!r} is declared but its values are missing")
-        check_dtype(array.dtype.name, f"parameter {name!r}")
-        variables[name] = Variable(np.array(array, copy=True), name, spec["trainable"])
+        check_str(name, "variable name", limit=512)
+        expect(isinstance(spec, dict) and isinstance(spec.get("trainable"), bool) and spec.get("kind") in VARIABLE_KINDS,
+               f"variable {name!r}: expected {{'trainable': true|false, 'kind': one of {VARIABLE_KINDS}, ...}}")
+        expect(spec["trainable"] == (spec["kind"] == "parameter"), f"variable {name!r}: only parameters train")
+        key = check_str(spec.get("key"), f"variable {name!r} key", optional=True, limit=64)
+        array = tensors.get(f"var/{name}")
+        expect(array is not None, f"variable {name!r} is declared but its values are missing")
+        check_dtype(array.dtype.name, f"variable {name!r}")
+        variables[name] = Variable(np.array(array, copy=True), name, spec["trainable"], kind=spec["kind"], key=key)
+    for name, spec in declared.items():
+        owner = spec.get("owner")
+        if spec["kind"] == "optimizer_state":
+            expect(isinstance(owner, str) and owner in variables and variables[owner].kind == "parameter",
+                   f"optimizer state {name!r} must name the parameter it belongs to")
+            variables[name].owner = variables[owner]
+        else:
+            expect(owner is None, f"variable {name!r}: only optimizer state has an owner")
     return variables
 
 
 def _check_tensor_keys(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], used: set[str]) -> None:
-    expected = set(used) | {f"param/{n}" for n in header["variables"]}
-    opt = header.get("optimizer") or {}
-    for param, slots in (opt.get("state") or {}).items():
-        expected |= {f"state/{param}/{slot}" for slot in slots}
+    expected = set(used) | {f"var/{n}" for n in header["variables"]}
     extra = sorted(set(tensors) - expected)
     missing = sorted(expected - set(tensors))
     expect(not missing, f"tensors missing from the file: {missing[:5]}")
@@ -240,8 +280,6 @@ def _check_tensor_keys(header: Mapping[str, Any], tensors: Mapping[str, np.ndarr
 
 
 def _optimizer(header: Mapping[str, Any], plan: Plan) -> Any:
-    from ..optim import from_config
-
     spec = header.get("optimizer")
     if not plan.trainable:
         expect(spec is None, "an inference plan must not carry an optimizer")
@@ -249,11 +287,16 @@ def _optimizer(header: Mapping[str, Any], plan: Plan) -> Any:
     expect(isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("hyper"), dict),
            "a training plan needs its optimizer's name and hyperparameters")
     try:
-        return from_config(spec["name"], spec["hyper"])
+        optimizer = from_config(spec["name"], spec["hyper"])
     except OptimizerError as exc:
         raise PlanFileError(f"the plan's optimizer cannot be rebuilt: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise PlanFileError(f"the plan's optimizer has bad hyperparameters: {exc}") from None
+    expect(spec.get("structure") == optimizer.structure(),
+           "the optimizer's settings do not match the update compiled into the plan")
+    hyper = {var.key for var in plan.variables_of_kind("hyper").values()}
+    expect(hyper <= set(optimizer.numeric_hyperparams()), "the plan reads hyperparameters its optimizer lacks")
+    return optimizer
 
 
 def _passes(value: Any) -> list[PassRecord]:
@@ -281,14 +324,12 @@ def load_plan(path: str | os.PathLike[str], executor: str = "numpy") -> Any:
 
 def _load(path: str | os.PathLike[str], executor: str) -> tuple[Any, dict[str, Any], int]:
     """The loaded plan, with the file's header and size (what ``file_summary`` reports)."""
-    from ..compile import CompiledPlan
-
     executor_cls = get_executor(executor)
     path = os.fspath(path)
     header, tensors, size = _open(path)
     _check_version(header, path)
     try:
-        return _build(header, tensors, executor_cls, CompiledPlan), header, size
+        return _build(header, tensors, executor_cls), header, size
     except PlanFileError as exc:
         raise type(exc)(f"{path!r}: {exc}") from None
     except RecursionError:
@@ -297,14 +338,18 @@ def _load(path: str | os.PathLike[str], executor: str) -> tuple[Any, dict[str, A
         raise PlanFileError(f"{path!r}: the plan is inconsistent: {exc}") from None
 
 
-def _build(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], executor_cls: Any, compiled_cls: Any) -> Any:
+def _build(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], executor_cls: Any) -> Any:
+    unknown = sorted(set(header) - _HEADER_FIELDS)
+    if unknown:
+        raise PlanFileError(f"unknown header field {str(unknown[0])[:64]!r}")
+    expect(header.get("kind") in ("training", "inference"), f"bad plan kind {str(header.get('kind'))[:32]!r}")
     variables = _variables(header, tensors)
     used: set[str] = set()
 
     def resolve(ref: Mapping[str, str], where: str) -> Any:
         (tag, key), = ref.items()
         if tag == "$variable":
-            expect(key in variables, f"{where}: parameter {key!r} is not declared")
+            expect(key in variables, f"{where}: variable {key!r} is not declared")
             return variables[key]
         expect(key.startswith("const/") and key in tensors, f"{where}: constant tensor {key!r} is missing")
         used.add(key)
@@ -313,36 +358,56 @@ def _build(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], executo
     graph = decode_graph(header.get("graph"), resolve, "graph")
     source = decode_graph(header.get("source"), resolve, "source graph")
     _check_tensor_keys(header, tensors, used)
-    plan = lower(graph)
-    expect(encode_schedule(plan) == header.get("schedule"),
-           "the stored schedule differs from the one its graph lowers to (the file was altered)")
-    expect(set(plan.variables) <= set(variables), "the schedule reads parameters the file does not declare")
-    plan.variables = {name: variables[name] for name in plan.variables}
+    verify(graph)
+    plan = _plan(header.get("schedule"), graph, variables)
     plan.passes = _passes(header.get("passes", []))
     optimizer = _optimizer(header, plan)
     if optimizer is not None:
-        plan.optimizer = {"name": optimizer.name, "hyper": optimizer.hyperparams()}
+        plan.optimizer = {"name": optimizer.name, "hyper": optimizer.hyperparams(),
+                          "structure": optimizer.structure()}
     options = header.get("compile")
     expect(isinstance(options, dict), "'compile' must be an object")
     seed, check_numerics = options.get("seed"), options.get("check_numerics", False)
     expect(seed is None or (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2 ** 64),
            f"bad seed {seed!r}")
     expect(isinstance(check_numerics, bool), "check_numerics must be true or false")
-    step_count = header.get("step_count", 0)
-    expect(isinstance(step_count, int) and not isinstance(step_count, bool) and 0 <= step_count < 2 ** 62,
-           f"bad step count {step_count!r}")
-    spec = header.get("optimizer") or {}
-    state_names = spec.get("state", {}) if optimizer is not None else {}
-    expect(isinstance(state_names, dict), "the optimizer's 'state' must be an object")
-    state = {param: {slot: tensors[f"state/{param}/{slot}"] for slot in slots}
-             for param, slots in state_names.items() if isinstance(slots, list)}
-    expect(len(state) == len(state_names), "the optimizer's state lists must be lists of slot names")
     try:
-        executor = executor_cls(plan, optimizer, seed, check_numerics)
-        executor.set_state(step_count, header.get("rng"), state)
+        executor = executor_cls(plan, seed, check_numerics)
+        if header.get("rng") is not None:
+            executor.set_rng_state(header["rng"])
     except ExecutorError as exc:
         raise PlanFileError(f"the saved state does not fit the plan: {exc}") from None
-    return compiled_cls(plan, graph, executor, optimizer, source)
+    return CompiledPlan(plan, graph, executor, optimizer, source)
+
+
+def _plan(data: Any, graph: Graph, variables: Mapping[str, Variable]) -> Plan:
+    """The stored schedule as a Plan, after checking that it computes ``graph``."""
+    expect(isinstance(data, dict), "'schedule' must be an object")
+    buffers = decode_buffers(data.get("buffers"))
+    steps = decode_steps(data.get("steps"), decode_attrs)
+    feeds, outputs, leaves = data.get("feeds"), data.get("outputs"), data.get("leaves")
+    for what, mapping in (("feeds", feeds), ("outputs", outputs), ("leaves", leaves)):
+        expect(isinstance(mapping, dict), f"schedule: '{what}' must be an object")
+    release = data.get("release")
+    expect(isinstance(release, list) and len(release) == len(steps)
+           and all(isinstance(r, list) and all(isinstance(n, str) for n in r) for r in release),
+           "schedule: 'release' must hold one list of buffer names per step")
+    first_effect = data.get("first_effect")
+    expect(isinstance(first_effect, int) and not isinstance(first_effect, bool), "schedule: bad 'first_effect'")
+    release_t = [tuple(r) for r in release]
+    check_schedule(graph, buffers, steps, feeds, outputs, leaves, first_effect, release_t, same_attrs)
+    plan_variables: dict[str, Variable] = {}
+    constants: dict[str, np.ndarray] = {}
+    for name, index in leaves.items():
+        node = graph.nodes[index]
+        if node.op == "variable":
+            var = node.attrs["var"]
+            expect(name == PREFIXES["variable"] + (var.name or ""), f"variable buffer {name!r} holds {var.name!r}")
+            plan_variables[name] = var
+        elif node.op == "constant":
+            constants[name] = node.attrs["value"].array
+    expect(set(plan_variables.values()) <= set(variables.values()), "the schedule reads undeclared variables")
+    return Plan(buffers, steps, dict(feeds), dict(outputs), constants, plan_variables, release_t, first_effect)
 
 
 def file_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -355,9 +420,11 @@ def file_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
         "executor": header["compile"].get("executor"),
         "inputs": {name: _spec(plan.buffers[buf]) for name, buf in plan.feeds.items()},
         "outputs": {name: _spec(plan.buffers[buf]) for name, buf in plan.outputs.items()},
-        "parameters": {name: {"shape": list(var.data.shape), "dtype": var.data.dtype.name,
-                              "trainable": var.trainable} for name, var in plan.variables.items()},
-        "parameter_count": int(sum(var.data.size for var in plan.variables.values())),
+        "parameters": {name[len(PREFIXES["variable"]):]: {"shape": list(var.data.shape), "dtype": var.data.dtype.name,
+                              "trainable": var.trainable, "kind": var.kind}
+                       for name, var in plan.variables.items() if var.kind in ("parameter", "buffer")},
+        "parameter_count": int(sum(var.data.size for var in plan.variables.values()
+                                   if var.kind in ("parameter", "buffer"))),
         "optimizer": None if compiled.optimizer is None else {"name": compiled.optimizer.name,
                                                                 "hyper": compiled.optimizer.hyperparams()},
         "step_count": compiled.step_count,
@@ -368,3 +435,6 @@ def file_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _spec(buffer: Any) -> dict[str, Any]:
     return {"shape": list(buffer.shape), "dtype": buffer.dtype}
+
+
+SERVICES["save"] = save_plan

@@ -5,7 +5,7 @@ submodules; ``REGISTRY`` maps op names to them.
 """
 
 from .registry import REGISTRY, OpDef, defop, get_op  # noqa: F401
-from . import leaves, updates  # noqa: F401  (register leaf and update ops)
+from . import leaves  # noqa: F401  (register the leaf ops)
 from .elementwise import (  # noqa: F401
     abs, add, cast, div, elu, equal, erf, exp, gelu, greater, greater_equal, leaky_relu, less, less_equal,
     log, maximum, minimum, mul, neg, not_equal, pow, relu, sigmoid, sign, sqrt, sub, tanh, where,
@@ -22,3 +22,5 @@ from .nn import (  # noqa: F401
 )
 from .norm import batch_norm  # noqa: F401
 from .common import sum_to  # noqa: F401
+from .shape import copy  # noqa: F401
+from .tuples import results, tuple_get  # noqa: F401

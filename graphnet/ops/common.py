@@ -12,7 +12,14 @@ from .registry import make_node
 
 
 def broadcast_dims(dims: Iterable[Dim]) -> Dim:
-    """One output dim from aligned input dims; symbolic dims unify by name."""
+    """One output dim from aligned input dims.
+
+    Static sizes other than 1 must agree and win over symbolic dims (a symbolic dim that
+    is not 1 at run time then fails loudly in the kernel). Symbolic dims give a symbolic
+    result only when they are all the same name; two different symbols, or a name and an
+    unknown dim, give an unknown dim: either may be 1 at run time, so neither can be
+    assumed to be the result (gradients reduce to the run-time shape, see ``sum_to``).
+    """
     known = {d for d in dims if d != 1}
     if not known:
         return 1
@@ -21,11 +28,8 @@ def broadcast_dims(dims: Iterable[Dim]) -> Dim:
         raise ShapeError(f"dims {sorted(ints)} cannot broadcast")
     if ints:
         return ints.pop()
-    names = {d for d in known if isinstance(d, str)}
-    if len(names) == 1 and None not in known:
-        return names.pop()
-    if len(names) == 1:
-        return names.pop()
+    if len(known) == 1:
+        return known.pop()
     return None
 
 
@@ -100,11 +104,21 @@ def declare(op: str, inputs: Sequence[Any], attrs: dict[str, Any] | None = None)
 
 def sum_to(g: Tensor, target: "Tensor | Shape") -> Tensor:
     """Sum ``g`` down to the shape of ``target`` (a tensor or a static shape): undoes NumPy
-    broadcasting in gradient rules. A target with unknown (None) dims is reduced to its
-    run-time shape, since two unknown dims may differ when the graph runs."""
+    broadcasting in gradient rules. A target with any symbolic dim (a name or None) is
+    reduced to its run-time shape, since a symbolic dim may be 1 when the graph runs."""
     shape = tuple(target.shape) if isinstance(target, Tensor) else tuple(target)
-    if isinstance(target, Tensor) and None in shape:
+    if isinstance(target, Tensor) and not all(isinstance(d, int) for d in shape):
+        if tuple(g.shape) == shape and all(isinstance(d, str) for d in shape if not isinstance(d, int)) \
+                and _same_symbols(g, target):
+            return g
         return declare("sum_like", [g, target])
+    if not all(isinstance(d, int) for d in shape):
+        raise ShapeError(f"sum_to needs a static shape, got {shape}; pass the tensor to sum down to")
     if tuple(g.shape) == shape:
         return g
     return declare("sum_to", [g], {"shape": shape})
+
+
+def _same_symbols(g: Tensor, target: Tensor) -> bool:
+    """``g`` has ``target``'s shape exactly, named dims included (so no dim was broadcast)."""
+    return all(isinstance(a, int) or (isinstance(a, str) and a == b) for a, b in zip(g.shape, target.shape))

@@ -6,7 +6,7 @@ from typing import Any
 
 from .. import dtypes
 from ..errors import DTypeError, FeedError, ShapeError
-from ..ir import Dim, TensorType
+from ..ir import Dim, TensorType, TupleType
 from ..tensor import Tensor
 from . import conv_kernels as K
 from .common import declare, dims_equal, normalize_axis, require_float
@@ -72,9 +72,9 @@ def _conv_gw_grad(h: Tensor, out: Tensor, ins: tuple[Tensor, ...], **attrs: Any)
     return (declare("conv2d_grad_input", [g, h, x], attrs), declare("conv2d", [x, h], attrs), None)
 
 
-defop("conv2d", infer=_conv_infer, kernel=K.conv2d, grad=_conv_grad)
-defop("conv2d_grad_input", infer=lambda g, w, x, **a: x, kernel=K.conv2d_grad_input, grad=_conv_gi_grad)
-defop("conv2d_grad_weight", infer=lambda x, g, w, **a: w, kernel=K.conv2d_grad_weight, grad=_conv_gw_grad)
+defop("conv2d", category="conv", infer=_conv_infer, kernel=K.conv2d, grad=_conv_grad)
+defop("conv2d_grad_input", category="conv", infer=lambda g, w, x, **a: x, kernel=K.conv2d_grad_input, grad=_conv_gi_grad)
+defop("conv2d_grad_weight", category="conv", infer=lambda x, g, w, **a: w, kernel=K.conv2d_grad_weight, grad=_conv_gw_grad)
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0,
@@ -111,12 +111,12 @@ def _pool_infer(x: TensorType, *, kernel_size: Pair, stride: Pair, padding: Pair
     return TensorType(x.shape[:2] + (ho, wo), x.dtype)
 
 
-defop("max_pool2d", infer=_pool_infer, kernel=K.max_pool2d,
+defop("max_pool2d", category="conv", infer=_pool_infer, kernel=K.max_pool2d,
       grad=lambda g, out, ins, **a: (declare("max_pool2d_grad", [g, ins[0]], a),))
-defop("max_pool2d_grad", infer=lambda g, x, **a: x, kernel=K.max_pool2d_grad)
-defop("avg_pool2d", infer=_pool_infer, kernel=K.avg_pool2d,
+defop("max_pool2d_grad", category="conv", infer=lambda g, x, **a: x, kernel=K.max_pool2d_grad)
+defop("avg_pool2d", category="conv", infer=_pool_infer, kernel=K.avg_pool2d,
       grad=lambda g, out, ins, **a: (declare("avg_pool2d_grad", [g, ins[0]], a),))
-defop("avg_pool2d_grad", infer=lambda g, x, **a: x, kernel=K.avg_pool2d_grad,
+defop("avg_pool2d_grad", category="conv", infer=lambda g, x, **a: x, kernel=K.avg_pool2d_grad,
       grad=lambda h, out, ins, **a: (declare("avg_pool2d", [h], a), None))
 
 
@@ -159,9 +159,9 @@ def _axis_infer(x: TensorType, *, axis: int) -> TensorType:
     return x
 
 
-defop("softmax", infer=_axis_infer, kernel=_softmax_kernel,
+defop("softmax", category="reduction", infer=_axis_infer, kernel=_softmax_kernel,
       grad=lambda g, out, ins, axis: (out * (g - sum(g * out, axis, keepdims=True)),))
-defop("log_softmax", infer=_axis_infer, kernel=_log_softmax_kernel,
+defop("log_softmax", category="reduction", infer=_axis_infer, kernel=_log_softmax_kernel,
       grad=lambda g, out, ins, axis: (g - _exp(out) * sum(g, axis, keepdims=True),))
 
 
@@ -183,13 +183,25 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
 
 # --- dropout ------------------------------------------------------------------------------
 
-def _dropout_mask_kernel(xp: Any, x: Any, p: float, rng: Any) -> Any:
+def _dropout_infer(x: TensorType, *, p: float) -> TupleType:
+    require_float(x, "dropout input")
+    if not isinstance(p, float) or not 0.0 <= p < 1.0:
+        raise ShapeError(f"dropout probability must be a float in [0, 1), got {p!r}")
+    return TupleType((x, x))
+
+
+def _dropout_kernel(xp: Any, x: Any, p: float, rng: Any) -> tuple[Any, Any]:
     keep = rng.random(x.shape, dtype="float32" if x.dtype != "float64" else "float64") >= p
-    return keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
+    mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
+    return xp.multiply(x, mask), mask
 
 
-defop("dropout_mask", infer=lambda x, p: x, kernel=_dropout_mask_kernel, grad=lambda g, out, ins, p: (None,),
-      random=True)
+def _dropout_grad(gs: tuple, outs: tuple[Tensor, ...], ins: tuple[Tensor, ...], p: float) -> tuple:
+    return (None if gs[0] is None else gs[0] * outs[1],)
+
+
+# Two results: the output and the scaled keep-mask (which the gradient reads).
+defop("dropout", category="random", infer=_dropout_infer, kernel=_dropout_kernel, grad=_dropout_grad)
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
@@ -198,8 +210,9 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
         raise ShapeError(f"dropout probability must be in [0, 1), got {p}")
     if not training or p == 0.0:
         return x
-    require_float(x.node.type, "dropout input")
-    return x * declare("dropout_mask", [x], {"p": float(p)})
+    from .tuples import tuple_get
+
+    return tuple_get(declare("dropout", [x], {"p": float(p)}), 0)
 
 
 # --- one-hot ------------------------------------------------------------------------------
@@ -218,7 +231,7 @@ def _one_hot_kernel(xp: Any, labels: Any, num_classes: int, dtype: str) -> Any:
     return (labels[..., None] == xp.arange(num_classes)).astype(dtype)
 
 
-defop("one_hot", infer=_one_hot_infer, kernel=_one_hot_kernel, grad=lambda g, out, ins, **a: (None,))
+defop("one_hot", category="other", infer=_one_hot_infer, kernel=_one_hot_kernel, grad=lambda g, out, ins, **a: (None,))
 
 
 def one_hot(labels: Tensor, num_classes: int, dtype: Any = "float32") -> Tensor:
@@ -226,24 +239,38 @@ def one_hot(labels: Tensor, num_classes: int, dtype: Any = "float32") -> Tensor:
     return declare("one_hot", [labels], {"num_classes": int(num_classes), "dtype": dtypes.canonical(dtype)})
 
 
-# --- state assignment (running statistics) ------------------------------------------------
+# --- state assignment: the one effect op -------------------------------------------------
 
-def _assign_infer(target: TensorType, value: TensorType) -> TensorType:
-    if not all(dims_equal(a, b) for a, b in zip(target.shape, value.shape)) or target.ndim != value.ndim:
+#: Why a variable is written: running statistics, an optimizer's parameter update, its
+#: state (moments), the step counter; collectives (data-parallel) come later.
+EFFECT_KINDS = ("running_stat", "param_update", "optimizer_state", "step_counter")
+
+
+def _assign_infer(target: TensorType, value: TensorType, *, kind: str) -> TensorType:
+    if kind not in EFFECT_KINDS:
+        raise ShapeError(f"effect kind {kind!r} is not one of {EFFECT_KINDS}")
+    if target.ndim != value.ndim or not all(dims_equal(a, b) for a, b in zip(target.shape, value.shape)):
         raise ShapeError(f"cannot assign a value of shape {value.shape} to state of shape {target.shape}")
+    if target.dtype != value.dtype:
+        raise DTypeError(f"cannot assign a {value.dtype} value to {target.dtype} state")
     return target
 
 
-def _assign_kernel(xp: Any, target: Any, value: Any) -> Any:
+def _assign_kernel(xp: Any, target: Any, value: Any, kind: str) -> Any:
     xp.copyto(target, value)
     return target
 
 
-defop("assign", infer=_assign_infer, kernel=_assign_kernel, effect=True)
+defop("assign", category="effect", views=((0, 0),), writes=(0,), infer=_assign_infer, kernel=_assign_kernel,
+      doc="Write ``value`` into the variable ``target`` after every pure step (an effect).")
 
 
-def assign(target: Tensor, value: Tensor) -> Tensor:
-    """Write ``value`` into the variable ``target`` after the step's other work (a side effect)."""
+def assign(target: Tensor, value: Tensor, kind: str = "running_stat") -> Tensor:
+    """An effect writing ``value`` into the variable ``target`` after the step's pure work.
+
+    The returned node is not computed by itself: list it in ``gn.compile(..., effects=[...])``
+    (layers such as BatchNorm declare their writes through their op instead).
+    """
     if target.op != "variable":
         raise ShapeError("assign: the target must be a variable (a Parameter or state tensor)")
-    return declare("assign", [target, value])
+    return declare("assign", [target, value], {"kind": kind})

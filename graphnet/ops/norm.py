@@ -1,13 +1,100 @@
-"""Batch normalisation, composed from primitive ops (so its gradient comes from theirs)."""
+"""Batch normalisation: a composite op that keeps its identity in the declared graph.
+
+``batch_norm`` is one node until the ``decompose`` pass expands it into primitive ops
+(its gradient comes from theirs), so passes and exporters can still recognise it (BatchNorm
+folding, ONNX's BatchNormalization). In training it has three results: the normalised
+output and the batch mean and biased variance per channel; its running-statistic writes
+are declared by the op (``state_updates``) and become ordered effects at compile time.
+"""
 
 from __future__ import annotations
 
-from ..errors import ShapeError
+from typing import Any
+
+from ..errors import DTypeError, ShapeError
+from ..ir import TensorType, TupleType
 from ..tensor import Tensor
+from .common import declare, dims_equal, require_float
 from .elementwise import sqrt
-from .nn import assign
 from .reduce import mean, numel, squeeze
+from .registry import defop
 from .shape import reshape
+
+
+def _split(ins: tuple[Any, ...], stats: bool, weight: bool, bias: bool) -> tuple[Any, Any, Any, Any, Any]:
+    """(x, running_mean, running_var, weight, bias) from the op's inputs; absent ones are None."""
+    items = list(ins)
+    x = items.pop(0)
+    rm, rv = (items.pop(0), items.pop(0)) if stats else (None, None)
+    w = items.pop(0) if weight else None
+    b = items.pop(0) if bias else None
+    return x, rm, rv, w, b
+
+
+def _infer(*ins: TensorType, training: bool, momentum: float, eps: float, stats: bool, weight: bool,
+           bias: bool) -> TensorType | TupleType:
+    if len(ins) != 1 + 2 * stats + weight + bias:
+        raise ShapeError(f"batch_norm takes {1 + 2 * stats + weight + bias} inputs here, got {len(ins)}")
+    x, rm, rv, w, b = _split(ins, stats, weight, bias)
+    if x.ndim < 2:
+        raise ShapeError(f"batch_norm expects (N, C, ...) input, got shape {x.shape}")
+    require_float(x)
+    if not training and not stats:
+        raise ShapeError("batch_norm in evaluation needs running_mean and running_var")
+    for what, t in (("running_mean", rm), ("running_var", rv), ("weight", w), ("bias", b)):
+        if t is None:
+            continue
+        if t.ndim != 1 or not dims_equal(t.shape[0], x.shape[1]):
+            raise ShapeError(f"{what} must have shape ({x.shape[1]},), got {t.shape}")
+        if t.dtype != x.dtype:
+            raise DTypeError(f"{what} is {t.dtype}, the input is {x.dtype}")
+    if not training:
+        return x
+    channel = TensorType((x.shape[1],), x.dtype)
+    return TupleType((x, channel, channel))
+
+
+def _axes(x: Tensor) -> tuple[int, ...]:
+    return tuple(i for i in range(x.ndim) if i != 1)
+
+
+def _decompose(*ins: Tensor, training: bool, momentum: float, eps: float, stats: bool, weight: bool,
+               bias: bool) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+    x, rm, rv, w, b = _split(ins, stats, weight, bias)
+    axes = _axes(x)
+    bshape = (1, x.shape[1] if isinstance(x.shape[1], int) else -1) + (1,) * (x.ndim - 2)
+    if training:
+        mu = mean(x, axes, keepdims=True)
+        centred = x - mu
+        var = mean(centred * centred, axes, keepdims=True)
+        y = centred / sqrt(var + eps)
+    else:
+        y = (x - reshape(rm, bshape)) / sqrt(reshape(rv, bshape) + eps)
+    if w is not None:
+        y = y * reshape(w, bshape)
+    if b is not None:
+        y = y + reshape(b, bshape)
+    if not training:
+        return y
+    return y, squeeze(mu, axes), squeeze(var, axes)
+
+
+def _state_updates(outs: tuple[Tensor, ...], ins: tuple[Tensor, ...], *, training: bool, momentum: float,
+                   eps: float, stats: bool, weight: bool, bias: bool) -> list[tuple[Tensor, Tensor]]:
+    """Running averages, as PyTorch: the batch mean, and the unbiased batch variance."""
+    if not (training and stats):
+        return []
+    x, rm, rv, _, _ = _split(ins, stats, weight, bias)
+    _, batch_mean, batch_var = outs
+    n = numel(x, _axes(x))
+    unbiased = batch_var * (n / (n - 1.0))
+    return [(rm, rm * (1.0 - momentum) + batch_mean * momentum),
+            (rv, rv * (1.0 - momentum) + unbiased * momentum)]
+
+
+defop("batch_norm", category="composite", infer=_infer, kernel=None, decompose=_decompose,
+      state_updates=_state_updates,
+      doc="Batch normalisation over every axis but 1; in training: (output, batch mean, batch variance).")
 
 
 def batch_norm(
@@ -28,32 +115,18 @@ def batch_norm(
     """
     if x.ndim < 2:
         raise ShapeError(f"batch_norm expects (N, C, ...) input, got shape {x.shape}")
-    axes = tuple(i for i in range(x.ndim) if i != 1)
-    bshape = (1, x.shape[1] if isinstance(x.shape[1], int) else -1) + (1,) * (x.ndim - 2)
-    if training:
-        mu = mean(x, axes, keepdims=True)
-        centred = x - mu
-        var = mean(centred * centred, axes, keepdims=True)
-        y = centred / sqrt(var + eps)
-    else:
-        if running_mean is None or running_var is None:
-            raise ShapeError("batch_norm in evaluation needs running_mean and running_var")
-        y = (x - reshape(running_mean, bshape)) / sqrt(reshape(running_var, bshape) + eps)
-    if weight is not None:
-        y = y * reshape(weight, bshape)
-    if bias is not None:
-        y = y + reshape(bias, bshape)
-    if training and running_mean is not None and running_var is not None:
-        n = numel(x, axes)
-        batch_mean = squeeze(mu, axes)
-        unbiased = squeeze(var, axes) * (n / (n - 1.0))
-        effects = (
-            assign(running_mean, running_mean * (1.0 - momentum) + batch_mean * momentum).node,
-            assign(running_var, running_var * (1.0 - momentum) + unbiased * momentum).node,
-        )
-        from dataclasses import replace
+    if (running_mean is None) != (running_var is None):
+        raise ShapeError("batch_norm needs both running_mean and running_var, or neither")
+    stats = running_mean is not None
+    for what, t in (("running_mean", running_mean), ("running_var", running_var)):
+        if training and t is not None and t.op != "variable":
+            raise ShapeError(f"batch_norm: {what} must be a state variable (a registered buffer)")
+    inputs = [x] + ([running_mean, running_var] if stats else []) + [t for t in (weight, bias) if t is not None]
+    attrs = {"training": bool(training), "momentum": float(momentum), "eps": float(eps), "stats": stats,
+             "weight": weight is not None, "bias": bias is not None}
+    out = declare("batch_norm", inputs, attrs)
+    if not training:
+        return out
+    from .tuples import tuple_get
 
-        from ..ir import next_uid
-
-        y = Tensor(replace(y.node, effects=tuple(dict.fromkeys(y.node.effects + effects)), uid=next_uid()))
-    return y
+    return tuple_get(out, 0)

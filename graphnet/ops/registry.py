@@ -14,24 +14,55 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import GraphError, ShapeError
-from ..ir import Attrs, Node, TensorType
+from ..ir import Attrs, Node, TensorType, ValueType
 
-InferRule = Callable[..., TensorType]  # infer(*input_types, **attrs) -> TensorType
+InferRule = Callable[..., ValueType]  # infer(*input_types, **attrs) -> TensorType | TupleType
 GradRule = Callable[..., Sequence[Any]]  # grad(g, out, inputs, **attrs) -> one Tensor|None per input
-Kernel = Callable[..., Any]  # kernel(xp, *arrays, **attrs) -> array
+Kernel = Callable[..., Any]  # kernel(xp, *arrays, **attrs) -> array (a tuple for multi-output ops)
+Decomposition = Callable[..., Any]  # decompose(*input_tensors, **attrs) -> Tensor or tuple of Tensors
+
+#: What an op is, for the passes and backends that treat kinds of ops alike (fusion, memory
+#: planning, ONNX export, the executors).
+CATEGORIES = ("leaf", "elementwise", "reduction", "layout", "blas", "conv", "random", "effect", "composite",
+              "other")
 
 
 @dataclass(frozen=True)
 class OpDef:
-    """Everything graphnet knows about one op."""
+    """Everything graphnet knows about one op: its contract with passes and backends.
+
+    ``category``: one of ``CATEGORIES``. ``views``: pairs (output index, input index) whose
+    arrays may share memory (a kernel may return a view of, or the very array of, that
+    input). ``writes``: indices of inputs the kernel overwrites (``assign`` writes its
+    target). ``accepts_out``: the kernel takes ``out=`` and writes its result there.
+    ``decompose``: for a composite op, its expansion into primitive ops (composites keep
+    their identity in the declared graph, for ONNX export and folding, and are expanded by
+    the ``decompose`` pass before autodiff). ``state_updates(outs, ins, **attrs)``: for an
+    op that owns state (batch norm's running statistics), the (variable, new value) pairs
+    one run writes; the ``state_updates`` pass turns them into ordered ``assign`` effects.
+    """
 
     name: str
     infer: InferRule
     kernel: Kernel | None
     grad: GradRule | None = None
     doc: str = ""
-    random: bool = False  # kernel takes ``rng=``; never merged by CSE nor folded
-    effect: bool = False  # writes to state; scheduled last, never merged nor removed
+    category: str = "other"
+    views: tuple[tuple[int, int], ...] = ()
+    writes: tuple[int, ...] = ()
+    accepts_out: bool = False
+    decompose: Decomposition | None = None
+    state_updates: Callable[..., Sequence[tuple[Any, Any]]] | None = None
+
+    @property
+    def random(self) -> bool:
+        """The kernel takes ``rng=``; never merged by CSE nor folded."""
+        return self.category == "random"
+
+    @property
+    def effect(self) -> bool:
+        """Writes to state; scheduled after every pure step, never merged nor removed."""
+        return self.category == "effect"
 
 
 REGISTRY: dict[str, OpDef] = {}
@@ -43,14 +74,21 @@ def defop(
     infer: InferRule,
     kernel: Kernel | None,
     grad: GradRule | None = None,
-    random: bool = False,
-    effect: bool = False,
+    category: str = "other",
+    views: Sequence[tuple[int, int]] = (),
+    writes: Sequence[int] = (),
+    accepts_out: bool = False,
+    decompose: Decomposition | None = None,
+    state_updates: Callable[..., Sequence[tuple[Any, Any]]] | None = None,
     doc: str = "",
 ) -> OpDef:
     """Register an op. Names are unique; re-registering is a programming error."""
     if name in REGISTRY:
         raise GraphError(f"op {name!r} is already registered")
-    opdef = OpDef(name, infer, kernel, grad, doc, random, effect)
+    if category not in CATEGORIES:
+        raise GraphError(f"op {name!r}: category {category!r} is not one of {CATEGORIES}")
+    opdef = OpDef(name, infer, kernel, grad, doc, category, tuple(views), tuple(writes), accepts_out, decompose,
+                  state_updates)
     REGISTRY[name] = opdef
     return opdef
 
@@ -80,10 +118,11 @@ def scope(path: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def derived_from(node: Node, role: str) -> Iterator[None]:
-    """Nodes declared inside (by autodiff, optimizers) inherit ``node``'s location and scope."""
+def derived_from(node: Node, role: str, scope: str | None = None) -> Iterator[None]:
+    """Nodes declared inside (by autodiff, optimizers) inherit ``node``'s location and scope
+    (or ``scope``, for a parameter's update drawn inside its module)."""
     saved = dict(_context)
-    _context.update(role=role, location=node.location, scope=node.scope)
+    _context.update(role=role, location=node.location, scope=node.scope if scope is None else scope)
     try:
         yield
     finally:
@@ -110,7 +149,9 @@ def user_location() -> str:
     return "<graphnet>"
 
 
-def _fmt_shape(t: TensorType) -> str:
+def _fmt_shape(t: ValueType) -> str:
+    if not isinstance(t, TensorType):
+        return str(t)
     return "(" + ", ".join("None" if d is None else repr(d) if isinstance(d, str) else str(d) for d in t.shape) + (
         ",)" if len(t.shape) == 1 else ")"
     ) + f" {t.dtype}"
@@ -133,10 +174,6 @@ def make_node(op: str, inputs: Sequence[Node], attrs: dict[str, Any] | None = No
         raise type(exc)(
             f"{op}{f' in {where}' if where else ''} at {user_location()}: inputs {shapes}: {exc}"
         ) from None
-    effects: tuple[Node, ...] = ()
-    for i in inputs:
-        if i.effects:
-            effects = tuple(dict.fromkeys(effects + i.effects))
     return Node(
         op=op,
         inputs=tuple(inputs),
@@ -146,5 +183,4 @@ def make_node(op: str, inputs: Sequence[Node], attrs: dict[str, Any] | None = No
         location=user_location(),
         scope=current_scope(),
         role=_context["role"],
-        effects=effects,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ..errors import ShapeError
-from ..ir import Shape, TensorType
+from ..ir import Dim, Shape, TensorType
 from ..tensor import Tensor
 from .common import declare, dims_equal, normalize_axis, prod
 from .registry import defop
@@ -13,44 +13,73 @@ from .registry import defop
 
 # --- reshape ----------------------------------------------------------------------------
 
-def _reshape_infer(t: TensorType, *, shape: Shape) -> TensorType:
-    total_in = prod(t.shape)
-    known = prod([d for d in shape if d != -1])
-    if list(shape).count(-1) > 1:
-        raise ShapeError(f"at most one -1 in the target shape {shape}")
-    out = list(shape)
-    if -1 in shape:
-        if total_in is not None and known:
-            if total_in % known:
-                raise ShapeError(f"cannot reshape {t.shape} ({total_in} elements) to {shape}")
-            out[out.index(-1)] = total_in // known
+def _element_count(shape: Shape) -> tuple[int, tuple[str, ...]] | None:
+    """A shape's element count as (static product, sorted names), or None with an unknown dim."""
+    static, names = 1, []
+    for d in shape:
+        if d is None:
+            return None
+        if isinstance(d, str):
+            names.append(d)
         else:
-            out[out.index(-1)] = None
-    elif total_in is not None and known is not None and total_in != known:
-        raise ShapeError(f"cannot reshape {t.shape} ({total_in} elements) to {shape} ({known} elements)")
+            static *= d
+    return static, tuple(sorted(names))
+
+
+def _reshape_infer(t: TensorType, *, shape: Shape) -> TensorType:
+    """Target dims are ints, at most one -1 (inferred) or one name (a symbolic dim).
+
+    The inferred dim is an int when the input's size is static, the input's one symbolic
+    dim when the static parts cancel (``("batch", 2, 4)`` -> ``(-1, 8)`` gives ``"batch"``),
+    and unknown otherwise.
+    """
+    if not isinstance(shape, tuple) or not all(isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool)
+                                                                      and d >= -1) for d in shape):
+        raise ShapeError(f"reshape target {shape!r}: use ints >= 0, one -1 or one name")
+    free = [i for i, d in enumerate(shape) if d == -1 or isinstance(d, str)]
+    if len(free) > 1:
+        raise ShapeError(f"reshape to {shape}: at most one unknown dim (-1 or a name)")
+    counted = _element_count(t.shape)
+    known = prod([d for d in shape if isinstance(d, int) and d != -1])
+    out: list[Dim] = list(shape)
+    if not free:
+        if counted is not None and not counted[1] and counted[0] != known:
+            raise ShapeError(f"cannot reshape {t.shape} ({counted[0]} elements) to {shape} ({known} elements)")
+        return TensorType(shape, t.dtype)
+    i = free[0]
+    if counted is None:
+        out[i] = None if shape[i] == -1 else shape[i]
+    elif not counted[1]:
+        if known == 0 or counted[0] % known:
+            raise ShapeError(f"cannot reshape {t.shape} ({counted[0]} elements) to {shape}")
+        out[i] = counted[0] // known if shape[i] == -1 else shape[i]
+    else:
+        static, names = counted
+        if shape[i] == -1:
+            out[i] = names[0] if len(names) == 1 and static == known else None
+        elif names == (shape[i],) and static != known:
+            raise ShapeError(f"cannot reshape {t.shape} to {shape}: the static sizes {static} and {known} differ")
     return TensorType(tuple(out), t.dtype)
 
 
-defop("reshape", infer=_reshape_infer, kernel=lambda xp, x, shape: x.reshape(shape),
+def _reshape_kernel(xp: Any, x: Any, shape: Shape) -> Any:
+    return x.reshape(tuple(-1 if isinstance(d, str) else d for d in shape))
+
+
+defop("reshape", category="layout", views=((0, 0),), infer=_reshape_infer, kernel=_reshape_kernel,
       grad=lambda g, out, ins, shape: (reshape_like(g, ins[0]),))
-defop("reshape_like", infer=lambda t, like: TensorType(like.shape, t.dtype),
+defop("reshape_like", category="layout", views=((0, 0),), infer=lambda t, like: TensorType(like.shape, t.dtype),
       kernel=lambda xp, x, like: x.reshape(like.shape),
       grad=lambda g, out, ins: (reshape_like(g, ins[0]), None))
 
 
 def reshape(x: Tensor, shape: Sequence[Any]) -> Tensor:
-    """``x`` with a new shape; one entry may be -1, and one symbolic dim (None or a name)."""
-    shape = tuple(shape)
-    symbolic = [i for i, d in enumerate(shape) if d is None or isinstance(d, str)]
-    if len(symbolic) + list(shape).count(-1) > 1:
-        raise ShapeError(f"reshape to {shape}: at most one unknown dim (-1, None or a name)")
-    kernel_shape = tuple(-1 if (d is None or isinstance(d, str)) else int(d) for d in shape)
-    out = declare("reshape", [x], {"shape": kernel_shape})
-    if symbolic:  # keep the user's symbol on the result
-        out_shape = list(out.shape)
-        out_shape[symbolic[0]] = shape[symbolic[0]]
-        out = _retype(out, tuple(out_shape))
-    return out
+    """``x`` with a new shape; one entry may be unknown: -1, None, or a name such as ``"batch"``.
+
+    A name stays on the result's type, so ``reshape(x, ("batch", 8))`` has shape ("batch", 8).
+    """
+    target = tuple(-1 if d is None else d if isinstance(d, str) else int(d) for d in shape)
+    return declare("reshape", [x], {"shape": target})
 
 
 def reshape_like(x: Tensor, like: Tensor) -> Tensor:
@@ -58,14 +87,6 @@ def reshape_like(x: Tensor, like: Tensor) -> Tensor:
     if tuple(x.shape) == tuple(like.shape) and all(isinstance(d, int) for d in x.shape):
         return x
     return declare("reshape_like", [x, like])
-
-
-def _retype(t: Tensor, shape: Shape) -> Tensor:
-    from dataclasses import replace
-
-    from ..ir import next_uid
-
-    return Tensor(replace(t.node, type=TensorType(shape, t.dtype), uid=next_uid()))
 
 
 def _flatten_infer(t: TensorType, *, start: int, end: int) -> TensorType:
@@ -78,7 +99,7 @@ def _flatten_kernel(xp: Any, x: Any, start: int, end: int) -> Any:
     return x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1:])
 
 
-defop("flatten", infer=_flatten_infer, kernel=_flatten_kernel,
+defop("flatten", category="layout", views=((0, 0),), infer=_flatten_infer, kernel=_flatten_kernel,
       grad=lambda g, out, ins, start, end: (reshape_like(g, ins[0]),))
 
 
@@ -89,6 +110,19 @@ def flatten(x: Tensor, start_dim: int = 1, end_dim: int = -1) -> Tensor:
     if end < start:
         raise ShapeError(f"flatten: end_dim {end_dim} comes before start_dim {start_dim}")
     return declare("flatten", [x], {"start": start, "end": end})
+
+
+# --- copy: a fresh array (the lowering copies outputs that would alias state) --------------
+
+def _copy_kernel(xp: Any, x: Any, out: Any = None) -> Any:
+    if out is None:
+        return xp.array(x, copy=True)
+    xp.copyto(out, x)
+    return out
+
+
+defop("copy", category="layout", infer=lambda t: t, kernel=_copy_kernel, accepts_out=True,
+      grad=lambda g, out, ins: (g,), doc="A copy of ``x`` that shares no memory with it.")
 
 
 # --- transpose --------------------------------------------------------------------------
@@ -106,7 +140,7 @@ def _inverse(axes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(inv)
 
 
-defop("transpose", infer=_transpose_infer, kernel=lambda xp, x, axes: xp.transpose(x, axes),
+defop("transpose", category="layout", views=((0, 0),), infer=_transpose_infer, kernel=lambda xp, x, axes: xp.transpose(x, axes),
       grad=lambda g, out, ins, axes: (transpose(g, _inverse(axes)),))
 
 
@@ -155,7 +189,7 @@ def _concat_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...], axis: int) -> 
     return tuple(grads)
 
 
-defop("concat", infer=_concat_infer, kernel=lambda xp, *xs, axis: xp.concatenate(xs, axis=axis), grad=_concat_grad)
+defop("concat", category="layout", infer=_concat_infer, kernel=lambda xp, *xs, axis: xp.concatenate(xs, axis=axis), grad=_concat_grad)
 
 
 def concat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
@@ -195,9 +229,9 @@ def _slice_grad_kernel(xp: Any, g: Any, like: Any, key: Key) -> Any:
     return out
 
 
-defop("slice", infer=_slice_infer, kernel=lambda xp, x, key: x[_slices(key)],
+defop("slice", category="layout", views=((0, 0),), infer=_slice_infer, kernel=lambda xp, x, key: x[_slices(key)],
       grad=lambda g, out, ins, key: (slice_grad(g, ins[0], key),))
-defop("slice_grad", infer=lambda g, like, key: TensorType(like.shape, g.dtype), kernel=_slice_grad_kernel,
+defop("slice_grad", category="layout", infer=lambda g, like, key: TensorType(like.shape, g.dtype), kernel=_slice_grad_kernel,
       grad=lambda g, out, ins, key: (slice_(g, key), None))
 
 
@@ -271,7 +305,7 @@ def _pad_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...], pad_width: Any, v
     return (slice_(g, key),)
 
 
-defop("pad", infer=_pad_infer,
+defop("pad", category="layout", infer=_pad_infer,
       kernel=lambda xp, x, pad_width, value: xp.pad(x, pad_width, mode="constant", constant_values=value),
       grad=_pad_grad)
 
@@ -282,3 +316,8 @@ def pad(x: Tensor, pad_width: Sequence[Any], value: float = 0.0) -> Tensor:
     if any(a < 0 or b < 0 for a, b in widths):
         raise ShapeError(f"negative padding {widths}")
     return declare("pad", [x], {"pad_width": widths, "value": float(value)})
+
+
+def copy(x: Tensor) -> Tensor:
+    """A copy of ``x`` that shares no memory with it."""
+    return declare("copy", [x])

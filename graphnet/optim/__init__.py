@@ -1,14 +1,14 @@
 """Optimizers and learning-rate schedules for compiled training plans.
 
-The executor calls ``state = opt.init_state(xp, param)`` once per trainable
-parameter and ``opt.update(xp, param, grad, state, step)`` on every step (in
-place, ``step`` counting from 1); see :mod:`graphnet.optim.optimizer` for the
-full contract and for how to write your own optimizer.
+A training plan holds each optimizer's update rule as graph ops: the compiler calls
+``opt.update(param, grad, state, step, h)`` once per trainable parameter with tensors and
+turns the results into effects; see :mod:`graphnet.optim.optimizer` for the full
+contract and for how to write your own optimizer.
 """
 
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
-from .optimizer import Optimizer, available, check_number, from_config, get, register
+from .optimizer import HyperParams, Optimizer, available, check_number, from_config, get, register, scalar
 from .rmsprop import RMSprop
 from .schedules import (
     CosineAnnealingLR,
@@ -23,6 +23,8 @@ from .sgd import SGD
 
 __all__ = [
     "Optimizer",
+    "HyperParams",
+    "scalar",
     "register",
     "get",
     "from_config",

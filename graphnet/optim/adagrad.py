@@ -8,11 +8,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
+
+import numpy as np
+
+from graphnet.ops import sqrt
 
 from graphnet.errors import OptimizerError
 
-from .optimizer import Optimizer, check_number, register
+from .optimizer import HyperParams, Optimizer, check_number, register, scalar
 
 __all__ = ["Adagrad"]
 
@@ -25,6 +29,7 @@ class Adagrad(Optimizer):
     """
 
     name = "adagrad"
+    structural_zeros = ("weight_decay",)
     state_names = ("sum",)
 
     def __init__(
@@ -54,25 +59,14 @@ class Adagrad(Optimizer):
         check_number(label, "initial_accumulator_value", self.initial_accumulator_value, low=0.0)
         check_number(label, "eps", self.eps, low=0.0)
 
-    def init_state(self, xp: Any, param: Any) -> dict[str, Any]:
-        return {"sum": xp.full_like(param, float(self.initial_accumulator_value))}
+    def init_state(self, param: Any) -> dict[str, Any]:
+        return {"sum": np.full_like(param, float(self.initial_accumulator_value))}
 
-    def update(self, xp: Any, param: Any, grad: Any, state: dict[str, Any], step: int) -> None:
-        if step < 1:
-            raise OptimizerError(f"{self._label()}: step counts from 1, got {step!r}")
-        clr = float(self.lr) / (1.0 + (step - 1) * float(self.lr_decay))
-        eps = float(self.eps)
-        weight_decay = float(self.weight_decay)
-        state_sum = self._state(state, "sum")
-
+    def update(self, param: Any, grad: Any, state: Mapping[str, Any], step: Any,
+               h: HyperParams) -> tuple[Any, dict[str, Any]]:
+        clr = h.lr / (1.0 + (step - 1.0) * h.lr_decay)
         g = grad
-        if weight_decay != 0:
-            g = xp.multiply(param, weight_decay)  # g = grad + wd * p, in a fresh array
-            g += grad
-        tmp = xp.multiply(g, g)
-        state_sum += tmp
-        xp.sqrt(state_sum, out=tmp)
-        tmp += eps
-        xp.divide(g, tmp, out=tmp)
-        tmp *= clr
-        param -= tmp
+        if self.weight_decay != 0:
+            g = param * scalar(h.weight_decay, param) + grad
+        state_sum = self._state(state, "sum") + g * g
+        return param - g / (sqrt(state_sum) + scalar(h.eps, param)) * scalar(clr, param), {"sum": state_sum}

@@ -13,11 +13,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
+
+from graphnet.ops import maximum, pow, sqrt
 
 from graphnet.errors import OptimizerError
 
-from .optimizer import Optimizer, check_number, register
+from .optimizer import HyperParams, Optimizer, check_number, register, scalar
 
 __all__ = ["Adam", "AdamW"]
 
@@ -31,6 +33,7 @@ class Adam(Optimizer):
     """
 
     name = "adam"
+    structural_zeros = ("weight_decay",)
     _decoupled = False
 
     def __init__(
@@ -71,44 +74,27 @@ class Adam(Optimizer):
         if not isinstance(self.amsgrad, bool):
             raise OptimizerError(f"{label}: amsgrad must be a bool, got {self.amsgrad!r}")
 
-    def update(self, xp: Any, param: Any, grad: Any, state: dict[str, Any], step: int) -> None:
-        if step < 1:
-            raise OptimizerError(f"{self._label()}: step counts from 1, got {step!r}")
-        lr = float(self.lr)
-        beta1, beta2 = (float(b) for b in self.betas)
-        eps = float(self.eps)
-        weight_decay = float(self.weight_decay)
-        exp_avg = self._state(state, "exp_avg")
-        exp_avg_sq = self._state(state, "exp_avg_sq")
-
+    def update(self, param: Any, grad: Any, state: Mapping[str, Any], step: Any,
+               h: HyperParams) -> tuple[Any, dict[str, Any]]:
+        beta1, beta2 = h.betas
         g = grad
-        if weight_decay != 0:
+        if self.weight_decay != 0:
             if self._decoupled:
-                param *= 1.0 - lr * weight_decay
+                param = param * scalar(1.0 - h.lr * h.weight_decay, param)
             else:
-                g = xp.multiply(param, weight_decay)  # g = grad + wd * p, in a fresh array
-                g += grad
-        tmp = xp.multiply(g, 1.0 - beta1)
-        exp_avg *= beta1
-        exp_avg += tmp
-        xp.multiply(g, g, out=tmp)
-        tmp *= 1.0 - beta2
-        exp_avg_sq *= beta2
-        exp_avg_sq += tmp
-
-        bias_correction1 = 1.0 - beta1**step
-        bias_correction2 = 1.0 - beta2**step
+                g = param * scalar(h.weight_decay, param) + grad
+        exp_avg = self._state(state, "exp_avg") * scalar(beta1, param) + g * scalar(1.0 - beta1, param)
+        exp_avg_sq = self._state(state, "exp_avg_sq") * scalar(beta2, param) + g * g * scalar(1.0 - beta2, param)
+        new_state = {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
+        bias_correction1 = 1.0 - pow(beta1, step)
+        bias_correction2 = 1.0 - pow(beta2, step)
         second = exp_avg_sq
         if self.amsgrad:
-            second = self._state(state, "max_exp_avg_sq")
-            xp.maximum(second, exp_avg_sq, out=second)
-        # denom = sqrt(v) / sqrt(bc2) + eps ; p -= (lr / bc1) * m / denom
-        xp.sqrt(second, out=tmp)
-        tmp /= math.sqrt(bias_correction2)
-        tmp += eps
-        xp.divide(exp_avg, tmp, out=tmp)
-        tmp *= lr / bias_correction1
-        param -= tmp
+            second = maximum(self._state(state, "max_exp_avg_sq"), exp_avg_sq)
+            new_state["max_exp_avg_sq"] = second
+        # p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)
+        denom = sqrt(second) / scalar(sqrt(bias_correction2), param) + scalar(h.eps, param)
+        return param - exp_avg / denom * scalar(h.lr / bias_correction1, param), new_state
 
 
 @register

@@ -2,23 +2,27 @@
 
 How the compiled training plan uses an optimizer
 ------------------------------------------------
-For every trainable parameter the executor calls, once at plan build::
+An optimizer's update rule is written with graphnet ops, once per trainable parameter,
+when a training plan is compiled (the ``optimizer_updates`` pass)::
 
-    state = opt.init_state(xp, param)   # dict[str, array], each shaped and typed like param
+    new_param, new_state = opt.update(param, grad, state, step, h)
 
-and then on every training step, after the gradients are computed (and after
-global-norm clipping, which the compiler does itself from ``opt.max_grad_norm``)::
+``param`` and ``grad`` are tensors shaped like the parameter; ``state`` maps each of
+``state_names`` to a tensor read from a state variable of the plan (Adam's moments);
+``step`` is a float64 scalar tensor, the 1-based count of updates including this one;
+``h`` holds the hyperparameters as float64 scalar tensors (``h.lr``, ``h.betas[0]``),
+read from variables of the plan, so changing ``opt.lr`` between runs takes effect at the
+next run without recompiling. The pass turns the returned values into ``assign``
+effects, which run after every other step: the update is part of the plan, fusion and
+memory planning see it, and a saved plan runs without any optimizer code.
 
-    opt.update(xp, param, grad, state, step)
+Non-numeric hyperparameters (``nesterov``, ``amsgrad``) and whether a numeric one is zero
+decide the graph's structure: use them as Python values (``if self.weight_decay != 0``).
+Changing one of those after compiling raises OptimizerError at the next run (recompile).
 
-``update`` works IN PLACE on ``param`` and on the arrays in ``state``; it never
-writes to ``grad``. ``step`` is the 1-based count of updates applied so far,
-including this one. ``xp`` is the array module (``numpy`` now, ``cupy`` later).
-
-Hyperparameters are plain attributes read at call time, so ``opt.lr = 0.01``
-(by hand or from a schedule in :mod:`graphnet.optim.schedules`) takes effect on
-the next ``update``. They are not re-validated on every call; call
-:meth:`Optimizer.validate` after changing them if in doubt.
+Hyperparameters are plain attributes, so ``opt.lr = 0.01`` (by hand or from a schedule in
+:mod:`graphnet.optim.schedules`) takes effect on the next run. They are validated when
+their values change.
 
 Writing your own optimizer
 --------------------------
@@ -31,8 +35,8 @@ it reachable by name through :func:`get`::
         name = "signsgd"
         state_names = ()
 
-        def update(self, xp, param, grad, state, step):
-            param -= self.lr * xp.sign(grad)
+        def update(self, param, grad, state, step, h):
+            return param - h.lr.astype(param.dtype) * gn.sign(grad), {}
 
 ``SignSGD(lr=0.01)`` then works. Extra hyperparameters may be passed as keyword
 arguments (``Lion(lr=1e-4, betas=(0.9, 0.99))``), given defaults through the
@@ -41,8 +45,8 @@ calls ``super().__init__(lr, max_grad_norm=..., **hyper)``. Override
 ``init_state`` when state should not start at zero, and ``validate`` (calling
 ``super().validate()``) to check hyperparameters.
 
-Keep the dtype of ``param``: update with xp ufuncs (``out=`` where it avoids an
-allocation) and Python-float scalars, which never upcast a float32 array.
+Keep the dtype of ``param``: cast the float64 hyperparameters to it (``scalar(h.lr, param)``)
+after any scalar arithmetic, as PyTorch rounds its Python-float scalars.
 """
 
 from __future__ import annotations
@@ -52,10 +56,16 @@ import math
 from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
+import numpy as np
+
 from graphnet.errors import OptimizerError
+from graphnet.ops import cast
+from graphnet.tensor import Tensor, constant
 
 __all__ = [
     "Optimizer",
+    "HyperParams",
+    "scalar",
     "register",
     "get",
     "from_config",
@@ -111,6 +121,31 @@ def _jsonable(owner: str, key: str, value: Any) -> Any:
     raise OptimizerError(f"{owner}: hyperparameter {key}={value!r} is not a plain JSON-able value")
 
 
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) or _is_real_scalar(value)) and not isinstance(value, bool)
+
+
+class HyperParams:
+    """Hyperparameters as float64 scalar tensors: ``h.lr``, ``h.betas`` (a tuple of tensors)."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_values"][name]
+        except KeyError:
+            raise OptimizerError(f"no numeric hyperparameter {name!r}; "
+                                 f"the optimizer has {sorted(self.__dict__['_values'])}") from None
+
+
+def scalar(value: Any, like: Any) -> Any:
+    """A float64 scalar tensor (or Python number) as a scalar of ``like``'s dtype."""
+    if isinstance(value, Tensor):
+        return value if value.dtype == like.dtype else cast(value, like.dtype)
+    return constant(float(value), like.dtype)
+
+
 class Optimizer(ABC):
     """Base class of all optimizers; see the module docstring for the contract.
 
@@ -129,6 +164,8 @@ class Optimizer(ABC):
     name: ClassVar[str] = ""
     state_names: tuple[str, ...] = ()
     defaults: ClassVar[Mapping[str, Any]] = {}
+    #: numeric hyperparameters whose being zero changes the update's graph (no momentum buffer)
+    structural_zeros: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, lr: float, *, max_grad_norm: float | None = None, **hyper: Any) -> None:
         hyper = {**self.defaults, **hyper}
@@ -149,15 +186,52 @@ class Optimizer(ABC):
         self._hyper_names: tuple[str, ...] = ("lr", *hyper, "max_grad_norm")
         self.validate()
 
-    # -- the interface the executor calls ---------------------------------
+    # -- the interface the compiler calls ---------------------------------
 
-    def init_state(self, xp: Any, param: Any) -> dict[str, Any]:
-        """Per-parameter state: one zero array like ``param`` for each of ``state_names``."""
-        return {key: xp.zeros_like(param) for key in self.state_names}
+    def init_state(self, param: Any) -> dict[str, Any]:
+        """Initial per-parameter state (host arrays): one zero array like ``param`` for each of ``state_names``."""
+        return {key: np.zeros_like(param) for key in self.state_names}
 
     @abstractmethod
-    def update(self, xp: Any, param: Any, grad: Any, state: dict[str, Any], step: int) -> None:
-        """Apply one update to ``param`` and ``state`` in place; ``step`` counts from 1."""
+    def update(self, param: Any, grad: Any, state: Mapping[str, Any], step: Any,
+               h: HyperParams) -> tuple[Any, dict[str, Any]]:
+        """The new parameter and state values, as graphnet tensors (see the module docstring)."""
+
+    def numeric_hyperparams(self) -> dict[str, float]:
+        """Numeric hyperparameters flattened to scalars (``betas.0``): the plan's hyper variables."""
+        values: dict[str, float] = {}
+        for key in self._hyper_names:
+            value = getattr(self, key)
+            if _is_number(value):
+                values[key] = float(value)
+            elif isinstance(value, (tuple, list)) and value and all(_is_number(v) for v in value):
+                values.update({f"{key}.{i}": float(v) for i, v in enumerate(value)})
+        return values
+
+    def structure(self) -> dict[str, Any]:
+        """What the compiled update's structure depends on: non-numeric hyperparameters,
+        which numeric ones are zero, and the lengths of tuples."""
+        result: dict[str, Any] = {}
+        for key in self._hyper_names:
+            value = getattr(self, key)
+            if _is_number(value):
+                result[key] = ("zero" if float(value) == 0 else "nonzero") if key in self.structural_zeros else "number"
+            elif isinstance(value, (tuple, list)) and value and all(_is_number(v) for v in value):
+                result[key] = f"{len(value)} numbers"
+            else:
+                result[key] = _jsonable(self._label(), key, value)
+        return result
+
+    def hyper_tensors(self, variables: Mapping[str, Any]) -> HyperParams:
+        """``HyperParams`` over tensors of the given hyper variables (``key -> Tensor``)."""
+        grouped: dict[str, Any] = {}
+        for key, tensor in variables.items():
+            base, _, index = key.partition(".")
+            if index:
+                grouped.setdefault(base, []).append(tensor)
+            else:
+                grouped[key] = tensor
+        return HyperParams({k: tuple(v) if isinstance(v, list) else v for k, v in grouped.items()})
 
     # -- hyperparameters --------------------------------------------------
 

@@ -15,11 +15,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
+
+from graphnet.ops import maximum, sqrt
 
 from graphnet.errors import OptimizerError
 
-from .optimizer import Optimizer, check_number, register
+from .optimizer import HyperParams, Optimizer, check_number, register, scalar
 
 __all__ = ["RMSprop"]
 
@@ -33,6 +35,7 @@ class RMSprop(Optimizer):
     """
 
     name = "rmsprop"
+    structural_zeros = ("weight_decay", "momentum")
 
     def __init__(
         self,
@@ -74,41 +77,24 @@ class RMSprop(Optimizer):
         if not isinstance(self.centered, bool):
             raise OptimizerError(f"{label}: centered must be a bool, got {self.centered!r}")
 
-    def update(self, xp: Any, param: Any, grad: Any, state: dict[str, Any], step: int) -> None:
-        lr = float(self.lr)
-        alpha = float(self.alpha)
-        eps = float(self.eps)
-        weight_decay = float(self.weight_decay)
-        momentum = float(self.momentum)
-        square_avg = self._state(state, "square_avg")
-
+    def update(self, param: Any, grad: Any, state: Mapping[str, Any], step: Any,
+               h: HyperParams) -> tuple[Any, dict[str, Any]]:
+        alpha = h.alpha
         g = grad
-        if weight_decay != 0:
-            g = xp.multiply(param, weight_decay)  # g = grad + wd * p, in a fresh array
-            g += grad
-        tmp = xp.multiply(g, g)
-        tmp *= 1.0 - alpha
-        square_avg *= alpha
-        square_avg += tmp
+        if self.weight_decay != 0:
+            g = param * scalar(h.weight_decay, param) + grad
+        square_avg = self._state(state, "square_avg") * scalar(alpha, param) + g * g * scalar(1.0 - alpha, param)
+        new_state = {"square_avg": square_avg}
         if self.centered:
-            grad_avg = self._state(state, "grad_avg")
-            xp.multiply(g, 1.0 - alpha, out=tmp)
-            grad_avg *= alpha
-            grad_avg += tmp
-            xp.multiply(grad_avg, grad_avg, out=tmp)
-            xp.subtract(square_avg, tmp, out=tmp)
-            # Mathematically >= 0; clamp so rounding cannot give sqrt(-tiny) = NaN.
-            xp.maximum(tmp, 0.0, out=tmp)
-            xp.sqrt(tmp, out=tmp)
+            grad_avg = self._state(state, "grad_avg") * scalar(alpha, param) + g * scalar(1.0 - alpha, param)
+            new_state["grad_avg"] = grad_avg
+            # mathematically >= 0; clamp so rounding cannot give sqrt(-tiny) = NaN
+            denom = sqrt(maximum(square_avg - grad_avg * grad_avg, 0.0))
         else:
-            xp.sqrt(square_avg, out=tmp)
-        tmp += eps
-        xp.divide(g, tmp, out=tmp)  # g / denom
-        if momentum != 0:
-            buf = self._state(state, "momentum_buffer")
-            buf *= momentum
-            buf += tmp
-            xp.multiply(buf, lr, out=tmp)
-        else:
-            tmp *= lr
-        param -= tmp
+            denom = sqrt(square_avg)
+        scaled = g / (denom + scalar(h.eps, param))
+        if self.momentum != 0:
+            buf = self._state(state, "momentum_buffer") * scalar(h.momentum, param) + scaled
+            new_state["momentum_buffer"] = buf
+            scaled = buf
+        return param - scaled * scalar(h.lr, param), new_state

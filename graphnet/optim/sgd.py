@@ -12,11 +12,13 @@ Follows ``torch.optim.SGD``::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
+
+from graphnet.ops import where
 
 from graphnet.errors import OptimizerError
 
-from .optimizer import Optimizer, check_number, register
+from .optimizer import HyperParams, Optimizer, check_number, register, scalar
 
 __all__ = ["SGD"]
 
@@ -29,6 +31,7 @@ class SGD(Optimizer):
     """
 
     name = "sgd"
+    structural_zeros = ("momentum", "weight_decay")
 
     def __init__(
         self,
@@ -67,37 +70,19 @@ class SGD(Optimizer):
                 f"(got momentum={self.momentum!r}, dampening={self.dampening!r})"
             )
 
-    def update(self, xp: Any, param: Any, grad: Any, state: dict[str, Any], step: int) -> None:
-        lr = float(self.lr)
-        momentum = float(self.momentum)
-        dampening = float(self.dampening)
-        weight_decay = float(self.weight_decay)
-
+    def update(self, param: Any, grad: Any, state: Mapping[str, Any], step: Any,
+               h: HyperParams) -> tuple[Any, dict[str, Any]]:
         g = grad
-        if weight_decay != 0:
-            g = xp.multiply(param, weight_decay)  # g = grad + wd * p, in a fresh array
-            g += grad
-        scratch = None
-        if momentum != 0:
+        if self.weight_decay != 0:
+            g = param * scalar(h.weight_decay, param) + grad
+        new_state = {}
+        if self.momentum != 0:
             buf = self._state(state, "momentum_buffer")
-            if step <= 1:
-                xp.copyto(buf, g)
-            else:
-                buf *= momentum
-                if dampening == 0:
-                    buf += g
-                else:
-                    scratch = xp.multiply(g, 1.0 - dampening)
-                    buf += scratch
-            if self.nesterov:
-                if scratch is None:
-                    scratch = xp.empty_like(param)
-                xp.multiply(buf, momentum, out=scratch)  # g + momentum * buf
-                scratch += g
-                g = scratch
-            else:
-                g = buf
-        if scratch is None:
-            scratch = xp.empty_like(param)
-        xp.multiply(g, lr, out=scratch)
-        param -= scratch
+            # the buffer starts as the first gradient: at step 1 the old buffer (zeros) is ignored
+            first = step <= 1.0
+            keep = scalar(where(first, 0.0, h.momentum), param)
+            fresh = scalar(where(first, 1.0, 1.0 - h.dampening), param)
+            buf = buf * keep + g * fresh
+            new_state["momentum_buffer"] = buf
+            g = g + buf * scalar(h.momentum, param) if self.nesterov else buf
+        return param - g * scalar(h.lr, param), new_state

@@ -5,9 +5,12 @@ from .constant_fold import constant_fold  # noqa: F401
 from .cse import cse  # noqa: F401
 from .dce import dce  # noqa: F401
 from .lower import lower  # noqa: F401
-from .pipeline import default_pipeline, run_pipeline  # noqa: F401
+from .pipeline import Pass, check_pipeline, default_pipeline, run_pipeline  # noqa: F401
 from .schedule import schedule  # noqa: F401
 from .simplify import simplify  # noqa: F401
 from .strip_training import strip_training  # noqa: F401
-from .training import add_training_updates  # noqa: F401
+from .clip_gradients import clip_gradients  # noqa: F401
+from .decompose import decompose  # noqa: F401
+from .optimizer_updates import OptimizerVariables, optimizer_updates  # noqa: F401
+from .state_updates import state_updates  # noqa: F401
 from .verify import verify  # noqa: F401

@@ -2,27 +2,50 @@
 
 From a scalar node, walk the graph backwards and declare gradient nodes with each op's
 gradient rule (written with graphnet ops, so the result can be differentiated again).
-A value read by several ops receives the sum of their contributions.
+A value read by several ops receives the sum of their contributions. A multi-output op
+receives one gradient per result (None where no gradient flows); a composite op without
+a rule of its own is differentiated through its decomposition.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from .. import dtypes
 from ..errors import GradientError
 from ..ir import Graph, Node, topological_order
-from ..ops.registry import derived_from, get_op
+from ..ops import broadcast_like, sum as reduce_sum
+from ..ops.registry import OpDef, derived_from, get_op
+from ..ops.tuples import tuple_get
 from ..tensor import Tensor, constant
+
+
+def _is_float(node: Node) -> bool:
+    return any(dtypes.is_float(t.dtype) for t in node.types)
 
 
 def _on_path(order: list[Node], wrt: Sequence[Node]) -> set[int]:
     """uids of float nodes that depend on some node in ``wrt`` (``order`` is topological)."""
     live = {w.uid for w in wrt}
     for node in order:
-        if node.uid not in live and dtypes.is_float(node.dtype) and any(i.uid in live for i in node.inputs):
+        if node.uid not in live and _is_float(node) and any(i.uid in live for i in node.inputs):
             live.add(node.uid)
     return live
+
+
+def _composite_vjp(opdef: OpDef, gs: tuple[Tensor | None, ...], node: Node, live_inputs: list[bool]) -> list[Any]:
+    """Input gradients of a composite op through its decomposition: d <g, f(x)> / dx."""
+    ins = tuple(Tensor(i) for i in node.inputs)
+    outs = opdef.decompose(*ins, **node.attrs)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    total = None
+    for g, out in zip(gs, outs):
+        if g is not None:
+            term = reduce_sum(g * out)
+            total = term if total is None else total + term
+    wanted = [i for i, live in zip(node.inputs, live_inputs) if live]
+    grads = iter(gradients(total.node, wanted)) if total is not None else iter(())
+    return [Tensor(next(grads)) if live and total is not None else None for live in live_inputs]
 
 
 def gradients(y: Node, wrt: Sequence[Node]) -> list[Node]:
@@ -42,47 +65,78 @@ def gradients(y: Node, wrt: Sequence[Node]) -> list[Node]:
             )
     order = topological_order([y])
     live = _on_path(order, wrt)
-    contributions: dict[int, list[Tensor]] = {y.uid: [Tensor(constant(1.0, y.dtype).node)]}
+    # uid -> result index -> contributions (index 0 for single-result nodes)
+    contributions: dict[int, dict[int, list[Tensor]]] = {y.uid: {0: [Tensor(constant(1.0, y.dtype).node)]}}
     grads: dict[int, Tensor] = {}
     for node in reversed(order):
         parts = contributions.pop(node.uid, None)
         if not parts or node.uid not in live:
             continue
         with derived_from(node, "grad"):
-            g = parts[0]
-            for extra in parts[1:]:
-                g = g + extra
-            grads[node.uid] = g
+            summed: dict[int, Tensor] = {}
+            for index, terms in parts.items():
+                g = terms[0]
+                for extra in terms[1:]:
+                    g = g + extra
+                summed[index] = g
+            if node.op == "tuple_get":  # hand the gradient to the result it reads
+                parent = node.inputs[0]
+                contributions.setdefault(parent.uid, {}).setdefault(node.attrs["index"], []).append(summed[0])
+                continue
+            multi = len(node.types) > 1
+            if not multi:
+                grads[node.uid] = summed[0]
             live_inputs = [i.uid in live for i in node.inputs]
             if not any(live_inputs):
                 continue
             opdef = get_op(node.op)
-            if opdef.grad is None:
+            gs = tuple(summed.get(i) for i in range(len(node.types)))
+            if opdef.grad is not None:
+                if multi:
+                    outs = tuple(tuple_get(Tensor(node), i) for i in range(len(node.types)))
+                    input_grads = opdef.grad(gs, outs, tuple(Tensor(i) for i in node.inputs), **node.attrs)
+                else:
+                    input_grads = opdef.grad(gs[0], Tensor(node), tuple(Tensor(i) for i in node.inputs),
+                                             **node.attrs)
+            elif opdef.decompose is not None:
+                input_grads = _composite_vjp(opdef, gs, node, live_inputs)
+            else:
                 raise GradientError(
                     f"op {node.op!r} (declared at {node.location}) has no gradient rule, "
                     f"but a requested gradient flows through it"
                 )
-            input_grads = opdef.grad(g, Tensor(node), tuple(Tensor(i) for i in node.inputs), **node.attrs)
         for inp, wanted, gi in zip(node.inputs, live_inputs, input_grads):
             if wanted and gi is not None:
-                contributions.setdefault(inp.uid, []).append(gi)
+                contributions.setdefault(inp.uid, {}).setdefault(0, []).append(gi)
     result = []
     for w in wrt:
         if w.uid in grads:
             result.append(grads[w.uid].node)
         else:  # not connected to y: the gradient is zero, as in JAX
             with derived_from(w, "grad"):
-                from ..ops import broadcast_like
-
                 result.append(broadcast_like(constant(0.0, w.dtype), Tensor(w)).node)
     return result
 
 
-def autodiff(graph: Graph, wrt: Sequence[Node]) -> Graph:
-    """Append d(first output)/d(w) for each ``w`` as outputs named ``grad:<name>``.
+def trainable_variables(graph: Graph) -> list[Node]:
+    """The trainable variable nodes the first output depends on, in graph order (one per Variable)."""
+    seen: set[int] = set()
+    result = []
+    for n in topological_order([graph.outputs[0]]):
+        if n.op == "variable" and n.attrs["var"].trainable and n.attrs["var"].id not in seen:
+            seen.add(n.attrs["var"].id)
+            result.append(n)
+    return result
 
-    Before: outputs (loss, ...). After: outputs (loss, ..., grad:w1, grad:w2, ...).
+
+def autodiff(graph: Graph, wrt: Sequence[Node] | None = None) -> Graph:
+    """Attach d(first output)/d(w) as ``graph.grads`` for each ``w`` (by default every
+    trainable variable the first output reads). The gradients are not outputs: the
+    clipping and optimizer-update passes read them from ``graph.grads``.
     """
-    grads = gradients(graph.outputs[0], wrt)
-    names = tuple(graph.output_names) + tuple(f"grad:{w.label()}" for w in wrt)
-    return Graph.build(list(graph.outputs) + grads, names, graph.effects)
+    params = trainable_variables(graph) if wrt is None else list(wrt)
+    if not params:
+        loss = graph.outputs[0]
+        raise GradientError(f"nothing to train: {loss.label()} depends on no trainable parameter")
+    grads = gradients(graph.outputs[0], params)
+    return Graph.build(graph.outputs, graph.output_names, graph.effects, tuple(zip(params, grads)))

@@ -23,7 +23,7 @@ def constant_fold(graph: Graph) -> Graph:
         if not inputs or any(i.op != "constant" for i in inputs):
             return None
         opdef = get_op(node.op)
-        if opdef.kernel is None or opdef.random or opdef.effect:
+        if opdef.kernel is None or opdef.random or opdef.effect or len(node.types) > 1:
             return None
         value = np.asarray(opdef.kernel(np, *[i.attrs["value"].array for i in inputs], **node.attrs))
         if value.size > _MAX_FOLDED_ELEMENTS:

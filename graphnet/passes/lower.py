@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from ..errors import GraphError
 from ..ir import Graph, Node
-from ..plan import Buffer, Plan, Step
+from ..ops.registry import get_op
+from ..plan import PREFIXES, Buffer, Plan, Step
 from ..tensor import Variable
 
 
-def _variable_name(var: Variable, taken: set[str]) -> str:
-    base = var.name or f"var{var.id}"
+def _unique(base: str, taken: set[str]) -> str:
     name, k = base, 1
     while name in taken:
         name, k = f"{base}_{k}", k + 1
@@ -18,48 +19,107 @@ def _variable_name(var: Variable, taken: set[str]) -> str:
 def lower(graph: Graph) -> Plan:
     """One step per computed node in ``graph.nodes`` order (run ``schedule`` first).
 
-    Feeds are named after their placeholders, variables after their parameters
-    (``0.weight``), constants ``const<i>``, computed values ``t<i>``.
+    Buffers are named in their own namespace (see graphnet.plan): feeds ``in:<placeholder>``,
+    variables ``var:<parameter name>``, constants ``const:<i>``, computed values ``%<i>``.
+    A multi-output node is one step writing one buffer per result; ``tuple_get`` reads
+    one of them without a step. Outputs that may share memory with a variable, feed or
+    constant (``transpose(w)``), and effect values that may share memory with a variable
+    some effect writes, are copied by ``copy`` steps before the first effect, so no run
+    hands out a live view of state or reads a value an earlier effect has overwritten.
     """
-    names: dict[int, str] = {}
+    names: dict[int, tuple[str, ...]] = {}  # node uid -> its buffer(s)
     buffers: dict[str, Buffer] = {}
-    feeds, constants, variables = {}, {}, {}
+    feeds: dict[str, str] = {}
+    constants, variables = {}, {}
     steps: list[Step] = []
     var_buffer: dict[int, str] = {}
-    for node in graph.nodes:
+    var_names: set[str] = set()
+    roots: dict[str, frozenset[str]] = {}  # buffer -> the buffers whose memory it may share
+    effect_uids = {e.uid for e in graph.effects}
+    first_effect = -1
+
+    def add_buffer(name: str, node_type: object, kind: str) -> str:
+        buffers[name] = Buffer(name, node_type.shape, node_type.dtype, kind)  # type: ignore[attr-defined]
+        roots[name] = frozenset({name})
+        return name
+
+    temp_count = 0
+    for index, node in enumerate(graph.nodes):
         if node.op == "placeholder":
-            name = node.attrs["name"]
-            if name in feeds:
-                from ..errors import GraphError
-
-                raise GraphError(f"two different placeholders are both named {name!r}")
-            feeds[name] = name
-            kind = "feed"
+            user = node.attrs["name"]
+            if user in feeds:
+                raise GraphError(f"two different placeholders are both named {user!r}")
+            feeds[user] = add_buffer(PREFIXES["feed"] + user, node.type, "feed")
+            names[node.uid] = (feeds[user],)
         elif node.op == "variable":
-            var = node.attrs["var"]
-            if var.id in var_buffer:  # the same Variable seen through another node
-                names[node.uid] = var_buffer[var.id]
-                continue
-            name = _variable_name(var, set(buffers))
-            var_buffer[var.id] = name
-            variables[name] = var
-            kind = "variable"
+            var: Variable = node.attrs["var"]
+            if var.id not in var_buffer:  # the same Variable may be seen through several nodes
+                display = _unique(var.name or f"var{var.id}", var_names)
+                var_names.add(display)
+                var_buffer[var.id] = add_buffer(PREFIXES["variable"] + display, node.type, "variable")
+                variables[var_buffer[var.id]] = var
+            names[node.uid] = (var_buffer[var.id],)
         elif node.op == "constant":
-            name = f"const{len(constants)}"
+            name = add_buffer(f"{PREFIXES['constant']}{len(constants)}", node.type, "constant")
             constants[name] = node.attrs["value"].array
-            kind = "constant"
+            names[node.uid] = (name,)
+        elif node.op == "tuple_get":
+            names[node.uid] = (names[node.inputs[0].uid][node.attrs["index"]],)
+        elif node.op == "make_tuple":
+            raise GraphError("make_tuple reached the lowering: run the decompose pass")
         else:
-            name = f"t{len(steps)}"
-            steps.append(Step(node.op, tuple(names[i.uid] for i in node.inputs), name, dict(node.attrs),
-                              node.role, node.location, node.scope))
-            kind = "temp"
-        names[node.uid] = name
-        buffers[name] = Buffer(name, node.type.shape, node.type.dtype, kind)
-    outputs = {key: names[o.uid] for key, o in zip(graph.output_names, graph.outputs)}
-    return Plan(buffers, steps, feeds, outputs, constants, variables, _releases(steps, buffers, outputs))
+            opdef = get_op(node.op)
+            inputs = tuple(names[i.uid][0] for i in node.inputs)
+            if node.uid in effect_uids:
+                if first_effect < 0:
+                    first_effect = len(steps)
+                outputs: tuple[str, ...] = ()
+            else:
+                if first_effect >= 0:
+                    raise GraphError(f"{node.op} {node.label()} is scheduled after an effect: run schedule")
+                outputs = tuple(add_buffer(f"{PREFIXES['temp']}{temp_count + k}", t, "temp")
+                                for k, t in enumerate(node.types))
+                temp_count += len(outputs)
+                for out_index, in_index in opdef.views:
+                    roots[outputs[out_index]] = roots[outputs[out_index]] | roots[inputs[in_index]]
+            steps.append(Step(node.op, inputs, outputs, dict(node.attrs), node.role, node.location, node.scope,
+                              index))
+            names[node.uid] = outputs
+    if first_effect < 0:
+        first_effect = len(steps)
+    outputs_map = {key: names[o.uid][0] for key, o in zip(graph.output_names, graph.outputs)}
+
+    # copies before the effects: outputs sharing memory with state, effect values an effect may overwrite
+    copies: dict[str, str] = {}
+    copy_steps: list[Step] = []
+
+    def copied(buffer: str) -> str:
+        if buffer not in copies:
+            spec = buffers[buffer]
+            name = add_buffer(f"{PREFIXES['temp']}{temp_count + len(copies)}", spec, "temp")
+            copies[buffer] = name
+            copy_steps.append(Step("copy", (buffer,), (name,), {}, "forward"))
+        return copies[buffer]
+
+    for key, buffer in outputs_map.items():
+        if any(buffers[r].kind != "temp" for r in roots[buffer]):
+            outputs_map[key] = copied(buffer)
+    written = {s.inputs[0] for s in steps[first_effect:]}
+    effect_steps = []
+    for step in steps[first_effect:]:
+        value = step.inputs[1] if len(step.inputs) > 1 else None
+        if value is not None and roots[value] & written:
+            step = Step(step.op, (step.inputs[0], copied(value)) + step.inputs[2:], step.outputs, step.attrs,
+                        step.role, step.location, step.scope, step.node)
+        effect_steps.append(step)
+    steps = steps[:first_effect] + copy_steps + effect_steps
+    first_effect += len(copy_steps)
+    return Plan(buffers, steps, feeds, outputs_map, constants, variables,
+                releases(steps, buffers, outputs_map), first_effect)
 
 
-def _releases(steps: list[Step], buffers: dict[str, Buffer], outputs: dict[str, str]) -> list[tuple[str, ...]]:
+def releases(steps: list[Step], buffers: dict[str, Buffer], outputs: dict[str, str]) -> list[tuple[str, ...]]:
+    """For each step, the temp buffers it reads for the last time (outputs are kept)."""
     last_use: dict[str, int] = {}
     for i, step in enumerate(steps):
         for name in step.inputs:
@@ -69,6 +129,4 @@ def _releases(steps: list[Step], buffers: dict[str, Buffer], outputs: dict[str, 
     for name, i in last_use.items():
         if buffers[name].kind == "temp" and name not in keep:
             release[i].append(name)
-    return [tuple(r) for r in release]
-
-
+    return [tuple(sorted(r)) for r in release]

@@ -1,57 +1,130 @@
-"""The compile pipeline: an explicit list of passes, read top to bottom."""
+"""The compile pipeline: an explicit list of passes, read top to bottom.
+
+Each pass declares what it needs before it (``requires``) and what it establishes
+(``provides``); ``check_pipeline`` refuses an order that breaks a requirement, so a pass
+inserted later (a data-parallel all-reduce between autodiff and clipping) states its
+place instead of relying on it.
+"""
 
 from __future__ import annotations
 
 import functools
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from .. import config
+from ..errors import GraphError
 from ..ir import Graph
 from ..plan import PassRecord
+from .clip_gradients import clip_gradients
 from .constant_fold import constant_fold
 from .cse import cse
 from .dce import dce
+from .autodiff import autodiff
+from .decompose import decompose
+from .optimizer_updates import OptimizerVariables, optimizer_updates
 from .schedule import schedule
 from .simplify import simplify
-from .training import add_training_updates
+from .state_updates import state_updates
 from .verify import verify
 
 GraphPass = Callable[[Graph], Graph]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One compile pass: a function from graph to graph, with its contract.
+
+    ``requires``: facts that must hold before it runs ("verified", "gradients", ...).
+    ``provides``: facts it establishes. ``invalidates``: facts it breaks ("scheduled").
+    ``optional``: it may be switched off with GRAPHNET_DISABLE_PASSES (a pure optimisation).
+    ``keeps_types``: it never changes the type of an output.
+    """
+
+    name: str
+    fn: GraphPass
+    requires: tuple[str, ...] = ()
+    provides: tuple[str, ...] = ()
+    invalidates: tuple[str, ...] = ("scheduled",)
+    optional: bool = False
+    keeps_types: bool = True
+
+    # a Pass unpacks as (name, fn), as the pipeline's entries did before passes declared contracts
+    def __iter__(self):
+        return iter((self.name, self.fn))
+
+    def __str__(self) -> str:
+        parts = [self.name]
+        if self.requires:
+            parts.append(f"needs {', '.join(self.requires)}")
+        if self.provides:
+            parts.append(f"gives {', '.join(self.provides)}")
+        if self.optional:
+            parts.append("optional")
+        return "  ".join(parts)
+
 
 #: Passes that may be switched off with GRAPHNET_DISABLE_PASSES (the rest are needed).
 OPTIONAL = frozenset({"cse", "constant_fold", "simplify"})
 
 
-def default_pipeline(optimizer: Any = None) -> list[tuple[str, GraphPass]]:
-    """The compiler's table of contents."""
-    passes: list[tuple[str, GraphPass]] = [("verify", verify)]
-    if optimizer is not None:
-        passes.append(("autodiff+updates", functools.partial(add_training_updates, optimizer=optimizer)))
-    passes += [
-        ("constant_fold", constant_fold),
-        ("simplify", simplify),
-        ("cse", cse),
-        ("dce", dce),
-        ("schedule", schedule),
+def default_pipeline(optimizer: Any = None) -> list[Pass]:
+    """The compiler's table of contents (``print(*default_pipeline(opt), sep="\\n")`` shows it)."""
+    passes = [
+        Pass("verify", verify, provides=("verified",), invalidates=()),
+        Pass("state_updates", state_updates, requires=("verified",), provides=("state_effects",)),
+        Pass("decompose", decompose, requires=("state_effects",), provides=("primitive",)),
     ]
+    if optimizer is not None:
+        variables = OptimizerVariables.create(optimizer)
+        passes.append(Pass("autodiff", autodiff, requires=("primitive",), provides=("gradients",)))
+        if optimizer.max_grad_norm is not None:
+            passes.append(Pass("clip_gradients",
+                               functools.partial(clip_gradients, max_norm=variables.tensors()["max_grad_norm"]),
+                               requires=("gradients",), provides=("clipped",)))
+        passes.append(Pass("optimizer_updates",
+                           functools.partial(optimizer_updates, optimizer=optimizer, variables=variables),
+                           requires=("gradients",), provides=("updates",)))
+    passes += [
+        Pass("constant_fold", constant_fold, requires=("primitive",), optional=True),
+        Pass("simplify", simplify, requires=("primitive",), optional=True),
+        Pass("cse", cse, optional=True),
+        Pass("dce", dce),
+        Pass("schedule", schedule, requires=("primitive",), provides=("scheduled",), invalidates=()),
+    ]
+    check_pipeline(passes)
     return passes
 
 
-def run_pipeline(graph: Graph, passes: list[tuple[str, GraphPass]]) -> tuple[Graph, list[PassRecord]]:
+def check_pipeline(passes: list[Pass]) -> None:
+    """Raise GraphError if a pass runs before what it requires, or the list ends unscheduled."""
+    facts: set[str] = set()
+    for p in passes:
+        missing = [r for r in p.requires if r not in facts]
+        if missing:
+            raise GraphError(f"pass {p.name!r} needs {missing}, which no earlier pass provides; "
+                             f"pipeline: {[q.name for q in passes]}")
+        facts -= set(p.invalidates)
+        facts |= set(p.provides)
+    if "scheduled" not in facts:
+        raise GraphError("the pipeline must end with 'schedule' (the lowering follows its order)")
+
+
+def run_pipeline(graph: Graph, passes: list[Pass]) -> tuple[Graph, list[PassRecord]]:
     """Run ``passes`` in order; record node counts; print or verify as the debug flags ask."""
     records = []
-    for name, fn in passes:
-        if name in OPTIONAL and name in config.flags.disabled_passes:
+    for p in passes:
+        if p.optional and p.name in config.flags.disabled_passes:
             continue
         before = len(graph.nodes)
         start = time.perf_counter()
-        graph = fn(graph)
-        records.append(PassRecord(name, before, len(graph.nodes), time.perf_counter() - start))
-        if config.flags.verify and name != "verify":
+        graph = p.fn(graph)
+        records.append(PassRecord(p.name, before, len(graph.nodes), time.perf_counter() - start))
+        if config.flags.verify and p.name != "verify":
             verify(graph)
         if config.flags.debug >= 2:
-            print(f"--- after {name} ---\n{graph}")
+            print(f"--- after {p.name} ---\n{graph}")
     if config.flags.debug >= 1:
         print("passes:\n  " + "\n  ".join(str(r) for r in records))
     return graph, records

@@ -11,8 +11,8 @@ from ..ir import Graph, topological_order
 def strip_training(graph: Graph, outputs: Sequence[str] | None = None) -> Graph:
     """Keep only the computation of ``outputs`` (all of the graph's outputs by default).
 
-    Side effects (optimizer updates, running-statistic assignments) are dropped, and with
-    them every gradient node that only they read. Run ``schedule`` afterwards. Raises
+    Effects (optimizer updates, running-statistic writes, the step counter) and gradients are
+    dropped, and with them every node that only they read. Run ``schedule`` afterwards. Raises
     GraphError for an output name the graph does not have.
     """
     names = list(graph.output_names) if outputs is None else list(outputs)

@@ -1,8 +1,8 @@
-"""IR checker: every node's op is registered and its recorded type is what its rule gives."""
+"""IR checker: ops registered, inputs earlier, every node's full type what its rule gives, effects sound."""
 
 from __future__ import annotations
 
-from ..errors import GraphError, ShapeError
+from ..errors import GraphError, GraphnetError
 from ..ir import Graph
 from ..ops.registry import REGISTRY
 
@@ -10,10 +10,14 @@ from ..ops.registry import REGISTRY
 def verify(graph: Graph) -> Graph:
     """Check ``graph`` and return it unchanged; raise GraphError on the first problem.
 
-    Checks: ops are registered, inputs precede users in ``graph.nodes`` (no cycle, no
-    input missing from the graph), and each node's type matches its op's shape rule.
+    Checks: ops are registered; inputs precede users in ``graph.nodes`` (no cycle, no
+    input missing from the graph); each node's type (shape with its symbolic dims, and
+    dtype) equals what its op's shape rule gives; multi-output nodes are read only through
+    ``tuple_get``. Effects: every effect node is listed in ``graph.effects`` exactly once,
+    nothing reads one, each writes a variable, and no variable is written twice.
     """
     seen: set[int] = set()
+    listed = {e.uid for e in graph.effects}
     for node in graph.nodes:
         opdef = REGISTRY.get(node.op)
         if opdef is None:
@@ -24,14 +28,41 @@ def verify(graph: Graph) -> Graph:
                     f"node {node.label()} ({node.op}) reads {inp.label()}, which is not earlier in the graph "
                     f"(a cycle or a dangling input)"
                 )
+            if REGISTRY[inp.op].effect:
+                raise GraphError(f"node {node.label()} ({node.op}) reads the effect {inp.label()} ({inp.op}); "
+                                 f"effects have no value to read")
+            if len(inp.types) > 1 and node.op != "tuple_get":
+                raise GraphError(f"node {node.label()} ({node.op}) reads the multi-output {inp.op} "
+                                 f"{inp.label()} directly; read its results with tuple_get")
         try:
             expected = opdef.infer(*[i.type for i in node.inputs], **node.attrs)
-        except ShapeError as exc:
+        except GraphnetError as exc:
             raise GraphError(f"node {node.label()} ({node.op}) fails its shape rule: {exc}") from None
-        if expected.dtype != node.type.dtype or len(expected.shape) != len(node.type.shape):
+        if expected != node.type:
             raise GraphError(f"node {node.label()} ({node.op}) is typed {node.type}, its rule gives {expected}")
+        if opdef.effect and node.uid not in listed:
+            raise GraphError(f"effect {node.label()} ({node.op}) is in the graph but not in its effect list "
+                             f"(a dangling effect)")
         seen.add(node.uid)
-    for out in list(graph.outputs) + list(graph.effects):
+    for out in list(graph.outputs) + list(graph.effects) + [n for pair in graph.grads for n in pair]:
         if out.uid not in seen:
             raise GraphError(f"output {out.label()} is not in the graph")
+    targets: dict[int, str] = {}
+    for i, effect in enumerate(graph.effects):
+        if not REGISTRY[effect.op].effect:
+            raise GraphError(f"effect {i} is a {effect.op}, not an effect op")
+        if effect.uid in {e.uid for e in graph.effects[:i]}:
+            raise GraphError(f"effect {effect.label()} ({effect.op}) is listed twice")
+        target = effect.inputs[0]
+        if target.op != "variable":
+            raise GraphError(f"effect {effect.label()} ({effect.op}) writes {target.label()}, a {target.op}, "
+                             f"not a variable")
+        var = target.attrs["var"]
+        if var.id in targets:
+            raise GraphError(f"variable {target.label()} is written twice in one run ({targets[var.id]} and "
+                             f"{effect.attrs.get('kind')}); a layer that owns state may be called once per plan")
+        targets[var.id] = str(effect.attrs.get("kind"))
+    for out in graph.outputs:
+        if len(out.types) > 1:
+            raise GraphError(f"output {out.label()} is a multi-output {out.op}; output its results with tuple_get")
     return graph
