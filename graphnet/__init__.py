@@ -22,7 +22,7 @@ from .ops import (  # noqa: F401
     abs, add, avg_pool2d, batch_norm, broadcast_like, broadcast_to, cast, concat, conv2d, div, dropout, elu, equal,
     erf, exp, expand_dims, flatten, gelu, greater, greater_equal, leaky_relu, less, less_equal, log, log_softmax,
     matmul, max, max_pool2d, maximum, mean, minimum, mul, neg, not_equal, one_hot, pad, pow, relu, reshape,
-    sigmoid, sign, softmax, sqrt, squeeze, sub, sum, swapaxes, tanh, transpose, where,
+    sigmoid, sign, softmax, sqrt, squeeze, stop_gradient, sub, sum, swapaxes, tanh, transpose, tuple_get, where,
 )
 from .ops.shape import slice_ as slice  # noqa: F401
 from .plan import Plan, Step  # noqa: F401

@@ -653,6 +653,18 @@ def test_dropout_rate_scale_and_shared_mask(p: float, dtype: str) -> None:
     np.testing.assert_array_equal(again["y"], first["y"])
 
 
+@covers("stop_gradient")
+def test_stop_gradient_is_the_identity_that_differentiation_treats_as_constant() -> None:
+    x = gn.placeholder("x", (3,), "float64")
+    y = gn.sum(x * gn.stop_gradient(x))
+    with gn.config.options(disabled_passes={"simplify"}):
+        plan = compile_plan({"y": y, "g": gn.grad(y, x)})
+    xv = np.array([1.0, -2.0, 3.0])
+    out = plan.run(x=xv)
+    np.testing.assert_array_equal(out["y"], 14.0)
+    np.testing.assert_array_equal(out["g"], xv)  # not 2 * x
+
+
 @covers("copy")
 def test_an_output_viewing_a_parameter_is_a_copy_taken_before_the_update() -> None:
     w = gn.Parameter(np.arange(4, dtype=np.float32).reshape(2, 2))

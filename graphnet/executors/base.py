@@ -17,6 +17,7 @@ from .. import config, dtypes
 from ..errors import ExecutorError, FeedError, NumericsError
 from ..ops.registry import get_op
 from ..plan import Plan, Step
+from .inplace import inplace_inputs
 
 
 class ArrayExecutor:
@@ -41,7 +42,8 @@ class ArrayExecutor:
             self._template[self.slots[name]] = self.from_host(value)
         self._var_slots = [(self.slots[n], var) for n, var in plan.variables.items()]
         self._feed_slots = {feed: self.slots[buf] for feed, buf in plan.feeds.items()}
-        self._program = [self._bind(step, rel) for step, rel in zip(plan.steps, plan.release)]
+        reuse = inplace_inputs(plan)
+        self._program = [self._bind(step, rel, j) for step, rel, j in zip(plan.steps, plan.release, reuse)]
 
     # --- backend hooks -------------------------------------------------------------------
     def make_rng(self, seed: int | None) -> Any:
@@ -69,8 +71,8 @@ class ArrayExecutor:
         return var.data
 
     # --- binding -------------------------------------------------------------------------
-    def _bind(self, step: Step, release: tuple[str, ...]) -> tuple[Callable[..., Any], tuple[int, ...],
-                                                                  tuple[int, ...], tuple[int, ...], Step]:
+    def _bind(self, step: Step, release: tuple[str, ...], reuse: int | None = None
+              ) -> tuple[Callable[..., Any], tuple[int, ...], tuple[int, ...], tuple[int, ...], Step]:
         ins = tuple(self.slots[n] for n in step.inputs)
         outs = tuple(self.slots[n] for n in step.outputs)
         rel = tuple(self.slots[n] for n in release)
@@ -81,6 +83,8 @@ class ArrayExecutor:
         if opdef.random:
             attrs["rng"] = self.rng
         fn = functools.partial(opdef.kernel, self.xp, **attrs)
+        if reuse is not None:
+            fn = _writing_into(fn, reuse)
         return fn, ins, outs, rel, step
 
     # --- running -------------------------------------------------------------------------
@@ -130,6 +134,17 @@ class ArrayExecutor:
             print(f"run: {len(timings)} steps in {total * 1e3:.2f} ms; slowest:")
             for t, step in sorted(timings, key=lambda p: -p[0])[:10]:
                 print(f"  {t * 1e3:8.3f} ms  {step.op:<20} {step.output:<8} {step.location}")
+
+
+def _writing_into(kernel: Callable[..., Any], position: int) -> Callable[..., Any]:
+    """``kernel`` computing into its input ``position`` (a dying temporary it may overwrite)."""
+    def run(*arrays: Any) -> Any:
+        target = arrays[position]
+        if getattr(getattr(target, "flags", None), "writeable", False):
+            return kernel(*arrays, out=target)
+        return kernel(*arrays)
+
+    return run
 
 
 def _dim_ok(expected: Any, got: int, bindings: dict[str, int]) -> bool:

@@ -22,5 +22,5 @@ from .nn import (  # noqa: F401
 )
 from .norm import batch_norm  # noqa: F401
 from .common import sum_to  # noqa: F401
-from .shape import copy  # noqa: F401
+from .shape import copy, stop_gradient  # noqa: F401
 from .tuples import results, tuple_get  # noqa: F401

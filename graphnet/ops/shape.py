@@ -125,6 +125,17 @@ defop("copy", category="layout", infer=lambda t: t, kernel=_copy_kernel, accepts
       grad=lambda g, out, ins: (g,), doc="A copy of ``x`` that shares no memory with it.")
 
 
+# --- stop_gradient: the identity, through which no gradient flows ---------------------------
+
+defop("stop_gradient", category="layout", views=((0, 0),), infer=lambda t: t, kernel=lambda xp, x: x,
+      grad=lambda g, out, ins: (None,), doc="``x`` itself; gradients treat it as a constant.")
+
+
+def stop_gradient(x: Tensor) -> Tensor:
+    """``x``, treated as a constant by differentiation (``jax.lax.stop_gradient``)."""
+    return declare("stop_gradient", [x])
+
+
 # --- transpose --------------------------------------------------------------------------
 
 def _transpose_infer(t: TensorType, *, axes: tuple[int, ...]) -> TensorType:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from .. import dtypes
 from ..errors import GradientError
 from ..ir import Graph, Node, topological_order
-from ..ops import broadcast_like, sum as reduce_sum
+from ..ops import broadcast_like, stop_gradient, sum as reduce_sum
 from ..ops.registry import OpDef, derived_from, get_op
 from ..ops.tuples import tuple_get
 from ..tensor import Tensor, constant
@@ -34,14 +34,15 @@ def _on_path(order: list[Node], wrt: Sequence[Node]) -> set[int]:
 
 
 def _composite_vjp(opdef: OpDef, gs: tuple[Tensor | None, ...], node: Node, live_inputs: list[bool]) -> list[Any]:
-    """Input gradients of a composite op through its decomposition: d <g, f(x)> / dx."""
+    """Input gradients of a composite op through its decomposition: d <g, f(x)> / dx, with
+    ``g`` held constant (it may itself depend on ``x``, through later uses of the result)."""
     ins = tuple(Tensor(i) for i in node.inputs)
     outs = opdef.decompose(*ins, **node.attrs)
     outs = outs if isinstance(outs, tuple) else (outs,)
     total = None
     for g, out in zip(gs, outs):
         if g is not None:
-            term = reduce_sum(g * out)
+            term = reduce_sum(stop_gradient(g) * out)
             total = term if total is None else total + term
     wanted = [i for i, live in zip(node.inputs, live_inputs) if live]
     grads = iter(gradients(total.node, wanted)) if total is not None else iter(())

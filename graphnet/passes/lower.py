@@ -7,6 +7,7 @@ from ..ir import Graph, Node
 from ..ops.registry import get_op
 from ..plan import PREFIXES, Buffer, Plan, Step
 from ..tensor import Variable
+from .verify import verify_effects
 
 
 def _unique(base: str, taken: set[str]) -> str:
@@ -27,6 +28,7 @@ def lower(graph: Graph) -> Plan:
     some effect writes, are copied by ``copy`` steps before the first effect, so no run
     hands out a live view of state or reads a value an earlier effect has overwritten.
     """
+    verify_effects(graph)
     names: dict[int, tuple[str, ...]] = {}  # node uid -> its buffer(s)
     buffers: dict[str, Buffer] = {}
     feeds: dict[str, str] = {}

@@ -77,6 +77,8 @@ def simplify(graph: Graph) -> Graph:
                 with derived_from(node, node.role):
                     return matmul(Tensor(_transpose(b, axes, node)), Tensor(_transpose(a, axes, node))).node
             return _transpose(x, axes, node)
+        elif op == "stop_gradient":  # compiled graphs hold their gradients already
+            return inputs[0]
         elif op == "neg" and inputs[0].op == "neg":
             return inputs[0].inputs[0]
         elif op in ("reshape", "reshape_like", "broadcast_like", "broadcast_to", "sum_to", "cast"):

@@ -47,6 +47,16 @@ def verify(graph: Graph) -> Graph:
     for out in list(graph.outputs) + list(graph.effects) + [n for pair in graph.grads for n in pair]:
         if out.uid not in seen:
             raise GraphError(f"output {out.label()} is not in the graph")
+    verify_effects(graph)
+    for out in graph.outputs:
+        if len(out.types) > 1:
+            raise GraphError(f"output {out.label()} is a multi-output {out.op}; output its results with tuple_get")
+    return graph
+
+
+def verify_effects(graph: Graph) -> None:
+    """The effect list alone (cheap enough for every lowering): effect ops, listed once, writing
+    variables, each variable at most once."""
     targets: dict[int, str] = {}
     for i, effect in enumerate(graph.effects):
         if not REGISTRY[effect.op].effect:
@@ -62,7 +72,3 @@ def verify(graph: Graph) -> Graph:
             raise GraphError(f"variable {target.label()} is written twice in one run ({targets[var.id]} and "
                              f"{effect.attrs.get('kind')}); a layer that owns state may be called once per plan")
         targets[var.id] = str(effect.attrs.get("kind"))
-    for out in graph.outputs:
-        if len(out.types) > 1:
-            raise GraphError(f"output {out.label()} is a multi-output {out.op}; output its results with tuple_get")
-    return graph

@@ -1,0 +1,324 @@
+"""The IR and plan boundary: symbolic dims, effects, updates as ops, the op contract, the plan as data."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+import graphnet as gn
+from graphnet.errors import GraphError, OptimizerError, PlanVersionError, ShapeError
+from graphnet.ir import Graph, TupleType
+from graphnet.ops import REGISTRY
+from graphnet.ops.common import declare
+from graphnet.ops.registry import CATEGORIES
+from graphnet.passes import (
+    Pass, check_pipeline, decompose, default_pipeline, dce, schedule, simplify, state_updates, verify,
+)
+from graphnet.testing import GraphMismatch, assert_graph_equal, graph_equal
+
+from helpers import finite_difference, rel_error
+
+
+# --- the five reproductions of the issue -----------------------------------------------------
+
+def test_a_placeholder_named_like_a_temporary_is_not_overwritten():
+    x = gn.placeholder("t0", (3,))
+    out = gn.compile(gn.relu(x) + x).run(t0=np.array([-1., 2., -3.], np.float32))
+    np.testing.assert_array_equal(out["output"], [-1, 4, -3])
+
+
+@pytest.mark.parametrize("name", ["%0", "%1", "in:t0", "var:w", "const:0", "t0", "x"])
+def test_no_user_name_collides_with_a_buffer(name):
+    w = gn.Parameter(np.full(3, 2.0, np.float32), name="var:w")
+    x = gn.placeholder(name, (3,))
+    plan = gn.compile({"%0": gn.exp(x) * w + x})
+    xv = np.array([0.0, 1.0, -1.0], np.float32)
+    np.testing.assert_allclose(plan.run({name: xv})["%0"], np.exp(xv) * 2 + xv, rtol=1e-6)
+
+
+def test_gradients_of_named_dims_reduce_to_the_run_time_shape():
+    a = gn.placeholder("a", ("n",))
+    b = gn.placeholder("b", ("m",))
+    ga = gn.grad(gn.sum(a * b), a)
+    assert (a * b).shape == (None,)  # n and m may differ (one of them 1): neither is the result
+    out = gn.compile({"ga": ga}).run(a=np.ones(1, np.float32), b=np.arange(5, dtype=np.float32))
+    np.testing.assert_array_equal(out["ga"], [10.0])
+    same = gn.compile({"ga": ga}).run(a=np.ones(5, np.float32), b=np.arange(5, dtype=np.float32))
+    np.testing.assert_array_equal(same["ga"], np.arange(5))
+
+
+def test_a_plan_reshaping_to_a_named_dim_saves_and_loads(tmp_path):
+    x = gn.placeholder("x", ("batch", 2, 4))
+    y = gn.reshape(x, ("batch", 8))
+    assert y.shape == ("batch", 8)
+    plan = gn.compile({"y": y})
+    plan.save(tmp_path / "p.gnp")
+    loaded = gn.load(tmp_path / "p.gnp")
+    xv = np.arange(24, dtype=np.float32).reshape(3, 2, 4)
+    np.testing.assert_array_equal(loaded.run(x=xv)["y"], xv.reshape(3, 8))
+
+
+def test_an_output_viewing_a_parameter_shows_the_value_before_the_update():
+    w = gn.Parameter(np.ones((2, 2), np.float32))
+    x = gn.placeholder("x", (2, 2))
+    plan = gn.compile({"loss": gn.sum(x * w), "wt": gn.transpose(w)}, optimizer=gn.optim.SGD(lr=1.0))
+    out = plan.run(x=np.ones((2, 2), np.float32))
+    np.testing.assert_array_equal(out["wt"], np.ones((2, 2)))
+    assert not np.shares_memory(out["wt"], w.data)
+    np.testing.assert_array_equal(w.data, np.zeros((2, 2)))
+
+
+def test_batch_norm_writes_each_running_statistic_once():
+    x = gn.placeholder("x", (4, 2, 3, 3))
+    plan = gn.compile({"y": gn.nn.BatchNorm2d(2)(x)}).plan
+    assert plan.op_counts()["assign"] == 2
+    assert [s.inputs[0] for s in plan.effects] == ["var:running_mean", "var:running_var"]
+
+
+# --- symbolic dims inside the shape rules ------------------------------------------------------
+
+@pytest.mark.parametrize("shape, target, expected", [
+    (("batch", 2, 4), (-1, 8), ("batch", 8)),
+    (("batch", 2, 4), ("batch", 8), ("batch", 8)),
+    (("batch", 2, 4), (-1, 4), (None, 4)),         # the static sizes do not cancel
+    ((None, 2, 4), (-1, 8), (None, 8)),
+    ((6, 4), (-1, 8), (3, 8)),
+    ((6, 4), ("rows", 8), ("rows", 8)),
+    (("n", "m"), (-1,), (None,)),
+])
+def test_reshape_infers_symbolic_dims(shape, target, expected):
+    assert gn.reshape(gn.placeholder("x", shape), target).shape == expected
+
+
+@pytest.mark.parametrize("shape, target", [((6, 4), (-1, 5)), (("batch", 2, 4), ("batch", 7)),
+                                           ((2, 3), (-1, "n")), ((4,), (5,))])
+def test_reshape_refuses_impossible_targets_when_declared(shape, target):
+    with pytest.raises(ShapeError):
+        gn.reshape(gn.placeholder("x", shape), target)
+
+
+def test_verify_checks_the_full_type_with_symbolic_dims():
+    from dataclasses import replace
+
+    x = gn.placeholder("x", ("batch", 3))
+    y = gn.exp(x)
+    wrong = replace(y.node, type=gn.TensorType(("other", 3), "float32"))
+    with pytest.raises(GraphError, match="its rule gives"):
+        verify(Graph.build([wrong], ["y"]))
+
+
+# --- effects -----------------------------------------------------------------------------------
+
+def _bn_graph():
+    x = gn.placeholder("x", (4, 2, 3, 3))
+    return gn.make_graph({"y": gn.nn.BatchNorm2d(2)(x)})
+
+
+def test_effects_are_listed_ordered_and_kinded():
+    graph = state_updates(_bn_graph())
+    assert [e.op for e in graph.effects] == ["assign", "assign"]
+    assert [e.attrs["kind"] for e in graph.effects] == ["running_stat"] * 2
+    assert any(n.op == "batch_norm" for n in graph.nodes)  # the composite keeps its identity until decompose
+    assert not any(n.op == "batch_norm" for n in decompose(graph).nodes)
+
+
+def test_verify_refuses_duplicated_dangling_and_misdirected_effects():
+    graph = state_updates(_bn_graph())
+    first = graph.effects[0]
+    with pytest.raises(GraphError, match="listed twice|written twice"):
+        verify(Graph.build(graph.outputs, graph.output_names, graph.effects + (first,)))
+    with pytest.raises(GraphError, match="dangling"):
+        verify(Graph(graph.outputs, graph.output_names, graph.effects[1:], graph.nodes))
+    x = gn.placeholder("v", (2,))
+    bad = declare("assign", [x, gn.exp(x)], {"kind": "running_stat"})
+    with pytest.raises(GraphError, match="not a variable"):
+        verify(Graph.build([x.node], ["v"], [bad.node]))
+
+
+def test_a_layer_owning_state_called_twice_is_refused():
+    bn = gn.nn.BatchNorm2d(2)
+    x = gn.placeholder("x", (4, 2, 3, 3))
+    with pytest.raises(GraphError, match="written twice"):
+        gn.compile({"y": bn(x) + bn(x * 2.0)})
+
+
+def test_the_training_plan_lists_updates_state_and_step_as_effects():
+    x = gn.placeholder("x", (None, 3))
+    layer = gn.nn.Linear(3, 2)
+    train = gn.compile(gn.mean(layer(x)), optimizer=gn.optim.Adam(lr=0.1))
+    kinds = [s.attrs["kind"] for s in train.plan.effects]
+    assert kinds == ["param_update", "optimizer_state", "optimizer_state"] * 2 + ["step_counter"]
+    assert all(s.op != "assign" for s in train.plan.steps[:train.plan.first_effect])
+    train.run(x=np.ones((4, 3), np.float32))
+    assert train.step_count == 1
+
+
+# --- updates are graph ops -------------------------------------------------------------------
+
+def test_a_training_plan_runs_without_any_optimizer_code():
+    x = gn.placeholder("x", (None, 3))
+    layer = gn.nn.Linear(3, 2)
+    train = gn.compile(gn.mean(layer(x) ** 2), optimizer=gn.optim.SGD(lr=0.1, momentum=0.9))
+    before = layer.weight.data.copy()
+    executor = train.executor  # the executor alone: no optimizer object anywhere
+    executor.run({"x": np.ones((2, 3), np.float32)})
+    assert not np.array_equal(before, layer.weight.data)
+    assert {s.op for s in train.plan.steps} <= set(REGISTRY)
+
+
+def test_every_hyperparameter_change_takes_effect_and_structural_ones_are_refused():
+    w = gn.Parameter(np.ones(2, np.float32))
+    x = gn.placeholder("x", (2,))
+    opt = gn.optim.SGD(lr=1.0, max_grad_norm=100.0)
+    train = gn.compile(gn.sum(x * w), optimizer=opt)
+    train.run(x=np.full(2, 3.0, np.float32))  # gradient norm 4.24 < 100: unclipped
+    np.testing.assert_allclose(w.data, [-2.0, -2.0])
+    opt.max_grad_norm = 0.5  # now clipped to norm 0.5
+    train.run(x=np.full(2, 3.0, np.float32))
+    np.testing.assert_allclose(w.data, -2.0 - 0.5 / np.sqrt(2), rtol=1e-5)
+    opt.momentum = 0.9  # the compiled update keeps no momentum buffer
+    with pytest.raises(OptimizerError, match="momentum"):
+        train.run(x=np.full(2, 3.0, np.float32))
+
+
+# --- multi-output ops and composites --------------------------------------------------------------
+
+def test_dropout_is_one_step_with_two_results():
+    x = gn.placeholder("x", (4, 5))
+    y = gn.dropout(x, 0.5)
+    assert y.op == "tuple_get" and isinstance(y.node.inputs[0].type, TupleType)
+    plan = gn.compile({"y": y}, seed=0).plan
+    (step,) = [s for s in plan.steps if s.op == "dropout"]
+    assert len(step.outputs) == 2
+
+
+def test_a_multi_output_node_is_read_only_through_tuple_get():
+    x = gn.placeholder("x", (4, 5))
+    drop = declare("dropout", [x], {"p": 0.5})
+    with pytest.raises(GraphError, match="tuple_get"):
+        verify(Graph.build([drop.node], ["d"]))
+
+
+def test_gradients_through_a_composite_follow_its_decomposition():
+    x = gn.placeholder("x", (3, 2, 2, 2), "float64")
+    w = gn.placeholder("w", (2,), "float64")
+    rm = gn.Parameter(np.zeros(2), trainable=False)
+    rv = gn.Parameter(np.ones(2), trainable=False)
+    y = gn.batch_norm(x, rm, rv, w, None, training=True)
+    loss = gn.sum(y * y * gn.constant(np.arange(24.0).reshape(3, 2, 2, 2)))
+    gx, gw = gn.grad(loss, [x, w])
+    assert any(n.op == "batch_norm" for n in gn.make_graph({"g": gx}).nodes)
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal((3, 2, 2, 2)), "w": rng.standard_normal(2)}
+    got = gn.compile({"gx": gx, "gw": gw}).run(**feeds)
+    f = gn.compile({"loss": loss})
+    for name, grad in (("x", got["gx"]), ("w", got["gw"])):
+        numeric = finite_difference(f, "loss", feeds, name)
+        assert rel_error(grad, numeric, 1e-8) < 1e-6, name
+
+
+# --- the op contract ---------------------------------------------------------------------------
+
+def test_every_op_declares_its_category_and_views_point_at_real_inputs():
+    for name, op in REGISTRY.items():
+        assert op.category in CATEGORIES, name
+        for out_index, in_index in op.views:
+            assert out_index >= 0 and in_index >= 0, name
+    assert REGISTRY["assign"].writes == (0,) and REGISTRY["assign"].effect
+    assert REGISTRY["dropout"].random and REGISTRY["batch_norm"].decompose is not None
+    assert {n for n, op in REGISTRY.items() if op.views} >= {"reshape", "transpose", "broadcast_to", "slice"}
+
+
+@pytest.mark.parametrize("name", sorted(n for n, op in REGISTRY.items() if op.accepts_out))
+def test_kernels_that_accept_out_write_into_the_given_buffer(name):
+    op = REGISTRY[name]
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0.5, 2.0, (3, 4)).astype(np.float32), rng.uniform(0.5, 2.0, (3, 4)).astype(np.float32)
+    args = (a,) if name in ("neg", "exp", "log", "sqrt", "sign", "abs", "relu", "tanh", "copy") else (a, b)
+    want = op.kernel(np, *args)
+    out = np.empty_like(want)
+    got = op.kernel(np, *args, out=out)
+    assert got is out
+    np.testing.assert_array_equal(out, want)
+
+
+# --- pass infrastructure -------------------------------------------------------------------------
+
+def test_the_pipeline_is_an_explicit_list_with_checked_requirements():
+    passes = default_pipeline(gn.optim.SGD(lr=0.1, max_grad_norm=1.0))
+    names = [p.name for p in passes]
+    assert names.index("autodiff") < names.index("clip_gradients") < names.index("optimizer_updates")
+    assert "needs gradients" in str(passes[names.index("clip_gradients")])
+    allreduce = Pass("allreduce", lambda g: g, requires=("gradients",))
+    check_pipeline(passes[:4] + [allreduce] + passes[4:])  # a pass between autodiff and clipping fits
+    with pytest.raises(GraphError, match="needs"):
+        check_pipeline([passes[0], allreduce] + passes[1:])
+    with pytest.raises(GraphError, match="schedule"):
+        check_pipeline(passes[:-1])
+
+
+def test_graph_equality_compares_structure():
+    x = gn.placeholder("x", (3,))
+    before = gn.make_graph({"y": gn.exp(x) * 1.0})
+    assert_graph_equal(dce(simplify(before)), gn.make_graph({"y": gn.exp(x)}))
+    assert not graph_equal(before, gn.make_graph({"y": gn.exp(x)}))
+    with pytest.raises(GraphMismatch, match="log vs exp|exp vs log"):
+        assert_graph_equal(gn.make_graph({"y": gn.log(x)}), gn.make_graph({"y": gn.exp(x)}))
+
+
+# --- the plan file -------------------------------------------------------------------------------
+
+def _header(path):
+    data = path.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    table = json.loads(data[8:8 + n])
+    return data, n, table, json.loads(table["__metadata__"]["graphnet"])
+
+
+def _rewrite(path, header, data, n, table):
+    table["__metadata__"]["graphnet"] = json.dumps(header)
+    text = json.dumps(table).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + n:])
+
+
+def _saved(tmp_path):
+    x = gn.placeholder("x", (None, 3))
+    plan = gn.compile({"a": gn.exp(x), "b": gn.log(x)})
+    path = tmp_path / "p.gnp"
+    plan.save(path)
+    return path
+
+
+def test_a_valid_reordering_of_the_schedule_still_loads(tmp_path):
+    path = _saved(tmp_path)
+    data, n, table, header = _header(path)
+    steps = header["schedule"]["steps"]
+    assert [s[0] for s in steps[:2]] == ["exp", "log"]
+    steps[0], steps[1] = steps[1], steps[0]  # independent: any order computes the graph
+    _rewrite(path, header, data, n, table)
+    loaded = gn.load(path)
+    out = loaded.run(x=np.full((2, 3), 2.0, np.float32))
+    np.testing.assert_allclose(out["a"], np.exp(2.0), rtol=1e-6)
+    np.testing.assert_allclose(out["b"], np.log(2.0), rtol=1e-6)
+
+
+def test_a_crafted_schedule_is_refused(tmp_path):
+    path = _saved(tmp_path)
+    data, n, table, header = _header(path)
+    header["schedule"]["steps"][1][1] = [header["schedule"]["steps"][0][2][0]]  # log reads exp's result
+    _rewrite(path, header, data, n, table)
+    with pytest.raises(gn.PlanFileError, match="reads"):
+        gn.load(path)
+
+
+def test_a_version_1_file_is_refused_with_a_clear_error(tmp_path):
+    path = _saved(tmp_path)
+    data, n, table, header = _header(path)
+    header["version"] = 1
+    _rewrite(path, header, data, n, table)
+    with pytest.raises(PlanVersionError, match="version 1.*compile the model again"):
+        gn.load(path)
