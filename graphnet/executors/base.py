@@ -17,7 +17,7 @@ from .. import config, dtypes
 from ..errors import ExecutorError, FeedError, NumericsError
 from ..ops.registry import get_op
 from ..plan import Plan, Step
-from .inplace import inplace_inputs
+from .inplace import Placement, placements
 
 
 class ArrayExecutor:
@@ -42,8 +42,8 @@ class ArrayExecutor:
             self._template[self.slots[name]] = self.from_host(value)
         self._var_slots = [(self.slots[n], var) for n, var in plan.variables.items()]
         self._feed_slots = {feed: self.slots[buf] for feed, buf in plan.feeds.items()}
-        reuse = inplace_inputs(plan)
-        self._program = [self._bind(step, rel, j) for step, rel, j in zip(plan.steps, plan.release, reuse)]
+        self._pool: dict[tuple[Any, Any], list[Any]] = {}  # dead temporaries by (shape, dtype), for reuse
+        self._program = [self._bind(step, placed) for step, placed in zip(plan.steps, placements(plan))]
 
     # --- backend hooks -------------------------------------------------------------------
     def make_rng(self, seed: int | None) -> Any:
@@ -71,11 +71,12 @@ class ArrayExecutor:
         return var.data
 
     # --- binding -------------------------------------------------------------------------
-    def _bind(self, step: Step, release: tuple[str, ...], reuse: int | None = None
-              ) -> tuple[Callable[..., Any], tuple[int, ...], tuple[int, ...], tuple[int, ...], Step]:
+    def _bind(self, step: Step, placed: Placement) -> tuple[Callable[..., Any], tuple[int, ...], tuple[int, ...],
+                                                           tuple[int, ...], tuple[int, ...], Step]:
         ins = tuple(self.slots[n] for n in step.inputs)
         outs = tuple(self.slots[n] for n in step.outputs)
-        rel = tuple(self.slots[n] for n in release)
+        rel = tuple(self.slots[n] for n in placed.release)
+        recycle = tuple(self.slots[n] for n in placed.recycle)
         opdef = get_op(step.op)
         if opdef.kernel is None:
             raise ExecutorError(f"op {step.op!r} has no kernel (a {opdef.category} op must be lowered first)")
@@ -83,9 +84,23 @@ class ArrayExecutor:
         if opdef.random:
             attrs["rng"] = self.rng
         fn = functools.partial(opdef.kernel, self.xp, **attrs)
-        if reuse is not None:
-            fn = _writing_into(fn, reuse)
-        return fn, ins, outs, rel, step
+        if placed.inplace is not None:
+            fn = _writing_into(fn, placed.inplace)
+        elif placed.pooled_shape is not None:
+            dtype = np.dtype(self.plan.buffers[step.outputs[0]].dtype)
+            fn = _writing_into_pooled(fn, self._pool, placed.pooled_shape, dtype)
+        return fn, ins, outs, rel, recycle, step
+
+    def _recycle(self, bufs: list[Any], slots: tuple[int, ...], outs: tuple[int, ...]) -> None:
+        """Keep the arrays of temporaries that died here for later steps of the same size."""
+        for slot in slots:
+            array = bufs[slot]
+            flags = getattr(array, "flags", None)
+            if flags is None or not (flags.owndata and flags.writeable and flags.c_contiguous):
+                continue
+            if any(array is bufs[o] for o in outs):  # it became this step's result (written in place)
+                continue
+            self._pool.setdefault((array.shape, array.dtype), []).append(array)
 
     # --- running -------------------------------------------------------------------------
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -97,13 +112,15 @@ class ArrayExecutor:
         if self.check_numerics or config.flags.debug >= 4:
             self._run_checked(bufs)
         else:
-            for fn, ins, outs, rel, _ in self._program:
+            for fn, ins, outs, rel, recycle, _ in self._program:
                 result = fn(*[bufs[i] for i in ins])
                 if len(outs) == 1:
                     bufs[outs[0]] = result
                 elif outs:
                     for slot, value in zip(outs, result):
                         bufs[slot] = value
+                if recycle:
+                    self._recycle(bufs, recycle, outs)
                 for r in rel:
                     bufs[r] = None
         return {key: self.to_host(bufs[self.slots[buf]]) for key, buf in self.plan.outputs.items()}
@@ -111,7 +128,7 @@ class ArrayExecutor:
     def _run_checked(self, bufs: list[Any]) -> None:
         timings: list[tuple[float, Step]] = []
         xp = self.xp
-        for fn, ins, outs, rel, step in self._program:
+        for fn, ins, outs, rel, recycle, step in self._program:
             start = time.perf_counter()
             result = fn(*[bufs[i] for i in ins])
             values = (result,) if len(outs) == 1 else tuple(result) if outs else ()
@@ -127,6 +144,8 @@ class ArrayExecutor:
                     f"{bad} produced by {step.op}{where} ({step.role}, declared at {step.location}), "
                     f"step output {name} of shape {tuple(value.shape)}"
                 )
+            if recycle:
+                self._recycle(bufs, recycle, outs)
             for r in rel:
                 bufs[r] = None
         if config.flags.debug >= 4:
@@ -142,6 +161,20 @@ def _writing_into(kernel: Callable[..., Any], position: int) -> Callable[..., An
         target = arrays[position]
         if getattr(getattr(target, "flags", None), "writeable", False):
             return kernel(*arrays, out=target)
+        return kernel(*arrays)
+
+    return run
+
+
+def _writing_into_pooled(kernel: Callable[..., Any], pool: dict[tuple[Any, Any], list[Any]],
+                         shape: tuple[int, ...] | int, dtype: Any) -> Callable[..., Any]:
+    """``kernel`` computing into a recycled array of its result's size, when the pool has one.
+
+    ``shape`` is the static result shape, or the index of an input of the result's type."""
+    def run(*arrays: Any) -> Any:
+        free = pool.get((arrays[shape].shape if isinstance(shape, int) else shape, dtype))
+        if free:
+            return kernel(*arrays, out=free.pop())
         return kernel(*arrays)
 
     return run
