@@ -6,7 +6,8 @@ from typing import Any
 
 from . import ops
 from .errors import DTypeError, ShapeError
-from .ops.common import dims_equal
+from .ops import losses as _loss_ops  # noqa: F401  (registers the composite op)
+from .ops.common import declare, dims_equal
 from .tensor import Tensor, as_tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -44,18 +45,16 @@ def cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0, 
     """Softmax cross-entropy from raw scores, as PyTorch's ``F.cross_entropy``.
 
     logits (N, C), labels (N,) integers in [0, C) -> scalar (mean over the batch).
-    With ``label_smoothing`` e the target is (1 - e) one-hot + e / C.
+    With ``label_smoothing`` e the target is (1 - e) one-hot + e / C. One composite op
+    (``cross_entropy``) in the declared graph, expanded by the compiler.
     """
     _check_labels(logits, labels, "cross_entropy")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ShapeError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    log_probs = ops.log_softmax(logits, axis=1)
-    picked = ops.sum(log_probs * ops.one_hot(labels, logits.shape[1], logits.dtype), axis=1)
-    per_sample = -picked
-    if label_smoothing:
-        uniform = -ops.mean(log_probs, axis=1)
-        per_sample = per_sample * (1.0 - label_smoothing) + uniform * label_smoothing
-    return _reduce(per_sample, reduction)
+    if reduction not in _REDUCTIONS:
+        raise ShapeError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    return declare("cross_entropy", [logits, labels],
+                   {"label_smoothing": float(label_smoothing), "reduction": reduction})
 
 
 def mse(prediction: Tensor, target: Any, reduction: str = "mean") -> Tensor:

@@ -122,6 +122,10 @@ def test_effects_are_listed_ordered_and_kinded():
     assert [e.op for e in graph.effects] == ["assign", "assign"]
     assert [e.attrs["kind"] for e in graph.effects] == ["running_stat"] * 2
     assert any(n.op == "batch_norm" for n in graph.nodes)  # the composite keeps its identity until decompose
+    labels = gn.placeholder("labels", (None,), "int64")
+    loss = gn.losses.cross_entropy(gn.placeholder("logits", (None, 3)), labels)
+    assert loss.op == "cross_entropy"
+    assert "log_softmax" in [n.op for n in decompose(gn.make_graph({"loss": loss})).nodes]
     assert not any(n.op == "batch_norm" for n in decompose(graph).nodes)
 
 
