@@ -118,11 +118,14 @@ def run_pipeline(graph: Graph, passes: list[Pass]) -> tuple[Graph, list[PassReco
         if p.optional and p.name in config.flags.disabled_passes:
             continue
         before = len(graph.nodes)
+        types = [o.type for o in graph.outputs]
         start = time.perf_counter()
         graph = p.fn(graph)
         records.append(PassRecord(p.name, before, len(graph.nodes), time.perf_counter() - start))
         if config.flags.verify and p.name != "verify":
             verify(graph)
+            if p.keeps_types and [o.type for o in graph.outputs] != types:
+                raise GraphError(f"pass {p.name!r} promises to keep the outputs' types but changed them")
         if config.flags.debug >= 2:
             print(f"--- after {p.name} ---\n{graph}")
     if config.flags.debug >= 1:
