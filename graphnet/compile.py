@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from . import config
-from .errors import GraphnetError, OptimizerError
+from .errors import GraphnetError, ModeWarning, OptimizerError
 from .executors import get_executor
 from .ir import Graph, Node
 from .optim import Optimizer
-from .passes import default_pipeline, lower, run_pipeline
+from .modes import ModeSwitch, check_mode, resolve
+from .nn.init import next_plan_seed
+from .passes import default_pipeline, lower, mode_switches, run_pipeline
 from .plan import Plan
 from .tensor import Tensor
 
@@ -166,6 +169,14 @@ class CompiledPlan:
                 f"outputs {list(self.plan.outputs)}, executor {self.executor.name}>")
 
 
+def plan_mode(switches: Sequence[ModeSwitch], mode: str | None) -> str | None:
+    """"train", "eval" or "mixed": how the modules' switches resolve; None without any."""
+    values = {resolve(s, mode) for s in switches}
+    if not values:
+        return None
+    return "mixed" if len(values) > 1 else "train" if values.pop() else "eval"
+
+
 def compile(  # noqa: A001 - the public name
     outputs: Any,
     optimizer: Any = None,
@@ -174,15 +185,28 @@ def compile(  # noqa: A001 - the public name
     check_numerics: bool = False,
     seed: int | None = None,
     effects: Sequence[Tensor] = (),
+    mode: str | None = None,
 ) -> CompiledPlan:
     """Compile ``outputs`` (a tensor, list, or dict name -> tensor) into a runnable plan.
 
     With an ``optimizer``, the first output is the scalar loss: the plan computes it, its
     gradient with respect to every trainable parameter it depends on, and applies the
     optimizer's update, all in one ``run``. ``check_numerics`` raises NumericsError at the
-    first step that makes a NaN or Inf. ``seed`` seeds random ops (dropout). ``effects``
-    lists extra ``gn.ops.assign`` writes to run after each step (layers declare their own).
+    first step that makes a NaN or Inf. ``seed`` seeds random ops (dropout); without it,
+    the seed comes from the sequence ``gn.manual_seed`` sets. ``effects`` lists extra
+    ``gn.ops.assign`` writes to run after each step (layers declare their own).
+
+    ``mode`` decides train/eval behaviour (Dropout, BatchNorm): None follows each module's
+    mode now (``model.train()`` / ``model.eval()``), "train" or "eval" sets every module's.
+    An inference plan (no optimizer) compiled with modules in training mode and ``mode=None``
+    warns (``gn.ModeWarning``) naming them; ``mode="train"`` says it is meant (Monte-Carlo
+    dropout).
+
+    Output names: a dict's keys; else each tensor's name (``.named()``, a placeholder's or
+    parameter's), else the caller's variable bound to it (``gn.compile(logits)`` gives
+    "logits"), else "output" (and "loss" for a training plan's first output).
     """
+    check_mode(mode)
     caller = sys._getframe(1).f_locals
     names, nodes = normalize_outputs(outputs, caller)
     if optimizer is not None:
@@ -195,9 +219,18 @@ def compile(  # noqa: A001 - the public name
             names[0] = "loss"  # the minimised scalar, unless the user named it
     executor_cls = get_executor(executor)
     source = Graph.build(nodes, names, [e.node for e in effects])
-    graph, records = run_pipeline(source, default_pipeline(optimizer))
+    switches = mode_switches(source)
+    if optimizer is None and mode is None and any(s.training for s in switches):
+        training = sorted({s.describe() for s in switches if s.training})
+        warnings.warn(f"compiling an inference plan while {', '.join(training)} {'is' if len(training) == 1 else 'are'} "
+                      f"in training mode (dropout on, batch statistics); call model.eval() first, or pass "
+                      f"mode='train' if that is meant", ModeWarning, stacklevel=2)
+    graph, records = run_pipeline(source, default_pipeline(optimizer, mode))
     plan = lower(graph)
     plan.passes = records
+    plan.mode = plan_mode(switches, mode)
+    if seed is None:
+        seed = next_plan_seed()
     if optimizer is not None:
         plan.optimizer = {"name": optimizer.name, "hyper": optimizer.hyperparams(),
                           "structure": optimizer.structure()}

@@ -45,3 +45,8 @@ class PlanFileError(GraphnetError, ValueError):
 
 class PlanVersionError(PlanFileError):
     """A plan file was written in a format version this graphnet cannot read."""
+
+
+class ModeWarning(UserWarning):
+    """A plan was compiled in a mode the user probably did not mean (an inference plan with
+    modules still in training mode)."""

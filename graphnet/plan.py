@@ -82,7 +82,7 @@ class Plan:
     ``feeds`` and ``outputs`` map the user's names to buffers; ``variables`` maps variable
     buffers to the Variables that hold their values. ``release[i]`` lists the temp buffers
     whose last reader is step ``i``: an executor may free them after it, which bounds peak
-    memory. ``optimizer`` describes a training plan's optimizer (name, hyperparameters,
+    memory. ``mode`` says how the modules' train/eval switches were resolved. ``optimizer`` describes a training plan's optimizer (name, hyperparameters,
     the structure its update was compiled for).
     """
 
@@ -95,6 +95,7 @@ class Plan:
     release: list[tuple[str, ...]]
     first_effect: int = -1
     optimizer: dict[str, Any] | None = None
+    mode: str | None = None  # "train", "eval" or "mixed" for plans with mode-dependent ops
     passes: list[PassRecord] = field(default_factory=list)
 
     def __post_init__(self) -> None:

@@ -52,7 +52,7 @@ def format_graph(graph: Graph) -> str:
 
 def format_plan(plan: Plan) -> str:
     """The plan's buffers and steps, one step a line, with the buffers freed after it."""
-    lines = ["plan {"]
+    lines = ["plan {" + (f"  # mode {plan.mode}" if plan.mode else "")]
     for name, buf in plan.buffers.items():
         if buf.kind != "temp":
             lines.append(f"  {buf.kind:<9} {name}: {TensorType(buf.shape, buf.dtype)}")

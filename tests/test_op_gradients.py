@@ -539,9 +539,9 @@ def test_ops_without_a_gradient_rule_are_known() -> None:
     assert without == set(NO_GRAD_RULE)
     leaves_and_effects = {n for n, op in REGISTRY.items() if op.kernel is None or op.effect}
     assert leaves_and_effects == {"placeholder", "constant", "variable", "assign", "batch_norm",
-                                  "cross_entropy", "tuple_get", "make_tuple"}
+                                  "cross_entropy", "tuple_get", "make_tuple", "composite_vjp"}
     composites = {n for n, op in REGISTRY.items() if op.category == "composite"}
-    assert all(REGISTRY[n].decompose is not None for n in composites)
+    assert all(REGISTRY[n].decompose is not None for n in composites - {"composite_vjp"})
 
 
 def test_max_pool2d_has_no_second_order_gradient() -> None:

@@ -4,7 +4,7 @@ import numpy as np
 
 import graphnet as gn
 from graphnet.ir import Graph
-from graphnet.passes import constant_fold, cse, dce, decompose, schedule, simplify, state_updates
+from graphnet.passes import constant_fold, cse, dce, decompose, resolve_modes, schedule, simplify, state_updates
 
 
 def _graph(**outputs):
@@ -73,7 +73,7 @@ def test_schedule_puts_side_effects_last():
     loss = gn.mean(bn(x))
     declared = _graph(loss=loss)
     assert declared.effects == ()  # nothing rides on the nodes: effects come from the ops that own state
-    graph = schedule(decompose(state_updates(declared)))
+    graph = schedule(decompose(state_updates(resolve_modes(declared))))
     ops = _ops(graph)
     assert ops[-2:] == ["assign", "assign"]
     assert [e.attrs["kind"] for e in graph.effects] == ["running_stat", "running_stat"]
@@ -86,9 +86,9 @@ def test_compile_reports_every_pass_with_node_counts():
     loss = gn.losses.cross_entropy(gn.nn.Linear(4, 3)(x), y)
     plan = gn.compile(loss, optimizer=gn.optim.SGD(lr=0.1))
     names = [r.name for r in plan.report]
-    assert names == ["verify", "state_updates", "decompose", "autodiff", "optimizer_updates", "constant_fold",
-                     "simplify", "cse", "dce", "schedule"]
-    autodiff = plan.report[3]
+    assert names == ["verify", "resolve_modes", "state_updates", "decompose", "autodiff", "optimizer_updates",
+                     "constant_fold", "simplify", "cse", "dce", "schedule"]
+    autodiff = plan.report[4]
     assert autodiff.nodes_after > autodiff.nodes_before
     assert plan.report[-1].nodes_after == len(plan.graph.nodes)
 

@@ -22,6 +22,7 @@ from ..dtypes import DTYPES
 from ..errors import GraphnetError, PlanFileError
 from ..ir import Attrs, Graph, Node, TensorType, TupleType
 from ..ops.registry import REGISTRY
+from ..modes import ModeSwitch
 from ..tensor import ConstValue, Variable
 
 ROLES = ("forward", "grad", "update")
@@ -42,6 +43,8 @@ def encode_value(value: Any, tensor_key: Callable[[Any], dict[str, str]]) -> Any
         return [encode_value(v, tensor_key) for v in value]
     if isinstance(value, (Variable, ConstValue)):
         return tensor_key(value)
+    if isinstance(value, ModeSwitch):
+        return {"$mode": {"path": value.path, "kind": value.kind, "training": value.training}}
     raise PlanFileError(f"cannot store attribute value {value!r} of type {type(value).__name__}")
 
 
@@ -121,6 +124,10 @@ def _decode_value(value: Any, resolve: Callable[[Mapping[str, Any], str], Any], 
             return float(ref)
         if tag in ("$variable", "$tensor") and isinstance(ref, str):
             return resolve(value, where)
+        if tag == "$mode" and isinstance(ref, dict) and set(ref) == {"path", "kind", "training"}:
+            expect(isinstance(ref["training"], bool), f"{where}: a mode's 'training' must be true or false")
+            return ModeSwitch(path=check_str(ref["path"], where, limit=256), kind=check_str(ref["kind"], where, limit=64),
+                              value=ref["training"])
     raise PlanFileError(f"{where}: attribute value {value!r} is not a number, string, list, null or tensor reference")
 
 

@@ -32,8 +32,8 @@ from ..dtypes import DTYPES
 from ..errors import ExecutorError, GraphnetError, OptimizerError, PlanFileError, PlanVersionError
 from ..executors import get_executor
 from ..ir import Graph
-from ..compile import SERVICES, CompiledPlan
-from ..passes import lower, schedule, strip_training
+from ..compile import SERVICES, CompiledPlan, plan_mode
+from ..passes import default_pipeline, lower, mode_switches, run_pipeline, strip_training
 from ..plan import PREFIXES, PassRecord, Plan
 from ..optim import from_config
 from ..passes import verify
@@ -122,13 +122,23 @@ def _no_tensors(value: Any) -> dict[str, str]:
 
 
 def _inference_view(compiled: Any, outputs: Sequence[str] | None) -> tuple[Plan, Graph, Graph]:
-    graph = schedule(strip_training(compiled.graph, outputs))
-    plan = lower(graph)
-    plan.passes = list(compiled.plan.passes) + [PassRecord("strip_training", len(compiled.graph.nodes),
-                                                           len(graph.nodes), 0.0)]
+    """The forward-only plan: ``outputs`` (by default every output but a training plan's loss),
+    compiled again from the declared graph in eval mode, without gradients, updates,
+    running-statistic writes or optimizer state."""
     source = compiled.source
-    keep = [n for n in (outputs or source.output_names) if n in source.output_names] or None
-    return plan, graph, strip_training(source, keep) if keep else graph
+    if outputs is None:
+        skip = source.output_names[:1] if compiled.plan.trainable else ()
+        outputs = [n for n in source.output_names if n not in skip]
+        if not outputs:
+            raise PlanFileError("the training plan outputs only its loss: name the outputs an inference plan "
+                                "keeps, e.g. plan.save(path, outputs=['logits']) after compiling them with the loss")
+    kept = strip_training(source, outputs)
+    mode = "eval"
+    graph, records = run_pipeline(kept, default_pipeline(None, mode))
+    plan = lower(graph)
+    plan.passes = records
+    plan.mode = plan_mode(mode_switches(kept), mode)
+    return plan, graph, kept
 
 
 def plan_bytes(compiled: Any, *, inference: bool = False, outputs: Sequence[str] | None = None) -> bytes:
@@ -163,6 +173,7 @@ def plan_bytes(compiled: Any, *, inference: bool = False, outputs: Sequence[str]
         "optimizer": None if optimizer is None else {
             "name": optimizer.name, "hyper": optimizer.hyperparams(), "structure": optimizer.structure()},
         "rng": None if optimizer is None and inference else compiled.executor.get_rng_state(),
+        "mode": plan.mode,
     }
     try:
         text = json.dumps(header, allow_nan=False, separators=(",", ":"))
@@ -222,7 +233,7 @@ def _open(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nd
 
 
 _HEADER_FIELDS = {"format", "version", "graphnet_version", "kind", "compile", "variables", "graph", "source",
-                  "schedule", "passes", "optimizer", "rng"}
+                  "schedule", "passes", "optimizer", "rng", "mode"}
 
 
 def _check_version(header: Mapping[str, Any], path: str) -> None:
@@ -361,6 +372,8 @@ def _build(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], executo
     verify(graph)
     plan = _plan(header.get("schedule"), graph, variables)
     plan.passes = _passes(header.get("passes", []))
+    plan.mode = header.get("mode")
+    expect(plan.mode in (None, "train", "eval", "mixed"), f"bad plan mode {str(plan.mode)[:32]!r}")
     optimizer = _optimizer(header, plan)
     if optimizer is not None:
         plan.optimizer = {"name": optimizer.name, "hyper": optimizer.hyperparams(),

@@ -7,12 +7,20 @@ import math
 import numpy as np
 
 _rng = np.random.default_rng(0)
+_plan_seeds = np.random.default_rng([0, 1])  # apart from _rng: compiling never shifts initial weights
 
 
 def manual_seed(seed: int) -> None:
-    """Seed parameter initialisation, so that the same model code builds the same weights."""
-    global _rng
+    """Seed parameter initialisation and the random ops (dropout) of plans compiled from now on
+    without a ``seed=``, so that the same script builds the same weights and draws the same masks."""
+    global _rng, _plan_seeds
     _rng = np.random.default_rng(seed)
+    _plan_seeds = np.random.default_rng([seed, 1])
+
+
+def next_plan_seed() -> int:
+    """The seed of the next plan compiled without ``seed=``, from the sequence manual_seed set."""
+    return int(_plan_seeds.integers(0, 2 ** 63))
 
 
 def uniform(shape: tuple[int, ...], bound: float, dtype: str = "float32") -> np.ndarray:

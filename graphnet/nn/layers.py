@@ -183,7 +183,7 @@ class Dropout(Module):
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
-        return ops.dropout(x, self.p, self.training)
+        return ops.dropout(x, self.p, self.mode_switch)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -211,7 +211,7 @@ class BatchNorm2d(Module):
         if x.ndim != 4 or (isinstance(x.shape[1], int) and x.shape[1] != self.num_features):
             raise ShapeError(f"BatchNorm2d({self.num_features}) in {self._path or 'model'} at "
                              f"{ops.registry.user_location()}: expected (N, {self.num_features}, H, W), got {x.shape}")
-        use_batch_stats = self.training or not self.track_running_stats
+        use_batch_stats = self.mode_switch if self.track_running_stats else True
         rm = self.running_mean if self.track_running_stats else None
         rv = self.running_var if self.track_running_stats else None
         return ops.batch_norm(x, rm, rv, self.weight, self.bias, use_batch_stats, self.momentum, self.eps)

@@ -13,6 +13,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from ..errors import GraphnetError, ShapeError
+from ..modes import ModeSwitch
 from ..ops import registry
 from ..tensor import Parameter
 
@@ -116,14 +117,24 @@ class Module:
         """(dotted name, state tensor) for running statistics and other non-trainable state."""
         return self._named("_buffers")
 
+    @property
+    def mode_switch(self) -> ModeSwitch:
+        """This module's train/eval mode as mode-dependent ops record it; gn.compile reads it."""
+        switch = self.__dict__.get("_mode_switch")
+        if switch is None:
+            switch = ModeSwitch(self)
+            object.__setattr__(self, "_mode_switch", switch)
+        return switch
+
     def train(self, mode: bool = True) -> "Module":
-        """Training mode for the graphs declared from now on (dropout on, batch statistics)."""
+        """Training mode (dropout on, batch statistics) for plans compiled from now on, including
+        plans compiled from graphs declared before: the mode is read when a plan is compiled."""
         for m in self.modules():
             object.__setattr__(m, "training", mode)
         return self
 
     def eval(self) -> "Module":
-        """Evaluation mode for the graphs declared from now on."""
+        """Evaluation mode for plans compiled from now on (see ``train``)."""
         return self.train(False)
 
     # --- values ----------------------------------------------------------------------------

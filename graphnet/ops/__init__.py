@@ -24,3 +24,4 @@ from .norm import batch_norm  # noqa: F401
 from .common import sum_to  # noqa: F401
 from .shape import copy, stop_gradient  # noqa: F401
 from .tuples import results, tuple_get  # noqa: F401
+from . import vjp  # noqa: F401  (registers composite_vjp)

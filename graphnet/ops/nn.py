@@ -7,6 +7,7 @@ from typing import Any
 from .. import dtypes
 from ..errors import DTypeError, FeedError, ShapeError
 from ..ir import Dim, TensorType, TupleType
+from ..modes import ModeSwitch
 from ..tensor import Tensor
 from . import conv_kernels as K
 from .common import declare, dims_equal, normalize_axis, require_float
@@ -183,36 +184,50 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
 
 # --- dropout ------------------------------------------------------------------------------
 
-def _dropout_infer(x: TensorType, *, p: float) -> TupleType:
+def _check_training(training: Any) -> None:
+    if not isinstance(training, (bool, ModeSwitch)):
+        raise ShapeError(f"training must be a bool or a module's mode, got {training!r}")
+
+
+def _dropout_infer(x: TensorType, *, p: float, training: Any) -> TupleType:
     require_float(x, "dropout input")
     if not isinstance(p, float) or not 0.0 <= p < 1.0:
         raise ShapeError(f"dropout probability must be a float in [0, 1), got {p!r}")
+    _check_training(training)
     return TupleType((x, x))
 
 
-def _dropout_kernel(xp: Any, x: Any, p: float, rng: Any) -> tuple[Any, Any]:
+def _dropout_kernel(xp: Any, x: Any, p: float, training: Any, rng: Any) -> tuple[Any, Any]:
+    if training is not True:  # the compiler removes eval-mode dropout; this keeps a stray one exact
+        return x, xp.ones_like(x)
     keep = rng.random(x.shape, dtype="float32" if x.dtype != "float64" else "float64") >= p
     mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
     return xp.multiply(x, mask), mask
 
 
-def _dropout_grad(gs: tuple, outs: tuple[Tensor, ...], ins: tuple[Tensor, ...], p: float) -> tuple:
+def _dropout_grad(gs: tuple, outs: tuple[Tensor, ...], ins: tuple[Tensor, ...], **_: Any) -> tuple:
     return (None if gs[0] is None else gs[0] * outs[1],)
 
 
-# Two results: the output and the scaled keep-mask (which the gradient reads).
+# Two results: the output and the scaled keep-mask (which the gradient reads). ``training``
+# is a bool, or the module's ModeSwitch that gn.compile resolves (eval: the identity).
 defop("dropout", category="random", infer=_dropout_infer, kernel=_dropout_kernel, grad=_dropout_grad)
 
 
-def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
-    """Zero each element with probability ``p`` and scale the rest by ``1 / (1 - p)`` when training."""
+def dropout(x: Tensor, p: float = 0.5, training: Any = True) -> Tensor:
+    """Zero each element with probability ``p`` and scale the rest by ``1 / (1 - p)`` when training.
+
+    ``training`` is a bool, or a module's mode (``Dropout`` passes its own), decided when
+    the plan is compiled.
+    """
     if not 0.0 <= p < 1.0:
         raise ShapeError(f"dropout probability must be in [0, 1), got {p}")
-    if not training or p == 0.0:
+    _check_training(training)
+    if training is False or p == 0.0:
         return x
     from .tuples import tuple_get
 
-    return tuple_get(declare("dropout", [x], {"p": float(p)}), 0)
+    return tuple_get(declare("dropout", [x], {"p": float(p), "training": training}), 0)
 
 
 # --- one-hot ------------------------------------------------------------------------------

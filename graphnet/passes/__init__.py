@@ -6,6 +6,7 @@ from .cse import cse  # noqa: F401
 from .dce import dce  # noqa: F401
 from .lower import lower  # noqa: F401
 from .pipeline import Pass, check_pipeline, default_pipeline, run_pipeline  # noqa: F401
+from .resolve_modes import mode_switches, resolve_modes  # noqa: F401
 from .schedule import schedule  # noqa: F401
 from .simplify import simplify  # noqa: F401
 from .strip_training import strip_training  # noqa: F401

@@ -15,8 +15,11 @@ from .. import dtypes
 from ..errors import GradientError
 from ..ir import Graph, Node, topological_order
 from ..ops import broadcast_like, stop_gradient, sum as reduce_sum
-from ..ops.registry import OpDef, derived_from, get_op
-from ..ops.tuples import tuple_get
+from ..modes import ModeSwitch
+from ..ops.common import declare
+from ..ops.registry import derived_from, get_op
+from ..ops.tuples import results, tuple_get
+from ..ops.vjp import split_attrs
 from ..tensor import Tensor, constant
 
 
@@ -33,20 +36,35 @@ def _on_path(order: list[Node], wrt: Sequence[Node]) -> set[int]:
     return live
 
 
-def _composite_vjp(opdef: OpDef, gs: tuple[Tensor | None, ...], node: Node, live_inputs: list[bool]) -> list[Any]:
-    """Input gradients of a composite op through its decomposition: d <g, f(x)> / dx, with
-    ``g`` held constant (it may itself depend on ``x``, through later uses of the result)."""
-    ins = tuple(Tensor(i) for i in node.inputs)
-    outs = opdef.decompose(*ins, **node.attrs)
+def expand_vjp(values: tuple[Tensor, ...], attrs: dict[str, Any]) -> Tensor | tuple[Tensor, ...]:
+    """A ``composite_vjp`` node's value: d <g, f(x)> / dx through f's decomposition, ``g`` held
+    constant (it may itself depend on ``x``, through later uses of f's result)."""
+    name, wanted, has_g, inner = split_attrs(attrs)
+    ins, gs = values[:len(wanted)], iter(values[len(wanted):])
+    outs = get_op(name).decompose(*ins, **inner)
     outs = outs if isinstance(outs, tuple) else (outs,)
     total = None
-    for g, out in zip(gs, outs):
-        if g is not None:
-            term = reduce_sum(stop_gradient(g) * out)
+    for out, h in zip(outs, has_g):
+        if h:
+            term = reduce_sum(stop_gradient(next(gs)) * out)
             total = term if total is None else total + term
-    wanted = [i for i, live in zip(node.inputs, live_inputs) if live]
-    grads = iter(gradients(total.node, wanted)) if total is not None else iter(())
-    return [Tensor(next(grads)) if live and total is not None else None for live in live_inputs]
+    grads = [Tensor(g) for g in gradients(total.node, [i.node for i, w in zip(ins, wanted) if w])]
+    return grads[0] if len(grads) == 1 else tuple(grads)
+
+
+def _composite_vjp(gs: tuple[Tensor | None, ...], node: Node, live_inputs: list[bool]) -> list[Any]:
+    """Input gradients of a composite op: expanded now, or (when its mode is a module's switch
+    that only gn.compile resolves) as one ``composite_vjp`` node the decompose pass expands."""
+    ins = tuple(Tensor(i) for i in node.inputs)
+    has_g = tuple(g is not None for g in gs)
+    attrs = {**node.attrs, "vjp_of": node.op, "wanted": tuple(live_inputs), "has_g": has_g}
+    if any(isinstance(v, ModeSwitch) for v in node.attrs.values()):
+        vjp = declare("composite_vjp", list(ins) + [g for g in gs if g is not None], attrs)
+        grads = iter(results(vjp) if sum(live_inputs) > 1 else (vjp,))
+    else:
+        expanded = expand_vjp(ins + tuple(g for g in gs if g is not None), attrs)
+        grads = iter(expanded if isinstance(expanded, tuple) else (expanded,))
+    return [next(grads) if live else None for live in live_inputs]
 
 
 def gradients(y: Node, wrt: Sequence[Node]) -> list[Node]:
@@ -100,7 +118,7 @@ def gradients(y: Node, wrt: Sequence[Node]) -> list[Node]:
                     input_grads = opdef.grad(gs[0], Tensor(node), tuple(Tensor(i) for i in node.inputs),
                                              **node.attrs)
             elif opdef.decompose is not None:
-                input_grads = _composite_vjp(opdef, gs, node, live_inputs)
+                input_grads = _composite_vjp(gs, node, live_inputs)
             else:
                 raise GradientError(
                     f"op {node.op!r} (declared at {node.location}) has no gradient rule, "

@@ -6,6 +6,7 @@ from ..ir import Graph, Node, rebuild
 from ..ops.registry import derived_from, get_op
 from ..ops.tuples import make_tuple_node
 from ..tensor import Tensor
+from .autodiff import expand_vjp
 
 
 def decompose(graph: Graph) -> Graph:
@@ -19,10 +20,14 @@ def decompose(graph: Graph) -> Graph:
         if node.op == "tuple_get" and inputs[0].op == "make_tuple":
             return inputs[0].inputs[node.attrs["index"]]
         opdef = get_op(node.op)
-        if opdef.decompose is None:
+        if node.op == "composite_vjp":
+            with derived_from(node, node.role):
+                outs = expand_vjp(tuple(Tensor(i) for i in inputs), dict(node.attrs))
+        elif opdef.decompose is None:
             return None
-        with derived_from(node, node.role):
-            outs = opdef.decompose(*[Tensor(i) for i in inputs], **node.attrs)
+        else:
+            with derived_from(node, node.role):
+                outs = opdef.decompose(*[Tensor(i) for i in inputs], **node.attrs)
         if isinstance(outs, tuple):
             return make_tuple_node([o.node for o in outs])
         return outs.node

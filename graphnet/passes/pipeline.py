@@ -24,6 +24,7 @@ from .dce import dce
 from .autodiff import autodiff
 from .decompose import decompose
 from .optimizer_updates import OptimizerVariables, optimizer_updates
+from .resolve_modes import resolve_modes
 from .schedule import schedule
 from .simplify import simplify
 from .state_updates import state_updates
@@ -69,11 +70,17 @@ class Pass:
 OPTIONAL = frozenset({"cse", "constant_fold", "simplify"})
 
 
-def default_pipeline(optimizer: Any = None) -> list[Pass]:
-    """The compiler's table of contents (``print(*default_pipeline(opt), sep="\\n")`` shows it)."""
+def default_pipeline(optimizer: Any = None, mode: str | None = None) -> list[Pass]:
+    """The compiler's table of contents (``print(*default_pipeline(opt), sep="\\n")`` shows it).
+
+    ``mode``: None resolves each module's train/eval switch to its mode now; "train" or
+    "eval" sets every module's.
+    """
     passes = [
         Pass("verify", verify, provides=("verified",), invalidates=()),
-        Pass("state_updates", state_updates, requires=("verified",), provides=("state_effects",)),
+        Pass("resolve_modes", functools.partial(resolve_modes, mode=mode), requires=("verified",),
+             provides=("modes",)),
+        Pass("state_updates", state_updates, requires=("modes",), provides=("state_effects",)),
         Pass("decompose", decompose, requires=("state_effects",), provides=("primitive",)),
     ]
     if optimizer is not None:
