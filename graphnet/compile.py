@@ -15,7 +15,7 @@ from .ir import Graph, Node
 from .optim import Optimizer
 from .modes import ModeSwitch, check_mode, resolve
 from .nn.init import next_plan_seed
-from .passes import default_pipeline, lower, mode_switches, run_pipeline
+from .passes import default_pipeline, dim_constraints, lower, mode_switches, run_pipeline
 from .plan import Plan
 from .tensor import Tensor
 
@@ -229,6 +229,7 @@ def compile(  # noqa: A001 - the public name
     plan = lower(graph)
     plan.passes = records
     plan.mode = plan_mode(switches, mode)
+    plan.dims = dim_constraints(source)
     if seed is None:
         seed = next_plan_seed()
     if optimizer is not None:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .dims import DimConstraints
 from .ir import Shape
 from .tensor import Variable
 
@@ -96,6 +97,7 @@ class Plan:
     first_effect: int = -1
     optimizer: dict[str, Any] | None = None
     mode: str | None = None  # "train", "eval" or "mixed" for plans with mode-dependent ops
+    dims: DimConstraints | None = None  # what the feeds' unknown dims must satisfy
     passes: list[PassRecord] = field(default_factory=list)
 
     def __post_init__(self) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .. import config, dtypes
-from ..errors import ExecutorError, FeedError, NumericsError
+from ..errors import ExecutorError, FeedError, GraphnetError, NumericsError
 from ..ops.registry import get_op
 from ..plan import Plan, Step
 from .inplace import Placement, placements
@@ -112,25 +112,47 @@ class ArrayExecutor:
         if self.check_numerics or config.flags.debug >= 4:
             self._run_checked(bufs)
         else:
-            for fn, ins, outs, rel, recycle, _ in self._program:
-                result = fn(*[bufs[i] for i in ins])
-                if len(outs) == 1:
-                    bufs[outs[0]] = result
-                elif outs:
-                    for slot, value in zip(outs, result):
-                        bufs[slot] = value
-                if recycle:
-                    self._recycle(bufs, recycle, outs)
-                for r in rel:
-                    bufs[r] = None
-        return {key: self.to_host(bufs[self.slots[buf]]) for key, buf in self.plan.outputs.items()}
+            index = 0
+            try:
+                for index, (fn, ins, outs, rel, recycle, _) in enumerate(self._program):
+                    result = fn(*[bufs[i] for i in ins])
+                    if len(outs) == 1:
+                        bufs[outs[0]] = result
+                    elif outs:
+                        for slot, value in zip(outs, result):
+                            bufs[slot] = value
+                    if recycle:
+                        self._recycle(bufs, recycle, outs)
+                    for r in rel:
+                        bufs[r] = None
+            except GraphnetError:
+                raise
+            except Exception as exc:
+                raise self._failure(index, bufs, exc) from exc
+        return RunResult({key: self.to_host(bufs[self.slots[buf]]) for key, buf in self.plan.outputs.items()})
+
+    def _failure(self, index: int, bufs: list[Any], exc: Exception) -> ExecutorError:
+        """An error from inside a kernel, as an ExecutorError naming the step's op and origin.
+
+        Effects run last, so a step that fails before them leaves every variable (parameters,
+        optimizer state, running statistics, the step counter) as it was."""
+        step = self._program[index][-1]
+        shapes = ", ".join(f"{n} {tuple(getattr(bufs[self.slots[n]], 'shape', ()))}" for n in step.inputs)
+        where = f" in {step.scope}" if step.scope else ""
+        return ExecutorError(f"{step.op}{where} (declared at {step.location or '?'}) failed at step {index} on "
+                             f"inputs {shapes}: {type(exc).__name__}: {exc}")
 
     def _run_checked(self, bufs: list[Any]) -> None:
         timings: list[tuple[float, Step]] = []
         xp = self.xp
-        for fn, ins, outs, rel, recycle, step in self._program:
+        for index, (fn, ins, outs, rel, recycle, step) in enumerate(self._program):
             start = time.perf_counter()
-            result = fn(*[bufs[i] for i in ins])
+            try:
+                result = fn(*[bufs[i] for i in ins])
+            except GraphnetError:
+                raise
+            except Exception as exc:
+                raise self._failure(index, bufs, exc) from exc
             values = (result,) if len(outs) == 1 else tuple(result) if outs else ()
             for slot, value in zip(outs, values):
                 bufs[slot] = value
@@ -153,6 +175,13 @@ class ArrayExecutor:
             print(f"run: {len(timings)} steps in {total * 1e3:.2f} ms; slowest:")
             for t, step in sorted(timings, key=lambda p: -p[0])[:10]:
                 print(f"  {t * 1e3:8.3f} ms  {step.op:<20} {step.output:<8} {step.location}")
+
+
+class RunResult(dict):
+    """A run's outputs by name; a missing name raises a KeyError that lists the outputs."""
+
+    def __missing__(self, key: Any) -> Any:
+        raise KeyError(f"{key!r} is not an output of this plan; its outputs are {sorted(self)}")
 
 
 def _writing_into(kernel: Callable[..., Any], position: int) -> Callable[..., Any]:
@@ -224,6 +253,8 @@ def check_feeds(plan: Plan, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
             raise FeedError(f"feed {name!r}: expected shape {shape_text}, got {tuple(array.shape)}"
                             + (f" (bound so far: {bindings})" if bindings else ""))
         arrays[name] = array
+    if plan.dims is not None:
+        plan.dims.check({name: array.shape for name, array in arrays.items()})
     return arrays
 
 

@@ -33,7 +33,7 @@ from ..errors import ExecutorError, GraphnetError, OptimizerError, PlanFileError
 from ..executors import get_executor
 from ..ir import Graph
 from ..compile import SERVICES, CompiledPlan, plan_mode
-from ..passes import default_pipeline, lower, mode_switches, run_pipeline, strip_training
+from ..passes import default_pipeline, dim_constraints, lower, mode_switches, run_pipeline, strip_training
 from ..plan import PREFIXES, PassRecord, Plan
 from ..optim import from_config
 from ..passes import verify
@@ -138,6 +138,7 @@ def _inference_view(compiled: Any, outputs: Sequence[str] | None) -> tuple[Plan,
     plan = lower(graph)
     plan.passes = records
     plan.mode = plan_mode(mode_switches(kept), mode)
+    plan.dims = dim_constraints(kept)
     return plan, graph, kept
 
 
@@ -371,6 +372,7 @@ def _build(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], executo
     _check_tensor_keys(header, tensors, used)
     verify(graph)
     plan = _plan(header.get("schedule"), graph, variables)
+    plan.dims = dim_constraints(source)
     plan.passes = _passes(header.get("passes", []))
     plan.mode = header.get("mode")
     expect(plan.mode in (None, "train", "eval", "mixed"), f"bad plan mode {str(plan.mode)[:32]!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Sequence
 
 from .. import dtypes
+from ..dims import record_broadcast, record_equal
 from ..errors import DTypeError, ShapeError
 from ..ir import Dim, Shape, TensorType
 from ..tensor import Tensor, as_tensor
@@ -20,7 +21,12 @@ def broadcast_dims(dims: Iterable[Dim]) -> Dim:
     unknown dim, give an unknown dim: either may be 1 at run time, so neither can be
     assumed to be the result (gradients reduce to the run-time shape, see ``sum_to``).
     """
-    known = {d for d in dims if d != 1}
+    met = [d for d in dims if d != 1]
+    return record_broadcast(met, _broadcast_result(met))
+
+
+def _broadcast_result(met: list[Dim]) -> Dim:
+    known = set(met)
     if not known:
         return 1
     ints = {d for d in known if isinstance(d, int)}
@@ -69,7 +75,10 @@ def require_float(t: TensorType, what: str = "input") -> None:
 
 
 def dims_equal(a: Dim, b: Dim) -> bool:
-    """True unless two dims are known to differ (symbolic dims may match at run time)."""
+    """True unless two dims are known to differ (symbolic dims may match at run time; while
+    the compiler records dim constraints, a placeholder's unknown dim is unified here)."""
+    if record_equal(a, b):
+        return True
     if isinstance(a, int) and isinstance(b, int):
         return a == b
     if isinstance(a, str) and isinstance(b, str):
