@@ -264,6 +264,7 @@ class Variable:
             raise ShapeError(f"variable kind {self.kind!r} is not one of {VARIABLE_KINDS}")
         self.key = key
         self.owner = owner
+        self.requires_grad = self.kind == "parameter"  # False: frozen (no gradient, no update)
 
     def __repr__(self) -> str:
         return f"Variable({self.name or self.id}, {self.data.dtype}{list(self.data.shape)})"
@@ -292,12 +293,38 @@ class Parameter(Tensor):
 
     @property
     def data(self) -> np.ndarray:
-        """The current value (a NumPy array, updated in place by training plans)."""
+        """The current value (a NumPy array, updated in place by training plans).
+
+        Assigning copies into that array (same shape; the dtype is kept), so every plan
+        compiled from this parameter sees the new value at its next run."""
         return self.var.data
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        array = np.asarray(value)
+        target = self.var.data
+        if array.shape != target.shape:
+            raise ShapeError(f"{self.var.name or 'parameter'}: cannot assign a value of shape {array.shape} "
+                             f"to data of shape {target.shape}")
+        if not np.can_cast(array.dtype, target.dtype, casting="same_kind"):
+            raise ShapeError(f"{self.var.name or 'parameter'}: cannot assign {array.dtype} values to "
+                             f"{target.dtype} data")
+        np.copyto(target, array, casting="same_kind")
 
     @property
     def trainable(self) -> bool:
         return self.var.trainable
+
+    @property
+    def requires_grad(self) -> bool:
+        """False freezes a parameter: plans compiled afterwards give it no gradient and no update."""
+        return self.var.requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        if value and self.var.kind != "parameter":
+            raise ShapeError(f"{self.var.name or 'state'} is a buffer, not a trainable parameter")
+        self.var.requires_grad = bool(value)
 
 
 def as_tensor(value: Any, like: Tensor | None = None) -> Tensor:

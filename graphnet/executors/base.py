@@ -41,6 +41,8 @@ class ArrayExecutor:
         for name, value in plan.constants.items():
             self._template[self.slots[name]] = self.from_host(value)
         self._var_slots = [(self.slots[n], var) for n, var in plan.variables.items()]
+        self._var_types = {self.slots[n]: (tuple(plan.buffers[n].shape), np.dtype(plan.buffers[n].dtype))
+                           for n in plan.variables}
         self._feed_slots = {feed: self.slots[buf] for feed, buf in plan.feeds.items()}
         self._pool: dict[tuple[Any, Any], list[Any]] = {}  # dead temporaries by (shape, dtype), for reuse
         self._program = [self._bind(step, placed) for step, placed in zip(plan.steps, placements(plan))]
@@ -106,7 +108,12 @@ class ArrayExecutor:
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         bufs = list(self._template)
         for slot, var in self._var_slots:
-            bufs[slot] = self.variable_array(var)
+            array = self.variable_array(var)
+            if array.dtype != self._var_types[slot][1] or array.shape != self._var_types[slot][0]:
+                raise ExecutorError(f"variable {var.name or var.id} now holds {array.dtype}{list(array.shape)}, "
+                                    f"but this plan was compiled for {self._var_types[slot][1]}"
+                                    f"{list(self._var_types[slot][0])}: compile the plan again")
+            bufs[slot] = array
         for name, value in check_feeds(self.plan, feeds).items():
             bufs[self._feed_slots[name]] = self.from_host(value)
         if self.check_numerics or config.flags.debug >= 4:

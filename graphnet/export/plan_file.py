@@ -299,7 +299,8 @@ def _optimizer(header: Mapping[str, Any], plan: Plan) -> Any:
     expect(isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("hyper"), dict),
            "a training plan needs its optimizer's name and hyperparameters")
     try:
-        optimizer = from_config(spec["name"], spec["hyper"])
+        names = {var.name: var for var in plan.variables.values() if var.kind == "parameter"}
+        optimizer = from_config(spec["name"], spec["hyper"], names)
     except OptimizerError as exc:
         raise PlanFileError(f"the plan's optimizer cannot be rebuilt: {exc}") from None
     except (TypeError, ValueError) as exc:

@@ -6,4 +6,4 @@ from .layers import (  # noqa: F401
     ELU, GELU, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU, Linear, MaxPool2d, ReLU,
     Sigmoid, Softmax, Tanh,
 )
-from .module import Module, Sequential, StateDictError  # noqa: F401
+from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Sequential, StateDictError  # noqa: F401

@@ -34,6 +34,7 @@ class Adagrad(Optimizer):
 
     def __init__(
         self,
+        params: Any = None,
         lr: float = 1e-2,
         lr_decay: float = 0.0,
         weight_decay: float = 0.0,
@@ -44,6 +45,7 @@ class Adagrad(Optimizer):
     ) -> None:
         super().__init__(
             lr,
+            params=params,
             lr_decay=lr_decay,
             weight_decay=weight_decay,
             initial_accumulator_value=initial_accumulator_value,

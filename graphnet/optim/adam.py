@@ -38,6 +38,7 @@ class Adam(Optimizer):
 
     def __init__(
         self,
+        params: Any = None,
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
@@ -50,6 +51,7 @@ class Adam(Optimizer):
             betas = tuple(betas)
         super().__init__(
             lr,
+            params=params,
             betas=betas,
             eps=eps,
             weight_decay=weight_decay,
@@ -109,6 +111,7 @@ class AdamW(Adam):
 
     def __init__(
         self,
+        params: Any = None,
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
@@ -117,4 +120,4 @@ class AdamW(Adam):
         *,
         max_grad_norm: float | None = None,
     ) -> None:
-        super().__init__(lr, betas, eps, weight_decay, amsgrad, max_grad_norm=max_grad_norm)
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, max_grad_norm=max_grad_norm)

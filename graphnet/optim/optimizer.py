@@ -51,10 +51,11 @@ after any scalar arithmetic, as PyTorch rounds its Python-float scalars.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Mapping, TypeVar
+from typing import Any, Callable, ClassVar, Iterator, Mapping, TypeVar
 
 import numpy as np
 
@@ -121,6 +122,14 @@ def _jsonable(owner: str, key: str, value: Any) -> Any:
     raise OptimizerError(f"{owner}: hyperparameter {key}={value!r} is not a plain JSON-able value")
 
 
+def _flatten(key: str, value: Any) -> dict[str, float]:
+    if _is_number(value):
+        return {key: float(value)}
+    if isinstance(value, (tuple, list)) and value and all(_is_number(v) for v in value):
+        return {f"{key}.{i}": float(v) for i, v in enumerate(value)}
+    return {}
+
+
 def _is_number(value: Any) -> bool:
     return (isinstance(value, (int, float)) or _is_real_scalar(value)) and not isinstance(value, bool)
 
@@ -167,7 +176,9 @@ class Optimizer(ABC):
     #: numeric hyperparameters whose being zero changes the update's graph (no momentum buffer)
     structural_zeros: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, lr: float, *, max_grad_norm: float | None = None, **hyper: Any) -> None:
+    def __init__(self, lr: float, *, max_grad_norm: float | None = None, params: Any = None, **hyper: Any) -> None:
+        if _is_number(params):  # SGD(0.1): the learning rate given first, as before parameter groups
+            params, lr = None, params
         hyper = {**self.defaults, **hyper}
         for key in hyper:
             cls_attr = getattr(type(self), key, None)
@@ -184,7 +195,69 @@ class Optimizer(ABC):
             setattr(self, key, value)
         self.max_grad_norm = max_grad_norm
         self._hyper_names: tuple[str, ...] = ("lr", *hyper, "max_grad_norm")
+        self.param_groups: list[dict[str, Any]] = self._groups(params)
         self.validate()
+
+    # -- parameter groups ---------------------------------------------------
+
+    def _groups(self, params: Any) -> list[dict[str, Any]]:
+        """``params`` as PyTorch takes it: None (every trainable parameter the loss reaches),
+        an iterable of Parameters, or of dicts ``{"params": [...], "lr": ..., ...}``."""
+        if params is None:
+            return []
+        items = list(params)
+        if not items:
+            raise OptimizerError(f"{self._label()}: got an empty list of parameters")
+        groups = [dict(g) for g in items] if all(isinstance(g, Mapping) for g in items) else [{"params": items}]
+        seen: dict[int, int] = {}
+        for i, group in enumerate(groups):
+            if "params" not in group:
+                raise OptimizerError(f"{self._label()}: parameter group {i} has no 'params'")
+            unknown = [k for k in group if k != "params" and k not in self._hyper_names or k == "max_grad_norm"]
+            if unknown:
+                raise OptimizerError(f"{self._label()}: parameter group {i} sets {unknown}, which are not "
+                                     f"hyperparameters of this optimizer ({', '.join(self._hyper_names[:-1])})")
+            members = group["params"]
+            members = [members] if not isinstance(members, (list, tuple)) and hasattr(members, "var") else list(members)
+            variables = []
+            for p in members:
+                var = getattr(p, "var", p)
+                if not hasattr(var, "requires_grad"):
+                    raise OptimizerError(f"{self._label()}: parameter group {i} holds {p!r}, not a Parameter")
+                if var.id in seen:
+                    raise OptimizerError(f"{self._label()}: a parameter ({var.name or var.id}) is in parameter "
+                                         f"groups {seen[var.id]} and {i}; each belongs to one group")
+                seen[var.id] = i
+                variables.append(var)
+            group["params"] = variables
+        return groups
+
+    def group_of(self, var: Any) -> int | None:
+        """The index of ``var``'s parameter group: 0 without groups, None when it is in none."""
+        if not self.param_groups:
+            return 0
+        return next((i for i, g in enumerate(self.param_groups) if any(v is var for v in g["params"])), None)
+
+    def group_values(self, index: int) -> dict[str, Any]:
+        """The hyperparameters parameter group ``index`` trains with: its own, else the optimizer's."""
+        own = self.param_groups[index] if self.param_groups else {}
+        return {key: own.get(key, getattr(self, key)) for key in self._hyper_names if key != "max_grad_norm"}
+
+    @contextlib.contextmanager
+    def settings(self, index: int) -> Iterator[None]:
+        """The optimizer's attributes set to group ``index``'s values (so ``update`` reads them)."""
+        values = self.group_values(index)
+        saved = {key: getattr(self, key) for key in values}
+        for key, value in values.items():
+            object.__setattr__(self, key, value)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                object.__setattr__(self, key, value)
+
+    def _group_prefix(self, index: int) -> str:
+        return f"group{index}." if self.param_groups else ""
 
     # -- the interface the compiler calls ---------------------------------
 
@@ -198,39 +271,48 @@ class Optimizer(ABC):
         """The new parameter and state values, as graphnet tensors (see the module docstring)."""
 
     def numeric_hyperparams(self) -> dict[str, float]:
-        """Numeric hyperparameters flattened to scalars (``betas.0``): the plan's hyper variables."""
+        """Numeric hyperparameters flattened to scalars (``betas.0``; ``group1.lr`` with parameter
+        groups): the plan's hyper variables."""
         values: dict[str, float] = {}
-        for key in self._hyper_names:
-            value = getattr(self, key)
-            if _is_number(value):
-                values[key] = float(value)
-            elif isinstance(value, (tuple, list)) and value and all(_is_number(v) for v in value):
-                values.update({f"{key}.{i}": float(v) for i, v in enumerate(value)})
+        groups = range(len(self.param_groups)) if self.param_groups else [0]
+        for index in groups:
+            prefix = self._group_prefix(index)
+            for key, value in self.group_values(index).items():
+                values.update({prefix + k: v for k, v in _flatten(key, value).items()})
+        if _is_number(self.max_grad_norm):
+            values["max_grad_norm"] = float(self.max_grad_norm)
         return values
 
     def structure(self) -> dict[str, Any]:
         """What the compiled update's structure depends on: non-numeric hyperparameters,
-        which numeric ones are zero, and the lengths of tuples."""
-        result: dict[str, Any] = {}
-        for key in self._hyper_names:
-            value = getattr(self, key)
-            if _is_number(value):
-                result[key] = ("zero" if float(value) == 0 else "nonzero") if key in self.structural_zeros else "number"
-            elif isinstance(value, (tuple, list)) and value and all(_is_number(v) for v in value):
-                result[key] = f"{len(value)} numbers"
-            else:
-                result[key] = _jsonable(self._label(), key, value)
+        which numeric ones listed in ``structural_zeros`` are zero, the lengths of tuples, and
+        the parameter groups."""
+        result: dict[str, Any] = {"max_grad_norm": "none" if self.max_grad_norm is None else "number"}
+        groups = range(len(self.param_groups)) if self.param_groups else [0]
+        for index in groups:
+            prefix = self._group_prefix(index)
+            for key, value in self.group_values(index).items():
+                if _is_number(value):
+                    kind = ("zero" if float(value) == 0 else "nonzero") if key in self.structural_zeros else "number"
+                elif isinstance(value, (tuple, list)) and value and all(_is_number(v) for v in value):
+                    kind = f"{len(value)} numbers"
+                else:
+                    kind = _jsonable(self._label(), key, value)
+                result[prefix + key] = kind
         return result
 
-    def hyper_tensors(self, variables: Mapping[str, Any]) -> HyperParams:
-        """``HyperParams`` over tensors of the given hyper variables (``key -> Tensor``)."""
+    def hyper_tensors(self, variables: Mapping[str, Any], group: int = 0) -> HyperParams:
+        """``HyperParams`` over the tensors of one group's hyper variables (``key -> Tensor``)."""
+        prefix = self._group_prefix(group)
         grouped: dict[str, Any] = {}
         for key, tensor in variables.items():
-            base, _, index = key.partition(".")
+            if key == "max_grad_norm" or not key.startswith(prefix):
+                continue
+            base, _, index = key[len(prefix):].partition(".")
             if index:
                 grouped.setdefault(base, []).append(tensor)
             else:
-                grouped[key] = tensor
+                grouped[base] = tensor
         return HyperParams({k: tuple(v) if isinstance(v, list) else v for k, v in grouped.items()})
 
     # -- hyperparameters --------------------------------------------------
@@ -241,6 +323,14 @@ class Optimizer(ABC):
         Subclasses extend this (calling ``super().validate()``). It runs at the
         end of ``__init__``; call it again after changing attributes by hand.
         """
+        if getattr(self, "param_groups", None) and not self.__dict__.get("_in_group"):
+            for index in range(len(self.param_groups)):
+                with self.settings(index):
+                    self.__dict__["_in_group"] = True
+                    try:
+                        self.validate()
+                    finally:
+                        self.__dict__["_in_group"] = False
         label = self._label()
         check_number(label, "lr", self.lr, low=0.0)
         if self.max_grad_norm is not None:
@@ -252,7 +342,12 @@ class Optimizer(ABC):
         ``from_config(opt.name, opt.hyperparams())`` rebuilds an equal optimizer.
         """
         label = self._label()
-        return {key: _jsonable(label, key, getattr(self, key)) for key in self._hyper_names}
+        config = {key: _jsonable(label, key, getattr(self, key)) for key in self._hyper_names}
+        if self.param_groups:
+            config["param_groups"] = [
+                {**{k: _jsonable(label, k, v) for k, v in g.items() if k != "params"},
+                 "params": [var.name or f"var{var.id}" for var in g["params"]]} for g in self.param_groups]
+        return config
 
     def __repr__(self) -> str:
         args = ", ".join(f"{key}={getattr(self, key)!r}" for key in self._hyper_names)
@@ -339,14 +434,29 @@ def get(name: str | Optimizer, **hyper: Any) -> Optimizer:
     return cls(**hyper)
 
 
-def from_config(name: str, hyper: Mapping[str, Any] | None = None) -> Optimizer:
-    """Rebuild an optimizer from ``name`` and a :meth:`Optimizer.hyperparams` dict."""
+def from_config(name: str, hyper: Mapping[str, Any] | None = None,
+                variables: Mapping[str, Any] | None = None) -> Optimizer:
+    """Rebuild an optimizer from ``name`` and a :meth:`Optimizer.hyperparams` dict
+    (``variables`` maps the parameter names its parameter groups list to Variables)."""
     if hyper is not None and not isinstance(hyper, Mapping):
         raise OptimizerError(f"from_config: hyper must be a mapping, got {hyper!r}")
     hyper = dict(hyper or {})
     # clipping lives in the base class; a user's optimizer need not take it in __init__
     clip = hyper.pop("max_grad_norm", None)
+    groups = hyper.pop("param_groups", None)
     optimizer = get(name, **hyper)
+    if groups is not None:
+        if not isinstance(groups, list) or not all(isinstance(g, Mapping) and isinstance(g.get("params"), list)
+                                                   for g in groups):
+            raise OptimizerError("from_config: param_groups must be a list of {'params': [names], ...}")
+        known = dict(variables or {})
+        missing = [n for g in groups for n in g["params"] if n not in known]
+        if missing:
+            raise OptimizerError(f"from_config: parameter groups name unknown parameters {missing[:5]}")
+        optimizer.param_groups = optimizer._groups(
+            [{**{k: tuple(v) if isinstance(v, list) else v for k, v in g.items() if k != "params"},
+              "params": [known[n] for n in g["params"]]} for g in groups])
+        optimizer.validate()
     if clip is not None:
         optimizer.max_grad_norm = clip
         optimizer.validate()

@@ -39,6 +39,7 @@ class RMSprop(Optimizer):
 
     def __init__(
         self,
+        params: Any = None,
         lr: float = 1e-2,
         alpha: float = 0.99,
         eps: float = 1e-8,
@@ -50,6 +51,7 @@ class RMSprop(Optimizer):
     ) -> None:
         super().__init__(
             lr,
+            params=params,
             alpha=alpha,
             eps=eps,
             weight_decay=weight_decay,

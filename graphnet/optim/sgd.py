@@ -35,6 +35,7 @@ class SGD(Optimizer):
 
     def __init__(
         self,
+        params: Any = None,
         lr: float = 1e-3,
         momentum: float = 0.0,
         dampening: float = 0.0,
@@ -45,6 +46,7 @@ class SGD(Optimizer):
     ) -> None:
         super().__init__(
             lr,
+            params=params,
             momentum=momentum,
             dampening=dampening,
             weight_decay=weight_decay,

@@ -9,7 +9,7 @@ a rule of its own is differentiated through its decomposition.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .. import dtypes
 from ..errors import GradientError
@@ -137,23 +137,28 @@ def gradients(y: Node, wrt: Sequence[Node]) -> list[Node]:
     return result
 
 
-def trainable_variables(graph: Graph) -> list[Node]:
-    """The trainable variable nodes the first output depends on, in graph order (one per Variable)."""
+def trainable_variables(graph: Graph, select: Callable[[Any], bool] | None = None) -> list[Node]:
+    """The variable nodes the first output depends on that are parameters not frozen
+    (``requires_grad``) and, with ``select``, chosen by it; in graph order, one per Variable."""
     seen: set[int] = set()
     result = []
     for n in topological_order([graph.outputs[0]]):
-        if n.op == "variable" and n.attrs["var"].trainable and n.attrs["var"].id not in seen:
+        if n.op != "variable":
+            continue
+        var = n.attrs["var"]
+        if var.trainable and var.requires_grad and (select is None or select(var)) and var.id not in seen:
             seen.add(n.attrs["var"].id)
             result.append(n)
     return result
 
 
-def autodiff(graph: Graph, wrt: Sequence[Node] | None = None) -> Graph:
+def autodiff(graph: Graph, wrt: Sequence[Node] | None = None, select: Callable[[Any], bool] | None = None) -> Graph:
     """Attach d(first output)/d(w) as ``graph.grads`` for each ``w`` (by default every
-    trainable variable the first output reads). The gradients are not outputs: the
-    clipping and optimizer-update passes read them from ``graph.grads``.
+    parameter the first output reads that is not frozen and that ``select`` chooses). The
+    gradients are not outputs: the clipping and optimizer-update passes read them from
+    ``graph.grads``.
     """
-    params = trainable_variables(graph) if wrt is None else list(wrt)
+    params = trainable_variables(graph, select) if wrt is None else list(wrt)
     if not params:
         loss = graph.outputs[0]
         raise GradientError(f"nothing to train: {loss.label()} depends on no trainable parameter")

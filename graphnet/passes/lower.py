@@ -55,6 +55,10 @@ def lower(graph: Graph) -> Plan:
             names[node.uid] = (feeds[user],)
         elif node.op == "variable":
             var: Variable = node.attrs["var"]
+            if (var.data.dtype.name, tuple(var.data.shape)) != (node.type.dtype, node.type.shape):
+                raise GraphError(f"parameter {var.name or var.id} holds {var.data.dtype.name}"
+                                 f"{list(var.data.shape)}, but the graph was declared with {node.type}: declare "
+                                 f"the graph again after changing it (model.double(), a new shape)")
             if var.id not in var_buffer:  # the same Variable may be seen through several nodes
                 display = _unique(var.name or f"var{var.id}", var_names)
                 var_names.add(display)

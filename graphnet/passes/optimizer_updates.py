@@ -52,29 +52,41 @@ def optimizer_updates(graph: Graph, optimizer: Any, variables: OptimizerVariable
     hyper_tensors = variables.tensors()
     with derived_from(graph.outputs[0], "update", scope="optimizer"):
         step = cast(step_node, "float64") + 1.0
-    h = optimizer.hyper_tensors(hyper_tensors)
     effects = list(graph.effects)
     for param_node, grad_node in graph.grads:
         var = param_node.attrs["var"]
-        initial = optimizer.init_state(var.data)
-        if set(initial) != set(optimizer.state_names):
-            raise OptimizerError(f"{optimizer.name}: init_state gave slots {sorted(initial)}, "
-                                 f"state_names are {sorted(optimizer.state_names)}")
-        state_vars = {slot: Variable(np.array(value, dtype=var.data.dtype), f"{_param_name(param_node)}@{slot}",
-                                     trainable=False, kind="optimizer_state", key=slot, owner=var)
-                      for slot, value in initial.items()}
-        with derived_from(param_node, "update", scope=_param_name(param_node).rpartition(".")[0]):
-            state = {slot: variable(v) for slot, v in state_vars.items()}
-            new_param, new_state = optimizer.update(Tensor(param_node), Tensor(grad_node), state, step, h)
-            if set(new_state) != set(state_vars):
-                raise OptimizerError(f"{optimizer.name}: update returned state {sorted(new_state)}, "
-                                     f"state_names are {sorted(state_vars)}")
-            effects.append(assign(Tensor(param_node), _typed(new_param, param_node), kind="param_update").node)
-            for slot, value in new_state.items():
-                effects.append(assign(state[slot], _typed(value, state[slot].node), kind="optimizer_state").node)
+        group = optimizer.group_of(var)
+        if group is None:
+            raise OptimizerError(f"{_param_name(param_node)} has a gradient but is in none of the optimizer's "
+                                 f"parameter groups")
+        h = optimizer.hyper_tensors(hyper_tensors, group)
+        with optimizer.settings(group):
+            effects += _updates(optimizer, param_node, grad_node, step, h)
     with derived_from(graph.outputs[0], "update", scope="optimizer"):
         effects.append(assign(step_node, step_node + 1, kind="step_counter").node)
     return Graph.build(graph.outputs, graph.output_names, effects)
+
+
+def _updates(optimizer: Any, param_node: Node, grad_node: Node, step: Tensor, h: Any) -> list[Node]:
+    """The effects updating one parameter and its optimizer state."""
+    var = param_node.attrs["var"]
+    initial = optimizer.init_state(var.data)
+    if set(initial) != set(optimizer.state_names):
+        raise OptimizerError(f"{optimizer.name}: init_state gave slots {sorted(initial)}, "
+                             f"state_names are {sorted(optimizer.state_names)}")
+    state_vars = {slot: Variable(np.array(value, dtype=var.data.dtype), f"{_param_name(param_node)}@{slot}",
+                                 trainable=False, kind="optimizer_state", key=slot, owner=var)
+                  for slot, value in initial.items()}
+    with derived_from(param_node, "update", scope=_param_name(param_node).rpartition(".")[0]):
+        state = {slot: variable(v) for slot, v in state_vars.items()}
+        new_param, new_state = optimizer.update(Tensor(param_node), Tensor(grad_node), state, step, h)
+        if set(new_state) != set(state_vars):
+            raise OptimizerError(f"{optimizer.name}: update returned state {sorted(new_state)}, "
+                                 f"state_names are {sorted(state_vars)}")
+        effects = [assign(Tensor(param_node), _typed(new_param, param_node), kind="param_update").node]
+        for slot, value in new_state.items():
+            effects.append(assign(state[slot], _typed(value, state[slot].node), kind="optimizer_state").node)
+    return effects
 
 
 def _typed(value: Tensor, like: Node) -> Tensor:

@@ -85,7 +85,9 @@ def default_pipeline(optimizer: Any = None, mode: str | None = None) -> list[Pas
     ]
     if optimizer is not None:
         variables = OptimizerVariables.create(optimizer)
-        passes.append(Pass("autodiff", autodiff, requires=("primitive",), provides=("gradients",)))
+        chosen = (lambda var: optimizer.group_of(var) is not None) if optimizer.param_groups else None
+        passes.append(Pass("autodiff", functools.partial(autodiff, select=chosen), requires=("primitive",),
+                           provides=("gradients",)))
         if optimizer.max_grad_norm is not None:
             passes.append(Pass("clip_gradients",
                                functools.partial(clip_gradients, max_norm=variables.tensors()["max_grad_norm"]),
