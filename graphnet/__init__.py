@@ -25,6 +25,10 @@ from .ops import (  # noqa: F401
     matmul, max, max_pool2d, maximum, mean, minimum, mul, neg, not_equal, one_hot, pad, pow, relu, reshape,
     sigmoid, sign, softmax, sqrt, squeeze, stop_gradient, sub, sum, swapaxes, tanh, transpose, tuple_get, where,
 )
+from .ops import (  # noqa: F401  (the public forms take PyTorch's options: padding="same", ceil_mode, ...)
+    adaptive_avg_pool2d, avg_pool1d, conv1d, conv_transpose2d, embedding, group_norm, layer_norm, max_pool1d, silu,
+)
+from .ops import avg_pool2d_ext as avg_pool2d, conv2d_padded as conv2d, max_pool2d_ext as max_pool2d  # noqa: F401
 from .ops.shape import slice_ as slice  # noqa: F401
 from .plan import Plan, Step  # noqa: F401
 from .printing import format_graph, format_plan, make_graph  # noqa: F401

@@ -288,6 +288,31 @@ case("avg_pool2d-double-backward",
      lambda x: gn.grad(gn.sum(gn.tanh(gn.avg_pool2d(x, 3, 1, 1)) * gn.avg_pool2d(x, 3, 1, 1)), x),
      x=normal(1, 2, 4, 4))
 
+# --- the layers built on them: options, 1-d, transposed, adaptive, norms, embedding ----------------
+
+case("conv2d-same-odd", lambda x, w: gn.conv2d(x, w, padding="same"), x=normal(1, 2, 5, 5), w=normal(3, 2, 2, 3))
+case("conv2d-valid", lambda x, w: gn.conv2d(x, w, padding="valid"), x=normal(1, 2, 5, 5), w=normal(3, 2, 3, 3))
+case("conv1d", lambda x, w, b: gn.conv1d(x, w, b, stride=2, padding=1), x=normal(2, 3, 7), w=normal(4, 3, 3),
+     b=normal(4))
+for tag, kw in (("plain", {}), ("s2p1op1", {"stride": 2, "padding": 1, "output_padding": 1}),
+                ("groups-dil", {"groups": 2, "dilation": 2})):
+    case(f"conv_transpose2d-{tag}", lambda x, w, kw=kw: gn.conv_transpose2d(x, w, **kw),
+         x=normal(2, 4, 3, 3), w=normal(4, 3, 3, 2))
+case("max_pool2d-ceil-dilation", lambda x: gn.max_pool2d(x, 2, 2, 0, dilation=2, ceil_mode=True),
+     x=distinct(1, 2, 7, 6))
+case("max_pool2d-ceil", lambda x: gn.max_pool2d(x, 3, 2, 1, ceil_mode=True), x=distinct(1, 2, 6, 6))
+case("avg_pool2d-ceil-exclude-pad", lambda x: gn.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
+     x=normal(1, 2, 6, 5))
+case("max_pool1d", lambda x: gn.max_pool1d(x, 3, 2, 1), x=distinct(2, 2, 8))
+case("avg_pool1d", lambda x: gn.avg_pool1d(x, 2), x=normal(2, 2, 8))
+case("adaptive_avg_pool2d", lambda x: gn.adaptive_avg_pool2d(x, (2, 1)), x=normal(2, 3, 4, 6))
+case("layer_norm", lambda x, w, b: gn.layer_norm(x, (3, 4), w, b), x=normal(2, 3, 4), w=normal(3, 4), b=normal(3, 4))
+case("group_norm", lambda x, w, b: gn.group_norm(x, 2, w, b), x=normal(2, 4, 3, 2), w=normal(4), b=normal(4))
+case("embedding", lambda w, idx: gn.embedding(idx, w), w=normal(5, 3), idx=np.array([[0, 4, 4], [2, 0, 1]]))
+case("embedding_grad", lambda g, w, idx: declare("embedding_grad", [g, idx, w]), g=normal(2, 3, 3), w=normal(5, 3),
+     idx=np.array([[0, 4, 4], [2, 0, 1]]))
+case("silu", lambda x: gn.silu(x), x=normal(3, 4))
+
 # --- softmax and friends ---------------------------------------------------------------------------
 
 for fn_name in ("softmax", "log_softmax"):
@@ -539,7 +564,8 @@ def test_ops_without_a_gradient_rule_are_known() -> None:
     assert without == set(NO_GRAD_RULE)
     leaves_and_effects = {n for n, op in REGISTRY.items() if op.kernel is None or op.effect}
     assert leaves_and_effects == {"placeholder", "constant", "variable", "assign", "batch_norm",
-                                  "cross_entropy", "tuple_get", "make_tuple", "composite_vjp"}
+                                  "cross_entropy", "layer_norm", "tuple_get", "make_tuple",
+                                  "composite_vjp"}
     composites = {n for n, op in REGISTRY.items() if op.category == "composite"}
     assert all(REGISTRY[n].decompose is not None for n in composites - {"composite_vjp"})
 

@@ -3,7 +3,8 @@
 from ..tensor import Parameter  # noqa: F401
 from . import init  # noqa: F401
 from .layers import (  # noqa: F401
-    ELU, GELU, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU, Linear, MaxPool2d, ReLU,
-    Sigmoid, Softmax, Tanh,
+    ELU, GELU, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d,
+    Dropout, Embedding, Flatten, GroupNorm, Identity, LayerNorm, LeakyReLU, Linear, LogSoftmax, MaxPool1d, MaxPool2d,
+    ReLU, Sigmoid, SiLU, Softmax, Tanh,
 )
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Sequential, StateDictError  # noqa: F401

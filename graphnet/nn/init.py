@@ -33,3 +33,8 @@ def kaiming_uniform(shape: tuple[int, ...], fan_in: int, a: float = math.sqrt(5)
     (what Linear and Conv2d use) the bound is 1 / sqrt(fan_in)."""
     gain = math.sqrt(2.0 / (1 + a * a))
     return uniform(shape, gain * math.sqrt(3.0 / max(fan_in, 1)), dtype)
+
+
+def normal(shape: tuple[int, ...], std: float = 1.0, dtype: str = "float32") -> np.ndarray:
+    """N(0, std^2) samples (PyTorch's Embedding initialisation)."""
+    return (_rng.standard_normal(size=shape) * std).astype(dtype)

@@ -10,7 +10,7 @@ import numpy as np
 from .. import ops
 from ..errors import ShapeError
 from ..ops.nn import _pair
-from ..tensor import Parameter, Tensor
+from ..tensor import Parameter, Tensor, constant
 from . import init
 from .module import Module
 
@@ -64,7 +64,7 @@ class Conv2d(Module):
         self.bias = Parameter(init.uniform((out_channels,), 1 / math.sqrt(fan_in), dtype)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return ops.conv2d_padded(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
@@ -72,24 +72,159 @@ class Conv2d(Module):
 
 
 class MaxPool2d(Module):
-    """Max pooling; ``stride`` defaults to ``kernel_size``."""
+    """Max pooling; ``stride`` defaults to ``kernel_size``; ``dilation`` and ``ceil_mode`` as PyTorch."""
 
-    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0) -> None:
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+                 ceil_mode: bool = False) -> None:
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.dilation, self.ceil_mode = dilation, ceil_mode
 
     def forward(self, x: Tensor) -> Tensor:
-        return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+        return ops.max_pool2d_ext(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride or self.kernel_size}, padding={self.padding}"
 
 
-class AvgPool2d(MaxPool2d):
-    """Average pooling (zero padding counted); ``stride`` defaults to ``kernel_size``."""
+class AvgPool2d(Module):
+    """Average pooling; ``stride`` defaults to ``kernel_size``; ``count_include_pad`` (default True: zero
+    padding counts) and ``ceil_mode`` as PyTorch."""
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
+                 count_include_pad: bool = True) -> None:
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
 
     def forward(self, x: Tensor) -> Tensor:
-        return ops.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+        return ops.avg_pool2d_ext(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                                  self.count_include_pad)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride or self.kernel_size}, padding={self.padding}"
+
+
+class MaxPool1d(Module):
+    """1-d max pooling: (N, C, L) -> (N, C, Lo)."""
+
+    def __init__(self, kernel_size: int, stride: int | None = None, padding: int = 0, dilation: int = 1,
+                 ceil_mode: bool = False) -> None:
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.dilation, self.ceil_mode = dilation, ceil_mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.max_pool1d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+
+
+class AvgPool1d(Module):
+    """1-d average pooling: (N, C, L) -> (N, C, Lo)."""
+
+    def __init__(self, kernel_size: int, stride: int | None = None, padding: int = 0, ceil_mode: bool = False,
+                 count_include_pad: bool = True) -> None:
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.avg_pool1d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                              self.count_include_pad)
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to ``output_size`` (1, or sizes that divide the input's)."""
+
+    def __init__(self, output_size: Any) -> None:
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+class Conv1d(Module):
+    """1-d convolution. x (N, in_channels, L) -> (N, out_channels, Lo); ``padding`` an int, "same" or "valid"."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: Any = 0,
+                 dilation: int = 1, groups: int = 1, bias: bool = True, dtype: str = "float32") -> None:
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ShapeError(f"Conv1d: in_channels {in_channels} and out_channels {out_channels} "
+                             f"must be divisible by groups {groups}")
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, int(kernel_size)
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        fan_in = in_channels // groups * self.kernel_size
+        self.weight = Parameter(init.kaiming_uniform((out_channels, in_channels // groups, self.kernel_size), fan_in,
+                                                     dtype=dtype))
+        self.bias = Parameter(init.uniform((out_channels,), 1 / math.sqrt(fan_in), dtype)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.conv1d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class ConvTranspose2d(Module):
+    """Transposed 2-d convolution (PyTorch's arguments); weight (in_channels, out_channels // groups, kh, kw)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
+                 output_padding: Any = 0, groups: int = 1, bias: bool = True, dilation: Any = 1,
+                 dtype: str = "float32") -> None:
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ShapeError(f"ConvTranspose2d: channels {in_channels}, {out_channels} must be divisible by "
+                             f"groups {groups}")
+        kh, kw = _pair(kernel_size, "kernel_size")
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (kh, kw)
+        self.stride, self.padding, self.output_padding = stride, padding, output_padding
+        self.groups, self.dilation = groups, dilation
+        fan_in = out_channels // groups * kh * kw  # PyTorch counts the weight's dim 1 as fan-in here
+        self.weight = Parameter(init.kaiming_uniform((in_channels, out_channels // groups, kh, kw), fan_in,
+                                                     dtype=dtype))
+        self.bias = Parameter(init.uniform((out_channels,), 1 / math.sqrt(fan_in), dtype)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
+                                    self.groups, self.dilation)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class Embedding(Module):
+    """A table of ``num_embeddings`` vectors of size ``embedding_dim`` (N(0, 1) init), indexed by integers:
+    (...) -> (..., embedding_dim). ``padding_idx``: that row starts at zero and gets no gradient."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
+                 dtype: str = "float32") -> None:
+        super().__init__()
+        if num_embeddings < 1 or embedding_dim < 1:
+            raise ShapeError(f"Embedding needs positive sizes, got ({num_embeddings}, {embedding_dim})")
+        if padding_idx is not None:
+            if not -num_embeddings <= padding_idx < num_embeddings:
+                raise ShapeError(f"padding_idx {padding_idx} is out of range for {num_embeddings} embeddings")
+            padding_idx %= num_embeddings
+        self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
+        table = init.normal((num_embeddings, embedding_dim), 1.0, dtype)
+        if padding_idx is not None:
+            table[padding_idx] = 0
+        self.weight = Parameter(table)
+
+    def forward(self, indices: Tensor) -> Tensor:
+        table = self.weight
+        if self.padding_idx is not None:  # the padding row reads as zeros and passes no gradient back
+            keep = np.ones((self.num_embeddings, 1), self.weight.data.dtype)
+            keep[self.padding_idx] = 0
+            table = table * constant(keep)
+        return ops.embedding(indices, table)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}"
 
 
 class _Activation(Module):
@@ -162,6 +297,24 @@ class Softmax(_Activation):
         return ops.softmax(x, self.dim)
 
 
+class SiLU(_Activation):
+    """``x * sigmoid(x)``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.silu(x)
+
+
+class LogSoftmax(_Activation):
+    """``log(softmax(x))`` along ``dim``, computed stably."""
+
+    def __init__(self, dim: int = -1) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.log_softmax(x, self.dim)
+
+
 class Flatten(Module):
     """Merge dims ``start_dim..end_dim`` (default: all but the batch dim)."""
 
@@ -189,12 +342,9 @@ class Dropout(Module):
         return f"p={self.p}"
 
 
-class BatchNorm2d(Module):
-    """Batch normalisation over (N, H, W) per channel. x (N, C, H, W) -> same shape.
-
-    Training mode normalises with batch statistics and updates ``running_mean`` and
-    ``running_var`` after each step (momentum 0.1); eval mode uses the running values.
-    """
+class _BatchNorm(Module):
+    _dims: tuple[int, ...] = (4,)
+    _shape = "(N, C, H, W)"
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
                  track_running_stats: bool = True, dtype: str = "float32") -> None:
@@ -208,9 +358,10 @@ class BatchNorm2d(Module):
             self.register_buffer("running_var", np.ones(num_features, dtype))
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or (isinstance(x.shape[1], int) and x.shape[1] != self.num_features):
-            raise ShapeError(f"BatchNorm2d({self.num_features}) in {self._path or 'model'} at "
-                             f"{ops.registry.user_location()}: expected (N, {self.num_features}, H, W), got {x.shape}")
+        if x.ndim not in self._dims or (isinstance(x.shape[1], int) and x.shape[1] != self.num_features):
+            raise ShapeError(f"{type(self).__name__}({self.num_features}) in {self._path or 'model'} at "
+                             f"{ops.registry.user_location()}: expected {self._shape.replace('C', str(self.num_features))}"
+                             f", got {x.shape}")
         use_batch_stats = self.mode_switch if self.track_running_stats else True
         rm = self.running_mean if self.track_running_stats else None
         rv = self.running_var if self.track_running_stats else None
@@ -218,3 +369,58 @@ class BatchNorm2d(Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation over (N, H, W) per channel. x (N, C, H, W) -> same shape.
+
+    Training mode normalises with batch statistics and updates ``running_mean`` and
+    ``running_var`` after each step (momentum 0.1); eval mode uses the running values.
+    The mode is read when a plan is compiled.
+    """
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation per channel of (N, C) or (N, C, L) inputs; as BatchNorm2d otherwise."""
+
+    _dims = (2, 3)
+    _shape = "(N, C) or (N, C, L)"
+
+
+class LayerNorm(Module):
+    """Normalisation over the last dims ``normalized_shape`` (biased variance), with a learned elementwise
+    scale and shift (``elementwise_affine``; ``bias=False`` drops the shift)."""
+
+    def __init__(self, normalized_shape: Any, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
+                 dtype: str = "float32") -> None:
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        self.normalized_shape, self.eps = shape, eps
+        self.weight = Parameter(np.ones(shape, dtype)) if elementwise_affine else None
+        self.bias = Parameter(np.zeros(shape, dtype)) if elementwise_affine and bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}"
+
+
+class GroupNorm(Module):
+    """Normalisation over groups of ``num_channels // num_groups`` channels (and the spatial dims), with a
+    learned scale and shift per channel (``affine``)."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
+                 dtype: str = "float32") -> None:
+        super().__init__()
+        if num_groups < 1 or num_channels % num_groups:
+            raise ShapeError(f"GroupNorm: num_groups {num_groups} must divide num_channels {num_channels}")
+        self.num_groups, self.num_channels, self.eps = num_groups, num_channels, eps
+        self.weight = Parameter(np.ones(num_channels, dtype)) if affine else None
+        self.bias = Parameter(np.zeros(num_channels, dtype)) if affine else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}"

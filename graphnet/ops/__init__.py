@@ -8,7 +8,7 @@ from .registry import REGISTRY, OpDef, defop, get_op  # noqa: F401
 from . import leaves  # noqa: F401  (register the leaf ops)
 from .elementwise import (  # noqa: F401
     abs, add, cast, div, elu, equal, erf, exp, gelu, greater, greater_equal, leaky_relu, less, less_equal,
-    log, maximum, minimum, mul, neg, not_equal, pow, relu, sigmoid, sign, sqrt, sub, tanh, where,
+    log, maximum, minimum, mul, neg, not_equal, pow, relu, sigmoid, sign, silu, sqrt, sub, tanh, where,
 )
 from .reduce import (  # noqa: F401
     broadcast_like, broadcast_to, expand_dims, max, mean, numel, squeeze, sum,
@@ -20,7 +20,12 @@ from .linalg import matmul  # noqa: F401
 from .nn import (  # noqa: F401
     assign, avg_pool2d, conv2d, dropout, log_softmax, max_pool2d, one_hot, softmax,
 )
-from .norm import batch_norm  # noqa: F401
+from .norm import batch_norm, group_norm, layer_norm  # noqa: F401
+from .conv import conv1d, conv2d_padded, conv_transpose2d  # noqa: F401
+from .pooling import (  # noqa: F401
+    adaptive_avg_pool2d, avg_pool1d, avg_pool2d_ext, max_pool1d, max_pool2d_ext,
+)
+from .embedding import embedding  # noqa: F401
 from .common import sum_to  # noqa: F401
 from .shape import copy, stop_gradient  # noqa: F401
 from .tuples import results, tuple_get  # noqa: F401

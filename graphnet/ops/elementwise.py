@@ -302,6 +302,11 @@ def erf(x: Tensor) -> Tensor:
     return declare("erf", [x])
 
 
+def silu(x: Tensor) -> Tensor:
+    """``x * sigmoid(x)`` (also called swish)."""
+    return x * sigmoid(x)
+
+
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
     """Gaussian error linear unit ``x * Phi(x)``; ``approximate="tanh"`` as in PyTorch."""
     return declare("gelu", [x], {"approximate": approximate})

@@ -136,3 +136,71 @@ def batch_norm(
     from .tuples import tuple_get
 
     return tuple_get(declare("batch_norm", inputs, attrs), 0)
+
+
+# --- layer normalisation: a composite op too (ONNX's LayerNormalization) ----------------------
+
+def _ln_infer(x: TensorType, *affine: TensorType, normalized_ndim: int, eps: float, weight: bool,
+              bias: bool) -> TensorType:
+    require_float(x)
+    if not 1 <= normalized_ndim <= x.ndim:
+        raise ShapeError(f"layer_norm normalises the last {normalized_ndim} dims of a {x.ndim}-d input")
+    if len(affine) != weight + bias:
+        raise ShapeError(f"layer_norm takes {1 + weight + bias} inputs here, got {1 + len(affine)}")
+    tail = x.shape[x.ndim - normalized_ndim:]
+    for t in affine:
+        if t.ndim != normalized_ndim or not all(dims_equal(a, b) for a, b in zip(t.shape, tail)):
+            raise ShapeError(f"layer_norm's weight and bias must have shape {tail}, got {t.shape}")
+        if t.dtype != x.dtype:
+            raise DTypeError(f"layer_norm's weight is {t.dtype}, the input is {x.dtype}")
+    return x
+
+
+def _ln_decompose(x: Tensor, *affine: Tensor, normalized_ndim: int, eps: float, weight: bool,
+                  bias: bool) -> Tensor:
+    axes = tuple(range(x.ndim - normalized_ndim, x.ndim))
+    centred = x - mean(x, axes, keepdims=True)
+    y = centred / sqrt(mean(centred * centred, axes, keepdims=True) + eps)
+    items = list(affine)
+    if weight:
+        y = y * items.pop(0)
+    if bias:
+        y = y + items.pop(0)
+    return y
+
+
+defop("layer_norm", category="composite", infer=_ln_infer, kernel=None, decompose=_ln_decompose,
+      doc="Normalisation over the last dims, with an optional elementwise affine map.")
+
+
+def layer_norm(x: Tensor, normalized_shape: Any, weight: Tensor | None = None, bias: Tensor | None = None,
+               eps: float = 1e-5) -> Tensor:
+    """As PyTorch's ``F.layer_norm``: normalise x (..., *normalized_shape) over its last dims (biased variance)."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    tail = tuple(x.shape[x.ndim - len(shape):]) if len(shape) <= x.ndim else None
+    if tail is None or not all(dims_equal(a, b) for a, b in zip(tail, shape)):
+        raise ShapeError(f"layer_norm over {shape}: the input's last dims are {x.shape}")
+    inputs = [x] + [t for t in (weight, bias) if t is not None]
+    return declare("layer_norm", inputs, {"normalized_ndim": len(shape), "eps": float(eps),
+                                          "weight": weight is not None, "bias": bias is not None})
+
+
+def group_norm(x: Tensor, num_groups: int, weight: Tensor | None = None, bias: Tensor | None = None,
+               eps: float = 1e-5) -> Tensor:
+    """As PyTorch's ``F.group_norm``: x (N, C, *) normalised over each group of C // num_groups channels
+    and the spatial dims (which must be static), then scaled per channel."""
+    if x.ndim < 2 or not all(isinstance(d, int) for d in x.shape[1:]):
+        raise ShapeError(f"group_norm expects (N, C, ...) with static C and spatial dims, got {x.shape}")
+    channels = x.shape[1]
+    if num_groups < 1 or channels % num_groups:
+        raise ShapeError(f"num_groups {num_groups} must divide the {channels} channels")
+    grouped = reshape(x, (-1, num_groups, channels // num_groups) + tuple(x.shape[2:]))
+    axes = tuple(range(2, grouped.ndim))
+    centred = grouped - mean(grouped, axes, keepdims=True)
+    y = reshape(centred / sqrt(mean(centred * centred, axes, keepdims=True) + eps), (-1,) + tuple(x.shape[1:]))
+    bshape = (1, channels) + (1,) * (x.ndim - 2)
+    if weight is not None:
+        y = y * reshape(weight, bshape)
+    if bias is not None:
+        y = y + reshape(bias, bshape)
+    return y
