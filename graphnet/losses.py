@@ -37,8 +37,7 @@ def _check_labels(logits: Tensor, labels: Tensor, what: str) -> None:
 def nll(log_probs: Tensor, labels: Tensor, reduction: str = "mean") -> Tensor:
     """Negative log-likelihood of integer ``labels`` (N,) under ``log_probs`` (N, C)."""
     _check_labels(log_probs, labels, "nll")
-    picked = ops.sum(log_probs * ops.one_hot(labels, log_probs.shape[1], log_probs.dtype), axis=1)
-    return _reduce(-picked, reduction)
+    return _reduce(-_loss_ops.pick(log_probs, labels), reduction)
 
 
 def cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0, reduction: str = "mean") -> Tensor:

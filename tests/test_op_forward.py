@@ -24,6 +24,7 @@ from graphnet.ops.common import declare
 from graphnet.ops.shape import slice_grad
 
 from helpers import COVERED, assert_close, compile_plan, covers, placeholders, run
+import test_layers  # noqa: F401,E402  (its @covers entries count for the meta-test below)
 
 R = np.random.default_rng(7)
 FLOATS = ("float32", "float64")
@@ -502,7 +503,7 @@ def torch_cross_entropy(z: np.ndarray, y: np.ndarray, smoothing: float = 0.0, re
     return {"mean": per.mean(), "sum": per.sum(), "none": per}[reduction]
 
 
-@covers("log_softmax", "one_hot")
+@covers("log_softmax", "pick")
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 1.0])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -652,6 +653,26 @@ def test_dropout_rate_scale_and_shared_mask(p: float, dtype: str) -> None:
     assert not np.array_equal(second["y"] != 0, kept)
     again = compile_plan({"y": y, "g": g}, seed=123).run(x=xv, w=wv)
     np.testing.assert_array_equal(again["y"], first["y"])
+
+
+@covers("max_pool2d_select")
+def test_max_pool2d_select_reads_h_at_each_windows_first_maximum() -> None:
+    rng = np.random.default_rng(3)
+    xv = rng.integers(0, 4, (2, 2, 5, 5)).astype(np.float64)  # ties: the first maximum in row-major order
+    hv = rng.standard_normal((2, 2, 5, 5))
+    x, h = gn.placeholder("x", xv.shape, "float64"), gn.placeholder("h", hv.shape, "float64")
+    attrs = {"kernel_size": (3, 3), "stride": (2, 2), "padding": (1, 1)}
+    got = compile_plan({"s": declare("max_pool2d_select", [h, x], attrs)}).run(x=xv, h=hv)["s"]
+    xp_ = np.pad(xv, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    hp = np.pad(hv, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    ref = np.zeros((2, 2, 3, 3))
+    for i in range(3):
+        for j in range(3):
+            win = xp_[:, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3].reshape(2, 2, 9)
+            first = win.argmax(-1)
+            ref[:, :, i, j] = np.take_along_axis(hp[:, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3].reshape(2, 2, 9),
+                                                 first[..., None], -1)[..., 0]
+    np.testing.assert_array_equal(got, ref)
 
 
 @covers("stop_gradient")

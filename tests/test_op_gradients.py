@@ -284,6 +284,14 @@ for xs, k, s, p in POOL_CONFIGS[1:]:
     out_shape = gn.avg_pool2d(gn.placeholder("probe", xs), k, s, p).shape
     case(f"avg_pool2d_grad-{tag}", lambda g, x, k=k, s=s, p=p: declare("avg_pool2d_grad", [g, x], _pool_attrs(k, s, p)),
          g=normal(*out_shape), x=normal(*xs))
+for xs, k, s, p in POOL_CONFIGS[1:3]:
+    tag = f"{xs}k{k}s{s}p{p}".replace(" ", "")
+    out_shape = gn.max_pool2d(gn.placeholder("probe", xs), k, s, p).shape
+    case(f"max_pool2d_grad-{tag}", lambda g, x, k=k, s=s, p=p: declare("max_pool2d_grad", [g, x], _pool_attrs(k, s, p)),
+         g=normal(*out_shape), x=distinct(*xs))
+    case(f"max_pool2d_select-{tag}",
+         lambda h, x, k=k, s=s, p=p: declare("max_pool2d_select", [h, x], _pool_attrs(k, s, p)),
+         h=normal(*xs), x=distinct(*xs))
 case("avg_pool2d-double-backward",
      lambda x: gn.grad(gn.sum(gn.tanh(gn.avg_pool2d(x, 3, 1, 1)) * gn.avg_pool2d(x, 3, 1, 1)), x),
      x=normal(1, 2, 4, 4))
@@ -534,8 +542,6 @@ GRAD_EXCEPTIONS = {
 NO_GRAD_RULE = {
     "equal": "bool output", "not_equal": "bool output", "less": "bool output", "less_equal": "bool output",
     "greater": "bool output", "greater_equal": "bool output",
-    "max_pool2d_grad": "the max_pool2d gradient kernel: second-order gradients through max_pool2d are unsupported "
-                       "(gn.grad raises GradientError)",
 }
 
 
@@ -570,8 +576,33 @@ def test_ops_without_a_gradient_rule_are_known() -> None:
     assert all(REGISTRY[n].decompose is not None for n in composites - {"composite_vjp"})
 
 
-def test_max_pool2d_has_no_second_order_gradient() -> None:
-    x = gn.placeholder("x", (1, 1, 4, 4), dtype="float64")
-    g = gn.grad(gn.sum(gn.max_pool2d(x, 2) ** 2), x)
-    with pytest.raises(gn.GradientError, match="max_pool2d_grad"):
-        gn.grad(gn.sum(g * g), x)
+def test_a_gradient_penalty_through_max_pool2d_differentiates() -> None:
+    xv = distinct(1, 2, 5, 5)
+    x = gn.placeholder("x", xv.shape, dtype="float64")
+    g = gn.grad(gn.sum(gn.max_pool2d(x, 3, 2, 1) ** 3), x)
+    penalty = gn.sum(g * g)
+    _check_gradients(penalty, {"x": x}, {"x": xv}, ["x"], 1e-6, 1e-6)
+
+
+#: ops that a gradient may contain although they have no gradient rule, and why that is fine
+GRADIENT_LEAVES = {
+    "equal": "bool mask", "not_equal": "bool mask", "less": "bool mask", "less_equal": "bool mask",
+    "greater": "bool mask", "greater_equal": "bool mask",
+    "tuple_get": "autodiff hands its gradient to the multi-output op, which has the rule",
+}
+
+
+def test_every_gradient_can_be_differentiated_again() -> None:
+    """Each op a gradient emits has a gradient rule (or is listed above with the reason)."""
+    emitted: dict[str, str] = {}
+    for c in CASES:
+        ph = placeholders(c.feeds, c.shapes)
+        y = gn.sum(c.build(**ph))
+        if y.dtype not in ("float32", "float64"):
+            continue
+        grads = gn.grad(y, [ph[n] for n in c.wrt])
+        for node in gn.make_graph({f"g{i}": t for i, t in enumerate(grads)}).nodes:
+            op = REGISTRY[node.op]
+            if op.grad is None and op.kernel is not None and node.op not in GRADIENT_LEAVES:
+                emitted.setdefault(node.op, c.id)
+    assert not emitted, f"gradients emit ops without a gradient rule: {emitted}"

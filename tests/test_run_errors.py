@@ -102,3 +102,37 @@ def test_compile_names_a_single_output_after_the_callers_variable():
     logits = gn.exp(x)
     assert list(gn.compile(logits).plan.outputs) == ["logits"]
     assert list(gn.compile({"named": logits}).plan.outputs) == ["named"]
+
+
+def test_cross_entropy_ignores_minus_infinity_on_other_classes():
+    logits = gn.placeholder("logits", (None, 3))
+    labels = gn.placeholder("labels", (None,), "int64")
+    loss = gn.losses.cross_entropy(logits, labels)
+    plan = gn.compile({"loss": loss, "g": gn.grad(loss, logits)})
+    out = plan.run(logits=np.array([[2.0, -np.inf, 0.5]], np.float32), labels=np.array([0]))
+    expected = -(2.0 - np.log(np.exp(2.0) + np.exp(0.5)))
+    np.testing.assert_allclose(out["loss"], expected, rtol=1e-6)
+    assert np.all(np.isfinite(out["g"])) and out["g"][0, 1] == 0
+
+
+def test_means_of_huge_float32_values_do_not_overflow():
+    x = gn.placeholder("x", (4,))
+    out = gn.compile({"m": gn.mean(x)}).run(x=np.full(4, 3e38, np.float32))["m"]
+    assert out.dtype == np.float32 and np.isclose(out, 3e38, rtol=1e-6)
+
+
+def test_max_and_min_over_an_empty_axis_are_infinite():
+    x = gn.placeholder("x", (2, 0))
+    out = gn.compile({"hi": gn.max(x, axis=1), "lo": gn.min(x, axis=1)}).run(x=np.zeros((2, 0), np.float32))
+    np.testing.assert_array_equal(out["hi"], [-np.inf, -np.inf])
+    np.testing.assert_array_equal(out["lo"], [np.inf, np.inf])
+
+
+@pytest.mark.parametrize("declare_bad", [
+    lambda x: gn.max_pool2d(x, 2, stride=0), lambda x: gn.avg_pool2d(x, 0), lambda x: gn.max_pool2d(x, 2, padding=-1),
+    lambda x: gn.conv2d(x, gn.placeholder("w", (2, 1, 3, 3)), stride=0),
+])
+def test_impossible_attributes_are_shape_errors_when_declared(declare_bad):
+    x = gn.placeholder("x", (1, 1, 6, 6))
+    with pytest.raises(gn.ShapeError):
+        declare_bad(x)

@@ -11,7 +11,7 @@ from .elementwise import (  # noqa: F401
     log, maximum, minimum, mul, neg, not_equal, pow, relu, sigmoid, sign, silu, sqrt, sub, tanh, where,
 )
 from .reduce import (  # noqa: F401
-    broadcast_like, broadcast_to, expand_dims, max, mean, numel, squeeze, sum,
+    broadcast_like, broadcast_to, expand_dims, max, mean, min, numel, squeeze, sum,
 )
 from .shape import (  # noqa: F401
     concat, flatten, getitem, pad, reshape, reshape_like, slice_, swapaxes, transpose,

@@ -457,6 +457,39 @@ def max_pool2d_grad(xp, g, x, *, kernel_size, stride, padding):
     return dxpad
 
 
+def _select(xp, views, idx, n):
+    """views[idx] elementwise (the adjoint of ``_spread``); idx None means n == 1."""
+    if n == 1:
+        return views[0].copy()
+    out = xp.zeros(views[0].shape, dtype=views[0].dtype)
+    for t in range(n):
+        if n == 2:
+            m = idx if t == 1 else xp.logical_not(idx)
+        else:
+            m = xp.equal(idx, idx.dtype.type(t))
+        out += xp.multiply(views[t], m)
+    return out
+
+
+def max_pool2d_select(xp, h, x, *, kernel_size, stride, padding):
+    """``h`` (shaped like ``x``) read at each window's first maximal element of ``x``: the
+    adjoint of ``max_pool2d_grad`` in its gradient argument, so gradients of max-pool
+    gradients (gradient penalties) exist. (N, C, H, W) -> (N, C, Ho, Wo)."""
+    N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo = _pool_geom(
+        x.shape, kernel_size, stride, padding)
+    padded = ph or pw
+    xpad = _pad_hw(xp, x, ph, pw, value=_neg_inf(xp, x.dtype)) if padded else x
+    hpad = _pad_hw(xp, h, ph, pw) if padded else h
+    rows = sh * (Ho - 1) + kh
+    hspan = sh * (Ho - 1) + 1
+    wspan = sw * (Wo - 1) + 1
+    xr, hr = xpad[:, :, :rows], hpad[:, :, :rows]
+    rmax, jidx = _first_max(xp, [xr[:, :, :, j:j + wspan:sw] for j in range(kw)])
+    _, iidx = _first_max(xp, [rmax[:, :, i:i + hspan:sh] for i in range(kh)], need_max=False)
+    per_row = _select(xp, [hr[:, :, :, j:j + wspan:sw] for j in range(kw)], jidx, kw)
+    return _select(xp, [per_row[:, :, i:i + hspan:sh] for i in range(kh)], iidx, kh)
+
+
 def avg_pool2d(xp, x, *, kernel_size, stride, padding):
     """PyTorch ``AvgPool2d`` (count_include_pad=True, ceil_mode=False)."""
     N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo = _pool_geom(

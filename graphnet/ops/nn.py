@@ -105,6 +105,9 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 
 def _pool_infer(x: TensorType, *, kernel_size: Pair, stride: Pair, padding: Pair) -> TensorType:
     if x.ndim != 4:
         raise ShapeError("expected input of shape (N, C, H, W)")
+    if min(kernel_size) < 1 or min(stride) < 1 or min(padding) < 0:
+        raise ShapeError(f"kernel_size and stride must be >= 1 and padding >= 0, got {kernel_size}, {stride}, "
+                         f"{padding}")
     if padding[0] * 2 > kernel_size[0] or padding[1] * 2 > kernel_size[1]:
         raise ShapeError(f"padding {padding} must be at most half of kernel_size {kernel_size}")
     ho = _out_dim(x.shape[2], kernel_size[0], stride[0], padding[0], 1)
@@ -114,7 +117,13 @@ def _pool_infer(x: TensorType, *, kernel_size: Pair, stride: Pair, padding: Pair
 
 defop("max_pool2d", category="conv", infer=_pool_infer, kernel=K.max_pool2d,
       grad=lambda g, out, ins, **a: (declare("max_pool2d_grad", [g, ins[0]], a),))
-defop("max_pool2d_grad", category="conv", infer=lambda g, x, **a: x, kernel=K.max_pool2d_grad)
+# max_pool2d_grad is linear in g (its adjoint reads g at each window's arg-max) and piecewise
+# constant in x (no gradient), so gradient penalties through max pooling differentiate.
+defop("max_pool2d_grad", category="conv", infer=lambda g, x, **a: x, kernel=K.max_pool2d_grad,
+      grad=lambda h, out, ins, **a: (declare("max_pool2d_select", [h, ins[1]], a), None))
+defop("max_pool2d_select", category="conv", infer=lambda h, x, **a: _pool_infer(x, **a), kernel=K.max_pool2d_select,
+      grad=lambda g, out, ins, **a: (declare("max_pool2d_grad", [g, ins[1]], a), None),
+      doc="h read at each window's first maximal element of x: the adjoint of max_pool2d_grad.")
 defop("avg_pool2d", category="conv", infer=_pool_infer, kernel=K.avg_pool2d,
       grad=lambda g, out, ins, **a: (declare("avg_pool2d_grad", [g, ins[0]], a),))
 defop("avg_pool2d_grad", category="conv", infer=lambda g, x, **a: x, kernel=K.avg_pool2d_grad,
@@ -124,7 +133,10 @@ defop("avg_pool2d_grad", category="conv", infer=lambda g, x, **a: x, kernel=K.av
 def _pool_attrs(kernel_size: Any, stride: Any, padding: Any) -> dict[str, Pair]:
     k = _pair(kernel_size, "kernel_size")
     s = k if stride is None else _pair(stride, "stride")
-    return {"kernel_size": k, "stride": s, "padding": _pair(padding, "padding")}
+    p = _pair(padding, "padding")
+    if min(k) < 1 or min(s) < 1 or min(p) < 0:
+        raise ShapeError(f"kernel_size and stride must be >= 1 and padding >= 0, got {k}, {s} and {p}")
+    return {"kernel_size": k, "stride": s, "padding": p}
 
 
 def max_pool2d(x: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .. import dtypes
@@ -51,11 +52,23 @@ def _sum_kernel(xp: Any, x: Any, axes: tuple[int, ...], keepdims: bool) -> Any:
 
 
 def _mean_kernel(xp: Any, x: Any, axes: tuple[int, ...], keepdims: bool) -> Any:
-    return xp.mean(x, axis=axes, keepdims=keepdims)
+    errstate = getattr(xp, "errstate", None)
+    if errstate is None:
+        result = xp.mean(x, axis=axes, keepdims=keepdims)
+    else:
+        with errstate(over="ignore"):  # an overflowing float32 sum is redone below
+            result = xp.mean(x, axis=axes, keepdims=keepdims)
+    if x.dtype.kind == "f" and x.dtype.itemsize < 8 and not bool(xp.all(xp.isfinite(result))):
+        # a float32 sum can overflow where the mean cannot (values near 3e38): accumulate in float64
+        wide = xp.mean(x, axis=axes, keepdims=keepdims, dtype="float64")
+        result = xp.where(xp.isfinite(wide), wide, result).astype(x.dtype)
+    return result
 
 
 def _max_kernel(xp: Any, x: Any, axes: tuple[int, ...], keepdims: bool) -> Any:
-    return xp.max(x, axis=axes, keepdims=keepdims)
+    # an empty axis gives -inf (ONNX's ReduceMax), not an error
+    lowest = -math.inf if x.dtype.kind == "f" else xp.iinfo(x.dtype).min if x.dtype.kind in "iu" else False
+    return xp.max(x, axis=axes, keepdims=keepdims, initial=lowest)
 
 
 from .registry import defop  # noqa: E402
@@ -76,8 +89,15 @@ def mean(x: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
 
 
 def max(x: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:  # noqa: A001
-    """Maximum over ``axis`` (None: all axes); the gradient is shared among ties."""
+    """Maximum over ``axis`` (None: all axes); the gradient is shared among ties; -inf over an empty axis."""
     return declare("max", [x], {"axes": normalize_axes(axis, x.ndim), "keepdims": bool(keepdims)})
+
+
+def min(x: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    """Minimum over ``axis`` (None: all axes); +inf over an empty axis."""
+    from .elementwise import neg
+
+    return neg(max(neg(x), axis, keepdims))
 
 
 # --- the count of reduced elements, known only at run time for symbolic dims ---------------
