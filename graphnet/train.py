@@ -229,6 +229,19 @@ def _batches(data: Iterable[Any], what: str) -> Iterable[tuple[Any, Any]]:
         yield item[0], item[1]
 
 
+def _feed_batches(data: Iterable[Any], names: Sequence[str], what: str) -> Iterable[dict[str, Any]]:
+    """Each batch as feeds by name: a dict as it is, a tuple (or a single array) matched to ``names``."""
+    for i, item in enumerate(data):
+        if isinstance(item, Mapping):
+            yield dict(item)
+            continue
+        values = tuple(item) if isinstance(item, (tuple, list)) else (item,)
+        if len(values) != len(names):
+            raise GraphnetError(f"{what}: batch {i} has {len(values)} parts, but the plan's feeds are {list(names)} "
+                                f"(pass feed_names=..., or batches as dicts by feed name)")
+        yield dict(zip(names, values))
+
+
 def _len(data: Any) -> int | None:
     try:
         return len(data)
@@ -330,7 +343,7 @@ def fit(
     epochs: int = 1,
     eval_plan: Any = None,
     val_data: Iterable[Any] | None = None,
-    feed_names: Sequence[str] = ("x", "labels"),
+    feed_names: Sequence[str] | None = None,
     output: str = "logits",
     schedule: Any = None,
     progress: bool | None = True,
@@ -340,10 +353,14 @@ def fit(
 ) -> History:
     """Train ``train_plan`` for ``epochs`` passes over ``train_data`` and return a :class:`History`.
 
-    Each batch ``(x, y)`` runs ``train_plan.run({feed_names[0]: x, feed_names[1]: y})``
-    (one optimizer update) and reads its loss: the output named ``"loss"``, else the
-    plan's first output. Training accuracy is recorded when the training plan also
-    returns ``output`` (compile ``{"loss": loss, "logits": logits}``); otherwise it is None.
+    Any training plan trains: each batch is a dict of feeds by name, or a tuple matched to
+    ``feed_names`` in order (by default ``("x", "labels")`` when the plan takes those two
+    feeds, else the plan's feeds in the order ``train_plan.plan.feeds`` lists them). Each
+    batch runs one optimizer update and reads the loss: the output named ``"loss"``, else
+    the plan's first output. Training accuracy is recorded when the plan also returns
+    ``output`` (compile ``{"loss": loss, "logits": logits}``) and takes a labels feed (the
+    second of ``feed_names``, or ``"labels"``); otherwise it is None. An autoencoder's
+    batches are ``(x,)`` or ``{"x": x}``.
 
     After each epoch, in order:
 
@@ -365,14 +382,19 @@ def fit(
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise GraphnetError(f"fit: epochs must be a non-negative integer, got {epochs!r}")
     epochs = int(epochs)
-    if isinstance(feed_names, str) or len(feed_names) != 2:
-        raise GraphnetError(f"fit: feed_names must be (images feed, labels feed), got {feed_names!r}")
-    x_name, y_name = feed_names
     if getattr(train_plan, "optimizer", None) is None:
         raise OptimizerError("fit: train_plan has no optimizer, so it would not learn; compile it with "
                              "gn.compile(loss, optimizer=gn.optim.Adam(...))")
-    _check_feed(train_plan, x_name, "fit")
-    _check_feed(train_plan, y_name, "fit")
+    plan_feeds = list(train_plan.plan.feeds)
+    if feed_names is None:
+        feed_names = ("x", "labels") if sorted(plan_feeds) == ["labels", "x"] else tuple(plan_feeds)
+    if isinstance(feed_names, str) or not feed_names:
+        raise GraphnetError(f"fit: feed_names must be a sequence of feed names, got {feed_names!r}")
+    feed_names = tuple(feed_names)
+    for name in feed_names:
+        _check_feed(train_plan, name, "fit")
+    x_name = feed_names[0]
+    y_name = feed_names[1] if len(feed_names) > 1 else ("labels" if "labels" in plan_feeds else None)
     if (eval_plan is None) != (val_data is None):
         raise GraphnetError("fit: validation needs both eval_plan (an inference plan) and val_data")
     if eval_plan is not None:
@@ -387,7 +409,7 @@ def fit(
                                  "build it as Schedule(train_plan.optimizer, ...)")
     outputs = _output_names(train_plan)
     loss_name = "loss" if "loss" in outputs else outputs[0]
-    acc_name = output if output in outputs and output != loss_name else None
+    acc_name = output if output in outputs and output != loss_name and y_name is not None else None
 
     history = History()
     steps = _len(train_data)
@@ -403,15 +425,16 @@ def fit(
         with _progress_bar(progress, steps, f"epoch {epoch}/{epochs}") as bar:
             last_post = 0.0
             batch_start = time.perf_counter()
-            for x, y in _batches(train_data, "fit"):
+            for feeds in _feed_batches(train_data, feed_names, "fit"):
                 step += 1
-                out = train_plan.run({x_name: x, y_name: y})
+                out = train_plan.run(feeds)
                 loss = float(out[loss_name])
-                n = len(y)
+                n = len(feeds[x_name])
+                y = feeds.get(y_name) if y_name is not None else None
                 if not math.isfinite(loss):
                     raise _diverged(epoch, epochs, step, steps, loss, last_finite, lr, history)
                 last_finite = loss
-                if acc_name is not None:
+                if acc_name is not None and y is not None:
                     scores = _scores(out[acc_name], n, acc_name, "fit")
                     correct += int(np.count_nonzero(scores.argmax(axis=1) == np.asarray(y)))
                 samples += n
@@ -432,7 +455,7 @@ def fit(
                                 f"(a list or a DataLoader), not a generator or an exhausted iterator")
         val: dict[str, float] = {}
         if eval_plan is not None:
-            val = evaluate(eval_plan, val_data, feed_name=x_name, output=output)
+            val = evaluate(eval_plan, val_data, feed_name=x_name, output=output)  # a classifier's validation
         history.append(
             train_loss=loss_sum / samples,
             train_accuracy=correct / samples if acc_name is not None else None,

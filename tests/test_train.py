@@ -230,7 +230,7 @@ def test_fit_checks_its_inputs(data):
         fit(infer, train_data, progress=False, log=None)
     with pytest.raises(GraphnetError, match="re-iterable"):
         fit(train, iter(train_data[:2]), epochs=2, progress=False, log=None)
-    with pytest.raises(GraphnetError, match=r"\(x, y\) pair"):
+    with pytest.raises(GraphnetError, match=r"has 1 parts, but the plan.s feeds are"):
         fit(train, [train_data[0][0]], progress=False, log=None)
 
 
@@ -295,3 +295,22 @@ def test_plots_without_matplotlib_raise_plot_error(tmp_path, monkeypatch):
     with pytest.raises(PlotError, match=r"pip install graphnet\[plot\]") as info:
         plot_prediction(np.zeros((8, 8)), [1.0, 0.0], ["a", "b"], tmp_path / "x.png")
     assert isinstance(info.value, GraphnetError)
+
+
+def test_fit_trains_an_autoencoder_with_tuple_or_dict_batches():
+    gn.manual_seed(0)
+    encoder = gn.nn.Sequential(gn.nn.Linear(8, 3), gn.nn.Tanh())
+    decoder = gn.nn.Linear(3, 8)
+    x = gn.placeholder("x", (None, 8))
+    loss = gn.losses.mse(decoder(encoder(x)), x)
+    train = gn.compile(loss, optimizer=gn.optim.Adam(lr=0.02))
+    rng = np.random.default_rng(0)
+    basis = rng.standard_normal((3, 8)).astype(np.float32)
+    data = [(rng.standard_normal((32, 3)).astype(np.float32) @ basis,) for _ in range(20)]
+    history = gn.train.fit(train, data, epochs=5, progress=False, log=None)
+    assert history.last()["train_accuracy"] is None
+    assert history.train_loss[-1] < 0.3 * history.train_loss[0]
+    again = gn.train.fit(train, [{"x": b[0]} for b in data], epochs=1, progress=False, log=None)
+    assert again.last()["train_loss"] <= history.last()["train_loss"] * 1.5
+    with pytest.raises(gn.GraphnetError, match="feeds are"):
+        gn.train.fit(train, [(data[0][0], data[0][0])], progress=False, log=None)
