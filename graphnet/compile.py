@@ -235,6 +235,8 @@ def compile(  # noqa: A001 - the public name
     if optimizer is not None:
         plan.optimizer = {"name": optimizer.name, "hyper": optimizer.hyperparams(),
                           "structure": optimizer.structure()}
+    if config.flags.debug >= 1 and plan.mode:
+        print(f"mode: {plan.mode}")
     if config.flags.debug >= 3:
         print(plan)
     return CompiledPlan(plan, graph, executor_cls(plan, seed, check_numerics), optimizer, source)
