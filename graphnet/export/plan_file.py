@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import struct
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -197,28 +198,68 @@ def save_plan(compiled: Any, path: str | os.PathLike[str], *, inference: bool = 
 
 # --- loading ------------------------------------------------------------------------------------------------------
 
-def _open(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray], int]:
-    """The header and tensors of a plan file, after safetensors' own checks."""
-    from safetensors import SafetensorError, safe_open
-
-    path = os.fspath(path)
+def _read(path: str) -> bytes:
+    """The file's bytes, read into memory (never memory-mapped: a file rewritten while it loads
+    must give PlanFileError, not SIGBUS); FIFOs and devices are refused without blocking."""
     try:
         info = os.stat(path)
-    except OSError as exc:
-        raise PlanFileError(f"cannot read plan file {path!r}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise PlanFileError(f"cannot read plan file {path!r}: {getattr(exc, 'strerror', None) or exc}") from None
     if stat.S_ISDIR(info.st_mode):
         raise PlanFileError(f"{path!r} is a folder, not a plan file")
     if not stat.S_ISREG(info.st_mode):
         raise PlanFileError(f"{path!r} is not a regular file (a device, pipe or socket)")
-    if info.st_size < 8:
-        raise PlanFileError(f"plan file {path!r} is {'empty' if info.st_size == 0 else 'truncated'} "
-                            f"({info.st_size} bytes)")
     try:
-        with safe_open(path, framework="numpy") as f:
-            metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-    except (SafetensorError, OSError, ValueError, TypeError) as exc:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise PlanFileError(f"cannot read plan file {path!r}: {exc.strerror or exc}") from None
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise PlanFileError(f"{path!r} is not a regular file (a device, pipe or socket)")
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, 1 << 24)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > before.st_size:
+                break
+        after = os.fstat(fd)
+    except OSError as exc:
+        raise PlanFileError(f"cannot read plan file {path!r}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) != before.st_size or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise PlanFileError(f"{path!r} changed while it was being read; load it again once it is written")
+    return data
+
+
+def _open(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray], int]:
+    """The header and tensors of a plan file, after safetensors' own checks."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    path = os.fspath(path)
+    data = _read(path)
+    if len(data) < 8:
+        raise PlanFileError(f"plan file {path!r} is {'empty' if not data else 'truncated'} ({len(data)} bytes)")
+    (size,) = struct.unpack("<Q", data[:8])
+    expect(size <= len(data) - 8, f"{path!r} is not a valid plan file (its header length runs past the end)")
+    try:
+        table = json.loads(data[8:8 + size])
+    except (ValueError, RecursionError) as exc:
+        raise PlanFileError(f"{path!r} is not a valid plan file (its tensor table is not JSON: {exc})") from None
+    expect(isinstance(table, dict), f"{path!r} is not a valid plan file (its tensor table is not an object)")
+    metadata = table.get("__metadata__") or {}
+    expect(isinstance(metadata, dict), f"{path!r} is not a valid plan file (bad metadata)")
+    try:
+        tensors = dict(load(data))
+    except (SafetensorError, OSError, ValueError, TypeError, OverflowError) as exc:
         raise PlanFileError(f"{path!r} is not a valid plan file (its tensor table is malformed: {exc})") from None
+    size_of_file = len(data)
     text = metadata.get(METADATA_KEY)
     expect(isinstance(text, str), f"{path!r} is a safetensors file but not a graphnet plan (no plan header)")
 
@@ -230,7 +271,7 @@ def _open(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nd
     except (ValueError, RecursionError) as exc:
         raise PlanFileError(f"{path!r}: the plan header is not valid JSON: {exc}") from None
     expect(isinstance(header, dict), f"{path!r}: the plan header must be a JSON object")
-    return header, tensors, info.st_size
+    return header, tensors, size_of_file
 
 
 _HEADER_FIELDS = {"format", "version", "graphnet_version", "kind", "compile", "variables", "graph", "source",
