@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
+import traceback
 from typing import Any, Sequence
 
 import numpy as np
@@ -61,8 +63,15 @@ def _feeds(items: Sequence[str]) -> dict[str, np.ndarray]:
         if not sep or not name or not path:
             raise _CliError(f"--input takes NAME=FILE.npy, got {item!r}")
         try:
-            feeds[name] = np.load(path, allow_pickle=False)
+            info = os.stat(path)
         except (OSError, ValueError) as exc:
+            raise _CliError(f"cannot read input {name!r} from {path!r}: {getattr(exc, 'strerror', None) or exc}") \
+                from None
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would be read forever
+            raise _CliError(f"input {name!r}: {path!r} is not a regular file")
+        try:
+            feeds[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
             raise _CliError(f"cannot read input {name!r} from {path!r}: {exc}") from None
         if not isinstance(feeds[name], np.ndarray):
             raise _CliError(f"input {name!r}: {path!r} is an .npz archive; give one array per .npy file")
@@ -88,6 +97,7 @@ def _inspect_text(summary: dict[str, Any]) -> str:
     lines += [f"  {name}: {spec(s)}{'' if s['trainable'] else '  (state)'}"
               for name, s in summary["parameters"].items()]
     lines.append("ops: " + ", ".join(f"{op} x{n}" for op, n in summary["op_counts"].items()))
+    lines.append(f"memory: {summary['memory_at_batch_1']:,} bytes of temporaries at batch 1 (peak)")
     return "\n".join(lines)
 
 
@@ -122,12 +132,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)  # exits with 2 on usage errors
     try:
         _command(args)
-    except GraphnetError as exc:
-        message = " ".join(str(exc).split())  # one line
-        print(f"graphnet {args.command}: error: {message}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"graphnet {args.command}: error: {exc}", file=sys.stderr)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `graphnet inspect PLAN | head`: the reader left, which is fine
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except Exception as exc:  # every failure is one line (a traceback only with GRAPHNET_DEBUG set)
+        if os.environ.get("GRAPHNET_DEBUG"):
+            traceback.print_exc()
+        kind = "" if isinstance(exc, (GraphnetError, OSError)) else f"{type(exc).__name__}: "
+        message = " ".join(str(exc).split()).encode("utf-8", "backslashreplace").decode("utf-8")
+        print(f"graphnet {args.command}: error: {kind}{message}", file=sys.stderr)
         return 1
     return 0
 

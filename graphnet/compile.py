@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import warnings
 from typing import Any, Callable, Mapping, Sequence
 
@@ -79,6 +80,9 @@ class CompiledPlan:
         steps = list(plan.variables_of_kind("step").values())
         self._step = steps[0] if steps else None
         self._synced: dict[str, float] | None = None
+        self._lock = threading.Lock()
+        # variables in one global order, so plans sharing parameters never deadlock on them
+        self._var_locks = [v.lock for v in sorted(plan.variables.values(), key=lambda v: v.id)]
 
     def run(self, feeds: Mapping[str, Any] | None = None, /, **kwargs: Any) -> dict[str, np.ndarray]:
         """Run one step. Feeds by keyword (``x=xb``) or as one dict; returns NumPy arrays by name.
@@ -88,9 +92,18 @@ class CompiledPlan:
         """
         if feeds is not None and kwargs:
             raise GraphnetError("pass feeds either as one dict or as keyword arguments, not both")
-        if self.optimizer is not None:
-            self._sync_hyperparameters()
-        return self.executor.run(dict(feeds) if feeds is not None else kwargs)
+        # Runs of one plan never overlap (they share buffers and state), nor do runs of plans
+        # sharing variables: an inference run sees the parameters of one whole training step.
+        with self._lock:
+            for lock in self._var_locks:
+                lock.acquire()
+            try:
+                if self.optimizer is not None:
+                    self._sync_hyperparameters()
+                return self.executor.run(dict(feeds) if feeds is not None else kwargs)
+            finally:
+                for lock in reversed(self._var_locks):
+                    lock.release()
 
     __call__ = run
 

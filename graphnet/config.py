@@ -8,6 +8,8 @@
   4  also time every executed step (printed per run)
 ``GRAPHNET_VERIFY=1`` runs the IR checker between every pair of passes.
 ``GRAPHNET_DISABLE_PASSES=cse,constant_fold`` skips optional passes by name.
+``GRAPHNET_MEMORY_LIMIT=8G`` refuses runs whose temporaries would need more (bytes; K, M, G
+suffixes); by default the machine's available memory when the plan is first run.
 """
 
 from __future__ import annotations
@@ -40,15 +42,44 @@ class Flags:
     )
 
 
+    memory_limit: int | None = field(default_factory=lambda: _env_bytes("GRAPHNET_MEMORY_LIMIT"))
+
+
+def _env_bytes(name: str) -> int | None:
+    value = os.environ.get(name, "").strip().upper()
+    if not value:
+        return None
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(value[-1], 1)
+    try:
+        return int(float(value.rstrip("KMGTB") or "0") * scale)
+    except ValueError:
+        return None
+
+
+def available_memory() -> int | None:
+    """Bytes the machine can still give (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 flags = Flags()
 
 
 @contextlib.contextmanager
 def options(
-    *, debug: int | None = None, verify: bool | None = None, disabled_passes: frozenset[str] | set[str] | None = None
+    *, debug: int | None = None, verify: bool | None = None, disabled_passes: frozenset[str] | set[str] | None = None,
+    memory_limit: int | None = None,
 ) -> Iterator[Flags]:
     """Temporarily override debug flags: ``with gn.config.options(debug=2): gn.compile(...)``."""
-    saved = (flags.debug, flags.verify, flags.disabled_passes)
+    saved = (flags.debug, flags.verify, flags.disabled_passes, flags.memory_limit)
+    if memory_limit is not None:
+        flags.memory_limit = int(memory_limit)
     if debug is not None:
         flags.debug = debug
     if verify is not None:
@@ -58,4 +89,4 @@ def options(
     try:
         yield flags
     finally:
-        flags.debug, flags.verify, flags.disabled_passes = saved
+        flags.debug, flags.verify, flags.disabled_passes, flags.memory_limit = saved

@@ -31,6 +31,10 @@ class ExecutorError(GraphnetError, ValueError):
     """An unknown or unavailable executor was requested."""
 
 
+class MemoryLimitError(ExecutorError, MemoryError):
+    """A run would need more memory than the limit; refused before anything ran."""
+
+
 class OptimizerError(GraphnetError, ValueError):
     """An unknown optimizer, or an optimizer used with bad settings."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from typing import Any, Sequence
 
 import numpy as np
@@ -265,6 +266,7 @@ class Variable:
         self.key = key
         self.owner = owner
         self.requires_grad = self.kind == "parameter"  # False: frozen (no gradient, no update)
+        self.lock = threading.Lock()  # held by every plan run that reads or writes this variable
 
     def __repr__(self) -> str:
         return f"Variable({self.name or self.id}, {self.data.dtype}{list(self.data.shape)})"

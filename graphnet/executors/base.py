@@ -14,10 +14,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .. import config, dtypes
-from ..errors import ExecutorError, FeedError, GraphnetError, NumericsError
+from ..errors import ExecutorError, FeedError, GraphnetError, MemoryLimitError, NumericsError
 from ..ops.registry import get_op
 from ..plan import Plan, Step
 from .inplace import Placement, placements
+from .memory import describe_bytes, dim_values, peak_bytes
 
 
 class ArrayExecutor:
@@ -45,6 +46,7 @@ class ArrayExecutor:
                            for n in plan.variables}
         self._feed_slots = {feed: self.slots[buf] for feed, buf in plan.feeds.items()}
         self._pool: dict[tuple[Any, Any], list[Any]] = {}  # dead temporaries by (shape, dtype), for reuse
+        self._memory_checked: set[tuple] = set()
         self._program = [self._bind(step, placed) for step, placed in zip(plan.steps, placements(plan))]
 
     # --- backend hooks -------------------------------------------------------------------
@@ -114,14 +116,18 @@ class ArrayExecutor:
                                     f"but this plan was compiled for {self._var_types[slot][1]}"
                                     f"{list(self._var_types[slot][0])}: compile the plan again")
             bufs[slot] = array
-        for name, value in check_feeds(self.plan, feeds).items():
+        checked = check_feeds(self.plan, feeds)
+        self._check_memory({name: value.shape for name, value in checked.items()})
+        for name, value in checked.items():
             bufs[self._feed_slots[name]] = self.from_host(value)
         if self.check_numerics or config.flags.debug >= 4:
             self._run_checked(bufs)
         else:
+            first = self.plan.first_effect
             index = 0
             try:
-                for index, (fn, ins, outs, rel, recycle, _) in enumerate(self._program):
+                for index in range(first):
+                    fn, ins, outs, rel, recycle, _ = self._program[index]
                     result = fn(*[bufs[i] for i in ins])
                     if len(outs) == 1:
                         bufs[outs[0]] = result
@@ -136,7 +142,47 @@ class ArrayExecutor:
                 raise
             except Exception as exc:
                 raise self._failure(index, bufs, exc) from exc
+            self._apply_effects(bufs, first)
         return RunResult({key: self.to_host(bufs[self.slots[buf]]) for key, buf in self.plan.outputs.items()})
+
+    def _check_memory(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Refuse, before anything runs, a run whose temporaries would need more memory than the
+        limit (GRAPHNET_MEMORY_LIMIT, else the machine's available memory): a typed error, not
+        a MemoryError half-way. Checked once per distinct set of feed shapes."""
+        key = tuple(sorted(shapes.items()))
+        if key in self._memory_checked:
+            return
+        need = peak_bytes(self.plan, shapes)
+        limit = config.flags.memory_limit
+        if limit is None:
+            limit = config.available_memory()
+        if limit is not None and need > limit:
+            named, largest = dim_values(self.plan, shapes)
+            at = f"batch {largest}" if largest > 1 or not named else ", ".join(f"{k}={v}" for k, v in named.items())
+            raise MemoryLimitError(f"this plan needs {describe_bytes(need)} of temporaries at {at}, more than the "
+                                   f"{describe_bytes(limit)} limit (set GRAPHNET_MEMORY_LIMIT to change it)")
+        self._memory_checked.add(key)
+
+    def _apply_effects(self, bufs: list[Any], first: int) -> None:
+        """Run the effects (every write to a variable), all of them: an interrupt (Ctrl-C) that
+        arrives meanwhile is held back until the last one has run, so a run leaves either the
+        old state or the new one, never half of each. Each effect copies a value computed
+        before the phase began, so running one again after an interrupt is harmless."""
+        held: BaseException | None = None
+        index = first
+        while index < len(self._program):
+            fn, ins, _, rel, _, _ = self._program[index]
+            try:
+                fn(*[bufs[i] for i in ins])
+                for r in rel:
+                    bufs[r] = None
+                index += 1
+            except Exception as exc:
+                raise self._failure(index, bufs, exc) from exc
+            except BaseException as exc:  # KeyboardInterrupt, SystemExit: finish, then raise it
+                held = held or exc
+        if held is not None:
+            raise held
 
     def _failure(self, index: int, bufs: list[Any], exc: Exception) -> ExecutorError:
         """An error from inside a kernel, as an ExecutorError naming the step's op and origin.

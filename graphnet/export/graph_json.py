@@ -21,6 +21,7 @@ import numpy as np
 from ..dtypes import DTYPES
 from ..errors import GraphnetError, PlanFileError
 from ..ir import Attrs, Graph, Node, TensorType, TupleType
+from ..ops.attrs import check_attrs
 from ..ops.registry import REGISTRY
 from ..modes import ModeSwitch
 from ..tensor import ConstValue, Variable
@@ -106,12 +107,18 @@ def check_str(value: Any, where: str, *, optional: bool = False, limit: int = 40
     if optional and value is None:
         return None
     expect(isinstance(value, str) and len(value) <= limit, f"{where}: expected a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PlanFileError(f"{where}: a string holds a lone surrogate (it is not valid text)") from None
     return value
 
 
 def _decode_value(value: Any, resolve: Callable[[Mapping[str, Any], str], Any], where: str, depth: int = 0) -> Any:
     expect(depth <= _MAX_DEPTH, f"{where}: attribute nests too deeply")
-    if value is None or isinstance(value, (bool, str, int)):
+    if isinstance(value, str):
+        return check_str(value, where)
+    if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
         return value
@@ -170,6 +177,7 @@ def decode_graph(data: Any, resolve: Callable[[Mapping[str, Any], str], Any], wh
         input_nodes = tuple(nodes[j] for j in inputs)
         _check_leaf(op, attrs, where)
         try:
+            check_attrs(op, REGISTRY[op].attrs, attrs)
             inferred = REGISTRY[op].infer(*[n.type for n in input_nodes], **attrs)
         except GraphnetError as exc:
             raise PlanFileError(f"{where} ({op}): its inputs or attributes are rejected: {exc}") from None

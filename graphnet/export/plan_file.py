@@ -32,6 +32,7 @@ from ..version import __version__
 from ..dtypes import DTYPES
 from ..errors import ExecutorError, GraphnetError, OptimizerError, PlanFileError, PlanVersionError
 from ..executors import get_executor
+from ..executors.memory import peak_bytes
 from ..ir import Graph
 from ..compile import SERVICES, CompiledPlan, plan_mode
 from ..passes import default_pipeline, dim_constraints, lower, mode_switches, run_pipeline, strip_training
@@ -39,7 +40,7 @@ from ..plan import PREFIXES, PassRecord, Plan
 from ..optim import from_config
 from ..passes import verify
 from ..tensor import VARIABLE_KINDS, ConstValue, Variable
-from .atomic import atomic_write
+from .atomic import atomic_write, remove_stale_temporaries
 from .graph_json import (
     check_dtype, check_str, decode_attrs, decode_graph, encode_graph, encode_value, expect, same_attrs,
 )
@@ -244,6 +245,7 @@ def _open(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nd
 
     path = os.fspath(path)
     data = _read(path)
+    remove_stale_temporaries(path)
     if len(data) < 8:
         raise PlanFileError(f"plan file {path!r} is {'empty' if not data else 'truncated'} ({len(data)} bytes)")
     (size,) = struct.unpack("<Q", data[:8])
@@ -413,6 +415,7 @@ def _build(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], executo
     source = decode_graph(header.get("source"), resolve, "source graph")
     _check_tensor_keys(header, tensors, used)
     verify(graph)
+    verify(source)  # render --passes replays it into autodiff
     plan = _plan(header.get("schedule"), graph, variables)
     plan.dims = dim_constraints(source)
     plan.passes = _passes(header.get("passes", []))
@@ -487,6 +490,9 @@ def file_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
         "step_count": compiled.step_count,
         "steps": len(plan.steps),
         "op_counts": plan.op_counts(),
+        "memory_at_batch_1": peak_bytes(plan, {name: tuple(1 if not isinstance(d, int) else d
+                                                           for d in plan.buffers[buf].shape)
+                                               for name, buf in plan.feeds.items()}),
     }
 
 

@@ -116,7 +116,7 @@ def _ct_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...], output_padding: tu
     return declare("conv2d", [g, w], attrs), declare("conv2d_grad_weight", [g, x, w], attrs)
 
 
-defop("conv_transpose2d", category="conv", infer=_ct_infer, kernel=_ct_kernel, grad=_ct_grad,
+defop("conv_transpose2d", attrs={"stride": "pair", "padding": "pair", "dilation": "pair", "groups": "int", "output_padding": "pair"}, category="conv", infer=_ct_infer, kernel=_ct_kernel, grad=_ct_grad,
       doc="Transposed 2-d convolution (the gradient of conv2d with respect to its input).")
 
 

@@ -37,10 +37,10 @@ def _grad_kernel(xp: Any, g: Any, indices: Any, weight: Any) -> Any:
     return out
 
 
-defop("embedding", category="other", infer=_infer, kernel=_kernel,
+defop("embedding", attrs={}, category="other", infer=_infer, kernel=_kernel,
       grad=lambda g, out, ins: (declare("embedding_grad", [g, ins[1], ins[0]]), None),
       doc="weight[indices]: (V, D) and integer (...) -> (..., D).")
-defop("embedding_grad", category="other", infer=lambda g, idx, w: w, kernel=_grad_kernel,
+defop("embedding_grad", attrs={}, category="other", infer=lambda g, idx, w: w, kernel=_grad_kernel,
       grad=lambda h, out, ins: (_embedding(h, ins[1]), None, None),
       doc="The gradient of embedding with respect to its table: g scattered (added) into rows.")
 

@@ -29,7 +29,7 @@ def _matmul_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...]) -> tuple:
     return da, db
 
 
-defop("matmul", category="blas", infer=_matmul_infer, accepts_out=True,
+defop("matmul", attrs={}, category="blas", infer=_matmul_infer, accepts_out=True,
       kernel=lambda xp, a, b, out=None: xp.matmul(a, b, out=out), grad=_matmul_grad)
 
 

@@ -51,7 +51,7 @@ def _pick_kernel(xp: Any, x: Any, labels: Any) -> Any:
 
 # Reading the target's value directly (not sum(values * one_hot)): a -inf score on another
 # class then costs nothing, where 0 * -inf would make the loss NaN.
-defop("pick", category="other", infer=_pick_infer, kernel=_pick_kernel,
+defop("pick", attrs={}, category="other", infer=_pick_infer, kernel=_pick_kernel,
       grad=lambda g, out, ins: (one_hot(ins[1], ins[0].shape[1], ins[0].dtype) * expand_dims(g, 1), None),
       doc="x[n, labels[n]] for each row n: (N, C) and (N,) -> (N,).")
 
@@ -74,5 +74,5 @@ def _decompose(logits: Tensor, labels: Tensor, *, label_smoothing: float, reduct
     return per_sample
 
 
-defop("cross_entropy", category="composite", infer=_infer, kernel=None, decompose=_decompose,
+defop("cross_entropy", attrs={"label_smoothing": "float", "reduction": "str"}, category="composite", infer=_infer, kernel=None, decompose=_decompose,
       doc="Softmax cross-entropy of (N, C) scores and (N,) integer labels; mean, sum or per sample.")

@@ -73,9 +73,9 @@ def _conv_gw_grad(h: Tensor, out: Tensor, ins: tuple[Tensor, ...], **attrs: Any)
     return (declare("conv2d_grad_input", [g, h, x], attrs), declare("conv2d", [x, h], attrs), None)
 
 
-defop("conv2d", category="conv", infer=_conv_infer, kernel=K.conv2d, grad=_conv_grad)
-defop("conv2d_grad_input", category="conv", infer=lambda g, w, x, **a: x, kernel=K.conv2d_grad_input, grad=_conv_gi_grad)
-defop("conv2d_grad_weight", category="conv", infer=lambda x, g, w, **a: w, kernel=K.conv2d_grad_weight, grad=_conv_gw_grad)
+defop("conv2d", attrs={"stride": "pair", "padding": "pair", "dilation": "pair", "groups": "int"}, category="conv", infer=_conv_infer, kernel=K.conv2d, grad=_conv_grad)
+defop("conv2d_grad_input", attrs={"stride": "pair", "padding": "pair", "dilation": "pair", "groups": "int"}, category="conv", infer=lambda g, w, x, **a: x, kernel=K.conv2d_grad_input, grad=_conv_gi_grad)
+defop("conv2d_grad_weight", attrs={"stride": "pair", "padding": "pair", "dilation": "pair", "groups": "int"}, category="conv", infer=lambda x, g, w, **a: w, kernel=K.conv2d_grad_weight, grad=_conv_gw_grad)
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0,
@@ -115,18 +115,18 @@ def _pool_infer(x: TensorType, *, kernel_size: Pair, stride: Pair, padding: Pair
     return TensorType(x.shape[:2] + (ho, wo), x.dtype)
 
 
-defop("max_pool2d", category="conv", infer=_pool_infer, kernel=K.max_pool2d,
+defop("max_pool2d", attrs={"kernel_size": "pair", "stride": "pair", "padding": "pair"}, category="conv", infer=_pool_infer, kernel=K.max_pool2d,
       grad=lambda g, out, ins, **a: (declare("max_pool2d_grad", [g, ins[0]], a),))
 # max_pool2d_grad is linear in g (its adjoint reads g at each window's arg-max) and piecewise
 # constant in x (no gradient), so gradient penalties through max pooling differentiate.
-defop("max_pool2d_grad", category="conv", infer=lambda g, x, **a: x, kernel=K.max_pool2d_grad,
+defop("max_pool2d_grad", attrs={"kernel_size": "pair", "stride": "pair", "padding": "pair"}, category="conv", infer=lambda g, x, **a: x, kernel=K.max_pool2d_grad,
       grad=lambda h, out, ins, **a: (declare("max_pool2d_select", [h, ins[1]], a), None))
-defop("max_pool2d_select", category="conv", infer=lambda h, x, **a: _pool_infer(x, **a), kernel=K.max_pool2d_select,
+defop("max_pool2d_select", attrs={"kernel_size": "pair", "stride": "pair", "padding": "pair"}, category="conv", infer=lambda h, x, **a: _pool_infer(x, **a), kernel=K.max_pool2d_select,
       grad=lambda g, out, ins, **a: (declare("max_pool2d_grad", [g, ins[1]], a), None),
       doc="h read at each window's first maximal element of x: the adjoint of max_pool2d_grad.")
-defop("avg_pool2d", category="conv", infer=_pool_infer, kernel=K.avg_pool2d,
+defop("avg_pool2d", attrs={"kernel_size": "pair", "stride": "pair", "padding": "pair"}, category="conv", infer=_pool_infer, kernel=K.avg_pool2d,
       grad=lambda g, out, ins, **a: (declare("avg_pool2d_grad", [g, ins[0]], a),))
-defop("avg_pool2d_grad", category="conv", infer=lambda g, x, **a: x, kernel=K.avg_pool2d_grad,
+defop("avg_pool2d_grad", attrs={"kernel_size": "pair", "stride": "pair", "padding": "pair"}, category="conv", infer=lambda g, x, **a: x, kernel=K.avg_pool2d_grad,
       grad=lambda h, out, ins, **a: (declare("avg_pool2d", [h], a), None))
 
 
@@ -172,9 +172,9 @@ def _axis_infer(x: TensorType, *, axis: int) -> TensorType:
     return x
 
 
-defop("softmax", category="reduction", infer=_axis_infer, kernel=_softmax_kernel,
+defop("softmax", attrs={"axis": "int"}, category="reduction", infer=_axis_infer, kernel=_softmax_kernel,
       grad=lambda g, out, ins, axis: (out * (g - sum(g * out, axis, keepdims=True)),))
-defop("log_softmax", category="reduction", infer=_axis_infer, kernel=_log_softmax_kernel,
+defop("log_softmax", attrs={"axis": "int"}, category="reduction", infer=_axis_infer, kernel=_log_softmax_kernel,
       grad=lambda g, out, ins, axis: (g - _exp(out) * sum(g, axis, keepdims=True),))
 
 
@@ -223,7 +223,7 @@ def _dropout_grad(gs: tuple, outs: tuple[Tensor, ...], ins: tuple[Tensor, ...], 
 
 # Two results: the output and the scaled keep-mask (which the gradient reads). ``training``
 # is a bool, or the module's ModeSwitch that gn.compile resolves (eval: the identity).
-defop("dropout", category="random", infer=_dropout_infer, kernel=_dropout_kernel, grad=_dropout_grad)
+defop("dropout", attrs={"p": "float", "training": "mode"}, category="random", infer=_dropout_infer, kernel=_dropout_kernel, grad=_dropout_grad)
 
 
 def dropout(x: Tensor, p: float = 0.5, training: Any = True) -> Tensor:
@@ -258,7 +258,7 @@ def _one_hot_kernel(xp: Any, labels: Any, num_classes: int, dtype: str) -> Any:
     return (labels[..., None] == xp.arange(num_classes)).astype(dtype)
 
 
-defop("one_hot", category="other", infer=_one_hot_infer, kernel=_one_hot_kernel, grad=lambda g, out, ins, **a: (None,))
+defop("one_hot", attrs={"num_classes": "int", "dtype": "dtype"}, category="other", infer=_one_hot_infer, kernel=_one_hot_kernel, grad=lambda g, out, ins, **a: (None,))
 
 
 def one_hot(labels: Tensor, num_classes: int, dtype: Any = "float32") -> Tensor:
@@ -288,7 +288,7 @@ def _assign_kernel(xp: Any, target: Any, value: Any, kind: str) -> Any:
     return target
 
 
-defop("assign", category="effect", views=((0, 0),), writes=(0,), infer=_assign_infer, kernel=_assign_kernel,
+defop("assign", attrs={"kind": "str"}, category="effect", views=((0, 0),), writes=(0,), infer=_assign_infer, kernel=_assign_kernel,
       doc="Write ``value`` into the variable ``target`` after every pure step (an effect).")
 
 

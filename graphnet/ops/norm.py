@@ -99,7 +99,7 @@ def _state_updates(outs: tuple[Tensor, ...], ins: tuple[Tensor, ...], *, trainin
             (rv, rv * (1.0 - momentum) + unbiased * momentum)]
 
 
-defop("batch_norm", category="composite", infer=_infer, kernel=None, decompose=_decompose,
+defop("batch_norm", attrs={"training": "mode", "momentum": "float", "eps": "float", "stats": "bool", "weight": "bool", "bias": "bool"}, category="composite", infer=_infer, kernel=None, decompose=_decompose,
       state_updates=_state_updates,
       doc="Batch normalisation over every axis but 1: (output, mean, variance it normalised with).")
 
@@ -169,7 +169,7 @@ def _ln_decompose(x: Tensor, *affine: Tensor, normalized_ndim: int, eps: float, 
     return y
 
 
-defop("layer_norm", category="composite", infer=_ln_infer, kernel=None, decompose=_ln_decompose,
+defop("layer_norm", attrs={"normalized_ndim": "int", "eps": "float", "weight": "bool", "bias": "bool"}, category="composite", infer=_ln_infer, kernel=None, decompose=_ln_decompose,
       doc="Normalisation over the last dims, with an optional elementwise affine map.")
 
 

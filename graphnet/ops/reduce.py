@@ -73,9 +73,9 @@ def _max_kernel(xp: Any, x: Any, axes: tuple[int, ...], keepdims: bool) -> Any:
 
 from .registry import defop  # noqa: E402
 
-defop("sum", category="reduction", infer=_reduce_infer, kernel=_sum_kernel, grad=_sum_grad)
-defop("mean", category="reduction", infer=lambda t, **a: (require_float(t), _reduce_infer(t, **a))[1], kernel=_mean_kernel, grad=_mean_grad)
-defop("max", category="reduction", infer=_reduce_infer, kernel=_max_kernel, grad=_max_grad)
+defop("sum", attrs={"axes": "ints", "keepdims": "bool"}, category="reduction", infer=_reduce_infer, kernel=_sum_kernel, grad=_sum_grad)
+defop("mean", attrs={"axes": "ints", "keepdims": "bool"}, category="reduction", infer=lambda t, **a: (require_float(t), _reduce_infer(t, **a))[1], kernel=_mean_kernel, grad=_mean_grad)
+defop("max", attrs={"axes": "ints", "keepdims": "bool"}, category="reduction", infer=_reduce_infer, kernel=_max_kernel, grad=_max_grad)
 
 
 def sum(x: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:  # noqa: A001
@@ -113,7 +113,7 @@ def _numel_kernel(xp: Any, x: Any, axes: tuple[int, ...]) -> Any:
     return xp.asarray(count, dtype=x.dtype if x.dtype.kind == "f" else "float32")
 
 
-defop("numel", category="other", infer=_numel_infer, kernel=_numel_kernel, grad=lambda g, out, ins, axes: (None,))
+defop("numel", attrs={"axes": "ints"}, category="other", infer=_numel_infer, kernel=_numel_kernel, grad=lambda g, out, ins, axes: (None,))
 
 
 def numel(x: Tensor, axis: Any = None) -> Tensor:
@@ -143,9 +143,9 @@ def _squeeze_infer(t: TensorType, *, axes: tuple[int, ...]) -> TensorType:
     return TensorType(tuple(d for i, d in enumerate(t.shape) if i not in axes), t.dtype)
 
 
-defop("expand_dims", category="layout", views=((0, 0),), infer=_expand_infer, kernel=lambda xp, x, axes: xp.expand_dims(x, axes),
+defop("expand_dims", attrs={"axes": "ints"}, category="layout", views=((0, 0),), infer=_expand_infer, kernel=lambda xp, x, axes: xp.expand_dims(x, axes),
       grad=lambda g, out, ins, axes: (squeeze(g, axes),))
-defop("squeeze", category="layout", views=((0, 0),), infer=_squeeze_infer, kernel=lambda xp, x, axes: xp.squeeze(x, axes),
+defop("squeeze", attrs={"axes": "ints"}, category="layout", views=((0, 0),), infer=_squeeze_infer, kernel=lambda xp, x, axes: xp.squeeze(x, axes),
       grad=lambda g, out, ins, axes: (expand_dims(g, axes),))
 
 
@@ -196,13 +196,13 @@ def _sum_to_kernel(xp: Any, x: Any, shape: Shape) -> Any:
     return y.reshape(y.shape[lead:]) if lead else y
 
 
-defop("broadcast_to", category="layout", views=((0, 0),), infer=_broadcast_to_infer,
+defop("broadcast_to", attrs={"shape": "ints"}, category="layout", views=((0, 0),), infer=_broadcast_to_infer,
       kernel=lambda xp, x, shape: xp.broadcast_to(x, shape),
       grad=lambda g, out, ins, shape: (_sum_to(g, ins[0]),))
-defop("broadcast_like", category="layout", views=((0, 0),), infer=_broadcast_like_infer,
+defop("broadcast_like", attrs={}, category="layout", views=((0, 0),), infer=_broadcast_like_infer,
       kernel=lambda xp, x, like: xp.broadcast_to(x, xp.broadcast_shapes(x.shape, like.shape)),
       grad=lambda g, out, ins: (_sum_to(g, ins[0]), None))
-defop("sum_to", category="reduction", views=((0, 0),), infer=_sum_to_infer, kernel=_sum_to_kernel,
+defop("sum_to", attrs={"shape": "ints"}, category="reduction", views=((0, 0),), infer=_sum_to_infer, kernel=_sum_to_kernel,
       grad=lambda g, out, ins, shape: (broadcast_like(g, ins[0]),))
 
 
@@ -216,7 +216,7 @@ def _sum_like_kernel(xp: Any, x: Any, like: Any) -> Any:
     return _sum_to_kernel(xp, x, like.shape)
 
 
-defop("sum_like", category="reduction", views=((0, 0),), infer=lambda t, like: TensorType(like.shape, t.dtype), kernel=_sum_like_kernel,
+defop("sum_like", attrs={}, category="reduction", views=((0, 0),), infer=lambda t, like: TensorType(like.shape, t.dtype), kernel=_sum_like_kernel,
       grad=lambda g, out, ins: (broadcast_like(g, ins[0]), None))
 
 

@@ -11,10 +11,11 @@ import contextlib
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..errors import GraphError, ShapeError
 from ..ir import Attrs, Node, TensorType, ValueType
+from .attrs import check_attrs
 
 InferRule = Callable[..., ValueType]  # infer(*input_types, **attrs) -> TensorType | TupleType
 GradRule = Callable[..., Sequence[Any]]  # grad(g, out, inputs, **attrs) -> one Tensor|None per input
@@ -53,6 +54,7 @@ class OpDef:
     accepts_out: bool = False
     decompose: Decomposition | None = None
     state_updates: Callable[..., Sequence[tuple[Any, Any]]] | None = None
+    attrs: Mapping[str, str] | None = None
 
     @property
     def random(self) -> bool:
@@ -80,6 +82,7 @@ def defop(
     accepts_out: bool = False,
     decompose: Decomposition | None = None,
     state_updates: Callable[..., Sequence[tuple[Any, Any]]] | None = None,
+    attrs: Mapping[str, str] | None = None,
     doc: str = "",
 ) -> OpDef:
     """Register an op. Names are unique; re-registering is a programming error."""
@@ -88,7 +91,7 @@ def defop(
     if category not in CATEGORIES:
         raise GraphError(f"op {name!r}: category {category!r} is not one of {CATEGORIES}")
     opdef = OpDef(name, infer, kernel, grad, doc, category, tuple(views), tuple(writes), accepts_out, decompose,
-                  state_updates)
+                  state_updates, None if attrs is None else dict(attrs))
     REGISTRY[name] = opdef
     return opdef
 
@@ -167,6 +170,7 @@ def make_node(op: str, inputs: Sequence[Node], attrs: dict[str, Any] | None = No
     attrs = attrs or {}
     types = [i.type for i in inputs]
     try:
+        check_attrs(op, opdef.attrs, attrs)
         out_type = opdef.infer(*types, **attrs)
     except ShapeError as exc:
         where = current_scope()

@@ -66,9 +66,9 @@ def _reshape_kernel(xp: Any, x: Any, shape: Shape) -> Any:
     return x.reshape(tuple(-1 if isinstance(d, str) else d for d in shape))
 
 
-defop("reshape", category="layout", views=((0, 0),), infer=_reshape_infer, kernel=_reshape_kernel,
+defop("reshape", attrs={"shape": "shape"}, category="layout", views=((0, 0),), infer=_reshape_infer, kernel=_reshape_kernel,
       grad=lambda g, out, ins, shape: (reshape_like(g, ins[0]),))
-defop("reshape_like", category="layout", views=((0, 0),), infer=lambda t, like: TensorType(like.shape, t.dtype),
+defop("reshape_like", attrs={}, category="layout", views=((0, 0),), infer=lambda t, like: TensorType(like.shape, t.dtype),
       kernel=lambda xp, x, like: x.reshape(like.shape),
       grad=lambda g, out, ins: (reshape_like(g, ins[0]), None))
 
@@ -99,7 +99,7 @@ def _flatten_kernel(xp: Any, x: Any, start: int, end: int) -> Any:
     return x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1:])
 
 
-defop("flatten", category="layout", views=((0, 0),), infer=_flatten_infer, kernel=_flatten_kernel,
+defop("flatten", attrs={"start": "int", "end": "int"}, category="layout", views=((0, 0),), infer=_flatten_infer, kernel=_flatten_kernel,
       grad=lambda g, out, ins, start, end: (reshape_like(g, ins[0]),))
 
 
@@ -121,13 +121,13 @@ def _copy_kernel(xp: Any, x: Any, out: Any = None) -> Any:
     return out
 
 
-defop("copy", category="layout", infer=lambda t: t, kernel=_copy_kernel, accepts_out=True,
+defop("copy", attrs={}, category="layout", infer=lambda t: t, kernel=_copy_kernel, accepts_out=True,
       grad=lambda g, out, ins: (g,), doc="A copy of ``x`` that shares no memory with it.")
 
 
 # --- stop_gradient: the identity, through which no gradient flows ---------------------------
 
-defop("stop_gradient", category="layout", views=((0, 0),), infer=lambda t: t, kernel=lambda xp, x: x,
+defop("stop_gradient", attrs={}, category="layout", views=((0, 0),), infer=lambda t: t, kernel=lambda xp, x: x,
       grad=lambda g, out, ins: (None,), doc="``x`` itself; gradients treat it as a constant.")
 
 
@@ -151,7 +151,7 @@ def _inverse(axes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(inv)
 
 
-defop("transpose", category="layout", views=((0, 0),), infer=_transpose_infer, kernel=lambda xp, x, axes: xp.transpose(x, axes),
+defop("transpose", attrs={"axes": "ints"}, category="layout", views=((0, 0),), infer=_transpose_infer, kernel=lambda xp, x, axes: xp.transpose(x, axes),
       grad=lambda g, out, ins, axes: (transpose(g, _inverse(axes)),))
 
 
@@ -200,7 +200,7 @@ def _concat_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...], axis: int) -> 
     return tuple(grads)
 
 
-defop("concat", category="layout", infer=_concat_infer, kernel=lambda xp, *xs, axis: xp.concatenate(xs, axis=axis), grad=_concat_grad)
+defop("concat", attrs={"axis": "int"}, category="layout", infer=_concat_infer, kernel=lambda xp, *xs, axis: xp.concatenate(xs, axis=axis), grad=_concat_grad)
 
 
 def concat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
@@ -240,9 +240,9 @@ def _slice_grad_kernel(xp: Any, g: Any, like: Any, key: Key) -> Any:
     return out
 
 
-defop("slice", category="layout", views=((0, 0),), infer=_slice_infer, kernel=lambda xp, x, key: x[_slices(key)],
+defop("slice", attrs={"key": "key"}, category="layout", views=((0, 0),), infer=_slice_infer, kernel=lambda xp, x, key: x[_slices(key)],
       grad=lambda g, out, ins, key: (slice_grad(g, ins[0], key),))
-defop("slice_grad", category="layout", infer=lambda g, like, key: TensorType(like.shape, g.dtype), kernel=_slice_grad_kernel,
+defop("slice_grad", attrs={"key": "key"}, category="layout", infer=lambda g, like, key: TensorType(like.shape, g.dtype), kernel=_slice_grad_kernel,
       grad=lambda g, out, ins, key: (slice_(g, key), None))
 
 
@@ -316,7 +316,7 @@ def _pad_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...], pad_width: Any, v
     return (slice_(g, key),)
 
 
-defop("pad", category="layout", infer=_pad_infer,
+defop("pad", attrs={"pad_width": "pairs", "value": "float"}, category="layout", infer=_pad_infer,
       kernel=lambda xp, x, pad_width, value: xp.pad(x, pad_width, mode="constant", constant_values=value),
       grad=_pad_grad)
 

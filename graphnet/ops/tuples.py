@@ -26,8 +26,8 @@ def _make_tuple_infer(*types: Any) -> TupleType:
 
 
 # Lowering binds a tuple_get to the buffer its op wrote: neither kernel runs in a plan.
-defop("tuple_get", category="layout", views=((0, 0),), infer=_tuple_get_infer, kernel=None, doc="Result ``index`` of a multi-output op.")
-defop("make_tuple", category="layout", infer=_make_tuple_infer, kernel=None,
+defop("tuple_get", attrs={"index": "int"}, category="layout", views=((0, 0),), infer=_tuple_get_infer, kernel=None, doc="Result ``index`` of a multi-output op.")
+defop("make_tuple", attrs={}, category="layout", infer=_make_tuple_infer, kernel=None,
       doc="Values grouped as one multi-output value (what a decomposed multi-output composite becomes).")
 
 

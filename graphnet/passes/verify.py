@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..errors import GraphError, GraphnetError
 from ..ir import Graph
+from ..ops.attrs import check_attrs
 from ..ops.registry import REGISTRY
 
 
@@ -35,6 +36,7 @@ def verify(graph: Graph) -> Graph:
                 raise GraphError(f"node {node.label()} ({node.op}) reads the multi-output {inp.op} "
                                  f"{inp.label()} directly; read its results with tuple_get")
         try:
+            check_attrs(node.op, opdef.attrs, node.attrs)
             expected = opdef.infer(*[i.type for i in node.inputs], **node.attrs)
         except GraphnetError as exc:
             raise GraphError(f"node {node.label()} ({node.op}) fails its shape rule: {exc}") from None
