@@ -181,7 +181,7 @@ def decode_graph(data: Any, resolve: Callable[[Mapping[str, Any], str], Any], wh
             inferred = REGISTRY[op].infer(*[n.type for n in input_nodes], **attrs)
         except GraphnetError as exc:
             raise PlanFileError(f"{where} ({op}): its inputs or attributes are rejected: {exc}") from None
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError) as exc:
             raise PlanFileError(f"{where} ({op}): attributes of the wrong type or value: {exc}") from None
         expect(inferred == stored, f"{where} ({op}): stored type {stored} but the op gives {inferred}")
         try:

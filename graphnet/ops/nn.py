@@ -41,6 +41,9 @@ def _conv_infer(x: TensorType, w: TensorType, *, stride: Pair, padding: Pair, di
         raise ShapeError("expected input of shape (N, C, H, W)")
     if w.ndim != 4:
         raise ShapeError("expected weight of shape (out_channels, in_channels // groups, kh, kw)")
+    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0 or groups < 1:
+        raise ShapeError(f"stride and dilation must be >= 1, padding >= 0 and groups >= 1, got stride {stride}, "
+                         f"padding {padding}, dilation {dilation}, groups {groups}")
     require_float(x)
     if x.dtype != w.dtype:
         raise DTypeError(f"input dtype {x.dtype} differs from weight dtype {w.dtype}")
