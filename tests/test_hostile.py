@@ -255,3 +255,21 @@ def test_a_few_thousand_mutated_plans_load_or_raise_typed_errors(tmp_path):
     counts, failures, seconds = fuzz(str(tmp_path), 2000, seed=1)
     assert not failures, failures[:10]
     assert counts["refused"] > 0 and counts["ran"] > 0
+
+
+def test_two_threads_training_one_plan_match_the_same_steps_in_sequence():
+    def run(threads: int) -> np.ndarray:
+        gn.manual_seed(0)
+        layer = gn.nn.Linear(16, 16)
+        x = gn.placeholder("x", (None, 16))
+        train = gn.compile(gn.mean(layer(x) ** 2), optimizer=gn.optim.Adam(lr=1e-2))
+        xb = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
+        workers = [threading.Thread(target=lambda: [train.run(x=xb) for _ in range(40 // threads)])
+                   for _ in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert train.step_count == 40
+        return layer.weight.data.copy()
+    np.testing.assert_array_equal(run(2), run(1))
