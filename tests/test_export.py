@@ -21,6 +21,8 @@ import pytest
 import graphnet as gn
 from graphnet.export import FORMAT_VERSION
 
+from plan_fuzz import join as _join, split as _split
+
 
 # --- fixtures -----------------------------------------------------------------------------------------------------
 
@@ -66,17 +68,6 @@ def _small_feeds() -> dict[str, np.ndarray]:
 
 
 # safetensors layout: 8-byte little-endian header length, JSON header, tensor bytes
-def _split(data: bytes) -> tuple[dict[str, Any], bytes]:
-    (n,) = struct.unpack("<Q", data[:8])
-    return json.loads(data[8:8 + n]), data[8 + n:]
-
-
-def _join(table: dict[str, Any], body: bytes) -> bytes:
-    raw = json.dumps(table).encode()
-    raw += b" " * (-len(raw) % 8)
-    return struct.pack("<Q", len(raw)) + raw + body
-
-
 def _edit_header(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
     table, body = _split(path.read_bytes())
     header = json.loads(table["__metadata__"]["graphnet"])

@@ -46,22 +46,31 @@ class Linear(Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-class Conv2d(Module):
-    """2-d convolution. x (N, in_channels, H, W) -> (N, out_channels, Ho, Wo)."""
+class _ConvNd(Module):
+    """What every convolution layer keeps: sizes, options, and PyTorch's initialisation."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: tuple[int, ...], stride: Any, padding: Any,
+                 dilation: Any, groups: int, bias: bool, dtype: str) -> None:
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ShapeError(f"{type(self).__name__}: in_channels {in_channels} and out_channels {out_channels} "
+                             f"must be divisible by groups {groups}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = kernel if len(kernel) > 1 else kernel[0]
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        fan_in = in_channels // groups * math.prod(kernel)
+        self.weight = Parameter(init.kaiming_uniform((out_channels, in_channels // groups) + kernel, fan_in,
+                                                     dtype=dtype))
+        self.bias = Parameter(init.uniform((out_channels,), 1 / math.sqrt(fan_in), dtype)) if bias else None
+
+
+class Conv2d(_ConvNd):
+    """2-d convolution. x (N, in_channels, H, W) -> (N, out_channels, Ho, Wo); ``padding`` also "same"/"valid"."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
                  dilation: Any = 1, groups: int = 1, bias: bool = True, dtype: str = "float32") -> None:
-        super().__init__()
-        if in_channels % groups or out_channels % groups:
-            raise ShapeError(f"Conv2d: in_channels {in_channels} and out_channels {out_channels} "
-                             f"must be divisible by groups {groups}")
-        kh, kw = _pair(kernel_size, "kernel_size")
-        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (kh, kw)
-        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
-        fan_in = in_channels // groups * kh * kw
-        self.weight = Parameter(init.kaiming_uniform((out_channels, in_channels // groups, kh, kw), fan_in,
-                                                     dtype=dtype))
-        self.bias = Parameter(init.uniform((out_channels,), 1 / math.sqrt(fan_in), dtype)) if bias else None
+        super().__init__(in_channels, out_channels, _pair(kernel_size, "kernel_size"), stride, padding, dilation,
+                         groups, bias, dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         return ops.conv2d_padded(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
@@ -146,21 +155,13 @@ class AdaptiveAvgPool2d(Module):
         return f"output_size={self.output_size}"
 
 
-class Conv1d(Module):
+class Conv1d(_ConvNd):
     """1-d convolution. x (N, in_channels, L) -> (N, out_channels, Lo); ``padding`` an int, "same" or "valid"."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: Any = 0,
                  dilation: int = 1, groups: int = 1, bias: bool = True, dtype: str = "float32") -> None:
-        super().__init__()
-        if in_channels % groups or out_channels % groups:
-            raise ShapeError(f"Conv1d: in_channels {in_channels} and out_channels {out_channels} "
-                             f"must be divisible by groups {groups}")
-        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, int(kernel_size)
-        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
-        fan_in = in_channels // groups * self.kernel_size
-        self.weight = Parameter(init.kaiming_uniform((out_channels, in_channels // groups, self.kernel_size), fan_in,
-                                                     dtype=dtype))
-        self.bias = Parameter(init.uniform((out_channels,), 1 / math.sqrt(fan_in), dtype)) if bias else None
+        super().__init__(in_channels, out_channels, (int(kernel_size),), stride, padding, dilation, groups, bias,
+                         dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         return ops.conv1d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
@@ -304,12 +305,8 @@ class SiLU(_Activation):
         return ops.silu(x)
 
 
-class LogSoftmax(_Activation):
+class LogSoftmax(Softmax):
     """``log(softmax(x))`` along ``dim``, computed stably."""
-
-    def __init__(self, dim: int = -1) -> None:
-        super().__init__()
-        self.dim = dim
 
     def forward(self, x: Tensor) -> Tensor:
         return ops.log_softmax(x, self.dim)
