@@ -11,6 +11,8 @@ from .plan import Plan
 
 
 def _attr_text(attrs: Any, skip: tuple[str, ...] = ("value", "var", "name", "shape", "dtype")) -> str:
+    if "body" in attrs:  # a fused group: its members, in order
+        return " {" + ", ".join(op + _attr_text(dict(a)) for op, _, a in attrs["body"]) + "}"
     items = [f"{k}={v}" for k, v in attrs.items() if k not in skip]
     return " {" + ", ".join(items) + "}" if items else ""
 

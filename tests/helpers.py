@@ -31,10 +31,16 @@ _recorders: list[set[str]] = []
 def compile_plan(outputs: Any, **kwargs: Any) -> gn.CompiledPlan:
     """``gn.compile`` that also records the ops of the compiled steps (see ``covers``)."""
     plan = gn.compile(outputs, **kwargs)
-    ops = {step.op for step in plan.plan.steps}
+    ops = step_ops(plan)
     for rec in _recorders:
         rec.update(ops)
     return plan
+
+
+def step_ops(plan: gn.CompiledPlan) -> set[str]:
+    """The ops a plan's steps run, the members of fused groups included."""
+    ops = {step.op for step in plan.plan.steps}
+    return ops | {member[0] for step in plan.plan.steps if step.op == "fused" for member in step.attrs["body"]}
 
 
 def only_feeds(plan: gn.CompiledPlan, feeds: Mapping[str, Any]) -> dict[str, Any]:

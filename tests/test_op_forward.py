@@ -23,7 +23,7 @@ from graphnet.ops import REGISTRY
 from graphnet.ops.common import declare
 from graphnet.ops.shape import slice_grad
 
-from helpers import COVERED, assert_close, compile_plan, covers, placeholders, run
+from helpers import COVERED, assert_close, compile_plan, covers, placeholders, run, step_ops
 import test_layers  # noqa: F401,E402  (its @covers entries count for the meta-test below)
 
 R = np.random.default_rng(7)
@@ -232,7 +232,7 @@ def test_kernel_matches_numpy(case: FCase, dtype: str) -> None:
     ph = placeholders(feeds)
     out = case.build(*ph.values())  # positionally, in feed order
     plan = compile_plan({"out": out})
-    ran = {s.op for s in plan.plan.steps}
+    ran = step_ops(plan)
     assert case.op in ran, f"{case.op} not in the compiled steps {sorted(ran)}"
     got = plan.run(feeds)["out"]
     want = case.ref(*[v.astype(np.float64) if v.dtype.kind == "f" else v for v in feeds.values()])
@@ -653,6 +653,21 @@ def test_dropout_rate_scale_and_shared_mask(p: float, dtype: str) -> None:
     assert not np.array_equal(second["y"] != 0, kept)
     again = compile_plan({"y": y, "g": g}, seed=123).run(x=xv, w=wv)
     np.testing.assert_array_equal(again["y"], first["y"])
+
+
+@covers("fused")
+def test_fused_groups_compute_what_their_members_do() -> None:
+    rng = np.random.default_rng(5)
+    x = gn.placeholder("x", (None, 6))
+    b = gn.placeholder("b", (6,))
+    y = gn.tanh(gn.relu(x * 2.0 + b) - gn.sigmoid(x)) * gn.exp(-x) + gn.where(x > 0.5, x, 0.0)
+    fused = compile_plan({"y": y})
+    assert fused.plan.op_counts().get("fused", 0) >= 1
+    with gn.config.options(disabled_passes={"fuse"}):
+        plain = compile_plan({"y": y})
+    assert "fused" not in plain.plan.op_counts()
+    feeds = {"x": rng.standard_normal((5, 6)).astype(np.float32), "b": rng.standard_normal(6).astype(np.float32)}
+    np.testing.assert_array_equal(fused.run(feeds)["y"], plain.run(feeds)["y"])  # the same kernels, in order
 
 
 @covers("max_pool2d_select")

@@ -540,6 +540,7 @@ GRAD_EXCEPTIONS = {
 
 #: registered ops without a gradient rule (leaves and effects aside), and why that is fine
 NO_GRAD_RULE = {
+    "fused": "fusion runs after autodiff, on graphs whose gradients exist already",
     "equal": "bool output", "not_equal": "bool output", "less": "bool output", "less_equal": "bool output",
     "greater": "bool output", "greater_equal": "bool output",
 }

@@ -29,4 +29,4 @@ from .embedding import embedding  # noqa: F401
 from .common import sum_to  # noqa: F401
 from .shape import copy, stop_gradient  # noqa: F401
 from .tuples import results, tuple_get  # noqa: F401
-from . import vjp  # noqa: F401  (registers composite_vjp)
+from . import fused, vjp  # noqa: F401  (register fused and composite_vjp)

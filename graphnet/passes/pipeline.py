@@ -21,6 +21,7 @@ from .clip_gradients import clip_gradients
 from .constant_fold import constant_fold
 from .cse import cse
 from .dce import dce
+from .fuse import fuse
 from .autodiff import autodiff
 from .decompose import decompose
 from .optimizer_updates import OptimizerVariables, optimizer_updates
@@ -67,7 +68,7 @@ class Pass:
 
 
 #: Passes that may be switched off with GRAPHNET_DISABLE_PASSES (the rest are needed).
-OPTIONAL = frozenset({"cse", "constant_fold", "simplify"})
+OPTIONAL = frozenset({"cse", "constant_fold", "simplify", "fuse"})
 
 
 def default_pipeline(optimizer: Any = None, mode: str | None = None) -> list[Pass]:
@@ -100,6 +101,7 @@ def default_pipeline(optimizer: Any = None, mode: str | None = None) -> list[Pas
         Pass("simplify", simplify, requires=("primitive",), optional=True),
         Pass("cse", cse, optional=True),
         Pass("dce", dce),
+        Pass("fuse", fuse, requires=("primitive",), optional=True),
         Pass("schedule", schedule, requires=("primitive",), provides=("scheduled",), invalidates=()),
     ]
     check_pipeline(passes)
