@@ -120,6 +120,8 @@ def _fmt(value: Any) -> str:
 def _attr_lines(node: Node) -> list[str]:
     """Key attributes, one ``k=v`` a line; bulky ones (values, variables, long shapes) left out."""
     lines = []
+    if node.op == "fused":  # a fused group: its members, in order
+        return [" > ".join(op for op, _, _ in node.attrs["body"])[:60]]
     for key, value in node.attrs.items():
         if key in ("value", "var", "name") or _DEFAULT_ATTRS.get(key, ...) == value:
             continue
