@@ -19,9 +19,9 @@ from .grad import grad  # noqa: F401
 from .ir import Graph, Node, TensorType  # noqa: F401
 from .nn.init import manual_seed  # noqa: F401
 from .ops import (  # noqa: F401
-    abs, add, avg_pool2d, batch_norm, broadcast_like, broadcast_to, cast, concat, conv2d, div, dropout, elu, equal,
+    abs, add, batch_norm, broadcast_like, broadcast_to, cast, concat, div, dropout, elu, equal,
     erf, exp, expand_dims, flatten, gelu, greater, greater_equal, leaky_relu, less, less_equal, log, log_softmax,
-    matmul, max, max_pool2d, maximum, mean, min, minimum, mul, neg, not_equal, one_hot, pad, pow, relu, reshape,
+    matmul, max, maximum, mean, min, minimum, mul, neg, not_equal, one_hot, pad, pow, relu, reshape,
     sigmoid, sign, softmax, sqrt, squeeze, stop_gradient, sub, sum, swapaxes, tanh, transpose, tuple_get, where,
 )
 from .ops import (  # noqa: F401  (the public forms take PyTorch's options: padding="same", ceil_mode, ...)

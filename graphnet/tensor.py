@@ -10,7 +10,7 @@ import numpy as np
 
 from . import dtypes
 from .errors import ShapeError
-from .ir import Dim, Node, Shape, TensorType
+from .ir import Dim, Node, Shape
 from .ops.registry import make_node
 
 

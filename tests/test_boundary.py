@@ -15,7 +15,7 @@ from graphnet.ops import REGISTRY
 from graphnet.ops.common import declare
 from graphnet.ops.registry import CATEGORIES
 from graphnet.passes import (
-    Pass, check_pipeline, decompose, default_pipeline, dce, resolve_modes, schedule, simplify, state_updates,
+    Pass, check_pipeline, decompose, default_pipeline, dce, resolve_modes, simplify, state_updates,
     verify,
 )
 from graphnet.testing import GraphMismatch, assert_graph_equal, graph_equal

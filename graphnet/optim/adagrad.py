@@ -14,7 +14,6 @@ import numpy as np
 
 from graphnet.ops import sqrt
 
-from graphnet.errors import OptimizerError
 
 from .optimizer import HyperParams, Optimizer, check_number, register, scalar
 

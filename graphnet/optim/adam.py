@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 from graphnet.ops import maximum, pow, sqrt

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import GraphError
-from ..ir import Graph, Node
+from ..ir import Graph
 from ..ops.registry import get_op
 from ..plan import PREFIXES, Buffer, Plan, Step
 from ..tensor import Variable
