@@ -243,9 +243,10 @@ def test_kernels_that_accept_out_write_into_the_given_buffer(name):
     rng = np.random.default_rng(0)
     a, b = rng.uniform(0.5, 2.0, (4, 4)).astype(np.float32), rng.uniform(0.5, 2.0, (4, 4)).astype(np.float32)
     args = (a,) if name in ("neg", "exp", "log", "sqrt", "sign", "abs", "relu", "tanh", "copy") else (a, b)
-    want = op.kernel(np, *args)
+    attrs = {"body": (("add", (-1, -2), ()), ("mul", (0, -1), ()), ("exp", (1,), ()))} if name == "fused" else {}
+    want = op.kernel(np, *args, **attrs)
     out = np.empty_like(want)
-    got = op.kernel(np, *args, out=out)
+    got = op.kernel(np, *args, out=out, **attrs)
     assert got is out
     np.testing.assert_array_equal(out, want)
 
@@ -328,3 +329,16 @@ def test_a_version_1_file_is_refused_with_a_clear_error(tmp_path):
     _rewrite(path, header, data, n, table)
     with pytest.raises(PlanVersionError, match="version 1.*compile the model again"):
         gn.load(path)
+
+
+def test_a_fused_kernel_given_one_of_its_inputs_as_out_reads_it_first():
+    kernel = REGISTRY["fused"].kernel
+    body = (("mul", (-1, -1), ()), ("add", (0, -1), ()), ("sub", (1, -2), ()))  # a * a + a - b
+    a, b = np.arange(4.0), np.full(4, 0.5)
+    want = a * a + a - b
+    got = kernel(np, a.copy(), b, body=body)
+    np.testing.assert_array_equal(got, want)
+    inp = a.copy()
+    out = kernel(np, inp, b, out=inp, body=body)  # the executor reuses a dying input
+    assert out is inp
+    np.testing.assert_array_equal(out, want)

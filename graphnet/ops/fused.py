@@ -66,18 +66,31 @@ def plan_body(body: tuple[Instruction, ...]) -> tuple[int | None, ...]:
 _MASKS = frozenset({"equal", "not_equal", "less", "less_equal", "greater", "greater_equal"})
 
 
-def _kernel(xp: Any, *inputs: Any, body: Any) -> Any:
+def _kernel(xp: Any, *inputs: Any, body: Any, out: Any = None) -> Any:
+    """Run the members in order. With ``out`` (an array of the group's result type), the first
+    member that can write there does, and the chain of dying intermediates continues in it."""
     values: list[Any] = []
+    # an output that is one of the inputs (the executor reuses a dying input) is written last
+    early = out is not None and not any(out is i for i in inputs)
     for (op, args, attrs), reuse in zip(body, plan_body(body)):
         arrays = [inputs[-a - 1] if a < 0 else values[a] for a in args]
-        kernel = get_op(op).kernel
-        if reuse is not None and op not in _MASKS and _same_float(arrays) \
-                and getattr(getattr(arrays[reuse], "flags", None), "writeable", False):
-            # the intermediate dies here and has the result's shape and dtype: overwrite it
-            values.append(kernel(xp, *arrays, out=arrays[reuse], **dict(attrs)))
+        opdef = get_op(op)
+        target = None
+        if op not in _MASKS and _same_float(arrays):
+            if reuse is not None and getattr(getattr(arrays[reuse], "flags", None), "writeable", False):
+                target = arrays[reuse]  # the intermediate dies here with the result's shape and dtype
+            elif early and opdef.accepts_out and not any(v is out for v in values) \
+                    and arrays[0].shape == out.shape and arrays[0].dtype == out.dtype:
+                target = out
+        if target is not None:
+            values.append(opdef.kernel(xp, *arrays, out=target, **dict(attrs)))
         else:
-            values.append(kernel(xp, *arrays, **dict(attrs)))
-    return values[-1]
+            values.append(opdef.kernel(xp, *arrays, **dict(attrs)))
+    result = values[-1]
+    if out is None or result is out:
+        return result
+    xp.copyto(out, result)
+    return out
 
 
 def _same_float(arrays: list[Any]) -> bool:
@@ -86,5 +99,5 @@ def _same_float(arrays: list[Any]) -> bool:
     return kind == "f" and all(getattr(a, "shape", None) == first.shape and a.dtype == first.dtype for a in arrays)
 
 
-defop("fused", category="elementwise", attrs={"body": "any"}, infer=_infer, kernel=_kernel,
+defop("fused", category="elementwise", attrs={"body": "any"}, infer=_infer, kernel=_kernel, accepts_out=True,
       doc="Elementwise ops run as one step (see graphnet.ops.fused).")
