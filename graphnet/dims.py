@@ -67,7 +67,10 @@ class DimConstraints:
             return
         values: dict[str, tuple[int, str]] = {}  # class -> (size, who set it)
         for feed, axis, sym in self.feed_dims:
-            size = shapes[feed][axis]
+            shape = shapes.get(feed)
+            if shape is None or axis >= len(shape):  # a graph (from a file) whose feeds differ: nothing to hold
+                continue
+            size = shape[axis]
             root = self.find(sym)
             if root in values and values[root][0] != size:
                 raise FeedError(f"feed {feed!r}: dim {axis} is {size}, but it is {values[root][1]} "

@@ -273,3 +273,27 @@ def test_two_threads_training_one_plan_match_the_same_steps_in_sequence():
         assert train.step_count == 40
         return layer.weight.data.copy()
     np.testing.assert_array_equal(run(2), run(1))
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda h: h["schedule"]["outputs"].update(y=["%1"]), "buffer names"),
+    (lambda h: h["schedule"]["leaves"].update({"in:x": "0"}), "node indices"),
+])
+def test_schedule_mappings_of_the_wrong_type_are_refused(tmp_path, edit, match):
+    path = _bn_plan(tmp_path)
+    _edit(path, edit)
+    with pytest.raises(gn.PlanFileError, match=match):
+        gn.load(path)
+
+
+def test_a_source_graph_whose_feeds_differ_from_the_plans_does_not_break_runs(tmp_path):
+    """Found by the 100,000-mutant fuzz: a renamed placeholder in the declared graph made the
+    feed check look up a feed the plan does not have (KeyError)."""
+    path = _bn_plan(tmp_path)
+
+    def rename(h):
+        node = next(n for n in h["source"]["nodes"] if n["op"] == "placeholder")
+        node["attrs"]["name"] = node["name"] = "renamed"
+    _edit(path, rename)
+    plan = gn.load(path)
+    assert plan.run(x=np.ones((2, 2, 3, 3), np.float32))["y"].shape == (2, 2, 3, 3)

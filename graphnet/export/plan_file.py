@@ -446,8 +446,10 @@ def _plan(data: Any, graph: Graph, variables: Mapping[str, Variable]) -> Plan:
     buffers = decode_buffers(data.get("buffers"))
     steps = decode_steps(data.get("steps"), decode_attrs)
     feeds, outputs, leaves = data.get("feeds"), data.get("outputs"), data.get("leaves")
-    for what, mapping in (("feeds", feeds), ("outputs", outputs), ("leaves", leaves)):
-        expect(isinstance(mapping, dict), f"schedule: '{what}' must be an object")
+    for what, mapping, kind in (("feeds", feeds, str), ("outputs", outputs, str), ("leaves", leaves, int)):
+        expect(isinstance(mapping, dict) and all(isinstance(v, kind) and not isinstance(v, bool)
+                                                 for v in mapping.values()),
+               f"schedule: '{what}' must map names to {'buffer names' if kind is str else 'node indices'}")
     release = data.get("release")
     expect(isinstance(release, list) and len(release) == len(steps)
            and all(isinstance(r, list) and all(isinstance(n, str) for n in r) for r in release),
