@@ -8,6 +8,8 @@
   4  also time every executed step (printed per run)
 ``GRAPHNET_VERIFY=1`` runs the IR checker between every pair of passes.
 ``GRAPHNET_DISABLE_PASSES=cse,constant_fold`` skips optional passes by name.
+``GRAPHNET_FUSE=1`` turns on elementwise fusion (off by default until fused groups compile to
+generated kernels: run by the NumPy fallback they are slower than the executor's recycling).
 ``GRAPHNET_MEMORY_LIMIT=8G`` refuses runs whose temporaries would need more (bytes; K, M, G
 suffixes); by default the machine's available memory when the plan is first run.
 """
@@ -43,6 +45,7 @@ class Flags:
 
 
     memory_limit: int | None = field(default_factory=lambda: _env_bytes("GRAPHNET_MEMORY_LIMIT"))
+    fuse: bool = field(default_factory=lambda: bool(_env_int("GRAPHNET_FUSE")))
 
 
 def _env_bytes(name: str) -> int | None:
@@ -74,10 +77,12 @@ flags = Flags()
 @contextlib.contextmanager
 def options(
     *, debug: int | None = None, verify: bool | None = None, disabled_passes: frozenset[str] | set[str] | None = None,
-    memory_limit: int | None = None,
+    memory_limit: int | None = None, fuse: bool | None = None,
 ) -> Iterator[Flags]:
     """Temporarily override debug flags: ``with gn.config.options(debug=2): gn.compile(...)``."""
-    saved = (flags.debug, flags.verify, flags.disabled_passes, flags.memory_limit)
+    saved = (flags.debug, flags.verify, flags.disabled_passes, flags.memory_limit, flags.fuse)
+    if fuse is not None:
+        flags.fuse = bool(fuse)
     if memory_limit is not None:
         flags.memory_limit = int(memory_limit)
     if debug is not None:
@@ -89,4 +94,4 @@ def options(
     try:
         yield flags
     finally:
-        flags.debug, flags.verify, flags.disabled_passes, flags.memory_limit = saved
+        flags.debug, flags.verify, flags.disabled_passes, flags.memory_limit, flags.fuse = saved

@@ -661,13 +661,21 @@ def test_fused_groups_compute_what_their_members_do() -> None:
     x = gn.placeholder("x", (None, 6))
     b = gn.placeholder("b", (6,))
     y = gn.tanh(gn.relu(x * 2.0 + b) - gn.sigmoid(x)) * gn.exp(-x) + gn.where(x > 0.5, x, 0.0)
-    fused = compile_plan({"y": y})
+    with gn.config.options(fuse=True):
+        fused = compile_plan({"y": y})
     assert fused.plan.op_counts().get("fused", 0) >= 1
     with gn.config.options(disabled_passes={"fuse"}):
         plain = compile_plan({"y": y})
     assert "fused" not in plain.plan.op_counts()
     feeds = {"x": rng.standard_normal((5, 6)).astype(np.float32), "b": rng.standard_normal(6).astype(np.float32)}
     np.testing.assert_array_equal(fused.run(feeds)["y"], plain.run(feeds)["y"])  # the same kernels, in order
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:  # a fused plan saves, is checked on load, and runs alike
+        fused.save(f"{folder}/fused.gnp")
+        loaded = gn.load(f"{folder}/fused.gnp")
+    assert loaded.plan.op_counts() == fused.plan.op_counts()
+    np.testing.assert_array_equal(loaded.run(feeds)["y"], plain.run(feeds)["y"])
 
 
 @covers("max_pool2d_select")

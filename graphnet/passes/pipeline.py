@@ -101,7 +101,10 @@ def default_pipeline(optimizer: Any = None, mode: str | None = None) -> list[Pas
         Pass("simplify", simplify, requires=("primitive",), optional=True),
         Pass("cse", cse, optional=True),
         Pass("dce", dce),
-        Pass("fuse", fuse, requires=("primitive",), optional=True),
+    ]
+    if config.flags.fuse:  # opt-in until fused groups compile to generated kernels
+        passes.append(Pass("fuse", fuse, requires=("primitive",), optional=True))
+    passes += [
         Pass("schedule", schedule, requires=("primitive",), provides=("scheduled",), invalidates=()),
     ]
     check_pipeline(passes)
