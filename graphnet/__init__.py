@@ -9,12 +9,11 @@
 from .version import __version__  # noqa: F401
 
 from . import config, data, dtypes, export, losses, nn, ops, optim, passes, plots, train  # noqa: F401
-from .compile import CompiledPlan, compile  # noqa: F401
+from .compile import CompiledPlan, compile, load  # noqa: F401
 from .errors import (  # noqa: F401
     DTypeError, ExecutorError, FeedError, GradientError, GraphError, GraphnetError, MemoryLimitError, ModeWarning,
     NumericsError, OptimizerError, PlanFileError, PlanVersionError, ShapeError,
 )
-from .export import load_plan as load  # noqa: F401
 from .grad import grad  # noqa: F401
 from .ir import Graph, Node, TensorType  # noqa: F401
 from .nn.init import manual_seed  # noqa: F401

@@ -102,7 +102,8 @@ def _inspect_text(summary: dict[str, Any]) -> str:
 
 
 def _command(args: argparse.Namespace) -> None:
-    from .export import file_summary, load_plan
+    from .compile import load as load_plan
+    from .export import file_summary
 
     if args.command == "inspect":
         summary = file_summary(args.plan)

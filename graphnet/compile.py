@@ -12,10 +12,11 @@ import numpy as np
 from . import config
 from .errors import GraphnetError, ModeWarning, OptimizerError
 from .executors import get_executor
+from .export import load_parts, save_plan
 from .ir import Graph, Node
-from .optim import Optimizer
-from .modes import ModeSwitch, check_mode, resolve
+from .modes import check_mode, plan_mode
 from .nn.init import next_plan_seed
+from .optim import Optimizer
 from .passes import default_pipeline, dim_constraints, lower, mode_switches, run_pipeline
 from .plan import Plan
 from .tensor import Tensor
@@ -54,8 +55,8 @@ def normalize_outputs(outputs: Any, caller_locals: Mapping[str, Any] | None,
     return names, nodes
 
 
-#: What the layers above offer a compiled plan (graphnet.export registers "save",
-#: graphnet.render registers "svg"); compile does not import them.
+#: What the layers above offer a compiled plan (graphnet.render registers "svg");
+#: compile does not import them.
 SERVICES: dict[str, Callable[..., Any]] = {}
 
 
@@ -77,8 +78,6 @@ class CompiledPlan:
         self.optimizer = optimizer
         self.source = source if source is not None else graph
         self._hyper = {var.key: var for var in plan.variables_of_kind("hyper").values()}
-        steps = list(plan.variables_of_kind("step").values())
-        self._step = steps[0] if steps else None
         self._synced: dict[str, float] | None = None
         self._lock = threading.Lock()
         # variables in one global order, so plans sharing parameters never deadlock on them
@@ -133,7 +132,7 @@ class CompiledPlan:
     @property
     def step_count(self) -> int:
         """Optimizer updates applied so far (0 for an inference plan)."""
-        return 0 if self._step is None else int(self._step.data)
+        return self.plan.step_count
 
     @property
     def optimizer_state(self) -> dict[str, dict[str, np.ndarray]]:
@@ -163,10 +162,7 @@ class CompiledPlan:
         ``inference=True`` (or ``outputs=[names to keep]``) saves a forward-only plan
         without gradients, updates or optimizer state.
         """
-        save = SERVICES.get("save")
-        if save is None:
-            raise GraphnetError("saving plans needs graphnet.export (import graphnet)")
-        return save(self, path, inference=inference, outputs=outputs)
+        return save_plan(self, path, inference=inference, outputs=outputs)
 
     def __str__(self) -> str:
         return str(self.plan)
@@ -182,12 +178,15 @@ class CompiledPlan:
                 f"outputs {list(self.plan.outputs)}, executor {self.executor.name}>")
 
 
-def plan_mode(switches: Sequence[ModeSwitch], mode: str | None) -> str | None:
-    """"train", "eval" or "mixed": how the modules' switches resolve; None without any."""
-    values = {resolve(s, mode) for s in switches}
-    if not values:
-        return None
-    return "mixed" if len(values) > 1 else "train" if values.pop() else "eval"
+def load(path: Any, executor: str = "numpy") -> CompiledPlan:
+    """Load a plan saved by ``CompiledPlan.save`` and bind it to ``executor``.
+
+    Returns a ``CompiledPlan`` that continues exactly where the saved one stopped (its
+    parameters, optimizer state, step counter and random state). Raises PlanFileError
+    (PlanVersionError for a format it cannot read) for anything wrong with the file;
+    nothing from the file is run.
+    """
+    return CompiledPlan(*load_parts(path, executor))
 
 
 def compile(  # noqa: A001 - the public name

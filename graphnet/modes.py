@@ -9,7 +9,9 @@ the mode asked for. So one graph, declared once, compiles to a training plan and
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
+
+from .errors import GraphnetError
 
 MODES = (None, "train", "eval")
 
@@ -51,8 +53,6 @@ class ModeSwitch:
 
 
 def check_mode(mode: Any) -> None:
-    from .errors import GraphnetError
-
     if mode not in MODES:
         raise GraphnetError(f"mode must be None (each module's own), 'train' or 'eval', got {mode!r}")
 
@@ -64,3 +64,11 @@ def resolve(value: Any, mode: str | None) -> bool:
     if mode is None:
         return value.training
     return mode == "train"
+
+
+def plan_mode(switches: Sequence[ModeSwitch], mode: str | None) -> str | None:
+    """"train", "eval" or "mixed": how the modules' switches resolve; None without any."""
+    values = {resolve(s, mode) for s in switches}
+    if not values:
+        return None
+    return "mixed" if len(values) > 1 else "train" if values.pop() else "eval"

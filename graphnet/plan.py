@@ -13,7 +13,7 @@ them computes a value.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -60,6 +60,19 @@ class Step:
     def output(self) -> str:
         """The one buffer a single-output step writes ('' for an effect)."""
         return self.outputs[0] if self.outputs else ""
+
+
+def view_roots(steps: list[Step], buffers: Iterable[str],
+               views_of: Callable[[str], tuple[tuple[int, int], ...]]) -> dict[str, frozenset[str]]:
+    """For each buffer, the buffers whose memory it may share: itself, and through every step
+    whose op may return a view (``views_of(op)``: (result, input) pairs), its input's."""
+    roots = {name: frozenset({name}) for name in buffers}
+    for step in steps:
+        for out_index, in_index in views_of(step.op):
+            if out_index < len(step.outputs):
+                out = step.outputs[out_index]
+                roots[out] = roots[out] | roots[step.inputs[in_index]]
+    return roots
 
 
 @dataclass(frozen=True)
@@ -111,6 +124,12 @@ class Plan:
     @property
     def effects(self) -> list[Step]:
         return self.steps[self.first_effect:]
+
+    @property
+    def step_count(self) -> int:
+        """Optimizer updates applied so far: the step-counter variable (0 without one)."""
+        counter = next(iter(self.variables_of_kind("step").values()), None)
+        return 0 if counter is None else int(counter.data)
 
     def variables_of_kind(self, kind: str) -> dict[str, Variable]:
         """Variable buffers of one kind (parameter, buffer, optimizer_state, hyper, step)."""

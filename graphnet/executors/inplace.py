@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ops.registry import get_op
-from ..plan import Plan
+from ..plan import Plan, view_roots
 
 
 def _static_or_named(shape: tuple) -> bool:
@@ -35,11 +35,7 @@ class Placement:
 
 def placements(plan: Plan) -> list[Placement]:
     """One Placement per step of ``plan``."""
-    roots: dict[str, frozenset[str]] = {name: frozenset({name}) for name in plan.buffers}
-    for step in plan.steps:
-        for out_index, in_index in get_op(step.op).views:
-            if out_index < len(step.outputs):
-                roots[step.outputs[out_index]] = roots[step.outputs[out_index]] | roots[step.inputs[in_index]]
+    roots = view_roots(plan.steps, plan.buffers, lambda op: get_op(op).views)
     last_read: dict[str, int] = {}  # buffer -> the last step reading it or a view of it
     for i, step in enumerate(plan.steps):
         for name in step.inputs:

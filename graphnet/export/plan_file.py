@@ -24,7 +24,7 @@ import json
 import os
 import stat
 import struct
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -33,8 +33,8 @@ from ..dtypes import DTYPES
 from ..errors import ExecutorError, GraphnetError, OptimizerError, PlanFileError, PlanVersionError
 from ..executors import get_executor
 from ..executors.memory import peak_bytes
+from ..modes import plan_mode
 from ..ir import Graph
-from ..compile import SERVICES, CompiledPlan, plan_mode
 from ..passes import default_pipeline, dim_constraints, lower, mode_switches, run_pipeline, strip_training
 from ..plan import PREFIXES, PassRecord, Plan
 from ..optim import from_config
@@ -367,18 +367,25 @@ def _passes(value: Any) -> list[PassRecord]:
     return records
 
 
-def load_plan(path: str | os.PathLike[str], executor: str = "numpy") -> Any:
-    """Load a plan saved by ``CompiledPlan.save`` and bind it to ``executor``.
+class LoadedPlan(NamedTuple):
+    """What a plan file holds, checked and bound to an executor (``gn.load`` wraps it in a
+    CompiledPlan that continues exactly where the saved one stopped)."""
 
-    Returns a ``CompiledPlan`` that continues exactly where the saved one stopped (its
-    parameters, optimizer state, step counter and random state). Raises PlanFileError
-    (PlanVersionError for a newer format) for anything wrong with the file; nothing from
-    the file is run.
-    """
+    plan: Plan
+    graph: Graph
+    executor: Any
+    optimizer: Any
+    source: Graph
+
+
+def load_parts(path: str | os.PathLike[str], executor: str = "numpy") -> LoadedPlan:
+    """Read and check a plan file and bind its plan to ``executor``. Raises PlanFileError
+    (PlanVersionError for a format it cannot read) for anything wrong with the file;
+    nothing from the file is run."""
     return _load(path, executor)[0]
 
 
-def _load(path: str | os.PathLike[str], executor: str) -> tuple[Any, dict[str, Any], int]:
+def _load(path: str | os.PathLike[str], executor: str) -> tuple[LoadedPlan, dict[str, Any], int]:
     """The loaded plan, with the file's header and size (what ``file_summary`` reports)."""
     executor_cls = get_executor(executor)
     path = os.fspath(path)
@@ -437,7 +444,7 @@ def _build(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], executo
             executor.set_rng_state(header["rng"])
     except ExecutorError as exc:
         raise PlanFileError(f"the saved state does not fit the plan: {exc}") from None
-    return CompiledPlan(plan, graph, executor, optimizer, source)
+    return LoadedPlan(plan, graph, executor, optimizer, source)
 
 
 def _plan(data: Any, graph: Graph, variables: Mapping[str, Variable]) -> Plan:
@@ -474,8 +481,8 @@ def _plan(data: Any, graph: Graph, variables: Mapping[str, Variable]) -> Plan:
 
 def file_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
     """What ``graphnet inspect`` prints: version, kind, feeds, outputs, parameters, op counts, size."""
-    compiled, header, size = _load(path, "numpy")
-    plan = compiled.plan
+    loaded, header, size = _load(path, "numpy")
+    plan = loaded.plan
     return {
         "path": os.fspath(path), "format_version": header["version"],
         "graphnet_version": header.get("graphnet_version"), "kind": header["kind"], "bytes": size,
@@ -487,9 +494,9 @@ def file_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
                        for name, var in plan.variables.items() if var.kind in ("parameter", "buffer")},
         "parameter_count": int(sum(var.data.size for var in plan.variables.values()
                                    if var.kind in ("parameter", "buffer"))),
-        "optimizer": None if compiled.optimizer is None else {"name": compiled.optimizer.name,
-                                                                "hyper": compiled.optimizer.hyperparams()},
-        "step_count": compiled.step_count,
+        "optimizer": None if loaded.optimizer is None else {"name": loaded.optimizer.name,
+                                                              "hyper": loaded.optimizer.hyperparams()},
+        "step_count": plan.step_count,
         "steps": len(plan.steps),
         "op_counts": plan.op_counts(),
         "memory_at_batch_1": peak_bytes(plan, {name: tuple(1 if not isinstance(d, int) else d
@@ -501,5 +508,3 @@ def file_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _spec(buffer: Any) -> dict[str, Any]:
     return {"shape": list(buffer.shape), "dtype": buffer.dtype}
 
-
-SERVICES["save"] = save_plan

@@ -114,27 +114,15 @@ class AvgPool2d(Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride or self.kernel_size}, padding={self.padding}"
 
 
-class MaxPool1d(Module):
-    """1-d max pooling: (N, C, L) -> (N, C, Lo)."""
-
-    def __init__(self, kernel_size: int, stride: int | None = None, padding: int = 0, dilation: int = 1,
-                 ceil_mode: bool = False) -> None:
-        super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.dilation, self.ceil_mode = dilation, ceil_mode
+class MaxPool1d(MaxPool2d):
+    """1-d max pooling: (N, C, L) -> (N, C, Lo); the arguments of MaxPool2d, as ints."""
 
     def forward(self, x: Tensor) -> Tensor:
         return ops.max_pool1d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
 
 
-class AvgPool1d(Module):
-    """1-d average pooling: (N, C, L) -> (N, C, Lo)."""
-
-    def __init__(self, kernel_size: int, stride: int | None = None, padding: int = 0, ceil_mode: bool = False,
-                 count_include_pad: bool = True) -> None:
-        super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
+class AvgPool1d(AvgPool2d):
+    """1-d average pooling: (N, C, L) -> (N, C, Lo); the arguments of AvgPool2d, as ints."""
 
     def forward(self, x: Tensor) -> Tensor:
         return ops.avg_pool1d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,

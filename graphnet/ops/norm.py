@@ -57,6 +57,14 @@ def _infer(*ins: TensorType, training: Any, momentum: float, eps: float, stats: 
     return TupleType((x, channel, channel))
 
 
+def _standardize(x: Tensor, axes: tuple[int, ...], eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(x - mean) / sqrt(biased variance + eps) over ``axes``, with the mean and variance (kept dims)."""
+    mu = mean(x, axes, keepdims=True)
+    centred = x - mu
+    var = mean(centred * centred, axes, keepdims=True)
+    return centred / sqrt(var + eps), mu, var
+
+
 def _axes(x: Tensor) -> tuple[int, ...]:
     return tuple(i for i in range(x.ndim) if i != 1)
 
@@ -71,10 +79,7 @@ def _decompose(*ins: Tensor, training: Any, momentum: float, eps: float, stats: 
     axes = _axes(x)
     bshape = (1, x.shape[1] if isinstance(x.shape[1], int) else -1) + (1,) * (x.ndim - 2)
     if training:
-        mu = mean(x, axes, keepdims=True)
-        centred = x - mu
-        var = mean(centred * centred, axes, keepdims=True)
-        y = centred / sqrt(var + eps)
+        y, mu, var = _standardize(x, axes, eps)
     else:
         y = (x - reshape(rm, bshape)) / sqrt(reshape(rv, bshape) + eps)
     if w is not None:
@@ -159,8 +164,7 @@ def _ln_infer(x: TensorType, *affine: TensorType, normalized_ndim: int, eps: flo
 def _ln_decompose(x: Tensor, *affine: Tensor, normalized_ndim: int, eps: float, weight: bool,
                   bias: bool) -> Tensor:
     axes = tuple(range(x.ndim - normalized_ndim, x.ndim))
-    centred = x - mean(x, axes, keepdims=True)
-    y = centred / sqrt(mean(centred * centred, axes, keepdims=True) + eps)
+    y = _standardize(x, axes, eps)[0]
     items = list(affine)
     if weight:
         y = y * items.pop(0)
@@ -196,8 +200,7 @@ def group_norm(x: Tensor, num_groups: int, weight: Tensor | None = None, bias: T
         raise ShapeError(f"num_groups {num_groups} must divide the {channels} channels")
     grouped = reshape(x, (-1, num_groups, channels // num_groups) + tuple(x.shape[2:]))
     axes = tuple(range(2, grouped.ndim))
-    centred = grouped - mean(grouped, axes, keepdims=True)
-    y = reshape(centred / sqrt(mean(centred * centred, axes, keepdims=True) + eps), (-1,) + tuple(x.shape[1:]))
+    y = reshape(_standardize(grouped, axes, eps)[0], (-1,) + tuple(x.shape[1:]))
     bshape = (1, channels) + (1,) * (x.ndim - 2)
     if weight is not None:
         y = y * reshape(weight, bshape)

@@ -18,14 +18,15 @@ from .registry import defop, get_op
 _OWN = ("vjp_of", "wanted", "has_g")
 
 
-def _split(attrs: dict[str, Any]) -> tuple[str, tuple[bool, ...], tuple[bool, ...], dict[str, Any]]:
+def split_attrs(attrs: Any) -> tuple[str, tuple[bool, ...], tuple[bool, ...], dict[str, Any]]:
+    """(composite op name, which inputs get a gradient, which results have one, the composite's attrs)."""
     inner = {k: v for k, v in attrs.items() if k not in _OWN}
     return attrs["vjp_of"], attrs["wanted"], attrs["has_g"], inner
 
 
 def _infer(*types: Any, **attrs: Any) -> TensorType | TupleType:
     try:
-        name, wanted, has_g, inner = _split(attrs)
+        name, wanted, has_g, inner = split_attrs(attrs)
     except KeyError as exc:
         raise ShapeError(f"composite_vjp needs the attribute {exc}") from None
     opdef = get_op(name)
@@ -40,11 +41,6 @@ def _infer(*types: Any, **attrs: Any) -> TensorType | TupleType:
         raise ShapeError(f"composite_vjp of {name}: the gradients do not match its results {out}")
     grads = tuple(t for t, w in zip(types[:n_in], wanted) if w)
     return grads[0] if len(grads) == 1 else TupleType(grads)
-
-
-def split_attrs(attrs: dict[str, Any]) -> tuple[str, tuple[bool, ...], tuple[bool, ...], dict[str, Any]]:
-    """(composite op name, which inputs get a gradient, which results have one, the composite's attrs)."""
-    return _split(dict(attrs))
 
 
 # decompose=None: the expansion needs autodiff, which lives above the ops (passes/autodiff.py

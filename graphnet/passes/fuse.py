@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..ir import Attrs, Graph, Node, next_uid, topological_order
+from ..ir import Attrs, Graph, Node, next_uid, topological_order, with_inputs
 from ..ops.registry import get_op
 
 #: Elementwise ops that are never fused (none yet: random and effect ops are other categories).
@@ -55,9 +55,7 @@ def fuse(graph: Graph) -> Graph:
         elif node.inputs and (root is None or len(group) <= 1):
             inputs = tuple(new(i) for i in node.inputs)
             if inputs != node.inputs:
-                from dataclasses import replace
-
-                replaced[node.uid] = replace(node, inputs=inputs, uid=next_uid())
+                replaced[node.uid] = with_inputs(node, inputs)
     outputs = tuple(new(o) for o in graph.outputs)
     effects = tuple(new(e) for e in graph.effects)
     grads = tuple((new(p), new(g)) for p, g in graph.grads)

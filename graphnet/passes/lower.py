@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import GraphError
 from ..ir import Graph
 from ..ops.registry import get_op
-from ..plan import PREFIXES, Buffer, Plan, Step
+from ..plan import PREFIXES, Buffer, Plan, Step, view_roots
 from ..tensor import Variable
 from .verify import verify_effects
 
@@ -36,13 +36,11 @@ def lower(graph: Graph) -> Plan:
     steps: list[Step] = []
     var_buffer: dict[int, str] = {}
     var_names: set[str] = set()
-    roots: dict[str, frozenset[str]] = {}  # buffer -> the buffers whose memory it may share
     effect_uids = {e.uid for e in graph.effects}
     first_effect = -1
 
     def add_buffer(name: str, node_type: object, kind: str) -> str:
         buffers[name] = Buffer(name, node_type.shape, node_type.dtype, kind)  # type: ignore[attr-defined]
-        roots[name] = frozenset({name})
         return name
 
     temp_count = 0
@@ -74,7 +72,6 @@ def lower(graph: Graph) -> Plan:
         elif node.op == "make_tuple":
             raise GraphError("make_tuple reached the lowering: run the decompose pass")
         else:
-            opdef = get_op(node.op)
             inputs = tuple(names[i.uid][0] for i in node.inputs)
             if node.uid in effect_uids:
                 if first_effect < 0:
@@ -86,8 +83,6 @@ def lower(graph: Graph) -> Plan:
                 outputs = tuple(add_buffer(f"{PREFIXES['temp']}{temp_count + k}", t, "temp")
                                 for k, t in enumerate(node.types))
                 temp_count += len(outputs)
-                for out_index, in_index in opdef.views:
-                    roots[outputs[out_index]] = roots[outputs[out_index]] | roots[inputs[in_index]]
             steps.append(Step(node.op, inputs, outputs, dict(node.attrs), node.role, node.location, node.scope,
                               index))
             names[node.uid] = outputs
@@ -96,6 +91,7 @@ def lower(graph: Graph) -> Plan:
     outputs_map = {key: names[o.uid][0] for key, o in zip(graph.output_names, graph.outputs)}
 
     # copies before the effects: outputs sharing memory with state, effect values an effect may overwrite
+    roots = view_roots(steps, buffers, lambda op: get_op(op).views)
     copies: dict[str, str] = {}
     copy_steps: list[Step] = []
 
