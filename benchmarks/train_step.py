@@ -1,39 +1,51 @@
-"""Milliseconds per training step: graphnet's NumPy executor against PyTorch eager.
+"""Milliseconds per training step: graphnet against PyTorch eager, torch.compile and JAX jit.
 
 Times one full step (forward, backward, optimizer update) of
   * the seed post's CNN at batch 64 (RMSprop), as in examples/mnist_cnn.py,
   * an MLP 784-512-512-10 at batch 256 and at batch 128 (Adam; 128 is examples/mlp.py), and
-  * the residual CNN of examples/resnet.py at batch 128 (Adam),
-as the median over many steps after warm-up (a quarter as many for the ResNet), and
-prints training images per second for each. Where PyTorch is importable, the same
-networks run in PyTorch eager on the same number of threads and the ratio is printed.
+  * the residual CNN of examples/resnet.py at batch 128 (Adam, batch norm in training mode),
+as the median over many steps after warm-up (a quarter as many for the ResNet).
 
-Run through benchmarks/run.sh, which unsets OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE for both sides.
+Every side runs in its own process with its own interpreter: graphnet with .venv, PyTorch
+eager and torch.compile with .venv-torch, JAX (+optax) with .venv-jax (see benchmarks/peers.py;
+a side whose interpreter is missing is skipped with a note). BLAS and OpenMP thread pools
+that spin after work would otherwise steal the cores from the next side. Prints ms per step
+per side, the best peer and graphnet's ratio to it, and the number of steps in graphnet's
+compiled training plan; --first-call also times building the ResNet's step plus its first
+call in a fresh process per side (torch.compile takes tens of seconds there); --json prints
+everything as one JSON object; --check prints each side's loss over a few steps.
+
+    bash benchmarks/run.sh                              # all sides, 2 threads
+    bash benchmarks/run.sh --warmup 2 --repeats 5 --first-call --sides graphnet,jax
+
+The parent needs only the standard library. Run through benchmarks/run.sh, which unsets
+OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE; they are stripped from every child's environment too.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
-import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
-import numpy as np
-
-import graphnet as gn
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
-from mnist_cnn import seed_cnn  # noqa: E402 - the examples' own networks
-from resnet import ResNet  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 
 #: (network, batch size), in the order printed.
 CASES = (("cnn", 64), ("mlp", 256), ("mlp", 128), ("resnet", 128))
 LABELS = {"cnn": "seed CNN", "mlp": "MLP 784-512-512-10", "resnet": "ResNet 16-32-64 + BN"}
+#: Each side and the interpreter it runs with, relative to the repository root.
+SIDES = {"graphnet": ".venv/bin/python", "torch": ".venv-torch/bin/python",
+         "torch-compile": ".venv-torch/bin/python", "jax": ".venv-jax/bin/python"}
+PEERS = ("torch", "torch-compile", "jax")
+#: Set on these machines, and unset for every side.
+STRIPPED_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+FIRST_CALL_CASE = ("resnet", 128)
 
 
 def median_ms(step: Callable[[], object], warmup: int, repeats: int) -> float:
@@ -47,12 +59,19 @@ def median_ms(step: Callable[[], object], warmup: int, repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def mlp_gn() -> gn.nn.Module:
-    return gn.nn.Sequential(gn.nn.Linear(784, 512), gn.nn.ReLU(), gn.nn.Linear(512, 512), gn.nn.ReLU(),
-                            gn.nn.Linear(512, 10))
+# --- graphnet's side (imports graphnet only when it runs) ----------------------------------
 
 
-def graphnet_step(name: str, batch: int) -> Callable[[], object]:
+def graphnet_step(name: str, batch: int, steps: dict[str, int] | None = None) -> Callable[[], object]:
+    import numpy as np
+
+    import graphnet as gn
+
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    from mnist_cnn import seed_cnn  # the examples' own networks
+    from resnet import ResNet
+
+    gn.manual_seed(0)
     rng = np.random.default_rng(0)
     if name in ("cnn", "resnet"):
         x = gn.placeholder("x", (None, 1, 28, 28))
@@ -61,74 +80,111 @@ def graphnet_step(name: str, batch: int) -> Callable[[], object]:
         xb = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)
     else:
         x = gn.placeholder("x", (None, 784))
-        model, optimizer = mlp_gn(), gn.optim.Adam(lr=1e-3)
+        model = gn.nn.Sequential(gn.nn.Linear(784, 512), gn.nn.ReLU(), gn.nn.Linear(512, 512), gn.nn.ReLU(),
+                                 gn.nn.Linear(512, 10))
+        optimizer = gn.optim.Adam(lr=1e-3)
         xb = rng.standard_normal((batch, 784)).astype(np.float32)
     labels = gn.placeholder("labels", (None,), dtype="int64")
     train = gn.compile(gn.losses.cross_entropy(model(x), labels), optimizer=optimizer)
+    if steps is not None:
+        steps[f"{name}/{batch}"] = len(train.plan.steps)
     yb = rng.integers(0, 10, batch)
-    return lambda: train.run(x=xb, labels=yb)
-
-
-def torch_step(name: str, batch: int) -> Callable[[], object]:
-    import torch
-    from torch import nn
-
-    if name == "cnn":
-        model = nn.Sequential(nn.Conv2d(1, 10, 5), nn.MaxPool2d(2, 2), nn.ReLU(), nn.Conv2d(10, 20, 5),
-                              nn.MaxPool2d(2, 2), nn.ReLU(), nn.Flatten(), nn.Linear(320, 120), nn.ReLU(),
-                              nn.Linear(120, 10))
-        optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3)
-        xb = torch.randn(batch, 1, 28, 28)
-    elif name == "resnet":
-        model = torch_resnet()
-        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-        xb = torch.randn(batch, 1, 28, 28)
-    else:
-        model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        xb = torch.randn(batch, 784)
-    yb = torch.randint(0, 10, (batch,))
-    loss_fn = nn.CrossEntropyLoss()
 
     def step() -> object:
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(xb), yb)
-        loss.backward()
-        optimizer.step()
-        return loss
+        out = train.run(x=xb, labels=yb)
+        return next(iter(out.values())) if isinstance(out, dict) else out
 
     return step
 
 
-def torch_resnet():
-    """examples/resnet.py's network, layer for layer, in PyTorch."""
-    from torch import nn
-
-    class Block(nn.Module):
-        def __init__(self, cin: int, cout: int) -> None:
-            super().__init__()
-            self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
-                                      nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
-            self.skip = nn.Sequential(nn.Conv2d(cin, cout, 1, 2, bias=False), nn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            return (self.body(x) + self.skip(x)).relu()
-
-    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-                         Block(16, 16), Block(16, 32), Block(32, 64), nn.AvgPool2d(4), nn.Flatten(),
-                         nn.Linear(64, 10))
+# --- one side, in a child process ----------------------------------------------------------
 
 
-def measure(side: str, threads: int, warmup: int, repeats: int) -> dict[str, float]:
-    """Median ms per step for each network, on one side, in this process."""
-    if side == "torch":
-        import torch
+def setup(side: str, threads: int) -> None:
+    if side == "graphnet":
+        try:
+            from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(threads)
-    make = graphnet_step if side == "graphnet" else torch_step
-    return {f"{name}/{batch}": median_ms(make(name, batch), warmup if name != "resnet" else max(3, warmup // 4),
-                                         repeats if name != "resnet" else max(5, repeats // 4))
-            for name, batch in CASES}
+            threadpool_limits(threads)
+        except ImportError:  # the child's environment already caps the BLAS/OpenMP pools
+            pass
+        import graphnet  # noqa: F401 - imported here so that --first-call counts it as import
+    else:
+        sys.path.insert(0, HERE)
+        import peers
+
+        peers.setup(side, threads)
+        if side == "jax":
+            import jax  # noqa: F401
+            import optax  # noqa: F401
+
+
+def make_step(side: str, name: str, batch: int, steps: dict[str, int] | None = None) -> Callable[[], object]:
+    if side == "graphnet":
+        return graphnet_step(name, batch, steps)
+    import peers
+
+    return peers.make_step(side, name, batch)
+
+
+def child(side: str, task: str, threads: int, warmup: int, repeats: int) -> dict:
+    start = time.perf_counter()
+    setup(side, threads)
+    if task == "first":  # build the ResNet's step and take one step, in this fresh process
+        built = time.perf_counter()
+        step = make_step(side, *FIRST_CALL_CASE)
+        float(step())
+        return {"import_s": built - start, "first_call_s": time.perf_counter() - built}
+    if task == "check":  # the loss over a few steps on one fixed batch: it should fall
+        losses = {}
+        for name, batch in CASES:
+            step = make_step(side, name, batch)
+            losses[f"{name}/{batch}"] = [float(step()) for _ in range(5)]
+        return losses
+    ms: dict[str, float] = {}
+    steps: dict[str, int] = {}
+    for name, batch in CASES:
+        step = make_step(side, name, batch, steps)
+        quarter = name == "resnet"
+        w = max(3, warmup // 4) if quarter else warmup
+        if side == "torch-compile":
+            w = max(w, 2)  # the first call compiles, the second may recompile
+        ms[f"{name}/{batch}"] = median_ms(step, w, max(5, repeats // 4) if quarter else repeats)
+    return {"ms": ms, "steps": steps} if side == "graphnet" else {"ms": ms}
+
+
+# --- the parent ----------------------------------------------------------------------------
+
+
+def child_env(side: str, threads: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in STRIPPED_ENV}
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        env.setdefault(var, str(threads))
+    if side == "jax":
+        # XLA's CPU pool follows the CPUs the process may use; peers.setup narrows its
+        # affinity to `threads` CPUs before jax is imported.
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=true").strip()
+        env.setdefault("JAX_PLATFORMS", "cpu")
+    return env
+
+
+def run_side(side: str, task: str, args: argparse.Namespace) -> dict | None:
+    python = os.path.join(ROOT, SIDES[side])
+    if not os.access(python, os.X_OK):
+        print(f"note: skipping {side}: no interpreter at {SIDES[side]}", file=sys.stderr)
+        return None
+    cmd = [python, os.path.abspath(__file__), "--side", side, "--task", task, "--threads", str(args.threads),
+           "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=child_env(side, args.threads), cwd=ROOT)
+    if proc.returncode != 0:
+        tail = "\n  ".join(proc.stderr.strip().splitlines()[-5:])
+        print(f"note: {side} ({task}) failed with exit code {proc.returncode}:\n  {tail}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def main() -> None:
@@ -136,38 +192,69 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=200)
-    parser.add_argument("--side", choices=["graphnet", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--sides", default=",".join(SIDES),
+                        help=f"comma-separated subset of {','.join(SIDES)} (default: all)")
+    parser.add_argument("--first-call", action="store_true",
+                        help="also time building the ResNet step plus its first call, in a fresh process per side")
+    parser.add_argument("--json", action="store_true", help="print all results as one JSON object")
+    parser.add_argument("--check", action="store_true",
+                        help="only print each side's loss over 5 steps on a fixed batch (it should fall)")
+    parser.add_argument("--side", choices=list(SIDES), help=argparse.SUPPRESS)
+    parser.add_argument("--task", choices=["time", "first", "check"], default="time", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(args.threads)
-    except ImportError:
-        pass
     if args.side:  # a child process: print one JSON line
-        print(json.dumps(measure(args.side, args.threads, args.warmup, args.repeats)))
+        print(json.dumps(child(args.side, args.task, args.threads, args.warmup, args.repeats)))
         return
-    # Each side runs in its own process: BLAS and OpenMP thread pools that spin after
-    # work would otherwise steal the cores from the other side.
-    results = {}
-    for side in ("graphnet", "torch"):
-        if side == "torch" and importlib.util.find_spec("torch") is None:
-            continue
-        cmd = [sys.executable, __file__, "--side", side, "--threads", str(args.threads),
-               "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
-        results[side] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    print(f"threads {args.threads}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
-          f"median of {args.repeats} steps after {args.warmup} warm-up")
-    print(f"{'network':<32}{'graphnet ms':>12}{'torch ms':>10}{'ratio':>7}{'graphnet img/s':>16}{'torch img/s':>13}")
+    sides = [s.strip() for s in args.sides.split(",") if s.strip()]
+    unknown = [s for s in sides if s not in SIDES]
+    if unknown:
+        parser.error(f"unknown side(s) {unknown}; choose from {list(SIDES)}")
+
+    if args.check:
+        checks = {side: run_side(side, "check", args) for side in sides}
+        if args.json:
+            print(json.dumps({"loss": checks}))
+            return
+        for side, losses in checks.items():
+            for key, values in (losses or {}).items():
+                print(f"{side:<14}{key:<12}" + " ".join(f"{v:.4f}" for v in values))
+        return
+
+    results = {side: r for side in sides if (r := run_side(side, "time", args)) is not None}
+    first = {}
+    if args.first_call:
+        first = {side: r for side in sides if (r := run_side(side, "first", args)) is not None}
+
+    table = {}
     for name, batch in CASES:
-        key, label = f"{name}/{batch}", f"{LABELS[name]}, batch {batch}"
-        ours = results["graphnet"][key]
-        if "torch" in results:
-            theirs = results["torch"][key]
-            print(f"{label:<32}{ours:>12.2f}{theirs:>10.2f}{ours / theirs:>7.2f}"
-                  f"{batch / ours * 1e3:>16,.0f}{batch / theirs * 1e3:>13,.0f}")
-        else:
-            print(f"{label:<32}{ours:>12.2f}{'-':>10}{'-':>7}{batch / ours * 1e3:>16,.0f}{'-':>13}")
+        key = f"{name}/{batch}"
+        row = {side: results[side]["ms"][key] for side in results}
+        peer_ms = {side: ms for side, ms in row.items() if side in PEERS}
+        best = min(peer_ms, key=peer_ms.get) if peer_ms else None
+        ours = row.get("graphnet")
+        table[key] = {"ms": row, "best_peer": best,
+                      "ratio": ours / peer_ms[best] if best and ours is not None else None,
+                      "graphnet_steps": results.get("graphnet", {}).get("steps", {}).get(key)}
+
+    if args.json:
+        print(json.dumps({"threads": args.threads, "warmup": args.warmup, "repeats": args.repeats,
+                          "sides": list(results), "cases": table, "first_call": first}, indent=2))
+        return
+
+    print(f"threads {args.threads}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
+          f"median of {args.repeats} steps after {args.warmup} warm-up (ResNet: a quarter); ms per step")
+    shown = [s for s in SIDES if s in results]
+    print(f"{'network':<32}" + "".join(f"{s:>15}" for s in shown) + f"{'best peer':>15}{'ratio':>7}{'gn steps':>10}")
+    for name, batch in CASES:
+        key = f"{name}/{batch}"
+        t = table[key]
+        print(f"{LABELS[name] + ', batch ' + str(batch):<32}" + "".join(f"{fmt(t['ms'][s]):>15}" for s in shown)
+              + f"{t['best_peer'] or '-':>15}{fmt(t['ratio']):>7}{fmt(t['graphnet_steps'], 'd'):>10}")
+    if first:
+        print(f"first call, {LABELS[FIRST_CALL_CASE[0]]} at batch {FIRST_CALL_CASE[1]} in a fresh process "
+              "(build/compile + one step; import separately):")
+        for side, r in first.items():
+            print(f"  {side:<15}{r['first_call_s']:>8.2f} s   (import {r['import_s']:.2f} s)")
 
 
 if __name__ == "__main__":

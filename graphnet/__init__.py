@@ -10,6 +10,7 @@ from .version import __version__  # noqa: F401
 
 from . import config, data, dtypes, export, losses, nn, ops, optim, passes, plots, train  # noqa: F401
 from .compile import CompiledPlan, compile, load  # noqa: F401
+from . import debug  # noqa: F401,E402  (gn.debug.bisect_passes)
 from .errors import (  # noqa: F401
     DTypeError, ExecutorError, FeedError, GradientError, GraphError, GraphnetError, MemoryLimitError, ModeWarning,
     NumericsError, OptimizerError, PlanFileError, PlanVersionError, ShapeError,

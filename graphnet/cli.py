@@ -1,7 +1,8 @@
 """The ``graphnet`` command: render, inspect and run saved plans.
 
     graphnet render PLAN -o graph.svg [--collapse] [--passes]
-    graphnet inspect PLAN [--json]
+    graphnet inspect PLAN [--json] [--report]
+    graphnet bisect SCRIPT.py [--tolerance T]
     graphnet run PLAN --input x=batch.npy [--output-dir DIR]
 
 Errors are one line on stderr with exit status 1; usage errors exit with 2 (argparse).
@@ -44,6 +45,19 @@ def _parser() -> argparse.ArgumentParser:
                                               "outputs, parameters with shapes, op counts and size.")
     inspect.add_argument("plan", metavar="PLAN")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+    inspect.add_argument("--report", action="store_true",
+                         help="print the compile report: passes, fusion groups, what was not fused and why, "
+                              "kernel counts and kernel generation (loads the plan)")
+
+    bisect = commands.add_parser(
+        "bisect", help="find the first optimisation that changes a computation's numbers",
+        description="Run SCRIPT (a Python file) and call its FUNCTION, which returns a dict with 'outputs', "
+                    "'feeds' and optionally 'optimizer' and 'mode'; compile that with every optimisation off, "
+                    "switch them on one at a time, and name the first that changes the results beyond the "
+                    "tolerance, with the op and source line where the difference first appears.")
+    bisect.add_argument("script", metavar="SCRIPT.py")
+    bisect.add_argument("--function", default="bisect_case", help="the function to call (default: bisect_case)")
+    bisect.add_argument("--tolerance", type=float, default=1e-4, help="relative tolerance (default: 1e-4)")
 
     run = commands.add_parser("run", help="run a plan once on arrays from .npy files",
                               description="Run a saved plan once. A training plan takes one optimizer step "
@@ -78,6 +92,25 @@ def _feeds(items: Sequence[str]) -> dict[str, np.ndarray]:
     return feeds
 
 
+def _bisect_case(script: str, function: str) -> dict[str, Any]:
+    """Run the user's own script (it is code they chose to run, like ``python SCRIPT``) and
+    call its ``function`` for the computation to bisect."""
+    import runpy
+
+    if not os.path.isfile(script):
+        raise _CliError(f"cannot read script {script!r}")
+    namespace = runpy.run_path(script, run_name="__graphnet_bisect__")
+    if not callable(namespace.get(function)):
+        raise _CliError(f"{script!r} defines no function {function!r} (it should return a dict with "
+                        f"'outputs', 'feeds' and optionally 'optimizer' and 'mode')")
+    case = namespace[function]()
+    if not isinstance(case, dict) or not {"outputs", "feeds"} <= set(case) \
+            or not set(case) <= {"outputs", "feeds", "optimizer", "mode", "seed"}:
+        raise _CliError(f"{function}() must return a dict with 'outputs', 'feeds' and optionally 'optimizer', "
+                        f"'mode' and 'seed'")
+    return case
+
+
 def _inspect_text(summary: dict[str, Any]) -> str:
     def spec(s: dict[str, Any]) -> str:
         dims = ",".join("?" if d is None else str(d) for d in s["shape"])
@@ -105,7 +138,10 @@ def _command(args: argparse.Namespace) -> None:
     from .compile import load as load_plan
     from .export import file_summary
 
-    if args.command == "inspect":
+    if args.command == "inspect" and args.report:
+        report = load_plan(args.plan).report
+        print(report.to_json(indent=2) if args.json else report)
+    elif args.command == "inspect":
         summary = file_summary(args.plan)
         print(json.dumps(summary, indent=2) if args.json else _inspect_text(summary))
     elif args.command == "render":
@@ -114,6 +150,10 @@ def _command(args: argparse.Namespace) -> None:
         written = render(load_plan(args.plan), args.output, collapse=args.collapse, passes=args.passes)
         for path in written if isinstance(written, list) else [written]:
             print(path)
+    elif args.command == "bisect":
+        from .debug import bisect_passes
+
+        print(bisect_passes(tolerance=args.tolerance, **_bisect_case(args.script, args.function)))
     elif args.command == "run":
         outputs = load_plan(args.plan, executor=args.executor).run(_feeds(args.input))
         if args.output_dir:

@@ -18,6 +18,7 @@ from .modes import check_mode, plan_mode
 from .nn.init import next_plan_seed
 from .optim import Optimizer
 from .passes import default_pipeline, dim_constraints, lower, mode_switches, run_pipeline
+from .report import CompileReport, build_report
 from .plan import Plan
 from .tensor import Tensor
 
@@ -125,9 +126,11 @@ class CompiledPlan:
         self._synced = values
 
     @property
-    def report(self) -> list:
-        """What each compile pass did (node counts before and after)."""
-        return self.plan.passes
+    def report(self) -> CompileReport:
+        """What compiling did: each pass's node counts and time, the fusion groups and what was
+        left alone and why, kernel counts, and how the executor runs the groups (see
+        graphnet.report). Iterating over it gives the PassRecords."""
+        return build_report(self.plan, self.executor.codegen_summary())
 
     @property
     def step_count(self) -> int:
@@ -247,8 +250,16 @@ def compile(  # noqa: A001 - the public name
     if optimizer is not None:
         plan.optimizer = {"name": optimizer.name, "hyper": optimizer.hyperparams(),
                           "structure": optimizer.structure()}
-    if config.flags.debug >= 1 and plan.mode:
-        print(f"mode: {plan.mode}")
+    compiled = CompiledPlan(plan, graph, executor_cls(plan, seed, check_numerics), optimizer, source)
+    if config.flags.debug >= 1:
+        if plan.mode:
+            print(f"mode: {plan.mode}")
+        report = compiled.report
+        print(f"kernels per run: {report.kernels} ({report.kernels_unfused} without fusion)"
+              + (f"; generated: {report.codegen}" if report.codegen else ""))
+        if report.groups or report.not_fused:
+            print(f"fusion: {len(report.groups)} groups, {len(report.not_fused)} elementwise ops left alone "
+                  f"(print(plan.report) lists them)")
     if config.flags.debug >= 3:
         print(plan)
-    return CompiledPlan(plan, graph, executor_cls(plan, seed, check_numerics), optimizer, source)
+    return compiled

@@ -8,8 +8,11 @@
   4  also time every executed step (printed per run)
 ``GRAPHNET_VERIFY=1`` runs the IR checker between every pair of passes.
 ``GRAPHNET_DISABLE_PASSES=cse,constant_fold`` skips optional passes by name.
-``GRAPHNET_FUSE=1`` turns on elementwise fusion (off by default until fused groups compile to
-generated kernels: run by the NumPy fallback they are slower than the executor's recycling).
+``GRAPHNET_FUSE=0`` turns elementwise fusion off (``=1`` on). By default it is on where fused
+groups become generated kernels (numba installed and ``GRAPHNET_CODEGEN`` not ``numpy``).
+``GRAPHNET_CODEGEN=numba`` (default) compiles fused groups to numba kernels; ``numpy`` runs
+them as NumPy ufunc calls (also what happens where numba is not installed).
+``GRAPHNET_CACHE_DIR`` is where generated kernels are kept (default ``~/.cache/graphnet``).
 ``GRAPHNET_MEMORY_LIMIT=8G`` refuses runs whose temporaries would need more (bytes; K, M, G
 suffixes); by default the machine's available memory when the plan is first run.
 """
@@ -17,6 +20,7 @@ suffixes); by default the machine's available memory when the plan is first run.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -45,7 +49,20 @@ class Flags:
 
 
     memory_limit: int | None = field(default_factory=lambda: _env_bytes("GRAPHNET_MEMORY_LIMIT"))
-    fuse: bool = field(default_factory=lambda: bool(_env_int("GRAPHNET_FUSE")))
+    codegen: str = field(default_factory=lambda: os.environ.get("GRAPHNET_CODEGEN", "numba").strip().lower()
+                         or "numba")
+    fuse: bool = field(default_factory=lambda: _fuse_default())
+
+
+def _fuse_default() -> bool:
+    """GRAPHNET_FUSE=0/1 if set; else fuse when fused groups become generated kernels (numba
+    installed, GRAPHNET_CODEGEN not "numpy"): run by the NumPy fallback they gain little."""
+    value = os.environ.get("GRAPHNET_FUSE", "").strip()
+    if value:
+        return value not in ("0", "false", "no", "off")
+    if os.environ.get("GRAPHNET_CODEGEN", "numba").strip().lower() == "numpy":
+        return False
+    return importlib.util.find_spec("numba") is not None
 
 
 def _env_bytes(name: str) -> int | None:
@@ -77,10 +94,14 @@ flags = Flags()
 @contextlib.contextmanager
 def options(
     *, debug: int | None = None, verify: bool | None = None, disabled_passes: frozenset[str] | set[str] | None = None,
-    memory_limit: int | None = None, fuse: bool | None = None,
+    memory_limit: int | None = None, fuse: bool | None = None, codegen: str | None = None,
 ) -> Iterator[Flags]:
     """Temporarily override debug flags: ``with gn.config.options(debug=2): gn.compile(...)``."""
-    saved = (flags.debug, flags.verify, flags.disabled_passes, flags.memory_limit, flags.fuse)
+    saved = (flags.debug, flags.verify, flags.disabled_passes, flags.memory_limit, flags.fuse, flags.codegen)
+    if codegen is not None:
+        if codegen not in ("numba", "numpy"):
+            raise ValueError(f"codegen must be 'numba' or 'numpy', got {codegen!r}")
+        flags.codegen = codegen
     if fuse is not None:
         flags.fuse = bool(fuse)
     if memory_limit is not None:
@@ -94,4 +115,4 @@ def options(
     try:
         yield flags
     finally:
-        flags.debug, flags.verify, flags.disabled_passes, flags.memory_limit, flags.fuse = saved
+        flags.debug, flags.verify, flags.disabled_passes, flags.memory_limit, flags.fuse, flags.codegen = saved

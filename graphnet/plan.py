@@ -83,6 +83,7 @@ class PassRecord:
     nodes_before: int
     nodes_after: int
     seconds: float
+    notes: tuple = ()  # the pass's own account of its decisions (plain data; see Pass.explain)
 
     def __str__(self) -> str:
         delta = self.nodes_after - self.nodes_before

@@ -186,6 +186,28 @@ def _node_stmt(node: Node, ref: int | None = None) -> str:
     return f"n{node.uid} [label={_q(chr(10).join(lines))}, {fill}]"
 
 
+def _fused_cluster(node: Node) -> str:
+    """A fused group as a dashed cluster of its members; the last member (the group's result)
+    keeps the node's id, so edges from the group leave from it."""
+    body = node.attrs["body"]
+    ids = [f"f{node.uid}_{i}" for i in range(len(body) - 1)] + [f"n{node.uid}"]
+    fill = f'fillcolor="{_fill(node)}", {_tooltip(node)}'
+    parts = [f"label={_q(f'fused ({len(body)} ops, one kernel)')}", 'style="dashed,rounded"', "fontsize=8"]
+    for i, (op, args, _) in enumerate(body):
+        parts.append(f"{ids[i]} [label={_q(op if i < len(body) - 1 else op + (chr(10) + node.name if node.name else ''))}, "
+                     f"{fill}]")
+        parts += [f"{ids[a]} -> {ids[i]}" for a in dict.fromkeys(args) if a >= 0]
+    return f"subgraph {_q(f'cluster_fused_{node.uid}')} {{ " + "; ".join(parts) + " }"
+
+
+def _fused_readers(node: Node, src: Node) -> list[str]:
+    """The ids of the members of fused ``node`` that read its input ``src``."""
+    position = node.inputs.index(src)
+    body = node.attrs["body"]
+    return [f"f{node.uid}_{i}" if i < len(body) - 1 else f"n{node.uid}"
+            for i, (_, args, _) in enumerate(body) if -position - 1 in args] or [f"n{node.uid}"]
+
+
 def _const_text(node: Node) -> str:
     array = node.attrs["value"].array
     return f"{array.item():g}" if array.size == 1 and array.dtype.kind in "fiub" else f"const {node.type}"
@@ -297,7 +319,8 @@ def _dot(graph: Graph, optimizer: Any, collapse_depth: int, title: str, stubs: b
         if node.uid in group_of or (node.op == "constant" and node.uid not in outputs):
             continue  # constants are drawn beside each reader (below), not shared across the picture
         kinds.add(_kind(node))
-        place(_node_stmt(node, refs.get(node.uid)), node.role, _scope(node))
+        place(_fused_cluster(node) if node.op == "fused" else _node_stmt(node, refs.get(node.uid)), node.role,
+              _scope(node))
         if _is_param_update(node) and state_label is not None:
             kinds.add("optimizer")
             place(f"s{node.uid} [label={_q(state_label)}, shape=cylinder, style=filled, fontsize=8, "
@@ -341,10 +364,12 @@ def _dot(graph: Graph, optimizer: Any, collapse_depth: int, title: str, stubs: b
                           f"height=0.2, style=\"rounded,filled,dashed\", fillcolor=\"{_fill(src)}\", {_tooltip(src)}]",
                           node.role, _scope(node))
                 a = stub_ids[key]
-            if a != b:
-                types = edges.setdefault((a, b), [])
-                if str(src.type) not in types:
-                    types.append(str(src.type))
+            readers = _fused_readers(node, src) if node.op == "fused" and node.uid not in group_of else [b]
+            for b in readers:
+                if a != b:
+                    types = edges.setdefault((a, b), [])
+                    if str(src.type) not in types:
+                        types.append(str(src.type))
     for i, (name, out) in enumerate(zip(graph.output_names, graph.outputs)):
         top.append(f"out{i} [label={_q(name)}, shape=ellipse, peripheries=2, style=filled, "
                    f"fillcolor=\"{LEAF_COLORS['output']}\"]")

@@ -150,6 +150,11 @@ def try_mutant(path: str, feeds: dict[str, np.ndarray], timeout: float = 5.0) ->
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, timeout)
     stage = "load"
+    # generated kernels are graphnet's own code (written from validated group bodies, imported
+    # and compiled by numba, which also unpickles its cache): the audit watches the loader
+    # and the NumPy executor, so they run without code generation here
+    codegen = gn.config.options(codegen="numpy")
+    codegen.__enter__()
     try:
         plan = gn.load(path)
         stage = "run"
@@ -167,6 +172,7 @@ def try_mutant(path: str, feeds: dict[str, np.ndarray], timeout: float = 5.0) ->
     except Exception as exc:  # noqa: BLE001 - what the fuzz is looking for
         outcome = f"untyped at {stage}: {type(exc).__name__}: {str(exc)[:120]}"
     finally:
+        codegen.__exit__(None, None, None)
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
         _watch.pop()

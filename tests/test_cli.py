@@ -13,6 +13,7 @@ import pytest
 
 import graphnet as gn
 from graphnet.cli import main
+from graphnet.export import FORMAT_VERSION
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
 
@@ -38,7 +39,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_inspect_lists_inputs_outputs_parameters_ops_and_version(plan_file, capsys):
     assert main(["inspect", str(plan_file)]) == 0
     out = capsys.readouterr().out
-    for text in ("format version 2", "kind: training", "x: float32[batch,1,8,8]", "labels: int64[batch]",
+    for text in (f"format version {FORMAT_VERSION}", "kind: training", "x: float32[batch,1,8,8]", "labels: int64[batch]",
                  "loss: float32[]", "0.weight: float32[2,1,3,3]", "3.bias: float32[3]", "conv2d x1", "adam",
                  f"{plan_file.stat().st_size:,} bytes"):
         assert text in out, text

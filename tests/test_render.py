@@ -138,7 +138,7 @@ def test_role_colours_and_optimizer_state(seed_plan):
     stmts = node_statements(dot)
     by_role = {}
     for node in seed_plan.graph.nodes:
-        if node.op not in ("placeholder", "variable", "constant"):
+        if node.op not in ("placeholder", "variable", "constant", "fused"):  # a fused group is a cluster
             by_role.setdefault(node.role, node)
     assert set(by_role) == {"forward", "grad", "update"}
     for role, node in by_role.items():

@@ -74,6 +74,20 @@ class ArrayExecutor:
         """The backend array holding ``var``'s value (NumPy: the Variable's own array)."""
         return var.data
 
+    def kernel_for(self, step: Step) -> Callable[..., Any]:
+        """The callable computing ``step`` from its input arrays (and ``out=`` where the op takes
+        it): the op's kernel bound to ``xp`` and the step's attributes. Backends override it to
+        substitute generated kernels (fused groups)."""
+        opdef = get_op(step.op)
+        attrs = dict(step.attrs)
+        if opdef.random:
+            attrs["rng"] = self.rng
+        return functools.partial(opdef.kernel, self.xp, **attrs)
+
+    def codegen_summary(self) -> dict[str, Any]:
+        """How fused groups are run by this backend (the compile report shows it)."""
+        return {}
+
     # --- binding -------------------------------------------------------------------------
     def _bind(self, step: Step, placed: Placement) -> tuple[Callable[..., Any], tuple[int, ...], tuple[int, ...],
                                                            tuple[int, ...], tuple[int, ...], Step]:
@@ -84,10 +98,7 @@ class ArrayExecutor:
         opdef = get_op(step.op)
         if opdef.kernel is None:
             raise ExecutorError(f"op {step.op!r} has no kernel (a {opdef.category} op must be lowered first)")
-        attrs = dict(step.attrs)
-        if opdef.random:
-            attrs["rng"] = self.rng
-        fn = functools.partial(opdef.kernel, self.xp, **attrs)
+        fn = self.kernel_for(step)
         if placed.inplace is not None:
             fn = _writing_into(fn, placed.inplace)
         elif placed.pooled_shape is not None:
@@ -195,7 +206,19 @@ class ArrayExecutor:
         return ExecutorError(f"{step.op}{where} (declared at {step.location or '?'}) failed at step {index} on "
                              f"inputs {shapes}: {type(exc).__name__}: {exc}")
 
-    def _run_checked(self, bufs: list[Any]) -> None:
+    def trace(self, feeds: Mapping[str, Any]) -> list[tuple[Step, tuple[np.ndarray, ...]]]:
+        """Run once, step by step, and return each step with host copies of its results (the
+        effects run too). For debugging: ``gn.debug.bisect_passes`` compares two plans' traces."""
+        record: list[tuple[Step, tuple[np.ndarray, ...]]] = []
+        bufs = list(self._template)
+        for slot, var in self._var_slots:
+            bufs[slot] = self.variable_array(var)
+        for name, value in check_feeds(self.plan, feeds).items():
+            bufs[self._feed_slots[name]] = self.from_host(value)
+        self._run_checked(bufs, record)
+        return record
+
+    def _run_checked(self, bufs: list[Any], record: list | None = None) -> None:
         timings: list[tuple[float, Step]] = []
         xp = self.xp
         for index, (fn, ins, outs, rel, recycle, step) in enumerate(self._program):
@@ -210,6 +233,8 @@ class ArrayExecutor:
             for slot, value in zip(outs, values):
                 bufs[slot] = value
             timings.append((time.perf_counter() - start, step))
+            if record is not None:
+                record.append((step, tuple(np.array(self.to_host(v)) for v in values)))
             for value, name in zip(values, step.outputs):
                 if not self.check_numerics or value.dtype.kind != "f" or bool(xp.all(xp.isfinite(value))):
                     continue

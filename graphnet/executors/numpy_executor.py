@@ -2,14 +2,69 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 
+from .. import config
+from ..plan import Step
+from . import numba_codegen
 from .base import ArrayExecutor
 
 
 class NumpyExecutor(ArrayExecutor):
     """Interprets plans with NumPy. Parameters are the Variables' own arrays, so every
-    plan compiled from the same parameters shares their values."""
+    plan compiled from the same parameters shares their values. Fused groups run as
+    numba kernels generated from their members' scalar forms (graphnet.executors.numba_codegen)
+    unless numba is missing or ``GRAPHNET_CODEGEN=numpy``."""
 
     name = "numpy"
     xp = np
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._generated: list[numba_codegen.FusedKernel] = []
+        self._fallbacks: dict[str, int] = {}
+        super().__init__(*args, **kwargs)
+
+    def codegen_summary(self) -> dict[str, Any]:
+        """How this executor runs its fused groups: numba kernels (compiled now, loaded from the
+        disk cache, or shared with a plan compiled earlier in this process, and the seconds
+        that took) or the NumPy fallback (and why)."""
+        loads = [load for kernel in self._generated for load in kernel.loads]
+        return {"codegen": config.flags.codegen if numba_codegen.numba_available() else "numpy (numba missing)",
+                "numba_groups": len(self._generated),
+                "compiled": sum(1 for origin, _ in loads if origin == "compiled"),
+                "loaded_from_disk_cache": sum(1 for origin, _ in loads if origin == "disk"),
+                "shared_in_process": sum(1 for origin, _ in loads if origin == "memory"),
+                "seconds": round(sum(seconds for _, seconds in loads), 4),
+                "numpy_groups": dict(self._fallbacks)}
+
+    def _fall_back(self, reason: str, fallback: Callable[..., Any]) -> Callable[..., Any]:
+        self._fallbacks[reason] = self._fallbacks.get(reason, 0) + 1
+        numba_codegen.stats.fell_back(reason)
+        return fallback
+
+    def kernel_for(self, step: Step) -> Callable[..., Any]:
+        fallback = super().kernel_for(step)
+        if step.op != "fused":
+            return fallback
+        if config.flags.codegen != "numba":
+            return self._fall_back("GRAPHNET_CODEGEN=numpy", fallback)
+        body = dict(step.attrs)["body"]
+        missing = numba_codegen.unsupported_member(body)
+        if missing is not None:
+            return self._fall_back(f"{missing} has no scalar form", fallback)
+        if not numba_codegen.numba_available():
+            return self._fall_back("numba is not installed", fallback)
+        out = self.plan.buffers[step.outputs[0]]
+        kernel = numba_codegen.FusedKernel(body, out.dtype, fallback)
+        self._generated.append(kernel)
+        shapes = [self.plan.buffers[name].shape for name in step.inputs]
+        if all(isinstance(d, (int, str)) or d is None for shape in shapes for d in shape):
+            # compile now, for the shapes seen when symbolic dims are above 1 (the usual batch)
+            concrete = [tuple(d if isinstance(d, int) else 2 for d in shape) for shape in shapes]
+            try:
+                kernel.prepare(concrete, [self.plan.buffers[name].dtype for name in step.inputs])
+            except Exception as exc:  # tried again at the first run, and computed by NumPy if it fails
+                self._fall_back(f"{type(exc).__name__}: {exc}"[:200], fallback)
+        return kernel

@@ -1,4 +1,4 @@
-"""Save a compiled plan to one file and load it back: format version 2.
+"""Save a compiled plan to one file and load it back: format version 3.
 
 The file is a safetensors file (see docs/plan-format.md). Its tensors are the plan's
 variables (``var/<name>``: parameters, buffers, optimizer state, hyperparameters, the step
@@ -14,8 +14,10 @@ attributes and types as the graph's, effects last and in order; see schedule_che
 every tensor must be declared, of an allowed dtype and the declared shape. Nothing is
 unpickled, imported or evaluated.
 
-Version 1 files (graphnet 0.1, whose optimizer updates were executor callbacks) are
-refused with PlanVersionError: compile the model again and save it.
+Version 3 adds each pass's notes (the fusion groups and what was left alone, shown by
+``graphnet inspect --report``); version 2 files (no notes) still load. Version 1 files
+(graphnet 0.1, whose optimizer updates were executor callbacks) are refused with
+PlanVersionError: compile the model again and save it.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from .graph_json import (
 from .schedule_check import check_schedule, decode_buffers, decode_steps
 
 FORMAT = "graphnet-plan"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 METADATA_KEY = "graphnet"
 
 
@@ -172,7 +174,7 @@ def plan_bytes(compiled: Any, *, inference: bool = False, outputs: Sequence[str]
         "graph": graph_json,
         "source": source_json,
         "schedule": encode_schedule(plan, graph),
-        "passes": [[r.name, r.nodes_before, r.nodes_after, r.seconds] for r in plan.passes],
+        "passes": [[r.name, r.nodes_before, r.nodes_after, r.seconds, list(r.notes)] for r in plan.passes],
         "optimizer": None if optimizer is None else {
             "name": optimizer.name, "hyper": optimizer.hyperparams(), "structure": optimizer.structure()},
         "rng": None if optimizer is None and inference else compiled.executor.get_rng_state(),
@@ -355,16 +357,41 @@ def _optimizer(header: Mapping[str, Any], plan: Plan) -> Any:
     return optimizer
 
 
-def _passes(value: Any) -> list[PassRecord]:
+def _passes(value: Any, version: int) -> list[PassRecord]:
     expect(isinstance(value, list), "'passes' must be a list")
     records = []
     for item in value:
-        expect(isinstance(item, list) and len(item) == 4 and isinstance(item[0], str)
+        expect(isinstance(item, list) and len(item) == (4 if version < 3 else 5) and isinstance(item[0], str)
                and all(isinstance(v, int) and not isinstance(v, bool) for v in item[1:3])
                and isinstance(item[3], (int, float)) and not isinstance(item[3], bool),
-               f"bad pass record {item!r}")
-        records.append(PassRecord(item[0], item[1], item[2], float(item[3])))
+               f"bad pass record {str(item)[:200]}")
+        records.append(PassRecord(check_str(item[0], "pass name", limit=64), item[1], item[2], float(item[3]),
+                                  _notes(item[4]) if version >= 3 else ()))
     return records
+
+
+#: The shapes a pass's notes may take (see graphnet.passes.fuse.explain): key -> value kinds.
+_NOTE_SHAPES = ({"group": "str", "members": "pairs"}, {"not_fused": "str", "at": "str", "why": "str"})
+
+
+def _notes(value: Any) -> tuple[dict[str, Any], ...]:
+    """A pass's notes, which are only ever displayed: plain strings in known shapes."""
+    expect(isinstance(value, list), "a pass's notes must be a list")
+    notes = []
+    for note in value:
+        shape = next((s for s in _NOTE_SHAPES if isinstance(note, dict) and set(note) == set(s)), None)
+        expect(shape is not None, f"bad pass note {str(note)[:200]}")
+        for key, kind in shape.items():
+            if kind == "str":
+                check_str(note[key], f"pass note {key!r}")
+            else:
+                expect(isinstance(note[key], list) and all(isinstance(p, list) and len(p) == 2 for p in note[key]),
+                       f"pass note {key!r} must be a list of pairs")
+                for pair in note[key]:
+                    check_str(pair[0], "pass note member")
+                    check_str(pair[1], "pass note member")
+        notes.append(note)
+    return tuple(notes)
 
 
 class LoadedPlan(NamedTuple):
@@ -425,7 +452,7 @@ def _build(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], executo
     verify(source)  # render --passes replays it into autodiff
     plan = _plan(header.get("schedule"), graph, variables)
     plan.dims = dim_constraints(source)
-    plan.passes = _passes(header.get("passes", []))
+    plan.passes = _passes(header.get("passes", []), header["version"])
     plan.mode = header.get("mode")
     expect(plan.mode in (None, "train", "eval", "mixed"), f"bad plan mode {str(plan.mode)[:32]!r}")
     optimizer = _optimizer(header, plan)

@@ -34,11 +34,11 @@ def _unbroadcast(grads: tuple[Tensor | None, ...], inputs: tuple[Tensor, ...]) -
 
 # --- binary arithmetic --------------------------------------------------------------------
 
-defop("add", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.add(a, b, out=out),
+defop("add", scalar=lambda c, a, b: f"({a} + {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.add(a, b, out=out),
       grad=lambda g, out, ins: _unbroadcast((g, g), ins))
-defop("sub", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.subtract(a, b, out=out),
+defop("sub", scalar=lambda c, a, b: f"({a} - {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.subtract(a, b, out=out),
       grad=lambda g, out, ins: _unbroadcast((g, neg(g)), ins))
-defop("mul", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.multiply(a, b, out=out),
+defop("mul", scalar=lambda c, a, b: f"({a} * {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.multiply(a, b, out=out),
       grad=lambda g, out, ins: _unbroadcast((g * ins[1], g * ins[0]), ins))
 def _div_infer(a: TensorType, b: TensorType) -> TensorType:
     out = _binary_infer(a, b)
@@ -46,7 +46,7 @@ def _div_infer(a: TensorType, b: TensorType) -> TensorType:
     return out if dtypes.is_float(out.dtype) else TensorType(out.shape, "float64")
 
 
-defop("div", attrs={}, category="elementwise", infer=_div_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.divide(a, b, out=out),
+defop("div", scalar=lambda c, a, b: f"({a} / {b})", attrs={}, category="elementwise", infer=_div_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.divide(a, b, out=out),
       grad=lambda g, out, ins: _unbroadcast((g / ins[1], neg(g * out / ins[1])), ins))
 
 
@@ -57,11 +57,11 @@ def _pow_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...]) -> tuple[Tensor |
     return _unbroadcast((da, db), ins)
 
 
-defop("pow", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.power(a, b, out=out), grad=_pow_grad)
-defop("maximum", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.maximum(a, b, out=out),
+defop("pow", scalar=lambda c, a, b: f"({a} ** {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.power(a, b, out=out), grad=_pow_grad)
+defop("maximum", scalar=lambda c, a, b: f"({a} if {a} >= {b} or {a} != {a} else {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.maximum(a, b, out=out),
       grad=lambda g, out, ins: _unbroadcast(
           (where(ins[0] >= ins[1], g, 0.0), where(ins[0] >= ins[1], 0.0, g)), ins))
-defop("minimum", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.minimum(a, b, out=out),
+defop("minimum", scalar=lambda c, a, b: f"({a} if {a} <= {b} or {a} != {a} else {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.minimum(a, b, out=out),
       grad=lambda g, out, ins: _unbroadcast(
           (where(ins[0] <= ins[1], g, 0.0), where(ins[0] <= ins[1], 0.0, g)), ins))
 
@@ -107,9 +107,12 @@ _COMPARISONS = {
     "equal": "equal", "not_equal": "not_equal", "less": "less",
     "less_equal": "less_equal", "greater": "greater", "greater_equal": "greater_equal",
 }
+_COMPARISON_SYMBOLS = {"equal": "==", "not_equal": "!=", "less": "<", "less_equal": "<=", "greater": ">",
+                       "greater_equal": ">="}
 for _name, _ufunc in _COMPARISONS.items():
     defop(_name, attrs={}, category="elementwise", infer=_compare_infer, accepts_out=True,
-          kernel=(lambda u: lambda xp, a, b, out=None: getattr(xp, u)(a, b, out=out))(_ufunc))
+          kernel=(lambda u: lambda xp, a, b, out=None: getattr(xp, u)(a, b, out=out))(_ufunc),
+          scalar=(lambda sym: lambda c, a, b: f"({a} {sym} {b})")(_COMPARISON_SYMBOLS[_name]))
 
 
 def equal(a: Any, b: Any) -> Tensor:
@@ -147,7 +150,7 @@ def _where_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...]) -> tuple[Tensor
     return (None,) + _unbroadcast((where(c, g, 0.0), where(c, 0.0, g)), (a, b))
 
 
-defop("where", attrs={}, category="elementwise", infer=_where_infer, kernel=lambda xp, c, a, b: xp.where(c, a, b), grad=_where_grad)
+defop("where", scalar=lambda c, cond, a, b: f"({a} if {cond} else {b})", attrs={}, category="elementwise", infer=_where_infer, kernel=lambda xp, c, a, b: xp.where(c, a, b), grad=_where_grad)
 
 
 def where(condition: Any, a: Any, b: Any) -> Tensor:
@@ -166,7 +169,7 @@ def _cast_infer(t: TensorType, *, dtype: str) -> TensorType:
     return TensorType(t.shape, dtype)
 
 
-defop("cast", attrs={"dtype": "dtype"}, category="elementwise", infer=_cast_infer, kernel=lambda xp, x, dtype: x.astype(dtype),
+defop("cast", scalar=lambda c, x, dtype: x, attrs={"dtype": "dtype"}, category="elementwise", infer=_cast_infer, kernel=lambda xp, x, dtype: x.astype(dtype),
       grad=lambda g, out, ins, dtype: (cast(g, ins[0].dtype) if dtypes.is_float(ins[0].dtype) else None,))
 
 
@@ -175,26 +178,26 @@ def cast(x: Tensor, dtype: Any) -> Tensor:
     return declare("cast", [x], {"dtype": dtypes.canonical(dtype)})
 
 
-defop("neg", attrs={}, category="elementwise", infer=unary_same, accepts_out=True, kernel=lambda xp, x, out=None: xp.negative(x, out=out), grad=lambda g, out, ins: (neg(g),))
-defop("exp", attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.exp(x, out=out), grad=lambda g, out, ins: (g * out,))
-defop("log", attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.log(x, out=out), grad=lambda g, out, ins: (g / ins[0],))
-defop("sqrt", attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.sqrt(x, out=out), grad=lambda g, out, ins: (g * 0.5 / out,))
-defop("sign", attrs={}, category="elementwise", infer=unary_same, accepts_out=True, kernel=lambda xp, x, out=None: xp.sign(x, out=out), grad=lambda g, out, ins: (None,))
-defop("abs", attrs={}, category="elementwise", infer=unary_same, accepts_out=True, kernel=lambda xp, x, out=None: xp.abs(x, out=out), grad=lambda g, out, ins: (g * sign(ins[0]),))
+defop("neg", scalar=lambda c, x: f"(-{x})", attrs={}, category="elementwise", infer=unary_same, accepts_out=True, kernel=lambda xp, x, out=None: xp.negative(x, out=out), grad=lambda g, out, ins: (neg(g),))
+defop("exp", scalar=lambda c, x: f"math.exp({x})", attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.exp(x, out=out), grad=lambda g, out, ins: (g * out,))
+defop("log", scalar=lambda c, x: f"math.log({x})", attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.log(x, out=out), grad=lambda g, out, ins: (g / ins[0],))
+defop("sqrt", scalar=lambda c, x: f"math.sqrt({x})", attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.sqrt(x, out=out), grad=lambda g, out, ins: (g * 0.5 / out,))
+defop("sign", scalar=lambda c, x: f"({c(1)} if {x} > 0 else {c(-1)} if {x} < 0 else {x})", attrs={}, category="elementwise", infer=unary_same, accepts_out=True, kernel=lambda xp, x, out=None: xp.sign(x, out=out), grad=lambda g, out, ins: (None,))
+defop("abs", scalar=lambda c, x: f"abs({x})", attrs={}, category="elementwise", infer=unary_same, accepts_out=True, kernel=lambda xp, x, out=None: xp.abs(x, out=out), grad=lambda g, out, ins: (g * sign(ins[0]),))
 # g * mask rather than where(mask, g, 0): NumPy multiplies by a bool mask ~15x faster
-defop("relu", attrs={}, category="elementwise", infer=unary_same, accepts_out=True,
+defop("relu", scalar=lambda c, x: f"({x} if {x} > 0 or {x} != {x} else {c(0)})", attrs={}, category="elementwise", infer=unary_same, accepts_out=True,
       kernel=lambda xp, x, out=None: xp.maximum(x, x.dtype.type(0), out=out),
       grad=lambda g, out, ins: (g * greater(ins[0], 0.0),))
-defop("sigmoid", attrs={}, category="elementwise", infer=unary_float, kernel=lambda xp, x: (xp.tanh(x * 0.5) + 1) * 0.5,
+defop("sigmoid", scalar=lambda c, x: f"((math.tanh({x} * {c(0.5)}) + {c(1)}) * {c(0.5)})", attrs={}, category="elementwise", infer=unary_float, kernel=lambda xp, x: (xp.tanh(x * 0.5) + 1) * 0.5,
       grad=lambda g, out, ins: (g * out * (1.0 - out),))
-defop("tanh", attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.tanh(x, out=out), grad=lambda g, out, ins: (g * (1.0 - out * out),))
+defop("tanh", scalar=lambda c, x: f"math.tanh({x})", attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.tanh(x, out=out), grad=lambda g, out, ins: (g * (1.0 - out * out),))
 
 
 def _leaky_kernel(xp: Any, x: Any, alpha: float) -> Any:
     return xp.where(x > 0, x, x * x.dtype.type(alpha))
 
 
-defop("leaky_relu", attrs={"alpha": "float"}, category="elementwise", infer=unary_float, kernel=_leaky_kernel,
+defop("leaky_relu", scalar=lambda c, x, alpha: f"({x} if {x} > 0 else {x} * {c(alpha)})", attrs={"alpha": "float"}, category="elementwise", infer=unary_float, kernel=_leaky_kernel,
       grad=lambda g, out, ins, alpha: (where(ins[0] > 0, g, g * alpha),))
 
 
@@ -202,9 +205,9 @@ def _elu_kernel(xp: Any, x: Any, alpha: float) -> Any:
     return xp.where(x > 0, x, xp.expm1(xp.minimum(x, 0)) * x.dtype.type(alpha))
 
 
-defop("elu", attrs={"alpha": "float"}, category="elementwise", infer=unary_float, kernel=_elu_kernel,
+defop("elu", scalar=lambda c, x, alpha: f"({x} if {x} > 0 else math.expm1({x}) * {c(alpha)})", attrs={"alpha": "float"}, category="elementwise", infer=unary_float, kernel=_elu_kernel,
       grad=lambda g, out, ins, alpha: (where(ins[0] > 0, g, g * (out + alpha)),))
-defop("erf", attrs={}, category="elementwise", infer=unary_float, kernel=erf_kernel,
+defop("erf", scalar=lambda c, x: f"math.erf({x})", attrs={}, category="elementwise", infer=unary_float, kernel=erf_kernel,
       grad=lambda g, out, ins: (g * (2.0 / math.sqrt(math.pi)) * exp(neg(ins[0] * ins[0])),))
 
 _SQRT_HALF = math.sqrt(0.5)
@@ -232,6 +235,13 @@ def _gelu_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...], approximate: str
     return (g * (cdf + x * pdf),)
 
 
+def _gelu_scalar(c: Any, x: str, approximate: str) -> str:
+    if approximate == "tanh":
+        inner = f"{c(_TANH_C)} * ({x} + {c(0.044715)} * {x} * {x} * {x})"
+        return f"({c(0.5)} * {x} * ({c(1)} + math.tanh({inner})))"
+    return f"({c(0.5)} * {x} * ({c(1)} + math.erf({x} * {c(_SQRT_HALF)})))"
+
+
 def _gelu_infer(t: TensorType, *, approximate: str) -> TensorType:
     require_float(t)
     if approximate not in ("none", "tanh"):
@@ -239,7 +249,7 @@ def _gelu_infer(t: TensorType, *, approximate: str) -> TensorType:
     return t
 
 
-defop("gelu", attrs={"approximate": "str"}, category="elementwise", infer=_gelu_infer, kernel=_gelu_kernel, grad=_gelu_grad)
+defop("gelu", scalar=_gelu_scalar, attrs={"approximate": "str"}, category="elementwise", infer=_gelu_infer, kernel=_gelu_kernel, grad=_gelu_grad)
 
 
 def neg(x: Any) -> Tensor:

@@ -21,6 +21,10 @@ InferRule = Callable[..., ValueType]  # infer(*input_types, **attrs) -> TensorTy
 GradRule = Callable[..., Sequence[Any]]  # grad(g, out, inputs, **attrs) -> one Tensor|None per input
 Kernel = Callable[..., Any]  # kernel(xp, *arrays, **attrs) -> array (a tuple for multi-output ops)
 Decomposition = Callable[..., Any]  # decompose(*input_tensors, **attrs) -> Tensor or tuple of Tensors
+#: scalar(const, *operands, **attrs) -> expression text: an elementwise op on one element each of
+#: its operands (Python/numba syntax; ``math`` functions; ``const(0.5)`` a constant of the
+#: result's dtype), from which the executors generate fused kernels.
+ScalarForm = Callable[..., str]
 
 #: What an op is, for the passes and backends that treat kinds of ops alike (fusion, memory
 #: planning, ONNX export, the executors).
@@ -41,6 +45,8 @@ class OpDef:
     the ``decompose`` pass before autodiff). ``state_updates(outs, ins, **attrs)``: for an
     op that owns state (batch norm's running statistics), the (variable, new value) pairs
     one run writes; the ``state_updates`` pass turns them into ordered ``assign`` effects.
+    ``scalar``: for an elementwise op, its form on one element (see ``ScalarForm``); ops
+    without one still fuse, but their groups run through the NumPy fallback.
     """
 
     name: str
@@ -55,6 +61,7 @@ class OpDef:
     decompose: Decomposition | None = None
     state_updates: Callable[..., Sequence[tuple[Any, Any]]] | None = None
     attrs: Mapping[str, str] | None = None
+    scalar: ScalarForm | None = None
 
     @property
     def random(self) -> bool:
@@ -83,6 +90,7 @@ def defop(
     decompose: Decomposition | None = None,
     state_updates: Callable[..., Sequence[tuple[Any, Any]]] | None = None,
     attrs: Mapping[str, str] | None = None,
+    scalar: ScalarForm | None = None,
     doc: str = "",
 ) -> OpDef:
     """Register an op. Names are unique; re-registering is a programming error."""
@@ -91,7 +99,7 @@ def defop(
     if category not in CATEGORIES:
         raise GraphError(f"op {name!r}: category {category!r} is not one of {CATEGORIES}")
     opdef = OpDef(name, infer, kernel, grad, doc, category, tuple(views), tuple(writes), accepts_out, decompose,
-                  state_updates, None if attrs is None else dict(attrs))
+                  state_updates, None if attrs is None else dict(attrs), scalar)
     REGISTRY[name] = opdef
     return opdef
 

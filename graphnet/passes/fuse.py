@@ -7,6 +7,12 @@ from ..ops.registry import get_op
 
 #: Elementwise ops that are never fused (none yet: random and effect ops are other categories).
 NEVER_FUSED: frozenset[str] = frozenset({"fused"})
+#: Ops cheap enough to recompute for every element of a broadcast: a producer of a smaller
+#: shape than its reader (a per-channel scale) joins the reader's group only when it is one
+#: of these; transcendental functions stay separate steps over the small shape.
+CHEAP_TO_RECOMPUTE: frozenset[str] = frozenset({
+    "add", "sub", "mul", "div", "neg", "maximum", "minimum", "abs", "sign", "relu", "cast", "where", "sqrt",
+    "equal", "not_equal", "less", "less_equal", "greater", "greater_equal"})
 
 
 def _fusible(node: Node) -> bool:
@@ -14,45 +20,81 @@ def _fusible(node: Node) -> bool:
     return opdef.category == "elementwise" and opdef.kernel is not None and node.op not in NEVER_FUSED
 
 
-def fuse(graph: Graph) -> Graph:
-    """Merge each elementwise node into its consumer's group when the consumer is elementwise
-    too, the node has no other reader (not an output, an effect or a gradient either), and
-    it has the consumer's type (so nothing is recomputed per element of a broadcast).
+def _joins(node: Node, reader: Node) -> str | None:
+    """Why ``node`` may not be computed inside ``reader``'s loop, or None when it may."""
+    if node.type.shape == reader.type.shape:
+        return None
+    if node.op in CHEAP_TO_RECOMPUTE:
+        return None
+    return f"{node.op} over {node.type.shape} would be recomputed for each element of {reader.type.shape}"
 
-    Before: ``relu(add(matmul(x, w), b))``. After: ``fused{add, relu}(matmul(x, w), b)``.
-    Run it after every rewriting pass and before ``schedule``.
-    """
+
+def plan_groups(graph: Graph) -> tuple[dict[int, list[Node]], list[tuple[Node, str]]]:
+    """The fusion decision: each group's members (graph order, the root last) by its root's
+    uid, and for every elementwise node left alone, why it could not join a group."""
     users = graph.users()
     kept = {n.uid for n in graph.outputs} | {n.uid for n in graph.effects} | {
         n.uid for pair in graph.grads for n in pair}
-    group_of: dict[int, int] = {}  # uid -> uid of the group's root (its last member)
+    group_of: dict[int, frozenset[int]] = {}  # uid -> the roots (last members) of the groups it is in
+    why_alone: dict[int, str] = {}
     for node in reversed(graph.nodes):
         if not _fusible(node):
             continue
         readers = users[node.uid]
-        if node.uid in kept or len(readers) != 1:
-            group_of.setdefault(node.uid, node.uid)
-            continue
-        reader = readers[0]
-        if reader.uid in group_of and reader.type == node.type and reader.inputs.count(node) == 1:
-            group_of[node.uid] = group_of[reader.uid]
+        outside = sorted({r.op for r in readers if r.uid not in group_of})
+        roots = frozenset().union(*(group_of.get(r.uid, frozenset()) for r in readers))
+        refusals = [reason for r in readers if r.uid in group_of and (reason := _joins(node, r)) is not None]
+        # a cheap scalar (a hyperparameter cast) is computed inside each group reading it
+        copied = len(roots) > 1 and node.type.shape == () and node.op in CHEAP_TO_RECOMPUTE
+        if node.uid in kept or not readers or outside or (len(roots) > 1 and not copied) or refusals:
+            group_of[node.uid] = frozenset({node.uid})
+            if node.uid in kept:
+                why_alone[node.uid] = "its value is needed outside (an output, a gradient or an effect's value)"
+            elif outside:
+                why_alone[node.uid] = "read by " + ", ".join(outside)
+            elif len(roots) > 1:
+                why_alone[node.uid] = f"read by {len(roots)} different groups (fusing would compute it twice)"
+            elif refusals:
+                why_alone[node.uid] = refusals[0]
         else:
-            group_of[node.uid] = node.uid
+            group_of[node.uid] = roots
     members: dict[int, list[Node]] = {}
     for node in graph.nodes:
-        if node.uid in group_of:
-            members.setdefault(group_of[node.uid], []).append(node)
+        for root in sorted(group_of.get(node.uid, ())):
+            members.setdefault(root, []).append(node)
+    alone = [(node, why_alone.get(node.uid, "no elementwise neighbour"))
+             for root, group in members.items() if len(group) == 1 for node in group]
+    return {root: group for root, group in members.items() if len(group) > 1}, alone
+
+
+def explain(graph: Graph) -> list[dict]:
+    """The fusion decisions on ``graph`` as plain data, for the compile report."""
+    groups, alone = plan_groups(graph)
+    notes: list[dict] = [{"group": group[-1].name or f"%{group[-1].uid}",
+                          "members": [[n.op, n.location or "?"] for n in group]} for group in groups.values()]
+    notes += [{"not_fused": node.op, "at": node.location or "?", "why": reason} for node, reason in alone]
+    return notes
+
+
+def fuse(graph: Graph) -> Graph:
+    """Merge each elementwise node into its readers' group when they are all elementwise and
+    in one group, the node is not itself needed outside (an output, an effect or a gradient),
+    and it has its readers' shape or is cheap to recompute per element of their broadcast.
+
+    Before: ``relu(add(matmul(x, w), b))``. After: ``fused{add, relu}(matmul(x, w), b)``.
+    Run it after every rewriting pass and before ``schedule``.
+    """
+    groups, _ = plan_groups(graph)
+    inside = {node.uid for group in groups.values() for node in group}
     replaced: dict[int, Node] = {}
 
     def new(node: Node) -> Node:
         return replaced.get(node.uid, node)
 
     for node in graph.nodes:
-        root = group_of.get(node.uid)
-        group = members.get(root, []) if root is not None else []
-        if len(group) > 1 and node.uid == root:
-            replaced[node.uid] = _group_node(group, new)
-        elif node.inputs and (root is None or len(group) <= 1):
+        if node.uid in groups:
+            replaced[node.uid] = _group_node(groups[node.uid], new)
+        elif node.inputs and node.uid not in inside:
             inputs = tuple(new(i) for i in node.inputs)
             if inputs != node.inputs:
                 replaced[node.uid] = with_inputs(node, inputs)

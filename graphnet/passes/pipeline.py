@@ -21,6 +21,7 @@ from .clip_gradients import clip_gradients
 from .constant_fold import constant_fold
 from .cse import cse
 from .dce import dce
+from .fuse import explain as explain_fusion
 from .fuse import fuse
 from .autodiff import autodiff
 from .decompose import decompose
@@ -51,6 +52,9 @@ class Pass:
     invalidates: tuple[str, ...] = ("scheduled",)
     optional: bool = False
     keeps_types: bool = True
+    #: explain(graph) -> notes (plain data) on what the pass will decide for ``graph`` and why,
+    #: kept in the compile report (fusion lists its groups and the nodes it left alone)
+    explain: Callable[[Graph], list[dict]] | None = None
 
     # a Pass unpacks as (name, fn), as the pipeline's entries did before passes declared contracts
     def __iter__(self):
@@ -102,8 +106,8 @@ def default_pipeline(optimizer: Any = None, mode: str | None = None) -> list[Pas
         Pass("cse", cse, optional=True),
         Pass("dce", dce),
     ]
-    if config.flags.fuse:  # opt-in until fused groups compile to generated kernels
-        passes.append(Pass("fuse", fuse, requires=("primitive",), optional=True))
+    if config.flags.fuse:  # on by default where fused groups compile to generated kernels
+        passes.append(Pass("fuse", fuse, requires=("primitive",), optional=True, explain=explain_fusion))
     passes += [
         Pass("schedule", schedule, requires=("primitive",), provides=("scheduled",), invalidates=()),
     ]
@@ -134,8 +138,9 @@ def run_pipeline(graph: Graph, passes: list[Pass]) -> tuple[Graph, list[PassReco
         before = len(graph.nodes)
         types = [o.type for o in graph.outputs]
         start = time.perf_counter()
+        notes = tuple(p.explain(graph)) if p.explain is not None else ()
         graph = p.fn(graph)
-        records.append(PassRecord(p.name, before, len(graph.nodes), time.perf_counter() - start))
+        records.append(PassRecord(p.name, before, len(graph.nodes), time.perf_counter() - start, notes))
         if config.flags.verify and p.name != "verify":
             verify(graph)
             if p.keeps_types and [o.type for o in graph.outputs] != types:

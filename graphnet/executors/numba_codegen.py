@@ -1,0 +1,276 @@
+"""Fused groups compiled to numba kernels: one loop over the result, every member in registers.
+
+A ``fused`` step's body is an expression graph of elementwise members (see
+graphnet.ops.fused); each member op states its scalar form beside its definition
+(``OpDef.scalar``). This module writes those forms into the body of a loop nest over the
+result, compiles it with numba (no fastmath, NumPy's error model, every value cast to its
+member's declared dtype, constants typed), and calls it with the step's arrays: one pass
+over memory instead of one per member, and no temporaries.
+
+The loop nest is generated for the *collapsed* iteration space: dims of size 1 dropped,
+and neighbouring dims merged where every input is either full or broadcast in both, so
+a bias over (N, C) is a 2-d loop and BatchNorm's (1, C, 1, 1) over (N, C, H, W) a 3-d one.
+Each (group, input dtypes, broadcast pattern) gives one kernel; the source goes to a file
+in the kernel cache directory (``GRAPHNET_CACHE_DIR``, else ``~/.cache/graphnet``), so
+numba's own cache makes a second process load instead of compile.
+
+Groups with a member that has no scalar form, and every group where numba is missing or
+``GRAPHNET_CODEGEN=numpy``, run through the fused op's NumPy kernel instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .. import dtypes
+from ..ir import TensorType
+from ..ops.registry import get_op
+
+#: Python names of dtypes inside generated code (numba understands NumPy's scalar types).
+_TYPE_NAMES = {"float16": "np.float16", "float32": "np.float32", "float64": "np.float64", "int8": "np.int8",
+               "int16": "np.int16", "int32": "np.int32", "int64": "np.int64", "uint8": "np.uint8",
+               "bool": "np.bool_"}
+_NUMBA_TYPES = {"float32": "float32", "float64": "float64", "int8": "int8", "int16": "int16", "int32": "int32",
+                "int64": "int64", "uint8": "uint8", "bool": "boolean"}
+_COMPARISONS = frozenset({"equal", "not_equal", "less", "less_equal", "greater", "greater_equal"})
+
+
+@dataclass
+class CodegenStats:
+    """What generating kernels cost in this process (the compile report shows it)."""
+
+    kernels: int = 0  # distinct kernels made ready (compiled or loaded from the disk cache)
+    compile_seconds: float = 0.0
+    fallbacks: dict[str, int] = field(default_factory=dict)  # reason -> groups run by NumPy instead
+
+    def fell_back(self, reason: str) -> None:
+        self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
+
+
+stats = CodegenStats()
+_lock = threading.Lock()
+_compiled: dict[str, Callable[..., None]] = {}  # source hash -> compiled dispatcher
+
+
+def numba_available() -> bool:
+    return importlib.util.find_spec("numba") is not None
+
+
+def cache_dir() -> str:
+    """Where generated sources and numba's compiled kernels are kept."""
+    root = os.environ.get("GRAPHNET_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "graphnet")
+    return os.path.join(root, "kernels")
+
+
+def unsupported_member(body: Sequence[tuple[str, tuple[int, ...], tuple]]) -> str | None:
+    """The first member op without a scalar form (such a group runs through NumPy), or None."""
+    for op, _, _ in body:
+        if get_op(op).scalar is None:
+            return op
+    return None
+
+
+def member_dtypes(body: Sequence[tuple[str, tuple[int, ...], tuple]], input_dtypes: Sequence[str]) -> list[str]:
+    """The dtype of each member's result, by the members' own rules."""
+    values: list[str] = []
+    for op, args, attrs in body:
+        types = [TensorType((), input_dtypes[-a - 1] if a < 0 else values[a]) for a in args]
+        values.append(get_op(op).infer(*types, **dict(attrs)).dtype)
+    return values
+
+
+def collapse(out_shape: tuple[int, ...], in_shapes: Sequence[tuple[int, ...]]
+             ) -> tuple[tuple[int, ...], tuple[tuple[bool, ...], ...]]:
+    """The collapsed iteration space for a result of ``out_shape``: its extents and, per
+    input, which of them the input spans (False: broadcast along that dim)."""
+    rank = len(out_shape)
+    padded = [(1,) * (rank - len(s)) + tuple(s) for s in in_shapes]
+    extents: list[int] = []
+    spans: list[list[bool]] = [[] for _ in in_shapes]
+    for d, size in enumerate(out_shape):
+        if size == 1:
+            continue
+        span = [p[d] == size for p in padded]
+        if extents and all(s[-1] == f for s, f in zip(spans, span)):
+            extents[-1] *= size
+        else:
+            extents.append(size)
+            for s, f in zip(spans, span):
+                s.append(f)
+    if not extents:  # a single element
+        return (1,), tuple((True,) for _ in in_shapes)
+    return tuple(extents), tuple(tuple(s) for s in spans)
+
+
+def kernel_source(body: Sequence[tuple[str, tuple[int, ...], tuple]], input_dtypes: Sequence[str],
+                  spans: Sequence[tuple[bool, ...]], out_dtype: str) -> str:
+    """Python source of a numba kernel ``kernel(out, in0, in1, ...)`` computing ``body`` over
+    the collapsed space (``spans[k][d]``: input k runs along dim d)."""
+    rank = len(spans[0]) if spans else 1
+    results = member_dtypes(body, input_dtypes)
+    index = [f"i{d}" for d in range(rank)]
+    lines = ["import math", "import numba", "import numpy as np", "",
+             "", "@numba.njit(cache=True, error_model='numpy', nogil=True)",
+             f"def kernel(out, {', '.join(f'a{k}' for k in range(len(input_dtypes)))}):",
+             f"    {', '.join(f'n{d}' for d in range(rank))}{',' if rank == 1 else ''} = out.shape"]
+    indent = "    "
+    for d in range(rank):
+        lines.append(f"{indent}for i{d} in range(n{d}):")
+        indent += "    "
+    values: list[tuple[str, str]] = []  # (expression, dtype) of each input, then each member
+
+    def cast(expr: str, have: str, want: str) -> str:
+        return expr if have == want else f"{_TYPE_NAMES[want]}({expr})"
+
+    for k, dtype in enumerate(input_dtypes):
+        at = ", ".join(index[d] if spans[k][d] else "0" for d in range(rank))
+        lines.append(f"{indent}x{k} = a{k}[{at}]")
+    for i, ((op, args, attrs), result) in enumerate(zip(body, results)):
+        operands = [(f"x{-a - 1}", input_dtypes[-a - 1]) if a < 0 else (f"v{a}", results[a]) for a in args]
+        if op in _COMPARISONS:
+            common = dtypes.promote(*(d for _, d in operands))
+            texts = [cast(e, d, common) for e, d in operands]
+        elif op == "where":
+            texts = [operands[0][0]] + [cast(e, d, result) for e, d in operands[1:]]
+        elif op == "cast":
+            texts = [operands[0][0]]
+        else:
+            texts = [cast(e, d, result) for e, d in operands]
+        constant = (lambda value, t=result: f"{_TYPE_NAMES[t]}({_literal(value)})")
+        expr = get_op(op).scalar(constant, *texts, **dict(attrs))
+        lines.append(f"{indent}v{i} = {_TYPE_NAMES[result]}({expr})")
+        values.append((f"v{i}", result))
+    lines.append(f"{indent}out[{', '.join(index)}] = {cast(values[-1][0], values[-1][1], out_dtype)}")
+    return "\n".join(lines) + "\n"
+
+
+def _literal(value: Any) -> str:
+    """A number as source text. Only numbers reach generated code (attributes are checked by
+    kind when a group is declared or loaded); anything else is refused here too."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"a constant in a generated kernel must be a number, got {type(value).__name__}")
+    value = float(value) if isinstance(value, (float, np.floating)) else int(value)
+    if isinstance(value, float) and not np.isfinite(value):
+        return "math.nan" if np.isnan(value) else ("math.inf" if value > 0 else "-math.inf")
+    return repr(value)
+
+
+def _signature(input_dtypes: Sequence[str], out_dtype: str, rank: int) -> str:
+    layout = ", ".join([":"] * (rank - 1) + ["::1"])
+    arrays = [f"{_NUMBA_TYPES[d]}[{layout}]" for d in (out_dtype, *input_dtypes)]
+    return f"void({', '.join(arrays)})"
+
+
+def _load(source: str, signature: str) -> tuple[Callable[..., None], str, float]:
+    """The compiled kernel of ``source`` for ``signature``, where it came from ("memory": this
+    process had it; "disk": numba's cache beside the generated file; "compiled": now) and
+    the seconds that took."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:24]
+    with _lock:
+        if (digest, signature) in _compiled:
+            return _compiled[(digest, signature)], "memory", 0.0
+        start = time.perf_counter()
+        dispatcher = _import_kernel(source, digest)
+        dispatcher.compile(signature)
+        seconds = time.perf_counter() - start
+        hits = sum(getattr(getattr(dispatcher, "stats", None), "cache_hits", {}).values())
+        stats.kernels += 1
+        stats.compile_seconds += seconds
+        _compiled[(digest, signature)] = dispatcher
+        return dispatcher, "disk" if hits else "compiled", seconds
+
+
+def _import_kernel(source: str, digest: str) -> Any:
+    """Write ``source`` to the cache directory (once: numba's cache is keyed by the file's
+    path and time stamp) and import it; where the directory is not writable, compile the
+    source from a private temporary file instead (no cache across processes then)."""
+    name = f"graphnet_kernel_{digest}"
+    for directory in (cache_dir(), None):
+        try:
+            if directory is None:
+                directory = tempfile.mkdtemp(prefix="graphnet-kernels-")
+            os.makedirs(directory, exist_ok=True)
+            path = os.path.join(directory, name + ".py")
+            if not _holds(path, source):
+                temporary = f"{path}.{os.getpid()}.tmp"
+                with open(temporary, "w") as f:
+                    f.write(source)
+                os.replace(temporary, path)
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+            return module.kernel
+        except OSError:
+            continue
+    raise OSError("no directory to write generated kernels to")
+
+
+def _holds(path: str, source: str) -> bool:
+    try:
+        with open(path) as f:
+            return f.read() == source
+    except OSError:
+        return False
+
+
+class FusedKernel:
+    """A fused step's generated kernel: call it like the NumPy kernel, ``(*arrays, out=None)``.
+
+    The collapsed layout and compiled function are looked up by the inputs' shapes, so a
+    step fed the same shapes every run pays one dictionary lookup beyond the loop itself."""
+
+    def __init__(self, body: tuple, out_dtype: str, fallback: Callable[..., Any]) -> None:
+        self.body = body
+        self.fallback = fallback  # the NumPy kernel, for layouts numba cannot take
+        self.out_dtype = np.dtype(dtypes.DTYPES[out_dtype])
+        self.out_dtype_name = out_dtype
+        self._by_shapes: dict[tuple, tuple[tuple[int, ...], tuple[tuple[int, ...], ...], Callable[..., None]]] = {}
+        self.loads: list[tuple[str, float]] = []  # (where each kernel came from, seconds), for the report
+
+    def prepare(self, shapes: Sequence[tuple[int, ...]], input_dtypes: Sequence[str]) -> None:
+        """Compile (or load) now the kernel for inputs of these shapes and dtypes."""
+        shapes = tuple(tuple(s) for s in shapes)
+        self._by_shapes[tuple(zip(shapes, (np.dtype(dtypes.DTYPES[d]) for d in input_dtypes)))] = \
+            self._layout(shapes, tuple(input_dtypes))
+
+    def _layout(self, shapes: tuple, input_dtypes: tuple[str, ...]):
+        out_shape = np.broadcast_shapes(*shapes) if shapes else ()
+        extents, spans = collapse(out_shape, shapes)
+        views = tuple(tuple(e if s else 1 for e, s in zip(extents, span)) for span in spans)
+        source = kernel_source(self.body, input_dtypes, spans, self.out_dtype_name)
+        fn, origin, seconds = _load(source, _signature(input_dtypes, self.out_dtype_name, len(extents)))
+        self.loads.append((origin, seconds))
+        return tuple(out_shape), extents, views, fn
+
+    def __call__(self, *arrays: Any, out: Any = None) -> Any:
+        key = tuple([(a.shape, a.dtype) for a in arrays])  # dtype objects hash fast; their names do not
+        found = self._by_shapes.get(key)
+        if found is None:
+            try:
+                found = self._layout(tuple(a.shape for a in arrays), tuple(a.dtype.name for a in arrays))
+            except Exception as exc:  # a dtype or layout numba cannot take: NumPy computes it
+                stats.fell_back(f"{type(exc).__name__}: {exc}"[:200])
+                found = (None, None, None, None)
+            self._by_shapes[key] = found
+        out_shape, extents, views, fn = found
+        if fn is None:
+            return self.fallback(*arrays, out=out)
+        target = out if out is not None and out.flags.c_contiguous else np.empty(out_shape, self.out_dtype)
+        fn(target.reshape(extents), *[a.reshape(v) if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(v)
+                                      for a, v in zip(arrays, views)])
+        if out is not None and target is not out:
+            np.copyto(out, target)
+            return out
+        return target

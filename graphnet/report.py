@@ -1,0 +1,81 @@
+"""The compile report: what each pass did and what the fused groups became.
+
+``plan.report`` (a CompiledPlan's) is a CompileReport: per pass, node counts and time;
+each fusion group with its members and their source lines; each elementwise op left
+alone and why; kernel (step) counts with and without fusion; and how the executor runs
+the groups (generated kernels compiled, loaded from the disk cache, or the NumPy
+fallback, and the seconds that took). ``print(plan.report)`` shows it as text,
+``plan.report.as_dict()`` as plain data (``json.dumps`` ready); ``GRAPHNET_DEBUG=1``
+prints it at compile time and ``graphnet inspect --report PLAN`` shows a saved plan's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from .plan import PassRecord, Plan
+
+
+@dataclass
+class CompileReport:
+    """Iterating over a report gives its PassRecords, in the order the passes ran."""
+
+    passes: list[PassRecord]
+    kernels: int  # steps of the plan: each one kernel call per run
+    kernels_unfused: int  # steps it would have without fusion (each group's members counted)
+    codegen: dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[PassRecord]:
+        return iter(self.passes)
+
+    def __len__(self) -> int:
+        return len(self.passes)
+
+    def __getitem__(self, index: int) -> PassRecord:
+        return self.passes[index]
+
+    @property
+    def groups(self) -> list[dict[str, Any]]:
+        """The fusion groups: {"group": result name, "members": [[op, "file:line"], ...]}."""
+        return [note for r in self.passes for note in r.notes if "group" in note]
+
+    @property
+    def not_fused(self) -> list[dict[str, Any]]:
+        """Elementwise ops left as steps of their own: {"not_fused": op, "at": "file:line", "why": ...}."""
+        return [note for r in self.passes for note in r.notes if "not_fused" in note]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"passes": [{"name": r.name, "nodes_before": r.nodes_before, "nodes_after": r.nodes_after,
+                            "seconds": round(r.seconds, 6)} for r in self.passes],
+                "kernels": self.kernels, "kernels_unfused": self.kernels_unfused,
+                "groups": self.groups, "not_fused": self.not_fused, "codegen": self.codegen}
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.as_dict(), **kwargs)
+
+    def __str__(self) -> str:
+        lines = ["passes:"] + [f"  {r}" for r in self.passes]
+        lines.append(f"kernels per run: {self.kernels} ({self.kernels_unfused} without fusion)")
+        groups = self.groups
+        if groups:
+            lines.append(f"fused groups ({len(groups)}):")
+            for g in groups:
+                ops = " -> ".join(op for op, _ in g["members"])
+                where = sorted({at for _, at in g["members"]})
+                lines.append(f"  {g['group']}: {ops}  [{', '.join(where)}]")
+        alone = self.not_fused
+        if alone:
+            lines.append(f"not fused ({len(alone)}):")
+            for n in alone:
+                lines.append(f"  {n['not_fused']} at {n['at']}: {n['why']}")
+        if self.codegen:
+            lines.append("kernels generated: " + ", ".join(f"{k}={v}" for k, v in self.codegen.items()))
+        return "\n".join(lines)
+
+
+def build_report(plan: Plan, codegen: dict[str, Any]) -> CompileReport:
+    """The report of ``plan`` (its pass records) run by an executor that says ``codegen``."""
+    merged = sum(r.nodes_before - r.nodes_after for r in plan.passes if r.name == "fuse")
+    return CompileReport(list(plan.passes), len(plan.steps), len(plan.steps) + merged, dict(codegen))

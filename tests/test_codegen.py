@@ -1,0 +1,154 @@
+"""Kernels generated from fused groups (numba) against the fused op's NumPy kernel, which runs
+each member's own kernel: every elementwise op with a scalar form, every dtype it takes,
+broadcasting and size edges."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from graphnet.executors import numba_codegen
+from graphnet.ops.registry import REGISTRY
+
+pytestmark = pytest.mark.skipif(not numba_codegen.numba_available(), reason="numba is not installed")
+
+NUMPY_KERNEL = REGISTRY["fused"].kernel
+RNG = np.random.default_rng(11)
+
+#: op -> (arity, attributes, input maker(dtype, shape)); inputs kept in each op's domain
+UNARY_DOMAIN = {"log": (0.1, 4.0), "sqrt": (0.0, 4.0)}
+ATTRS = {"leaky_relu": {"alpha": 0.1}, "elu": {"alpha": 1.3}, "gelu": {"approximate": "none"}}
+COMPARISONS = ("equal", "not_equal", "less", "less_equal", "greater", "greater_equal")
+ELEMENTWISE = sorted(name for name, op in REGISTRY.items()
+                     if op.category == "elementwise" and op.scalar is not None and name not in ("cast", "where"))
+
+
+def _values(dtype: str, shape: tuple[int, ...], low: float = -3.0, high: float = 3.0) -> np.ndarray:
+    if dtype == "bool":
+        return RNG.random(shape) > 0.5
+    if np.dtype(dtype).kind in "iu":
+        return RNG.integers(max(int(low), 1) if low > 0 else -3, 4, shape).astype(dtype)
+    values = RNG.uniform(low, high, shape).astype(dtype)
+    values.flat[: min(2, values.size)] = [0.0, 1.0][: min(2, values.size)]  # exact zeros and ones too
+    return values
+
+
+def _both(body: tuple, arrays: list[np.ndarray], out_dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    with np.errstate(all="ignore"):
+        expected = NUMPY_KERNEL(np, *[a.copy() for a in arrays], body=body)
+    kernel = numba_codegen.FusedKernel(body, out_dtype, lambda *a, out=None: NUMPY_KERNEL(np, *a, body=body, out=out))
+    got = kernel(*arrays)
+    return np.asarray(got), np.asarray(expected)
+
+
+def _close(got: np.ndarray, expected: np.ndarray) -> None:
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    if got.dtype.kind == "f":
+        eps = float(np.finfo(got.dtype).eps)
+        np.testing.assert_allclose(got, expected, rtol=8 * eps, atol=8 * eps)
+    else:
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("op", ELEMENTWISE)
+def test_each_op_generated_matches_its_numpy_kernel(op: str, dtype: str) -> None:
+    arity = 2 if op in COMPARISONS or op in ("add", "sub", "mul", "div", "pow", "maximum", "minimum") else 1
+    attrs = tuple(sorted(ATTRS.get(op, {}).items()))
+    low, high = UNARY_DOMAIN.get(op, (0.5, 2.0) if op == "pow" else (-3.0, 3.0))
+    arrays = [_values(dtype, (7, 33), low, high) for _ in range(arity)]
+    if op == "div":
+        arrays[1][arrays[1] == 0] = 0.5
+    follow = ("cast", (0,), (("dtype", "float32"),)) if op in COMPARISONS else ("neg", (0,), ())
+    body = ((op, tuple(-k - 1 for k in range(arity)), attrs), follow)
+    out_dtype = "float32" if op in COMPARISONS else dtype
+    got, expected = _both(body, arrays, out_dtype)
+    _close(got, expected)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64"])
+def test_arithmetic_on_every_dtype_and_mixed_dtypes_promote_as_numpy(dtype: str) -> None:
+    a, b = _values(dtype, (4, 9)), _values("float64" if dtype == "int64" else dtype, (9,))
+    body = (("mul", (-1, -2), ()), ("add", (0, -1), ()), ("maximum", (1, -2), ()))
+    got, expected = _both(body, [a, b], np.result_type(a, b).name)
+    _close(got, expected)
+
+
+def test_where_with_a_mask_cast_and_float32_constants_stay_float32() -> None:
+    x = _values("float32", (5, 8))
+    body = (("greater", (-1, -2), ()), ("where", (0, -1, -2), ()), ("cast", (1,), (("dtype", "float64"),)),
+            ("mul", (2, -3), ()))
+    zero, scale = np.zeros((), np.float32), np.full((1, 8), 0.3, np.float64)
+    got, expected = _both(body, [x, zero, scale], "float64")
+    _close(got, expected)
+    # a float32 chain with constants typed float32: no silent float64 promotion anywhere
+    body = (("sigmoid", (-1,), ()), ("mul", (0, -2), ()), ("gelu", (1,), (("approximate", "tanh"),)))
+    got, expected = _both(body, [x, np.float32(0.7) * np.ones((), np.float32)], "float32")
+    _close(got, expected)
+    source = numba_codegen.kernel_source(body, ["float32", "float32"], [(True,), (False,)], "float32")
+    assert "np.float64" not in source and "np.float32(0.5)" in source
+
+
+@pytest.mark.parametrize("shapes", [
+    [(6, 5), (5,)], [(6, 5), (6, 1)], [(2, 3, 4, 5), (1, 3, 1, 1)], [(2, 3, 4, 5), (3, 1, 1)],
+    [(1, 4), (3, 1)], [(), ()], [(1,), (1, 1)], [(0, 3), (3,)], [(4, 1, 5), (1, 6, 1)], [(7,), ()],
+])
+def test_broadcasting_edges(shapes: list[tuple[int, ...]]) -> None:
+    arrays = [_values("float32", s) for s in shapes]
+    body = (("sub", (-1, -2), ()), ("mul", (0, -2), ()), ("tanh", (1,), ()))
+    got, expected = _both(body, arrays, "float32")
+    _close(got, expected)
+
+
+def test_collapse_merges_dims_broadcast_alike() -> None:
+    extents, spans = numba_codegen.collapse((8, 16, 5, 5), [(8, 16, 5, 5), (1, 16, 1, 1)])
+    assert extents == (8, 16, 25) and spans == ((True, True, True), (False, True, False))
+    extents, spans = numba_codegen.collapse((128, 512), [(128, 512), (512,), ()])
+    assert extents == (128, 512) and spans == ((True, True), (False, True), (False, False))
+    extents, spans = numba_codegen.collapse((4, 6), [(4, 6), (4, 6)])
+    assert extents == (24,)
+
+
+def test_writing_into_out_an_input_or_a_strided_array() -> None:
+    body = (("mul", (-1, -2), ()), ("add", (0, -1), ()))
+    a, b = _values("float32", (6, 4)), _values("float32", (6, 4))
+    expected = a * b + a
+    kernel = numba_codegen.FusedKernel(body, "float32", None)
+    assert kernel(a.copy(), b, out=a) is a  # reads each element before writing it
+    np.testing.assert_array_equal(a, expected)
+    strided = np.zeros((6, 8), np.float32)[:, ::2]
+    kernel(a.copy(), b.T.copy().T[:, :], out=strided)
+    np.testing.assert_allclose(strided, a * b + a, rtol=1e-6)
+    transposed = _values("float32", (4, 6)).T  # a non-contiguous input
+    np.testing.assert_allclose(kernel(transposed, b), transposed * b + transposed, rtol=1e-6)
+
+
+def test_a_dtype_numba_cannot_take_falls_back_to_numpy() -> None:
+    body = (("add", (-1, -2), ()), ("neg", (0,), ()))
+    a = _values("float32", (3, 3)).astype(np.float16)
+    kernel = numba_codegen.FusedKernel(body, "float16",
+                                       lambda *x, out=None: NUMPY_KERNEL(np, *x, body=body, out=out))
+    np.testing.assert_array_equal(kernel(a, a), -(a + a))
+
+
+def test_a_second_process_loads_kernels_from_the_disk_cache(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np, graphnet as gn\n"
+        "from graphnet.executors import numba_codegen as nc\n"
+        "x = gn.placeholder('x', (None, 5))\n"
+        "with gn.config.options(fuse=True):\n"
+        "    p = gn.compile(gn.tanh(x * 2.0 + 1.0) * x)\n"
+        "print(nc.stats.kernels, nc.stats.compile_seconds, float(p.run(x=np.ones((2, 5), np.float32))['output'][0, 0]))\n"
+    )
+    env = {**__import__("os").environ, "GRAPHNET_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+            .stdout.split() for _ in range(2)]
+    assert runs[0][0] == runs[1][0] == "1" and runs[0][2] == runs[1][2]
+    assert math.isclose(float(runs[0][2]), math.tanh(3.0), rel_tol=1e-6)
+    assert float(runs[1][1]) < float(runs[0][1])  # loaded, not compiled again
+    assert any(tmp_path.rglob("*.nbi"))

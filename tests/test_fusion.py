@@ -1,0 +1,290 @@
+"""Elementwise fusion: the pass alone (a graph, the pass, the groups expected, and the cases
+where it must not fuse), the compile report, pass bisection, equivalence of the reference
+networks with and without every optimisation, plan files with fused groups, rendering."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import graphnet as gn
+from graphnet.executors import numba_codegen
+from graphnet.ir import Graph
+from graphnet.ops import registry
+from graphnet.passes import fuse
+from graphnet.passes.fuse import plan_groups
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "examples"))
+sys.path.insert(0, HERE)
+CODEGENS = ["numpy"] + (["numba"] if numba_codegen.numba_available() else [])
+
+
+def _graph(**outputs: gn.Tensor) -> Graph:
+    return Graph.build([t.node for t in outputs.values()], list(outputs))
+
+
+def _groups(graph: Graph) -> list[list[str]]:
+    return [[op for op, _, _ in node.attrs["body"]] for node in fuse(graph).nodes if node.op == "fused"]
+
+
+# --- the pass alone --------------------------------------------------------------------------
+
+def test_a_chain_after_a_matmul_becomes_one_group():
+    x, w, b = gn.placeholder("x", (None, 4)), gn.placeholder("w", (4, 3)), gn.placeholder("b", (3,))
+    graph = _graph(y=gn.tanh(gn.relu(gn.matmul(x, w) + b) * 2.0))
+    assert _groups(graph) == [["add", "relu", "mul", "tanh"]]
+    fused = [n for n in fuse(graph).nodes if n.op == "fused"][0]
+    assert fused.inputs[0].op == "matmul" and fused.type == graph.outputs[0].type
+
+
+def test_a_bool_mask_and_a_value_used_twice_join_the_group():
+    x, g = gn.placeholder("x", (5, 3)), gn.placeholder("g", (5, 3))
+    d = x - 1.0
+    graph = _graph(y=g * gn.greater(x, 0.0) + d * d)
+    assert _groups(graph) == [["greater", "mul", "sub", "mul", "add"]]
+
+
+def test_values_needed_elsewhere_are_not_fused_and_the_report_says_why():
+    x, w = gn.placeholder("x", (5, 3)), gn.placeholder("w", (3, 3))
+    a = gn.exp(x)
+    graph = _graph(y=gn.matmul(a, w) + 1.0, z=gn.relu(a))  # a: read by matmul and relu
+    assert _groups(graph) == []
+    _, alone = plan_groups(graph)
+    reasons = {node.op: why for node, why in alone}
+    assert reasons["exp"] == "read by matmul"
+    assert "needed outside" in reasons["add"] and "needed outside" in reasons["relu"]
+
+
+def test_random_ops_reductions_and_effects_are_never_members():
+    x = gn.placeholder("x", (5, 3))
+    y = gn.exp(gn.dropout(x * 2.0, 0.5)) + 1.0
+    s = gn.sum(gn.exp(x) * 3.0)
+    graph = _graph(y=y, s=s)
+    ops = [n.op for n in fuse(graph).nodes]
+    assert "dropout" in ops and "sum" in ops
+    assert _groups(graph) == [["exp", "add"], ["exp", "mul"]]
+
+
+def test_broadcast_producers_join_only_when_cheap_to_recompute():
+    x, c = gn.placeholder("x", (64, 8)), gn.placeholder("c", (8,))
+    assert _groups(_graph(y=x * (c * 2.0 + 1.0))) == [["mul", "add", "mul"]]  # cheap: recomputed per element
+    graph = _graph(y=x * gn.exp(c))  # exp per element of x would be 64x the work
+    assert _groups(graph) == []
+    assert "recomputed for each element" in dict((n.op, w) for n, w in plan_groups(graph)[1])["exp"]
+
+
+def test_a_cheap_scalar_read_by_two_groups_is_computed_in_each():
+    x, y, lr = gn.placeholder("x", (4,)), gn.placeholder("y", (4,)), gn.placeholder("lr", (), "float64")
+    scale = gn.cast(lr, "float32")
+    graph = _graph(a=gn.exp(x) * scale, b=gn.log(y) * scale)
+    assert sorted(sorted(g) for g in _groups(graph)) == [["cast", "exp", "mul"], ["cast", "log", "mul"]]
+
+
+def test_fused_nodes_verify_and_print_with_their_members():
+    x = gn.placeholder("x", (None, 6))
+    graph = fuse(_graph(y=gn.sigmoid(x * 3.0) - x))
+    gn.passes.verify(graph)
+    assert "fused" in str(graph) and "mul" in str(graph) and "sigmoid" in str(graph)
+
+
+# --- the compile report -----------------------------------------------------------------------
+
+def _mlp_plan(**options):
+    gn.manual_seed(0)
+    x, labels = gn.placeholder("x", (None, 6)), gn.placeholder("labels", (None,), "int64")
+    model = gn.nn.Sequential(gn.nn.Linear(6, 8), gn.nn.ReLU(), gn.nn.Linear(8, 3))
+    with gn.config.options(fuse=True, **options):
+        return gn.compile(gn.losses.cross_entropy(model(x), labels), optimizer=gn.optim.Adam(lr=1e-2), seed=1)
+
+
+def test_the_report_lists_passes_groups_what_was_left_and_kernel_counts():
+    plan = _mlp_plan()
+    report = plan.report
+    assert [r.name for r in report][-2:] == ["fuse", "schedule"]
+    assert report.kernels == len(plan.plan.steps) < report.kernels_unfused
+    assert report.groups and all(len(g["members"]) >= 2 for g in report.groups)
+    assert all(at.startswith("test_fusion.py:") for g in report.groups for _, at in g["members"])
+    assert any(n["why"].startswith("read by") for n in report.not_fused)
+    data = json.loads(report.to_json())
+    assert data["kernels"] == report.kernels and data["groups"] == report.groups
+    text = str(report)
+    assert "fused groups" in text and "not fused" in text and "kernels per run" in text
+    if numba_codegen.numba_available():
+        assert report.codegen["numba_groups"] == len(report.groups)
+        assert report.codegen["compiled"] + report.codegen["loaded_from_disk_cache"] \
+            + report.codegen["shared_in_process"] >= len(report.groups)
+    numpy_report = _mlp_plan(codegen="numpy").report
+    assert numpy_report.codegen["numba_groups"] == 0
+    assert numpy_report.codegen["numpy_groups"] == {"GRAPHNET_CODEGEN=numpy": len(numpy_report.groups)}
+
+
+def test_debug_prints_the_kernel_counts(capsys):
+    _mlp_plan(debug=1)
+    out = capsys.readouterr().out
+    assert "kernels per run" in out and "fusion:" in out
+
+
+def test_inspect_report_shows_a_saved_plans_report(tmp_path, capsys):
+    from graphnet import cli
+
+    plan = _mlp_plan()
+    path = plan.save(tmp_path / "mlp.gnp")
+    assert cli.main(["inspect", "--report", str(path)]) == 0
+    assert "fused groups" in capsys.readouterr().out
+    assert cli.main(["inspect", "--report", "--json", str(path)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["groups"] == plan.report.groups and data["kernels"] == plan.report.kernels
+
+
+# --- equivalence with and without every optimisation, and bisection ---------------------------
+
+def _seed_cnn_case():
+    from mnist_cnn import seed_cnn
+
+    x, labels = gn.placeholder("x", (None, 1, 28, 28)), gn.placeholder("labels", (None,), "int64")
+    rng = np.random.default_rng(0)
+    return (gn.losses.cross_entropy(seed_cnn()(x), labels),
+            {"x": rng.standard_normal((4, 1, 28, 28)).astype(np.float32), "labels": rng.integers(0, 10, 4)})
+
+
+def _mlp_case():
+    x, labels = gn.placeholder("x", (None, 784)), gn.placeholder("labels", (None,), "int64")
+    model = gn.nn.Sequential(gn.nn.Linear(784, 64), gn.nn.ReLU(), gn.nn.Linear(64, 64), gn.nn.ReLU(),
+                             gn.nn.Linear(64, 10))
+    rng = np.random.default_rng(0)
+    return (gn.losses.cross_entropy(model(x), labels),
+            {"x": rng.standard_normal((8, 784)).astype(np.float32), "labels": rng.integers(0, 10, 8)})
+
+
+def _resnet_case():
+    from resnet import ResNet
+
+    x, labels = gn.placeholder("x", (None, 1, 28, 28)), gn.placeholder("labels", (None,), "int64")
+    rng = np.random.default_rng(0)
+    return (gn.losses.cross_entropy(ResNet()(x), labels),
+            {"x": rng.standard_normal((4, 1, 28, 28)).astype(np.float32), "labels": rng.integers(0, 10, 4)})
+
+
+def _activations_case():
+    x, labels = gn.placeholder("x", (None, 12)), gn.placeholder("labels", (None,), "int64")
+    layers = [gn.nn.Linear(12, 16)]
+    for act in (gn.nn.ReLU(), gn.nn.Tanh(), gn.nn.Sigmoid(), gn.nn.GELU(), gn.nn.SiLU(), gn.nn.LeakyReLU(0.1),
+                gn.nn.ELU(), gn.nn.Dropout(0.2)):
+        layers += [act, gn.nn.Linear(16, 16)]
+    model = gn.nn.Sequential(*layers, gn.nn.Linear(16, 4))
+    rng = np.random.default_rng(0)
+    return (gn.losses.cross_entropy(model(x), labels),
+            {"x": rng.standard_normal((8, 12)).astype(np.float32), "labels": rng.integers(0, 4, 8)})
+
+
+@pytest.mark.parametrize("case", [_seed_cnn_case, _mlp_case, _resnet_case, _activations_case],
+                         ids=["seed_cnn", "mlp", "resnet", "activations"])
+def test_every_optimisation_keeps_outputs_and_updates_within_float32_tolerance(case):
+    gn.manual_seed(3)
+    loss, feeds = case()
+    # SGD with lr 1: the parameters' change is their gradient, so gradients are compared too
+    result = gn.debug.bisect_passes(loss, feeds, optimizer=gn.optim.SGD(lr=1.0), tolerance=2e-4)
+    assert result.culprit is None, str(result)
+    assert set(result.differences) == {"constant_fold", "simplify", "cse", "fuse", "codegen"}
+
+
+def _tanh_case():
+    gn.manual_seed(0)
+    x = gn.placeholder("x", (None, 5))
+    layer = gn.nn.Linear(5, 5)
+    loss = gn.sum(gn.tanh(layer(x)) * 2.0)  # the line the bisection must name
+    return loss, {"x": np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32)}
+
+
+@pytest.mark.skipif(not numba_codegen.numba_available(), reason="numba is not installed")
+def test_bisection_names_a_wrong_generated_kernel_with_its_op_and_line(monkeypatch):
+    wrong = dataclasses.replace(registry.REGISTRY["tanh"], scalar=lambda c, x: f"math.sin({x})")
+    monkeypatch.setitem(registry.REGISTRY, "tanh", wrong)
+    loss, feeds = _tanh_case()
+    result = gn.debug.bisect_passes(loss, feeds, optimizer=gn.optim.SGD(lr=0.1))
+    assert result.culprit == "codegen"
+    assert result.op.startswith("tanh")  # the group whose last member is tanh: "tanh (fused: add, tanh)"
+    assert result.location.startswith("test_fusion.py:")
+    assert "first to change the results: codegen" in str(result)
+
+
+def test_bisection_names_a_wrong_fusion(monkeypatch):
+    original = registry.REGISTRY["fused"]
+    wrong = dataclasses.replace(original, kernel=lambda xp, *a, body, out=None: original.kernel(xp, *a, body=body) * 1.01)
+    monkeypatch.setitem(registry.REGISTRY, "fused", wrong)
+    loss, feeds = _tanh_case()
+    with gn.config.options(codegen="numpy"):
+        result = gn.debug.bisect_passes(loss, feeds, optimizer=gn.optim.SGD(lr=0.1))
+    assert result.culprit == "fuse" and result.differences["fuse"] > 1e-3
+    assert result.location.startswith("test_fusion.py:")
+
+
+def test_the_bisect_command_runs_a_scripts_case(tmp_path, capsys):
+    from graphnet import cli
+
+    script = tmp_path / "case.py"
+    script.write_text(
+        "import numpy as np, graphnet as gn\n"
+        "def bisect_case():\n"
+        "    x = gn.placeholder('x', (None, 3))\n"
+        "    return {'outputs': gn.tanh(x * 2.0) + 1.0, 'feeds': {'x': np.ones((2, 3), np.float32)}}\n")
+    assert cli.main(["bisect", str(script)]) == 0
+    out = capsys.readouterr().out
+    assert "no optimisation changes the results" in out and "+ fuse" in out
+    assert cli.main(["bisect", str(script), "--function", "missing"]) == 1
+    assert "defines no function 'missing'" in capsys.readouterr().err
+
+
+# --- plan files and rendering -----------------------------------------------------------------
+
+@pytest.mark.parametrize("codegen", CODEGENS)
+def test_a_fused_training_plan_saves_loads_and_resumes_bit_identically(tmp_path, codegen):
+    rng = np.random.default_rng(2)
+    batches = [{"x": rng.standard_normal((5, 6)).astype(np.float32), "labels": rng.integers(0, 3, 5)}
+               for _ in range(6)]
+    with gn.config.options(codegen=codegen):
+        straight = _mlp_plan(codegen=codegen)
+        losses = [float(straight.run(b)["loss"]) for b in batches]
+        first = _mlp_plan(codegen=codegen)
+        for b in batches[:3]:
+            first.run(b)
+        path = first.save(tmp_path / "fused.gnp")
+        resumed = gn.load(path)
+    assert resumed.plan.op_counts() == first.plan.op_counts() and "fused" in resumed.plan.op_counts()
+    assert [r.notes for r in resumed.plan.passes] == [r.notes for r in first.plan.passes]
+    assert [float(resumed.run(b)["loss"]) for b in batches[3:]] == losses[3:]
+
+
+def test_a_version_2_file_still_loads(tmp_path):
+    from plan_fuzz import join, split
+
+    plan = _mlp_plan()
+    path = tmp_path / "v2.gnp"
+    plan.save(path)
+    table, body = split(path.read_bytes())
+    header = json.loads(table["__metadata__"]["graphnet"])
+    header["version"] = 2  # what graphnet wrote before pass notes: records of four fields
+    header["passes"] = [record[:4] for record in header["passes"]]
+    table["__metadata__"]["graphnet"] = json.dumps(header)
+    path.write_bytes(join(table, body))
+    loaded = gn.load(path)
+    assert [r.notes for r in loaded.plan.passes] == [()] * len(plan.plan.passes)
+    assert loaded.plan.op_counts() == plan.plan.op_counts()
+
+
+def test_render_draws_a_fused_group_as_a_cluster_of_its_members():
+    x, b = gn.placeholder("x", (None, 6)), gn.placeholder("b", (6,))
+    with gn.config.options(fuse=True):
+        plan = gn.compile(gn.tanh(gn.relu(x * 2.0 + b) - gn.sigmoid(x)))
+    dot = gn.to_dot(plan)
+    assert "cluster_fused_" in dot and "fused (6 ops, one kernel)" in dot
+    fused = [s for s in plan.graph.nodes if s.op == "fused"][0]
+    x_node = [n for n in plan.graph.nodes if n.op == "placeholder" and n.attrs["name"] == "x"][0]
+    # x enters the group twice: at the multiply and at the sigmoid
+    assert dot.count(f"n{x_node.uid} -> f{fused.uid}_") == 2
