@@ -23,7 +23,7 @@ from .plan import Step
 
 #: The optimisations, in the order they are switched on (passes by name; "codegen" is the
 #: NumPy executor's generated kernels for fused groups).
-OPTIMISATIONS = ("constant_fold", "simplify", "cse", "fuse", "codegen")
+OPTIMISATIONS = ("fuse_batch_norm", "constant_fold", "simplify", "cse", "fuse", "fuse_updates", "codegen")
 
 
 @dataclass
@@ -72,7 +72,7 @@ def relative_difference(got: np.ndarray, want: np.ndarray) -> float:
 
 def _compile(outputs: Any, optimizer: Any, enabled: tuple[str, ...], mode: str | None, seed: int) -> CompiledPlan:
     disabled = {p for p in OPTIMISATIONS if p != "codegen" and p not in enabled}
-    with config.options(disabled_passes=disabled, fuse="fuse" in enabled,
+    with config.options(disabled_passes=disabled, fuse="fuse" in enabled or "fuse_updates" in enabled,
                         codegen="numba" if "codegen" in enabled else "numpy"):
         return compile(outputs, optimizer, mode=mode, seed=seed)
 

@@ -120,7 +120,19 @@ class Plan:
 
     @property
     def trainable(self) -> bool:
-        return any(s.op == "assign" and s.attrs.get("kind") == "param_update" for s in self.steps)
+        return any((s.op == "assign" and s.attrs.get("kind") == "param_update")
+                   or (s.op == "fused_assign" and "param_update" in s.attrs["kinds"]) for s in self.steps)
+
+    def state_writes(self) -> list[tuple[str, str]]:
+        """(variable buffer, effect kind) for every variable the effects write, in order
+        (an ``assign`` writes one; a ``fused_assign`` one per result)."""
+        writes = []
+        for step in self.effects:
+            if step.op == "fused_assign":
+                writes += list(zip(step.inputs, step.attrs["kinds"]))
+            else:
+                writes.append((step.inputs[0], step.attrs.get("kind", "")))
+        return writes
 
     @property
     def effects(self) -> list[Step]:

@@ -67,6 +67,10 @@ def format_plan(plan: Plan) -> str:
             target = ", ".join(f"{o}:{TensorType(plan.buffers[o].shape, plan.buffers[o].dtype)}"
                                for o in step.outputs) + " = "
             attrs = _attr_text(step.attrs)
+        elif step.op == "fused_assign":
+            count = len(step.attrs["results"])
+            target = ", ".join(step.inputs[:count]) + " <- "
+            attrs = " {" + ", ".join(step.attrs["kinds"]) + ": " + ", ".join(op for op, _, _ in step.attrs["body"]) + "}"
         else:
             target = f"{step.inputs[0]} <- "
             attrs = f" {{{step.attrs.get('kind', '')}}}"

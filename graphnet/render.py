@@ -120,7 +120,7 @@ def _fmt(value: Any) -> str:
 def _attr_lines(node: Node) -> list[str]:
     """Key attributes, one ``k=v`` a line; bulky ones (values, variables, long shapes) left out."""
     lines = []
-    if node.op == "fused":  # a fused group: its members, in order
+    if node.op in ("fused", "fused_assign"):  # a fused group: its members, in order
         return [" > ".join(op for op, _, _ in node.attrs["body"])[:60]]
     for key, value in node.attrs.items():
         if key in ("value", "var", "name") or _DEFAULT_ATTRS.get(key, ...) == value:
@@ -141,7 +141,7 @@ def _scope(node: Node) -> str:
     """The module path drawn around ``node``: parameters and their updates join their module."""
     if node.scope:
         return node.scope
-    if node.op == "assign" and node.inputs and node.inputs[0].op == "variable":
+    if node.op in ("assign", "fused_assign") and node.inputs and node.inputs[0].op == "variable":
         node = node.inputs[0]
     if node.op == "variable":
         return _var_name(node).rpartition(".")[0]
@@ -149,7 +149,8 @@ def _scope(node: Node) -> str:
 
 
 def _is_param_update(node: Node) -> bool:
-    return node.op == "assign" and node.attrs.get("kind") == "param_update"
+    return (node.op == "assign" and node.attrs.get("kind") == "param_update") or (
+        node.op == "fused_assign" and "param_update" in node.attrs["kinds"])
 
 
 def _fill(node: Node) -> str:
@@ -180,7 +181,7 @@ def _node_stmt(node: Node, ref: int | None = None) -> str:
     lines = [node.op if ref is None else f"{node.op}  #{ref}"]
     if node.name:
         lines.append(node.name)
-    elif node.op == "assign" and node.inputs and node.inputs[0].op == "variable":
+    elif node.op in ("assign", "fused_assign") and node.inputs and node.inputs[0].op == "variable":
         lines.append(_var_name(node.inputs[0]))
     lines += _attr_lines(node)
     return f"n{node.uid} [label={_q(chr(10).join(lines))}, {fill}]"

@@ -40,7 +40,8 @@ def compile_plan(outputs: Any, **kwargs: Any) -> gn.CompiledPlan:
 def step_ops(plan: gn.CompiledPlan) -> set[str]:
     """The ops a plan's steps run, the members of fused groups included."""
     ops = {step.op for step in plan.plan.steps}
-    return ops | {member[0] for step in plan.plan.steps if step.op == "fused" for member in step.attrs["body"]}
+    return ops | {member[0] for step in plan.plan.steps if step.op in ("fused", "fused_assign")
+                  for member in step.attrs["body"]}
 
 
 def only_feeds(plan: gn.CompiledPlan, feeds: Mapping[str, Any]) -> dict[str, Any]:

@@ -353,7 +353,7 @@ def _first(header: dict[str, Any], op: str) -> dict[str, Any]:
     (lambda h: h["graph"]["nodes"][0].update(inputs=[3]), "not an earlier node"),  # a cycle or forward edge
     (lambda h: h["graph"]["outputs"].update(loss=10 ** 6), "names no node"),
     (lambda h: _first(h, "matmul").update(shape=[None, 99]), "stored type"),
-    (lambda h: h["schedule"]["steps"].reverse(), "before any step writes it"),
+    (lambda h: h["schedule"]["steps"].reverse(), "before any step writes it|effects run last"),
     (lambda h: h["variables"].update(ghost={"trainable": True}), "ghost"),
     (lambda h: h["variables"].pop(next(iter(h["variables"]))), "not declared|belongs to"),
     (lambda h: h.update(optimizer=None), "optimizer|no part of the plan uses"),

@@ -566,7 +566,7 @@ def _bn_ref(x: np.ndarray, mean: np.ndarray, var: np.ndarray, w: np.ndarray, b: 
     return (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) * w.reshape(shape) + b.reshape(shape)
 
 
-@covers("mean", "sqrt")
+@covers("batch_norm_train", "sqrt")
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("shape", [(4, 3, 2, 5), (6, 3)])
 def test_batch_norm_functional_train_and_eval(shape: tuple, dtype: str) -> None:
@@ -589,15 +589,19 @@ def test_batch_norm_functional_train_and_eval(shape: tuple, dtype: str) -> None:
     assert_close(got["eval"], _bn_ref(x64, cast(rmv), cast(rvv), cast(wv), cast(bv), 1e-5), dtype, **tol)
 
 
-@covers("assign", "numel")
+@covers("assign", "fused_assign", "numel")
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_batchnorm2d_running_statistics_update_after_a_run(dtype: str) -> None:
+    with gn.config.options(disabled_passes={"fuse_updates"}):  # each statistic its own assign
+        compile_plan({"y": gn.nn.BatchNorm2d(3, dtype=dtype)(gn.placeholder("x", (None, 3, 2, 2), dtype))},
+                     mode="train").run(x=normal(2, 3, 2, 2).astype(dtype))
     gn.manual_seed(0)
     bn = gn.nn.BatchNorm2d(3, dtype=dtype)
     bn.weight.data[...] = [0.5, 1.0, 2.0]
     bn.bias.data[...] = [0.0, -1.0, 1.0]
     x = gn.placeholder("x", (None, 3, 2, 2), dtype)
-    train = compile_plan({"y": bn(x)}, mode="train")
+    with gn.config.options(fuse=True):  # both statistics written by one fused_assign
+        train = compile_plan({"y": bn(x)}, mode="train")
     tol = {"rtol": 2e-5, "atol": 2e-5} if dtype == "float32" else {"rtol": 1e-10, "atol": 1e-10}
     expected_mean, expected_var = np.zeros(3), np.ones(3)
     for n in (4, 2):  # two steps, two batch sizes (the unbiased factor n / (n - 1) uses the run-time count)
@@ -789,3 +793,31 @@ def test_sum_to_an_unknown_shape_reduces_to_the_run_time_shape() -> None:
     for rows in (3, 1):
         out = run({"s": gn.ops.sum_to(a, like)}, {"a": av[:, :rows], "like": normal(rows, 1)})["s"]
         np.testing.assert_allclose(out, av[:, :rows].sum(0).sum(-1, keepdims=True))
+
+
+@covers("batch_norm_train", "batch_norm_train_grad")
+@pytest.mark.parametrize("shape", [(4, 3, 2, 5), (6, 3)])
+def test_batch_norm_train_and_its_gradient_kernel_against_the_formulas(shape: tuple) -> None:
+    from graphnet.ops.common import declare
+
+    xv, wv, bv, gv = normal(*shape) * 2 + 1, normal(3), normal(3), normal(*shape)
+    x, w, b, g = (gn.placeholder(n, v.shape, "float64") for n, v in (("x", xv), ("w", wv), ("b", bv), ("g", gv)))
+    node = declare("batch_norm_train", [x, w, b], {"eps": 1e-3, "weight": True, "bias": True})
+    y, mean, var = (gn.tuple_get(node, i) for i in range(3))
+    loss = gn.sum(y * g)
+    got = run({"y": y, "mean": mean, "var": var, "gx": gn.grad(loss, x), "gw": gn.grad(loss, w),
+               "gb": gn.grad(loss, b)}, {"x": xv, "w": wv, "b": bv, "g": gv})
+    axes = tuple(i for i in range(len(shape)) if i != 1)
+    cshape = (1, 3) + (1,) * (len(shape) - 2)
+    mu, sigma2 = xv.mean(axes), xv.var(axes)
+    xhat = (xv - mu.reshape(cshape)) / np.sqrt(sigma2.reshape(cshape) + 1e-3)
+    np.testing.assert_allclose(got["y"], xhat * wv.reshape(cshape) + bv.reshape(cshape), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got["mean"], mu, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got["var"], sigma2, rtol=1e-12, atol=1e-12)
+    count = xv.size // 3
+    gxhat = gv * wv.reshape(cshape)  # the textbook backward pass, in float64
+    gx = (count * gxhat - gxhat.sum(axes, keepdims=True) - xhat * (gxhat * xhat).sum(axes, keepdims=True)) \
+        / (count * np.sqrt(sigma2.reshape(cshape) + 1e-3))
+    np.testing.assert_allclose(got["gx"], gx, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got["gw"], (gv * xhat).sum(axes), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got["gb"], gv.sum(axes), rtol=1e-10, atol=1e-12)

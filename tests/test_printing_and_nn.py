@@ -24,13 +24,17 @@ def test_graph_printer_is_one_line_per_node_and_deterministic():
 def test_plan_printer_shows_steps_roles_and_frees():
     x = gn.placeholder("x", (None, 3))
     layer = gn.nn.Linear(3, 2)
-    plan = gn.compile(gn.mean(layer(x)), optimizer=gn.optim.SGD(lr=0.1))
+    with gn.config.options(disabled_passes={"fuse_updates"}):
+        plan = gn.compile(gn.mean(layer(x)), optimizer=gn.optim.SGD(lr=0.1))
     text = str(plan)
     assert "variable  var:weight: float32[2,3]" in text
     assert "var:weight <- assign {param_update} var:weight" in text and "[update]" in text
     assert "var:optimizer.step <- assign {step_counter}" in text and "effects:" in text
     assert "[grad]" in text and "free" in text
     assert "optimizer sgd" in text
+    fused = str(gn.compile(gn.mean(layer(x)), optimizer=gn.optim.Adam(lr=0.1)))  # each update in one step
+    assert "var:weight@exp_avg_sq, var:weight@exp_avg, var:weight <- fused_assign {optimizer_state, " \
+           "optimizer_state, param_update:" in fused
 
 
 def test_user_module_registers_parameters_by_attribute():

@@ -128,7 +128,7 @@ def test_key_attributes_shown(resnet_plan):
     stmts = node_statements(to_dot(resnet_plan)).values()
     assert any(re.search(r'label="conv2d( +#\d+)?\\n', s) and "stride=(2,2)" in s and "padding=(1,1)" in s
                for s in stmts)
-    assert any("mean" in s and "axes=(0,2,3)" in s for s in stmts)
+    assert any("batch_norm_train" in s and "eps=1e-05" in s for s in stmts)
     assert not any("dilation" in s for s in stmts)  # defaults left out
     assert not any("Variable(" in s for s in stmts)  # bulky attributes left out
 
@@ -144,7 +144,8 @@ def test_role_colours_and_optimizer_state(seed_plan):
     for role, node in by_role.items():
         assert f'fillcolor="{ROLE_COLORS[role]}"' in stmts[f"n{node.uid}"], role
     assert len(set(ROLE_COLORS.values())) == 3
-    updates = [n for n in seed_plan.graph.nodes if n.op == "assign" and n.attrs["kind"] == "param_update"]
+    updates = [n for n in seed_plan.graph.nodes if (n.op == "assign" and n.attrs["kind"] == "param_update")
+               or (n.op == "fused_assign" and "param_update" in n.attrs["kinds"])]
     assert len(updates) == 8  # 4 layers, weight and bias
     for node in updates:
         state = stmts[f"s{node.uid}"]
@@ -238,7 +239,7 @@ def test_per_pass_pictures(seed_plan, tmp_path):
     names = ["source"] + [name for name, _ in default_pipeline(seed_plan.optimizer)]
     expected = [f"graph.{i:02d}-{name.replace('+', '_')}.svg" for i, name in enumerate(names)]
     assert [Path(p).name for p in paths] == expected
-    assert "graph.05-autodiff.svg" in expected
+    assert any(name.endswith("-autodiff.svg") for name in expected)
     for path in paths:
         assert_svg(Path(path))
     # each title names its pass and the node counts compile recorded for it

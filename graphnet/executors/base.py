@@ -8,6 +8,8 @@ only in their array module ``xp`` and how arrays move to and from the host.
 from __future__ import annotations
 
 import functools
+import signal
+import threading
 import time
 from typing import Any, Callable, Mapping
 
@@ -177,10 +179,27 @@ class ArrayExecutor:
     def _apply_effects(self, bufs: list[Any], first: int) -> None:
         """Run the effects (every write to a variable), all of them: an interrupt (Ctrl-C) that
         arrives meanwhile is held back until the last one has run, so a run leaves either the
-        old state or the new one, never half of each. Each effect copies a value computed
-        before the phase began, so running one again after an interrupt is harmless."""
+        old state or the new one, never half of each. On the main thread SIGINT is blocked for
+        the phase (a ``fused_assign`` updates state in place and must not run twice); the
+        operating system delivers it when the phase ends and Python raises it then. An
+        exception raised by a kernel itself (KeyboardInterrupt from a signal handler on another
+        thread) runs the remaining effects before it propagates."""
         held: BaseException | None = None
         index = first
+        masked = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if masked else None
+        try:
+            self._effect_steps(bufs, index)
+        except BaseException as exc:  # noqa: B036 - re-raised below, after the mask is restored
+            held = exc
+        finally:
+            if masked:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if held is not None:
+            raise held
+
+    def _effect_steps(self, bufs: list[Any], index: int) -> None:
+        held: BaseException | None = None
         while index < len(self._program):
             fn, ins, _, rel, _, _ = self._program[index]
             try:

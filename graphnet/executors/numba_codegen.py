@@ -114,16 +114,21 @@ def collapse(out_shape: tuple[int, ...], in_shapes: Sequence[tuple[int, ...]]
 
 
 def kernel_source(body: Sequence[tuple[str, tuple[int, ...], tuple]], input_dtypes: Sequence[str],
-                  spans: Sequence[tuple[bool, ...]], out_dtype: str) -> str:
+                  spans: Sequence[tuple[bool, ...]], out_dtype: str | None,
+                  results: Sequence[int] | None = None) -> str:
     """Python source of a numba kernel ``kernel(out, in0, in1, ...)`` computing ``body`` over
-    the collapsed space (``spans[k][d]``: input k runs along dim d)."""
+    the collapsed space (``spans[k][d]``: input k runs along dim d). With ``results`` (a
+    fused_assign), ``kernel(in0, in1, ...)`` writes member ``results[j]`` into input j, at
+    each element after every member has read it."""
     rank = len(spans[0]) if spans else 1
-    results = member_dtypes(body, input_dtypes)
+    member_dtype = member_dtypes(body, input_dtypes)
     index = [f"i{d}" for d in range(rank)]
+    params = ", ".join(([] if results is not None else ["out"]) + [f"a{k}" for k in range(len(input_dtypes))])
     lines = ["import math", "import numba", "import numpy as np", "",
              "", "@numba.njit(cache=True, error_model='numpy', nogil=True)",
-             f"def kernel(out, {', '.join(f'a{k}' for k in range(len(input_dtypes)))}):",
-             f"    {', '.join(f'n{d}' for d in range(rank))}{',' if rank == 1 else ''} = out.shape"]
+             f"def kernel({params}):",
+             f"    {', '.join(f'n{d}' for d in range(rank))}{',' if rank == 1 else ''} = "
+             f"{'out' if results is None else 'a0'}.shape"]
     indent = "    "
     for d in range(rank):
         lines.append(f"{indent}for i{d} in range(n{d}):")
@@ -136,8 +141,8 @@ def kernel_source(body: Sequence[tuple[str, tuple[int, ...], tuple]], input_dtyp
     for k, dtype in enumerate(input_dtypes):
         at = ", ".join(index[d] if spans[k][d] else "0" for d in range(rank))
         lines.append(f"{indent}x{k} = a{k}[{at}]")
-    for i, ((op, args, attrs), result) in enumerate(zip(body, results)):
-        operands = [(f"x{-a - 1}", input_dtypes[-a - 1]) if a < 0 else (f"v{a}", results[a]) for a in args]
+    for i, ((op, args, attrs), result) in enumerate(zip(body, member_dtype)):
+        operands = [(f"x{-a - 1}", input_dtypes[-a - 1]) if a < 0 else (f"v{a}", member_dtype[a]) for a in args]
         if op in _COMPARISONS:
             common = dtypes.promote(*(d for _, d in operands))
             texts = [cast(e, d, common) for e, d in operands]
@@ -151,7 +156,10 @@ def kernel_source(body: Sequence[tuple[str, tuple[int, ...], tuple]], input_dtyp
         expr = get_op(op).scalar(constant, *texts, **dict(attrs))
         lines.append(f"{indent}v{i} = {_TYPE_NAMES[result]}({expr})")
         values.append((f"v{i}", result))
-    lines.append(f"{indent}out[{', '.join(index)}] = {cast(values[-1][0], values[-1][1], out_dtype)}")
+    if results is None:
+        lines.append(f"{indent}out[{', '.join(index)}] = {cast(values[-1][0], values[-1][1], out_dtype)}")
+    for j, r in enumerate(results or ()):
+        lines.append(f"{indent}a{j}[{', '.join(index)}] = {cast(values[r][0], values[r][1], input_dtypes[j])}")
     return "\n".join(lines) + "\n"
 
 
@@ -166,9 +174,9 @@ def _literal(value: Any) -> str:
     return repr(value)
 
 
-def _signature(input_dtypes: Sequence[str], out_dtype: str, rank: int) -> str:
+def _signature(input_dtypes: Sequence[str], out_dtype: str | None, rank: int) -> str:
     layout = ", ".join([":"] * (rank - 1) + ["::1"])
-    arrays = [f"{_NUMBA_TYPES[d]}[{layout}]" for d in (out_dtype, *input_dtypes)]
+    arrays = [f"{_NUMBA_TYPES[d]}[{layout}]" for d in ((out_dtype,) if out_dtype else ()) + tuple(input_dtypes)]
     return f"void({', '.join(arrays)})"
 
 
@@ -231,10 +239,12 @@ class FusedKernel:
     The collapsed layout and compiled function are looked up by the inputs' shapes, so a
     step fed the same shapes every run pays one dictionary lookup beyond the loop itself."""
 
-    def __init__(self, body: tuple, out_dtype: str, fallback: Callable[..., Any]) -> None:
+    def __init__(self, body: tuple, out_dtype: str | None, fallback: Callable[..., Any],
+                 results: tuple[int, ...] | None = None) -> None:
         self.body = body
         self.fallback = fallback  # the NumPy kernel, for layouts numba cannot take
-        self.out_dtype = np.dtype(dtypes.DTYPES[out_dtype])
+        self.results = results  # a fused_assign's: the members written into its first inputs
+        self.out_dtype = np.dtype(dtypes.DTYPES[out_dtype]) if out_dtype else None
         self.out_dtype_name = out_dtype
         self._by_shapes: dict[tuple, tuple[tuple[int, ...], tuple[tuple[int, ...], ...], Callable[..., None]]] = {}
         self.loads: list[tuple[str, float]] = []  # (where each kernel came from, seconds), for the report
@@ -247,9 +257,11 @@ class FusedKernel:
 
     def _layout(self, shapes: tuple, input_dtypes: tuple[str, ...]):
         out_shape = np.broadcast_shapes(*shapes) if shapes else ()
+        if self.results is not None and any(tuple(shapes[j]) != tuple(out_shape) for j in range(len(self.results))):
+            raise ValueError("a fused_assign's variables must span its whole loop")
         extents, spans = collapse(out_shape, shapes)
         views = tuple(tuple(e if s else 1 for e, s in zip(extents, span)) for span in spans)
-        source = kernel_source(self.body, input_dtypes, spans, self.out_dtype_name)
+        source = kernel_source(self.body, input_dtypes, spans, self.out_dtype_name, self.results)
         fn, origin, seconds = _load(source, _signature(input_dtypes, self.out_dtype_name, len(extents)))
         self.loads.append((origin, seconds))
         return tuple(out_shape), extents, views, fn
@@ -265,6 +277,12 @@ class FusedKernel:
                 found = (None, None, None, None)
             self._by_shapes[key] = found
         out_shape, extents, views, fn = found
+        if self.results is not None:  # writes its first inputs (variables: contiguous, owning their memory)
+            if fn is None or not all(arrays[j].flags.c_contiguous for j in range(len(self.results))):
+                return self.fallback(*arrays)
+            fn(*[a.reshape(v) if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(v)
+                 for a, v in zip(arrays, views)])
+            return None
         if fn is None:
             return self.fallback(*arrays, out=out)
         target = out if out is not None and out.flags.c_contiguous else np.empty(out_shape, self.out_dtype)

@@ -46,7 +46,7 @@ class NumpyExecutor(ArrayExecutor):
 
     def kernel_for(self, step: Step) -> Callable[..., Any]:
         fallback = super().kernel_for(step)
-        if step.op != "fused":
+        if step.op not in ("fused", "fused_assign"):
             return fallback
         if config.flags.codegen != "numba":
             return self._fall_back("GRAPHNET_CODEGEN=numpy", fallback)
@@ -56,8 +56,10 @@ class NumpyExecutor(ArrayExecutor):
             return self._fall_back(f"{missing} has no scalar form", fallback)
         if not numba_codegen.numba_available():
             return self._fall_back("numba is not installed", fallback)
-        out = self.plan.buffers[step.outputs[0]]
-        kernel = numba_codegen.FusedKernel(body, out.dtype, fallback)
+        if step.op == "fused":
+            kernel = numba_codegen.FusedKernel(body, self.plan.buffers[step.outputs[0]].dtype, fallback)
+        else:
+            kernel = numba_codegen.FusedKernel(body, None, fallback, results=dict(step.attrs)["results"])
         self._generated.append(kernel)
         shapes = [self.plan.buffers[name].shape for name in step.inputs]
         if all(isinstance(d, (int, str)) or d is None for shape in shapes for d in shape):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..ir import Graph, Node
+from ..ops.fused import written_inputs
 from ..passes.lower import releases
 from ..plan import BUFFER_KINDS, PREFIXES, Buffer, Step
 from .graph_json import check_dtype, check_shape, check_str, expect
@@ -105,9 +106,10 @@ def check_schedule(graph: Graph, buffers: dict[str, Buffer], steps: list[Step], 
                    f"{where} claims to compute node {step.node}, a {node.op}")
             expect(node.uid not in computed, f"{where}: node {step.node} is computed twice")
             expect(same_attrs(step, node), f"{where}: attributes differ from its node's")
-            for inp, name in zip(node.inputs, step.inputs):
+            written = written_inputs(node.op, node.attrs) if node.uid in effect_index else 0
+            for position, (inp, name) in enumerate(zip(node.inputs, step.inputs)):
                 ok = name in _buffers_for(inp, buffer_of)
-                if not ok and node.uid in effect_index and inp is node.inputs[1]:
+                if not ok and position >= written:  # a value an effect reads, copied before the effects
                     ok = copies.get(name) in _buffers_for(inp, buffer_of)
                 expect(ok, f"{where} reads {name!r} where its node reads another value")
             expect(len(step.inputs) == len(node.inputs), f"{where} has the wrong number of inputs")

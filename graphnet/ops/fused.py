@@ -22,9 +22,9 @@ from .registry import defop, get_op
 Instruction = tuple[str, tuple[int, ...], tuple[tuple[str, Any], ...]]
 
 
-def _members(body: Any) -> list[Instruction]:
-    if not isinstance(body, tuple) or len(body) < 2:
-        raise ShapeError("a fused group holds two or more members")
+def _members(body: Any, minimum: int = 2) -> list[Instruction]:
+    if not isinstance(body, tuple) or len(body) < minimum:
+        raise ShapeError(f"a fused group holds {minimum} or more members")
     for i, item in enumerate(body):
         if not (isinstance(item, tuple) and len(item) == 3 and isinstance(item[0], str)
                 and isinstance(item[1], tuple) and isinstance(item[2], tuple)):
@@ -33,8 +33,13 @@ def _members(body: Any) -> list[Instruction]:
 
 
 def _infer(*types: TensorType, body: Any) -> TensorType:
+    return member_types(types, _members(body))[-1]
+
+
+def member_types(types: tuple[TensorType, ...], body: list[Instruction]) -> list[TensorType]:
+    """Each member's result type, by its own rule (raising ShapeError for a malformed body)."""
     values: list[TensorType] = []
-    for i, (op, args, attrs) in enumerate(_members(body)):
+    for i, (op, args, attrs) in enumerate(body):
         opdef = get_op(op)
         if opdef.category != "elementwise":
             raise ShapeError(f"fused member {i} is {op!r}, not an elementwise op")
@@ -45,7 +50,7 @@ def _infer(*types: TensorType, body: Any) -> TensorType:
         named = dict(attrs)
         check_attrs(op, opdef.attrs, named)
         values.append(opdef.infer(*[types[-a - 1] if a < 0 else values[a] for a in args], **named))
-    return values[-1]
+    return values
 
 
 @functools.lru_cache(maxsize=4096)
@@ -101,3 +106,48 @@ def _same_float(arrays: list[Any]) -> bool:
 
 defop("fused", category="elementwise", attrs={"body": "any"}, infer=_infer, kernel=_kernel, accepts_out=True,
       doc="Elementwise ops run as one step (see graphnet.ops.fused).")
+
+
+# --- fused_assign: an optimizer update (or any state write) in one step -------------------------
+#
+# The effects writing a parameter and its optimizer state (Adam: the parameter, exp_avg and
+# exp_avg_sq) each copy a value computed by its own group. ``fused_assign`` computes them all
+# in one pass and writes each into its variable in place: its first ``len(results)`` inputs
+# are the variables it writes (members may read their old values, and every element is read
+# before it is written), ``results[j]`` is the member whose value goes to input j, and
+# ``kinds[j]`` that write's effect kind. It runs in the effect phase like ``assign``.
+
+def _assign_infer(*types: TensorType, body: Any, results: Any, kinds: Any) -> TensorType:
+    from .nn import EFFECT_KINDS
+
+    members = _members(body, minimum=1)
+    values = member_types(types, members)
+    if not isinstance(kinds, tuple) or len(kinds) != len(results) or not results \
+            or any(k not in EFFECT_KINDS for k in kinds):
+        raise ShapeError(f"fused_assign needs one effect kind of {EFFECT_KINDS} per written variable")
+    if len(set(results)) != len(results) or not all(0 <= r < len(members) for r in results) \
+            or len(results) > len(types):
+        raise ShapeError(f"fused_assign results {results} must name distinct members")
+    for j, r in enumerate(results):
+        if values[r].shape != types[j].shape or values[r].dtype != types[j].dtype:
+            raise ShapeError(f"fused_assign writes member {r} ({values[r]}) into input {j} ({types[j]})")
+    return types[0]
+
+
+def _assign_kernel(xp: Any, *inputs: Any, body: Any, results: Any, kinds: Any) -> None:
+    """Every member first (from the variables' old values), then each write."""
+    values: list[Any] = []
+    for op, args, attrs in body:
+        values.append(get_op(op).kernel(xp, *[inputs[-a - 1] if a < 0 else values[a] for a in args], **dict(attrs)))
+    for target, r in zip(inputs, results):
+        xp.copyto(target, values[r])
+
+
+def written_inputs(op: str, attrs: Any) -> int:
+    """How many leading inputs an effect op writes (assign: its target; fused_assign: one per result)."""
+    return len(attrs["results"]) if op == "fused_assign" else len(get_op(op).writes)
+
+
+defop("fused_assign", category="effect", attrs={"body": "any", "results": "ints", "kinds": "any"},
+      infer=_assign_infer, kernel=_assign_kernel,
+      doc="Writes several variables from one elementwise group, in place (see graphnet.ops.fused).")

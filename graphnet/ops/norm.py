@@ -143,6 +143,118 @@ def batch_norm(
     return tuple_get(declare("batch_norm", inputs, attrs), 0)
 
 
+# --- batch normalisation in training as two kernels (the fuse_batch_norm pass) ----------------
+#
+# Decomposed, training-mode batch norm is some forty steps forward and backward, each a full
+# pass over the activation. ``batch_norm_train`` computes (output, batch mean, biased batch
+# variance) in one step and ``batch_norm_train_grad`` the gradients of input, weight and bias
+# in one more; the ``fuse_batch_norm`` pass puts them in place of a training batch_norm.
+
+def _bn_train_infer(x: TensorType, *affine: TensorType, eps: float, weight: bool, bias: bool) -> TupleType:
+    if x.ndim < 2:
+        raise ShapeError(f"batch_norm expects (N, C, ...) input, got shape {x.shape}")
+    require_float(x)
+    if len(affine) != weight + bias:
+        raise ShapeError(f"batch_norm_train takes {1 + weight + bias} inputs here, got {1 + len(affine)}")
+    for t in affine:
+        if t.ndim != 1 or not dims_equal(t.shape[0], x.shape[1]) or t.dtype != x.dtype:
+            raise ShapeError(f"batch_norm's weight and bias must be {x.dtype}[{x.shape[1]}], got {t}")
+    channel = TensorType((x.shape[1],), x.dtype)
+    return TupleType((x, channel, channel))
+
+
+def _per_channel(x: Any) -> tuple[int, ...]:
+    """Broadcast shape of a per-channel vector against ``x`` (N, C, ...)."""
+    return (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+
+def _channel_sum(a: Any) -> Any:
+    """Sum over every axis but 1, along contiguous rows first (NumPy's pairwise summation)."""
+    return a.reshape(a.shape[0], a.shape[1], -1).sum(axis=2).sum(axis=0)
+
+
+def _bn_train_kernel(xp: Any, x: Any, *affine: Any, eps: float, weight: bool, bias: bool) -> tuple[Any, Any, Any]:
+    count = x.size // x.shape[1]
+    shape = _per_channel(x)
+    mean = _channel_sum(x) / x.dtype.type(count)
+    centred = x - mean.reshape(shape)
+    var = _channel_sum(centred * centred) / x.dtype.type(count)
+    scale = 1 / xp.sqrt(var + x.dtype.type(eps))
+    if weight:
+        scale = scale * affine[0]
+    centred *= scale.reshape(shape)
+    if bias:
+        centred += affine[-1].reshape(shape)
+    return centred, mean, var
+
+
+def _bn_train_grad(gs: tuple, outs: tuple[Tensor, ...], ins: tuple[Tensor, ...], *, eps: float, weight: bool,
+                   bias: bool) -> tuple:
+    from .tuples import tuple_get
+
+    x = ins[0]
+    g_out, g_mean, g_var = gs
+    _, batch_mean, batch_var = outs
+    grads: list[Any] = [None] * len(ins)
+    if g_out is not None:
+        node = declare("batch_norm_train_grad", [g_out, x, batch_mean, batch_var] + list(ins[1:2] if weight else []),
+                       {"eps": eps, "weight": weight})
+        grads[0] = tuple_get(node, 0)
+        if weight:
+            grads[1] = tuple_get(node, 1)
+        if bias:
+            grads[-1] = tuple_get(node, 2)
+    axes = _axes(x)
+    bshape = (1, x.shape[1] if isinstance(x.shape[1], int) else -1) + (1,) * (x.ndim - 2)
+    count = numel(x, axes)
+    # the statistics read directly (rarely: a loss on the batch mean): d mean = 1/M, d var = 2 (x - mean)/M
+    if g_mean is not None:
+        extra = reshape(g_mean, bshape) / count + x * 0.0
+        grads[0] = extra if grads[0] is None else grads[0] + extra
+    if g_var is not None:
+        extra = (x - reshape(batch_mean, bshape)) * (reshape(g_var, bshape) * 2.0 / count)
+        grads[0] = extra if grads[0] is None else grads[0] + extra
+    return tuple(grads)
+
+
+defop("batch_norm_train", attrs={"eps": "float", "weight": "bool", "bias": "bool"}, category="other",
+      infer=_bn_train_infer, kernel=_bn_train_kernel, grad=_bn_train_grad,
+      doc="Training-mode batch norm in one step: (output, batch mean, biased batch variance).")
+
+
+def _bn_grad_infer(g: TensorType, x: TensorType, mean: TensorType, var: TensorType, *affine: TensorType,
+                   eps: float, weight: bool) -> TupleType:
+    if g.shape != x.shape or g.dtype != x.dtype or len(affine) != weight:
+        raise ShapeError(f"batch_norm_train_grad: gradient {g} for input {x}, {len(affine)} weights")
+    channel = TensorType((x.shape[1],), x.dtype)
+    for t in (mean, var) + affine:
+        if t.ndim != 1 or not dims_equal(t.shape[0], x.shape[1]):
+            raise ShapeError(f"batch_norm_train_grad: per-channel values must be {channel}, got {t}")
+    return TupleType((x, channel, channel))
+
+
+def _bn_grad_kernel(xp: Any, g: Any, x: Any, mean: Any, var: Any, *affine: Any, eps: float,
+                    weight: bool) -> tuple[Any, Any, Any]:
+    """dx = scale / M * (M g - sum g - xhat sum(g xhat)), with scale = weight / sqrt(var + eps)."""
+    count = x.dtype.type(x.size // x.shape[1])
+    shape = _per_channel(x)
+    inv_std = 1 / xp.sqrt(var + x.dtype.type(eps))
+    xhat = x - mean.reshape(shape)
+    xhat *= inv_std.reshape(shape)
+    grad_bias = _channel_sum(g)
+    grad_weight = _channel_sum(g * xhat)
+    xhat *= (grad_weight / count).reshape(shape)
+    xhat += (grad_bias / count).reshape(shape)
+    dx = xp.subtract(g, xhat, out=xhat)
+    dx *= (inv_std * affine[0] if weight else inv_std).reshape(shape)
+    return dx, grad_weight, grad_bias
+
+
+defop("batch_norm_train_grad", attrs={"eps": "float", "weight": "bool"}, category="other",
+      infer=_bn_grad_infer, kernel=_bn_grad_kernel,
+      doc="Gradients of batch_norm_train: (input, weight, bias), in one step.")
+
+
 # --- layer normalisation: a composite op too (ONNX's LayerNormalization) ----------------------
 
 def _ln_infer(x: TensorType, *affine: TensorType, normalized_ndim: int, eps: float, weight: bool,

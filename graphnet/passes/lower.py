@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..errors import GraphError
 from ..ir import Graph
+from ..ops.fused import written_inputs
 from ..ops.registry import get_op
 from ..plan import PREFIXES, Buffer, Plan, Step, view_roots
 from ..tensor import Variable
@@ -106,13 +107,14 @@ def lower(graph: Graph) -> Plan:
     for key, buffer in outputs_map.items():
         if any(buffers[r].kind != "temp" for r in roots[buffer]):
             outputs_map[key] = copied(buffer)
-    written = {s.inputs[0] for s in steps[first_effect:]}
+    counts = [written_inputs(s.op, s.attrs) for s in steps[first_effect:]]
+    written = {name for s, count in zip(steps[first_effect:], counts) for name in s.inputs[:count]}
     effect_steps = []
-    for step in steps[first_effect:]:
-        value = step.inputs[1] if len(step.inputs) > 1 else None
-        if value is not None and roots[value] & written:
-            step = Step(step.op, (step.inputs[0], copied(value)) + step.inputs[2:], step.outputs, step.attrs,
-                        step.role, step.location, step.scope, step.node)
+    for step, count in zip(steps[first_effect:], counts):
+        # what an effect reads besides its targets must not change under it as earlier effects write
+        inputs = step.inputs[:count] + tuple(copied(v) if roots[v] & written else v for v in step.inputs[count:])
+        if inputs != step.inputs:
+            step = Step(step.op, inputs, step.outputs, step.attrs, step.role, step.location, step.scope, step.node)
         effect_steps.append(step)
     steps = steps[:first_effect] + copy_steps + effect_steps
     first_effect += len(copy_steps)

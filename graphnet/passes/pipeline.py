@@ -25,6 +25,8 @@ from .fuse import explain as explain_fusion
 from .fuse import fuse
 from .autodiff import autodiff
 from .decompose import decompose
+from .fuse_batch_norm import fuse_batch_norm
+from .fuse_updates import fuse_updates
 from .optimizer_updates import OptimizerVariables, optimizer_updates
 from .resolve_modes import resolve_modes
 from .schedule import schedule
@@ -72,7 +74,7 @@ class Pass:
 
 
 #: Passes that may be switched off with GRAPHNET_DISABLE_PASSES (the rest are needed).
-OPTIONAL = frozenset({"cse", "constant_fold", "simplify", "fuse"})
+OPTIONAL = frozenset({"fuse_batch_norm", "cse", "constant_fold", "simplify", "fuse", "fuse_updates"})
 
 
 def default_pipeline(optimizer: Any = None, mode: str | None = None) -> list[Pass]:
@@ -86,6 +88,7 @@ def default_pipeline(optimizer: Any = None, mode: str | None = None) -> list[Pas
         Pass("resolve_modes", functools.partial(resolve_modes, mode=mode), requires=("verified",),
              provides=("modes",)),
         Pass("state_updates", state_updates, requires=("modes",), provides=("state_effects",)),
+        Pass("fuse_batch_norm", fuse_batch_norm, requires=("state_effects",), optional=True),
         Pass("decompose", decompose, requires=("state_effects",), provides=("primitive",)),
     ]
     if optimizer is not None:
@@ -108,6 +111,7 @@ def default_pipeline(optimizer: Any = None, mode: str | None = None) -> list[Pas
     ]
     if config.flags.fuse:  # on by default where fused groups compile to generated kernels
         passes.append(Pass("fuse", fuse, requires=("primitive",), optional=True, explain=explain_fusion))
+        passes.append(Pass("fuse_updates", fuse_updates, requires=("primitive",), optional=True))
     passes += [
         Pass("schedule", schedule, requires=("primitive",), provides=("scheduled",), invalidates=()),
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..errors import GraphError, GraphnetError
 from ..ir import Graph
 from ..ops.attrs import check_attrs
+from ..ops.fused import written_inputs
 from ..ops.registry import REGISTRY
 
 
@@ -65,12 +66,14 @@ def verify_effects(graph: Graph) -> None:
             raise GraphError(f"effect {i} is a {effect.op}, not an effect op")
         if effect.uid in {e.uid for e in graph.effects[:i]}:
             raise GraphError(f"effect {effect.label()} ({effect.op}) is listed twice")
-        target = effect.inputs[0]
-        if target.op != "variable":
-            raise GraphError(f"effect {effect.label()} ({effect.op}) writes {target.label()}, a {target.op}, "
-                             f"not a variable")
-        var = target.attrs["var"]
-        if var.id in targets:
-            raise GraphError(f"variable {target.label()} is written twice in one run ({targets[var.id]} and "
-                             f"{effect.attrs.get('kind')}); a layer that owns state may be called once per plan")
-        targets[var.id] = str(effect.attrs.get("kind"))
+        count = written_inputs(effect.op, effect.attrs)
+        kinds = effect.attrs["kinds"] if effect.op == "fused_assign" else (effect.attrs.get("kind"),) * count
+        for target, kind in zip(effect.inputs[:count], kinds):
+            if target.op != "variable":
+                raise GraphError(f"effect {effect.label()} ({effect.op}) writes {target.label()}, a {target.op}, "
+                                 f"not a variable")
+            var = target.attrs["var"]
+            if var.id in targets:
+                raise GraphError(f"variable {target.label()} is written twice in one run ({targets[var.id]} and "
+                                 f"{kind}); a layer that owns state may be called once per plan")
+            targets[var.id] = str(kind)
