@@ -24,7 +24,7 @@ class CompileReport:
 
     passes: list[PassRecord]
     kernels: int  # steps of the plan: each one kernel call per run
-    kernels_unfused: int  # steps it would have without fusion (each group's members counted)
+    kernels_unfused: int  # steps it would have without fuse and fuse_updates (each member counted)
     codegen: dict[str, Any] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[PassRecord]:
@@ -77,5 +77,5 @@ class CompileReport:
 
 def build_report(plan: Plan, codegen: dict[str, Any]) -> CompileReport:
     """The report of ``plan`` (its pass records) run by an executor that says ``codegen``."""
-    merged = sum(r.nodes_before - r.nodes_after for r in plan.passes if r.name == "fuse")
+    merged = sum(r.nodes_before - r.nodes_after for r in plan.passes if r.name in ("fuse", "fuse_updates"))
     return CompileReport(list(plan.passes), len(plan.steps), len(plan.steps) + merged, dict(codegen))

@@ -59,7 +59,7 @@ class CodegenStats:
 
 stats = CodegenStats()
 _lock = threading.Lock()
-_compiled: dict[str, Callable[..., None]] = {}  # source hash -> compiled dispatcher
+_compiled: dict[str, Any] = {}  # source hash -> numba dispatcher
 
 
 def numba_available() -> bool:
@@ -174,29 +174,18 @@ def _literal(value: Any) -> str:
     return repr(value)
 
 
-def _signature(input_dtypes: Sequence[str], out_dtype: str | None, rank: int) -> str:
-    layout = ", ".join([":"] * (rank - 1) + ["::1"])
-    arrays = [f"{_NUMBA_TYPES[d]}[{layout}]" for d in ((out_dtype,) if out_dtype else ()) + tuple(input_dtypes)]
-    return f"void({', '.join(arrays)})"
-
-
-def _load(source: str, signature: str) -> tuple[Callable[..., None], str, float]:
-    """The compiled kernel of ``source`` for ``signature``, where it came from ("memory": this
-    process had it; "disk": numba's cache beside the generated file; "compiled": now) and
-    the seconds that took."""
+def _load(source: str) -> Any:
+    """The numba dispatcher of ``source`` (one per distinct source in this process)."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:24]
     with _lock:
-        if (digest, signature) in _compiled:
-            return _compiled[(digest, signature)], "memory", 0.0
-        start = time.perf_counter()
-        dispatcher = _import_kernel(source, digest)
-        dispatcher.compile(signature)
-        seconds = time.perf_counter() - start
-        hits = sum(getattr(getattr(dispatcher, "stats", None), "cache_hits", {}).values())
-        stats.kernels += 1
-        stats.compile_seconds += seconds
-        _compiled[(digest, signature)] = dispatcher
-        return dispatcher, "disk" if hits else "compiled", seconds
+        if digest not in _compiled:
+            _compiled[digest] = _import_kernel(source, digest)
+        return _compiled[digest]
+
+
+def _cache_counts(dispatcher: Any) -> tuple[int, int]:
+    found = getattr(dispatcher, "stats", None)
+    return sum(getattr(found, "cache_hits", {}).values()), sum(getattr(found, "cache_misses", {}).values())
 
 
 def _import_kernel(source: str, digest: str) -> Any:
@@ -249,11 +238,14 @@ class FusedKernel:
         self._by_shapes: dict[tuple, tuple[tuple[int, ...], tuple[tuple[int, ...], ...], Callable[..., None]]] = {}
         self.loads: list[tuple[str, float]] = []  # (where each kernel came from, seconds), for the report
 
-    def prepare(self, shapes: Sequence[tuple[int, ...]], input_dtypes: Sequence[str]) -> None:
-        """Compile (or load) now the kernel for inputs of these shapes and dtypes."""
+    def prepare(self, shapes: Sequence[tuple[int, ...]], input_dtypes: Sequence[str],
+                readonly: Sequence[bool] | None = None) -> None:
+        """Compile (or load) now the kernel for inputs of these shapes and dtypes (``readonly``:
+        which inputs are read-only arrays, a distinct type to numba)."""
         shapes = tuple(tuple(s) for s in shapes)
-        self._by_shapes[tuple(zip(shapes, (np.dtype(dtypes.DTYPES[d]) for d in input_dtypes)))] = \
-            self._layout(shapes, tuple(input_dtypes))
+        layout = self._layout(shapes, tuple(input_dtypes))
+        self._warm(layout, [np.dtype(dtypes.DTYPES[d]) for d in input_dtypes], readonly or [False] * len(shapes))
+        self._by_shapes[tuple(zip(shapes, (np.dtype(dtypes.DTYPES[d]) for d in input_dtypes)))] = layout
 
     def _layout(self, shapes: tuple, input_dtypes: tuple[str, ...]):
         out_shape = np.broadcast_shapes(*shapes) if shapes else ()
@@ -262,9 +254,33 @@ class FusedKernel:
         extents, spans = collapse(out_shape, shapes)
         views = tuple(tuple(e if s else 1 for e, s in zip(extents, span)) for span in spans)
         source = kernel_source(self.body, input_dtypes, spans, self.out_dtype_name, self.results)
-        fn, origin, seconds = _load(source, _signature(input_dtypes, self.out_dtype_name, len(extents)))
-        self.loads.append((origin, seconds))
-        return tuple(out_shape), extents, views, fn
+        return tuple(out_shape), extents, views, _load(source)
+
+    def _warm(self, layout: tuple, input_dtypes: Sequence[Any], readonly: Sequence[bool]) -> None:
+        """Call the kernel once on small arrays of the run's types, so numba compiles it (or
+        loads it from its cache) now; record which and how long it took."""
+        _, extents, views, fn = layout
+        small = [tuple(min(d, 2) for d in v) for v in views]
+        arrays = []
+        for shape, dtype, frozen in zip(small, input_dtypes, readonly):
+            array = np.zeros(shape, dtype)
+            array.setflags(write=not frozen)
+            arrays.append(array)
+        if self.results is None:
+            arrays.insert(0, np.zeros(tuple(min(d, 2) for d in extents), self.out_dtype))
+        hits, misses = _cache_counts(fn)
+        before = len(fn.signatures)
+        start = time.perf_counter()
+        with np.errstate(all="ignore"):
+            fn(*arrays)
+        seconds = time.perf_counter() - start
+        new_hits, new_misses = _cache_counts(fn)
+        origin = "compiled" if new_misses > misses else "disk" if new_hits > hits else \
+            "memory" if len(fn.signatures) == before else "compiled"
+        if origin != "memory":
+            stats.kernels += 1
+            stats.compile_seconds += seconds
+        self.loads.append((origin, seconds if origin != "memory" else 0.0))
 
     def __call__(self, *arrays: Any, out: Any = None) -> Any:
         key = tuple([(a.shape, a.dtype) for a in arrays])  # dtype objects hash fast; their names do not
@@ -272,6 +288,7 @@ class FusedKernel:
         if found is None:
             try:
                 found = self._layout(tuple(a.shape for a in arrays), tuple(a.dtype.name for a in arrays))
+                self._warm(found, [a.dtype for a in arrays], [not a.flags.writeable for a in arrays])
             except Exception as exc:  # a dtype or layout numba cannot take: NumPy computes it
                 stats.fell_back(f"{type(exc).__name__}: {exc}"[:200])
                 found = (None, None, None, None)

@@ -66,7 +66,8 @@ class NumpyExecutor(ArrayExecutor):
             # compile now, for the shapes seen when symbolic dims are above 1 (the usual batch)
             concrete = [tuple(d if isinstance(d, int) else 2 for d in shape) for shape in shapes]
             try:
-                kernel.prepare(concrete, [self.plan.buffers[name].dtype for name in step.inputs])
+                kernel.prepare(concrete, [self.plan.buffers[name].dtype for name in step.inputs],
+                               [self.plan.buffers[name].kind == "constant" for name in step.inputs])
             except Exception as exc:  # tried again at the first run, and computed by NumPy if it fails
                 self._fall_back(f"{type(exc).__name__}: {exc}"[:200], fallback)
         return kernel

@@ -54,6 +54,21 @@ def plan_updates(graph: Graph) -> list[list[Node]]:
     return list(clusters.values())
 
 
+def explain(graph: Graph) -> list[dict]:
+    """The merged updates as plain data, for the compile report: the variables each writes,
+    and the ops of the values it computes with their source lines."""
+    notes = []
+    for effects in plan_updates(graph):
+        names = ", ".join(e.inputs[0].attrs["var"].name or "?" for e in effects)
+        members = []
+        for effect in effects:
+            value = effect.inputs[1]
+            ops = [op for op, _, _ in value.attrs["body"]] if value.op == "fused" else [value.op]
+            members += [[op, value.location or "?"] for op in ops]
+        notes.append({"group": f"writes {names}", "members": members})
+    return notes
+
+
 def fuse_updates(graph: Graph) -> Graph:
     """Replace each cluster of ``plan_updates`` by one ``fused_assign`` effect that computes the
     values and writes every variable in place, in the first merged effect's position.

@@ -26,6 +26,7 @@ from .fuse import fuse
 from .autodiff import autodiff
 from .decompose import decompose
 from .fuse_batch_norm import fuse_batch_norm
+from .fuse_updates import explain as explain_updates
 from .fuse_updates import fuse_updates
 from .optimizer_updates import OptimizerVariables, optimizer_updates
 from .resolve_modes import resolve_modes
@@ -111,7 +112,8 @@ def default_pipeline(optimizer: Any = None, mode: str | None = None) -> list[Pas
     ]
     if config.flags.fuse:  # on by default where fused groups compile to generated kernels
         passes.append(Pass("fuse", fuse, requires=("primitive",), optional=True, explain=explain_fusion))
-        passes.append(Pass("fuse_updates", fuse_updates, requires=("primitive",), optional=True))
+        passes.append(Pass("fuse_updates", fuse_updates, requires=("primitive",), optional=True,
+                           explain=explain_updates))
     passes += [
         Pass("schedule", schedule, requires=("primitive",), provides=("scheduled",), invalidates=()),
     ]
