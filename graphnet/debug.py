@@ -23,7 +23,7 @@ from .plan import Step
 
 #: The optimisations, in the order they are switched on (passes by name; "codegen" is the
 #: NumPy executor's generated kernels for fused groups).
-OPTIMISATIONS = ("fuse_batch_norm", "constant_fold", "simplify", "cse", "fuse", "fuse_updates", "codegen")
+OPTIMISATIONS = ("fuse_batch_norm", "fuse_cross_entropy", "constant_fold", "simplify", "cse", "fuse", "fuse_updates", "codegen")
 
 
 @dataclass
@@ -42,7 +42,7 @@ class BisectResult:
 
     def __str__(self) -> str:
         lines = [f"reference: every optimisation off; tolerance {self.tolerance:g} (relative)"]
-        lines += [f"  + {name:<14} max relative difference {diff:.3g}" for name, diff in self.differences.items()]
+        lines += [f"  + {name:<19} max relative difference {diff:.3g}" for name, diff in self.differences.items()]
         if self.culprit is None:
             lines.append("no optimisation changes the results beyond the tolerance")
         else:

@@ -348,7 +348,8 @@ def _first(header: dict[str, Any], op: str) -> dict[str, Any]:
     (lambda h: _first(h, "placeholder").update(dtype="complex128"), "dtype 'complex128'"),
     (lambda h: _first(h, "transpose")["attrs"].update(axes="10"), "wrong type|rejected"),
     (lambda h: _first(h, "transpose")["attrs"].update(axes={"$eval": "1"}), "not a number, string"),
-    (lambda h: _first(h, "sum")["attrs"].update(keepdims=[[[]]]), "wrong type|rejected|stored type|attributes differ"),
+    (lambda h: _first(h, "softmax_cross_entropy")["attrs"].update(label_smoothing=[[[]]]),
+     "wrong type|rejected|stored type|attributes differ"),
     (lambda h: _first(h, "matmul").update(inputs=[len(h["graph"]["nodes"]) + 5, 0]), "not an earlier node"),
     (lambda h: h["graph"]["nodes"][0].update(inputs=[3]), "not an earlier node"),  # a cycle or forward edge
     (lambda h: h["graph"]["outputs"].update(loss=10 ** 6), "names no node"),

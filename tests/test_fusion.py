@@ -370,3 +370,39 @@ def test_an_interrupt_during_a_fused_update_is_delivered_after_the_phase(monkeyp
     reference.run(batch)
     expected = [v for n, v in reference.plan.variables.items() if n.endswith("0.weight")][0]
     np.testing.assert_array_equal(weight.data, expected.data)
+
+
+# --- pattern passes -----------------------------------------------------------------------------
+
+def test_cross_entropy_becomes_one_step_whose_gradient_is_one_more():
+    from graphnet.passes import fuse_cross_entropy
+
+    z, y = gn.placeholder("z", (None, 4)), gn.placeholder("y", (None,), "int64")
+    graph = fuse_cross_entropy(_graph(loss=gn.losses.cross_entropy(z, y, label_smoothing=0.1)))
+    ops = [n.op for n in graph.nodes]
+    assert "cross_entropy" not in ops and ops.count("softmax_cross_entropy") == 1
+    assert graph.outputs[0].op == "tuple_get" and graph.outputs[0].type == gn.TensorType((), "float32")
+    gn.manual_seed(0)
+    w = gn.Parameter(np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32))
+    x = gn.placeholder("x", (None, 3))
+    plan = gn.compile(gn.losses.cross_entropy(gn.matmul(x, w), y), optimizer=gn.optim.SGD(lr=0.1))
+    counts = plan.plan.op_counts()
+    assert counts["softmax_cross_entropy"] == counts["softmax_cross_entropy_grad"] == 1
+    assert "log_softmax" not in counts and "pick" not in counts
+
+
+def test_training_batch_norm_becomes_two_steps_and_eval_stays_decomposed():
+    from graphnet.passes import fuse_batch_norm
+
+    x = gn.placeholder("x", (None, 3, 4, 4))
+    w, b = gn.placeholder("w", (3,)), gn.placeholder("b", (3,))
+    rm, rv = _variable("rm", (3,)), _variable("rv", (3,))
+    train = gn.batch_norm(x, rm, rv, w, b, training=True)
+    evaluation = gn.batch_norm(x, rm, rv, w, b, training=False)
+    graph = fuse_batch_norm(_graph(train=train, evaluation=evaluation))
+    ops = [n.op for n in graph.nodes]
+    assert ops.count("batch_norm_train") == 1 and ops.count("batch_norm") == 1  # eval: one fused step later
+    bn = gn.nn.BatchNorm2d(3)
+    plan = gn.compile(gn.sum(bn(x) * bn.weight.data.sum()), optimizer=gn.optim.SGD(lr=0.1), mode="train")
+    counts = plan.plan.op_counts()
+    assert counts["batch_norm_train"] == counts["batch_norm_train_grad"] == 1

@@ -503,21 +503,35 @@ def torch_cross_entropy(z: np.ndarray, y: np.ndarray, smoothing: float = 0.0, re
     return {"mean": per.mean(), "sum": per.sum(), "none": per}[reduction]
 
 
-@covers("log_softmax", "pick")
+@covers("log_softmax", "pick", "softmax_cross_entropy", "softmax_cross_entropy_grad")
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 1.0])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_cross_entropy_matches_pytorch_definition(smoothing: float, reduction: str, dtype: str) -> None:
-    z = gn.placeholder("z", (None, 4), dtype)
-    y = gn.placeholder("y", (None,), "int64")
-    loss = gn.losses.cross_entropy(z, y, label_smoothing=smoothing, reduction=reduction)
-    plan = compile_plan({"loss": loss})
     for zv in (normal(5, 4) * 3, np.array([[1000.0, -1000.0, 0.0, 5.0], [-500.0, -500.0, -500.0, 80.0]])):
+        # the scores are a parameter trained one SGD step with lr 1: its change is minus the gradient
+        z = gn.Parameter(zv.astype(dtype), name="z")
+        y = gn.placeholder("y", (None,), "int64")
+        loss = gn.losses.cross_entropy(z, y, label_smoothing=smoothing, reduction=reduction)
+        outputs = {"objective": gn.sum(loss * gn.constant(np.array(0.5, dtype))), "loss": loss}
+        fused = compile_plan(outputs, optimizer=gn.optim.SGD(lr=1.0))  # one step forward, one backward
+        with gn.config.options(disabled_passes={"fuse_cross_entropy"}):
+            plain = compile_plan(outputs, optimizer=gn.optim.SGD(lr=1.0))  # log_softmax, pick, ...
         yv = R.integers(0, 4, len(zv))
-        got = plan.run(z=zv.astype(dtype), y=yv)["loss"]
-        assert np.all(np.isfinite(got))
-        assert_close(got, torch_cross_entropy(zv.astype(dtype).astype(np.float64), yv, smoothing, reduction),
-                     dtype, **({"rtol": 1e-5, "atol": 1e-5} if dtype == "float32" else {}))
+        z64 = zv.astype(dtype).astype(np.float64)
+        p = np.exp(z64 - z64.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        per_sample = (1 - smoothing) * (p - np.eye(4)[yv]) + smoothing * (p - 0.25)
+        want_grad = 0.5 * per_sample / (len(zv) if reduction == "mean" else 1)
+        tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == "float32" else {}
+        for plan in (fused, plain):
+            z.data = zv.astype(dtype)
+            got = plan.run(y=yv)
+            assert np.all(np.isfinite(got["loss"]))
+            assert_close(got["loss"], torch_cross_entropy(z64, yv, smoothing, reduction), dtype, **tol)
+            # the step is read back as a difference of scores up to 1000: float32 keeps ~1e-4 of it
+            step_tol = {"rtol": 1e-5, "atol": 1e-5 + 4 * float(np.finfo(dtype).eps) * float(np.abs(zv).max())}
+            assert_close(zv.astype(dtype) - z.data, want_grad, dtype, **(step_tol if dtype == "float32" else tol))
 
 
 @covers("one_hot")

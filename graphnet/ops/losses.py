@@ -6,7 +6,7 @@ from typing import Any
 
 from .. import dtypes
 from ..errors import DTypeError, FeedError, ShapeError
-from ..ir import TensorType
+from ..ir import TensorType, TupleType
 from ..tensor import Tensor
 from .common import declare, dims_equal
 from .nn import log_softmax, one_hot
@@ -76,3 +76,82 @@ def _decompose(logits: Tensor, labels: Tensor, *, label_smoothing: float, reduct
 
 defop("cross_entropy", attrs={"label_smoothing": "float", "reduction": "str"}, category="composite", infer=_infer, kernel=None, decompose=_decompose,
       doc="Softmax cross-entropy of (N, C) scores and (N,) integer labels; mean, sum or per sample.")
+
+
+
+# --- softmax cross-entropy in one step (the fuse_cross_entropy pass) ---------------------------
+#
+# Decomposed, cross_entropy is log_softmax, pick, negation, the reduction and a dozen gradient
+# steps. ``softmax_cross_entropy`` computes the loss and keeps the probabilities (its second
+# result) for its gradient, which is one ``softmax_cross_entropy_grad`` step:
+# (softmax - (1 - s) onehot - s / C) times the loss gradient per sample (s: label smoothing).
+
+def _sce_infer(logits: TensorType, labels: TensorType, *, label_smoothing: float, reduction: str) -> TupleType:
+    return TupleType((_infer(logits, labels, label_smoothing=label_smoothing, reduction=reduction), logits))
+
+
+def _check_labels(labels: Any, classes: int) -> None:
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        raise FeedError(f"labels must lie in [0, {classes}), got values from {int(labels.min())} to "
+                        f"{int(labels.max())}")
+
+
+def _sce_kernel(xp: Any, logits: Any, labels: Any, *, label_smoothing: float, reduction: str) -> tuple[Any, Any]:
+    _check_labels(labels, logits.shape[1])
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exps = xp.exp(shifted)
+    total = exps.sum(axis=1, keepdims=True)
+    log_total = xp.log(total)
+    rows = labels.astype(xp.intp, copy=False)[:, None]
+    per_sample = (log_total - xp.take_along_axis(shifted, rows, axis=1))[:, 0]
+    if label_smoothing:
+        uniform = (log_total[:, 0] - shifted.mean(axis=1))
+        per_sample = per_sample * logits.dtype.type(1.0 - label_smoothing) + uniform * logits.dtype.type(label_smoothing)
+    exps /= total
+    if reduction == "mean":
+        loss = per_sample.mean(dtype=logits.dtype) if per_sample.size else xp.asarray(xp.nan, logits.dtype)
+    elif reduction == "sum":
+        loss = per_sample.sum(dtype=logits.dtype)
+    else:
+        loss = per_sample
+    return xp.asarray(loss, dtype=logits.dtype), exps
+
+
+def _sce_grad(gs: tuple, outs: tuple[Tensor, ...], ins: tuple[Tensor, ...], *, label_smoothing: float,
+              reduction: str) -> tuple:
+    if gs[1] is not None:
+        raise ShapeError("softmax_cross_entropy's probabilities are only read by its gradient")
+    if gs[0] is None:
+        return (None, None)
+    return (declare("softmax_cross_entropy_grad", [gs[0], outs[1], ins[1]],
+                    {"label_smoothing": label_smoothing, "reduction": reduction}), None)
+
+
+defop("softmax_cross_entropy", attrs={"label_smoothing": "float", "reduction": "str"}, category="other",
+      infer=_sce_infer, kernel=_sce_kernel, grad=_sce_grad,
+      doc="cross_entropy in one step: (loss, softmax probabilities) from (N, C) scores and (N,) labels.")
+
+
+def _sce_grad_infer(g: TensorType, probs: TensorType, labels: TensorType, *, label_smoothing: float,
+                    reduction: str) -> TensorType:
+    want = probs.shape[:1] if reduction == "none" else ()
+    if g.ndim != len(want) or probs.ndim != 2 or labels.ndim != 1:
+        raise ShapeError(f"softmax_cross_entropy_grad: gradient {g}, probabilities {probs}, labels {labels}")
+    return probs
+
+
+def _sce_grad_kernel(xp: Any, g: Any, probs: Any, labels: Any, *, label_smoothing: float, reduction: str) -> Any:
+    n, classes = probs.shape
+    grad = probs.copy()
+    rows = xp.arange(n)
+    grad[rows, labels.astype(xp.intp, copy=False)] -= probs.dtype.type(1.0 - label_smoothing)
+    if label_smoothing:
+        grad -= probs.dtype.type(label_smoothing / classes)
+    scale = g[:, None] if reduction == "none" else g / probs.dtype.type(n) if reduction == "mean" else g
+    grad *= scale.astype(probs.dtype, copy=False)
+    return grad
+
+
+defop("softmax_cross_entropy_grad", attrs={"label_smoothing": "float", "reduction": "str"}, category="other",
+      infer=_sce_grad_infer, kernel=_sce_grad_kernel,
+      doc="The logits' gradient of softmax_cross_entropy, in one step.")
