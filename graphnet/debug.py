@@ -23,7 +23,7 @@ from .plan import Step
 
 #: The optimisations, in the order they are switched on (passes by name; "codegen" is the
 #: NumPy executor's generated kernels for fused groups).
-OPTIMISATIONS = ("fuse_batch_norm", "fuse_cross_entropy", "constant_fold", "simplify", "cse", "fuse", "fuse_updates", "codegen")
+OPTIMISATIONS = ("fuse_batch_norm", "fold_batch_norm", "fuse_cross_entropy", "constant_fold", "simplify", "cse", "fuse", "fuse_updates", "codegen")
 
 
 @dataclass

@@ -406,3 +406,27 @@ def test_training_batch_norm_becomes_two_steps_and_eval_stays_decomposed():
     plan = gn.compile(gn.sum(bn(x) * bn.weight.data.sum()), optimizer=gn.optim.SGD(lr=0.1), mode="train")
     counts = plan.plan.op_counts()
     assert counts["batch_norm_train"] == counts["batch_norm_train_grad"] == 1
+
+
+@pytest.mark.parametrize("conv_bias", [False, True])
+def test_eval_batch_norm_folds_into_the_convolution_before_it(conv_bias):
+    gn.manual_seed(1)
+    model = gn.nn.Sequential(gn.nn.Conv2d(2, 3, 3, padding=1, bias=conv_bias), gn.nn.BatchNorm2d(3), gn.nn.ReLU())
+    bn = model[1]
+    rng = np.random.default_rng(0)
+    bn.running_mean.data[...] = rng.standard_normal(3)
+    bn.running_var.data[...] = rng.uniform(0.5, 2.0, 3)
+    bn.weight.data[...] = rng.standard_normal(3)
+    bn.bias.data[...] = rng.standard_normal(3)
+    model.eval()
+    x = gn.placeholder("x", (None, 2, 5, 5))
+    folded = gn.compile(model(x))
+    with gn.config.options(disabled_passes={"fold_batch_norm"}):
+        plain = gn.compile(model(x))
+    # the activation is read once, by the bias-and-relu group; the statistics only touch (C,) values
+    big = [s for s in folded.plan.steps if s.op == "fused" and folded.plan.buffers[s.outputs[0]].shape[0] is None]
+    assert len(big) == 1 and [op for op, _, _ in big[0].attrs["body"]] == ["add", "relu"]
+    xv = rng.standard_normal((4, 2, 5, 5)).astype(np.float32)
+    np.testing.assert_allclose(folded.run(x=xv)["output"], plain.run(x=xv)["output"], rtol=1e-5, atol=1e-5)
+    bn.running_var.data[...] *= 3.0  # the folded weights follow the variables at every run
+    np.testing.assert_allclose(folded.run(x=xv)["output"], plain.run(x=xv)["output"], rtol=1e-5, atol=1e-5)

@@ -25,6 +25,7 @@ from .fuse import explain as explain_fusion
 from .fuse import fuse
 from .autodiff import autodiff
 from .decompose import decompose
+from .fold_batch_norm import fold_batch_norm
 from .fuse_batch_norm import fuse_batch_norm
 from .fuse_cross_entropy import fuse_cross_entropy
 from .fuse_updates import explain as explain_updates
@@ -76,7 +77,7 @@ class Pass:
 
 
 #: Passes that may be switched off with GRAPHNET_DISABLE_PASSES (the rest are needed).
-OPTIONAL = frozenset({"fuse_batch_norm", "fuse_cross_entropy", "cse", "constant_fold", "simplify", "fuse", "fuse_updates"})
+OPTIONAL = frozenset({"fuse_batch_norm", "fold_batch_norm", "fuse_cross_entropy", "cse", "constant_fold", "simplify", "fuse", "fuse_updates"})
 
 
 def default_pipeline(optimizer: Any = None, mode: str | None = None) -> list[Pass]:
@@ -91,6 +92,7 @@ def default_pipeline(optimizer: Any = None, mode: str | None = None) -> list[Pas
              provides=("modes",)),
         Pass("state_updates", state_updates, requires=("modes",), provides=("state_effects",)),
         Pass("fuse_batch_norm", fuse_batch_norm, requires=("state_effects",), optional=True),
+        Pass("fold_batch_norm", fold_batch_norm, requires=("state_effects",), optional=True),
         Pass("fuse_cross_entropy", fuse_cross_entropy, requires=("modes",), optional=True),
         Pass("decompose", decompose, requires=("state_effects",), provides=("primitive",)),
     ]
