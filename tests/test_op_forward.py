@@ -606,7 +606,7 @@ def test_batch_norm_functional_train_and_eval(shape: tuple, dtype: str) -> None:
 @covers("assign", "fused_assign", "numel")
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_batchnorm2d_running_statistics_update_after_a_run(dtype: str) -> None:
-    with gn.config.options(disabled_passes={"fuse_updates"}):  # each statistic its own assign
+    with gn.config.options(disabled_passes={"fuse_updates", "fuse_batch_norm"}):  # decomposed, one assign each
         compile_plan({"y": gn.nn.BatchNorm2d(3, dtype=dtype)(gn.placeholder("x", (None, 3, 2, 2), dtype))},
                      mode="train").run(x=normal(2, 3, 2, 2).astype(dtype))
     gn.manual_seed(0)
@@ -816,10 +816,11 @@ def test_batch_norm_train_and_its_gradient_kernel_against_the_formulas(shape: tu
 
     xv, wv, bv, gv = normal(*shape) * 2 + 1, normal(3), normal(3), normal(*shape)
     x, w, b, g = (gn.placeholder(n, v.shape, "float64") for n, v in (("x", xv), ("w", wv), ("b", bv), ("g", gv)))
-    node = declare("batch_norm_train", [x, w, b], {"eps": 1e-3, "weight": True, "bias": True})
-    y, mean, var = (gn.tuple_get(node, i) for i in range(3))
+    node = declare("batch_norm_train", [x, w, b], {"eps": 1e-3, "momentum": 0.1, "stats": False, "weight": True,
+                                                   "bias": True})
+    y, mean, var, unbiased = (gn.tuple_get(node, i) for i in range(4))
     loss = gn.sum(y * g)
-    got = run({"y": y, "mean": mean, "var": var, "gx": gn.grad(loss, x), "gw": gn.grad(loss, w),
+    got = run({"y": y, "mean": mean, "var": var, "unbiased": unbiased, "gx": gn.grad(loss, x), "gw": gn.grad(loss, w),
                "gb": gn.grad(loss, b)}, {"x": xv, "w": wv, "b": bv, "g": gv})
     axes = tuple(i for i in range(len(shape)) if i != 1)
     cshape = (1, 3) + (1,) * (len(shape) - 2)
@@ -828,6 +829,7 @@ def test_batch_norm_train_and_its_gradient_kernel_against_the_formulas(shape: tu
     np.testing.assert_allclose(got["y"], xhat * wv.reshape(cshape) + bv.reshape(cshape), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(got["mean"], mu, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(got["var"], sigma2, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got["unbiased"], xv.var(axes, ddof=1), rtol=1e-12, atol=1e-12)
     count = xv.size // 3
     gxhat = gv * wv.reshape(cshape)  # the textbook backward pass, in float64
     gx = (count * gxhat - gxhat.sum(axes, keepdims=True) - xhat * (gxhat * xhat).sum(axes, keepdims=True)) \

@@ -86,7 +86,7 @@ def test_compile_reports_every_pass_with_node_counts():
     loss = gn.losses.cross_entropy(gn.nn.Linear(4, 3)(x), y)
     plan = gn.compile(loss, optimizer=gn.optim.SGD(lr=0.1))
     names = [r.name for r in plan.report]
-    assert names == ["verify", "resolve_modes", "state_updates", "fuse_batch_norm", "fold_batch_norm",
+    assert names == ["verify", "resolve_modes", "fuse_batch_norm", "state_updates", "fold_batch_norm",
                      "fuse_cross_entropy",
                      "decompose", "autodiff",
                      "optimizer_updates", "constant_fold", "simplify", "cse", "dce"] + [

@@ -146,21 +146,23 @@ def batch_norm(
 # --- batch normalisation in training as two kernels (the fuse_batch_norm pass) ----------------
 #
 # Decomposed, training-mode batch norm is some forty steps forward and backward, each a full
-# pass over the activation. ``batch_norm_train`` computes (output, batch mean, biased batch
-# variance) in one step and ``batch_norm_train_grad`` the gradients of input, weight and bias
+# pass over the activation. ``batch_norm_train`` computes (output, batch mean, biased and
+# unbiased batch variance) in one step and ``batch_norm_train_grad`` the gradients of input, weight and bias
 # in one more; the ``fuse_batch_norm`` pass puts them in place of a training batch_norm.
 
-def _bn_train_infer(x: TensorType, *affine: TensorType, eps: float, weight: bool, bias: bool) -> TupleType:
+def _bn_train_infer(*ins: TensorType, eps: float, momentum: float, stats: bool, weight: bool,
+                    bias: bool) -> TupleType:
+    x = ins[0]
     if x.ndim < 2:
         raise ShapeError(f"batch_norm expects (N, C, ...) input, got shape {x.shape}")
     require_float(x)
-    if len(affine) != weight + bias:
-        raise ShapeError(f"batch_norm_train takes {1 + weight + bias} inputs here, got {1 + len(affine)}")
-    for t in affine:
+    if len(ins) != 1 + 2 * stats + weight + bias:
+        raise ShapeError(f"batch_norm_train takes {1 + 2 * stats + weight + bias} inputs here, got {len(ins)}")
+    for t in ins[1:]:
         if t.ndim != 1 or not dims_equal(t.shape[0], x.shape[1]) or t.dtype != x.dtype:
-            raise ShapeError(f"batch_norm's weight and bias must be {x.dtype}[{x.shape[1]}], got {t}")
+            raise ShapeError(f"batch_norm's statistics, weight and bias must be {x.dtype}[{x.shape[1]}], got {t}")
     channel = TensorType((x.shape[1],), x.dtype)
-    return TupleType((x, channel, channel))
+    return TupleType((x, channel, channel, channel))
 
 
 def _per_channel(x: Any) -> tuple[int, ...]:
@@ -173,35 +175,39 @@ def _channel_sum(a: Any) -> Any:
     return a.reshape(a.shape[0], a.shape[1], -1).sum(axis=2).sum(axis=0)
 
 
-def _bn_train_kernel(xp: Any, x: Any, *affine: Any, eps: float, weight: bool, bias: bool) -> tuple[Any, Any, Any]:
+def _bn_train_kernel(xp: Any, x: Any, *rest: Any, eps: float, momentum: float, stats: bool, weight: bool,
+                     bias: bool) -> tuple[Any, Any, Any, Any]:
+    affine = rest[2:] if stats else rest
     count = x.size // x.shape[1]
     shape = _per_channel(x)
     mean = _channel_sum(x) / x.dtype.type(count)
     centred = x - mean.reshape(shape)
     var = _channel_sum(centred * centred) / x.dtype.type(count)
+    unbiased = var * x.dtype.type(count / (count - 1)) if count > 1 else xp.full_like(var, xp.nan)
     scale = 1 / xp.sqrt(var + x.dtype.type(eps))
     if weight:
         scale = scale * affine[0]
     centred *= scale.reshape(shape)
     if bias:
         centred += affine[-1].reshape(shape)
-    return centred, mean, var
+    return centred, mean, var, unbiased
 
 
-def _bn_train_grad(gs: tuple, outs: tuple[Tensor, ...], ins: tuple[Tensor, ...], *, eps: float, weight: bool,
-                   bias: bool) -> tuple:
+def _bn_train_grad(gs: tuple, outs: tuple[Tensor, ...], ins: tuple[Tensor, ...], *, eps: float, momentum: float,
+                   stats: bool, weight: bool, bias: bool) -> tuple:
     from .tuples import tuple_get
 
     x = ins[0]
-    g_out, g_mean, g_var = gs
-    _, batch_mean, batch_var = outs
+    g_out, g_mean, g_var, g_unbiased = gs
+    _, batch_mean, batch_var, _ = outs
     grads: list[Any] = [None] * len(ins)
     if g_out is not None:
-        node = declare("batch_norm_train_grad", [g_out, x, batch_mean, batch_var] + list(ins[1:2] if weight else []),
+        gamma = [ins[1 + 2 * stats]] if weight else []
+        node = declare("batch_norm_train_grad", [g_out, x, batch_mean, batch_var] + gamma,
                        {"eps": eps, "weight": weight})
         grads[0] = tuple_get(node, 0)
         if weight:
-            grads[1] = tuple_get(node, 1)
+            grads[1 + 2 * stats] = tuple_get(node, 1)
         if bias:
             grads[-1] = tuple_get(node, 2)
     axes = _axes(x)
@@ -211,15 +217,29 @@ def _bn_train_grad(gs: tuple, outs: tuple[Tensor, ...], ins: tuple[Tensor, ...],
     if g_mean is not None:
         extra = reshape(g_mean, bshape) / count + x * 0.0
         grads[0] = extra if grads[0] is None else grads[0] + extra
+    if g_unbiased is not None:
+        g_var = reshape(g_unbiased, (-1,)) * (count / (count - 1.0)) if g_var is None else \
+            g_var + g_unbiased * (count / (count - 1.0))
     if g_var is not None:
         extra = (x - reshape(batch_mean, bshape)) * (reshape(g_var, bshape) * 2.0 / count)
         grads[0] = extra if grads[0] is None else grads[0] + extra
     return tuple(grads)
 
 
-defop("batch_norm_train", attrs={"eps": "float", "weight": "bool", "bias": "bool"}, category="other",
-      infer=_bn_train_infer, kernel=_bn_train_kernel, grad=_bn_train_grad,
-      doc="Training-mode batch norm in one step: (output, batch mean, biased batch variance).")
+def _bn_train_state_updates(outs: tuple[Tensor, ...], ins: tuple[Tensor, ...], *, eps: float, momentum: float,
+                            stats: bool, weight: bool, bias: bool) -> list[tuple[Tensor, Tensor]]:
+    """As batch_norm's: running averages of the batch mean and the unbiased batch variance
+    (which the kernel computes, so no step counts the elements)."""
+    if not stats:
+        return []
+    rm, rv = ins[1], ins[2]
+    return [(rm, rm * (1.0 - momentum) + outs[1] * momentum), (rv, rv * (1.0 - momentum) + outs[3] * momentum)]
+
+
+defop("batch_norm_train", attrs={"eps": "float", "momentum": "float", "stats": "bool", "weight": "bool",
+                                 "bias": "bool"}, category="other",
+      infer=_bn_train_infer, kernel=_bn_train_kernel, grad=_bn_train_grad, state_updates=_bn_train_state_updates,
+      doc="Training-mode batch norm in one step: (output, batch mean, biased and unbiased batch variance).")
 
 
 def _bn_grad_infer(g: TensorType, x: TensorType, mean: TensorType, var: TensorType, *affine: TensorType,
