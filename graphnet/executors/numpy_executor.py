@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import time
 from typing import Any, Callable
 
 import numpy as np
 
 from .. import config
 from ..plan import Step
-from . import numba_codegen
+from . import numba_batch_norm, numba_codegen
 from .base import ArrayExecutor
 
 
@@ -24,6 +26,7 @@ class NumpyExecutor(ArrayExecutor):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._generated: list[numba_codegen.FusedKernel] = []
         self._fallbacks: dict[str, int] = {}
+        self._library: dict[str, float] = {}  # op -> seconds its numba kernel took to compile or load
         super().__init__(*args, **kwargs)
 
     def codegen_summary(self) -> dict[str, Any]:
@@ -37,7 +40,19 @@ class NumpyExecutor(ArrayExecutor):
                 "loaded_from_disk_cache": sum(1 for origin, _ in loads if origin == "disk"),
                 "shared_in_process": sum(1 for origin, _ in loads if origin == "memory"),
                 "seconds": round(sum(seconds for _, seconds in loads), 4),
-                "numpy_groups": dict(self._fallbacks)}
+                "numpy_groups": dict(self._fallbacks),
+                "numba_library": {op: round(seconds, 4) for op, seconds in self._library.items()}}
+
+    def _library_kernel(self, step: Step) -> Callable[..., Any]:
+        """A hand-written numba kernel for ``step``'s op, compiled (or loaded) now on tiny inputs."""
+        kernel = functools.partial(numba_batch_norm.KERNELS[step.op], **dict(step.attrs))
+        if step.op not in self._library:
+            start = time.perf_counter()
+            shapes = [tuple(d if isinstance(d, int) else 2 for d in self.plan.buffers[name].shape)
+                      for name in step.inputs]
+            kernel(*[np.ones(shape, self.plan.buffers[name].dtype) for shape, name in zip(shapes, step.inputs)])
+            self._library[step.op] = time.perf_counter() - start
+        return kernel
 
     def _fall_back(self, reason: str, fallback: Callable[..., Any]) -> Callable[..., Any]:
         self._fallbacks[reason] = self._fallbacks.get(reason, 0) + 1
@@ -46,6 +61,9 @@ class NumpyExecutor(ArrayExecutor):
 
     def kernel_for(self, step: Step) -> Callable[..., Any]:
         fallback = super().kernel_for(step)
+        if step.op in numba_batch_norm.KERNELS and config.flags.codegen == "numba" \
+                and numba_codegen.numba_available():
+            return self._library_kernel(step)
         if step.op not in ("fused", "fused_assign"):
             return fallback
         if config.flags.codegen != "numba":

@@ -1,0 +1,111 @@
+"""Training-mode batch norm on the CPU in two passes over memory each way, with numba.
+
+``batch_norm_train`` and ``batch_norm_train_grad`` are defined once, in graphnet/ops/norm.py,
+with kernels written against ``xp`` (NumPy, CuPy). Written with whole-array operations those
+kernels pass over the activation some ten times forward and eighteen times backward; these
+loops do it in three and two, one output channel per thread (numba's ``prange``), and
+accumulate in float64. The NumPy executor uses them where numba is installed (they are
+compiled once per machine and cached beside this file, or in numba's user cache), and
+tests hold them to the ``xp`` kernels.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+
+@functools.lru_cache(maxsize=1)
+def _kernels() -> tuple[Callable[..., None], Callable[..., None]]:
+    import numba  # only plans with training batch norm pay for importing it
+
+    @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc"})
+    def forward(x, gamma, beta, eps, y, mean, var, unbiased):  # pragma: no cover - compiled
+        n_count, channels, inner = x.shape
+        count = n_count * inner
+        for c in range(channels):
+            total = 0.0
+            for n in range(n_count):
+                for s in range(inner):
+                    total += x[n, c, s]
+            m = total / count
+            squares = 0.0
+            for n in range(n_count):
+                for s in range(inner):
+                    d = x[n, c, s] - m
+                    squares += d * d
+            v = squares / count
+            mean[c] = m
+            var[c] = v
+            unbiased[c] = squares / (count - 1) if count > 1 else math.nan
+            scale = gamma[c] / math.sqrt(np.float64(var[c]) + eps)
+            shift = beta[c] - mean[c] * scale
+            for n in range(n_count):
+                for s in range(inner):
+                    y[n, c, s] = x[n, c, s] * scale + shift
+
+    @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc"})
+    def backward(g, x, mean, var, gamma, eps, dx, dgamma, dbeta):  # pragma: no cover - compiled
+        n_count, channels, inner = x.shape
+        count = n_count * inner
+        for c in range(channels):
+            inv = 1.0 / math.sqrt(np.float64(var[c]) + eps)
+            m = np.float64(mean[c])
+            sum_g = 0.0
+            sum_gx = 0.0
+            for n in range(n_count):
+                for s in range(inner):
+                    gv = g[n, c, s]
+                    sum_g += gv
+                    sum_gx += gv * (x[n, c, s] - m)
+            sum_gx *= inv
+            dbeta[c] = sum_g
+            dgamma[c] = sum_gx
+            k = gamma[c] * inv / count
+            mean_g = sum_g
+            for n in range(n_count):
+                for s in range(inner):
+                    xhat = (x[n, c, s] - m) * inv
+                    dx[n, c, s] = k * (count * g[n, c, s] - mean_g - xhat * sum_gx)
+
+    return forward, backward
+
+
+def _channels_last(x: Any) -> Any:
+    """``x`` (N, C, ...) as a contiguous (N, C, rest) array (a view where it can be)."""
+    return np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
+
+
+def batch_norm_train(x: Any, *rest: Any, eps: float, momentum: float, stats: bool, weight: bool,
+                     bias: bool) -> tuple[Any, Any, Any, Any]:
+    """What graphnet.ops.norm's ``batch_norm_train`` kernel computes, for NumPy arrays."""
+    forward, _ = _kernels()
+    affine = rest[2:] if stats else rest
+    channels = x.shape[1]
+    gamma = affine[0] if weight else np.ones(channels, x.dtype)
+    beta = affine[-1] if bias else np.zeros(channels, x.dtype)
+    y = np.empty(x.shape, x.dtype)
+    mean, var, unbiased = (np.empty(channels, x.dtype) for _ in range(3))
+    forward(_channels_last(x), gamma, beta, float(eps), y.reshape(x.shape[0], channels, -1), mean, var, unbiased)
+    return y, mean, var, unbiased
+
+
+def batch_norm_train_grad(g: Any, x: Any, mean: Any, var: Any, *affine: Any, eps: float,
+                          weight: bool) -> tuple[Any, Any, Any]:
+    """What graphnet.ops.norm's ``batch_norm_train_grad`` kernel computes, for NumPy arrays."""
+    _, backward = _kernels()
+    channels = x.shape[1]
+    gamma = affine[0] if weight else np.ones(channels, x.dtype)
+    dx = np.empty(x.shape, x.dtype)
+    dgamma, dbeta = np.empty(channels, x.dtype), np.empty(channels, x.dtype)
+    backward(_channels_last(g), _channels_last(x), mean, var, gamma, float(eps),
+             dx.reshape(x.shape[0], channels, -1), dgamma, dbeta)
+    return dx, dgamma, dbeta
+
+
+#: op name -> the NumPy executor's numba implementation
+KERNELS: dict[str, Callable[..., Any]] = {"batch_norm_train": batch_norm_train,
+                                          "batch_norm_train_grad": batch_norm_train_grad}
