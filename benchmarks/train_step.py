@@ -196,6 +196,9 @@ def main() -> None:
                         help=f"comma-separated subset of {','.join(SIDES)} (default: all)")
     parser.add_argument("--first-call", action="store_true",
                         help="also time building the ResNet step plus its first call, in a fresh process per side")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every side this many times, in turn, and report the median of the rounds "
+                             "(this machine's speed drifts between minutes)")
     parser.add_argument("--json", action="store_true", help="print all results as one JSON object")
     parser.add_argument("--check", action="store_true",
                         help="only print each side's loss over 5 steps on a fixed batch (it should fall)")
@@ -220,7 +223,13 @@ def main() -> None:
                 print(f"{side:<14}{key:<12}" + " ".join(f"{v:.4f}" for v in values))
         return
 
-    results = {side: r for side in sides if (r := run_side(side, "time", args)) is not None}
+    rounds = [{side: r for side in sides if (r := run_side(side, "time", args)) is not None}
+              for _ in range(max(1, args.rounds))]
+    results = {}
+    for side in rounds[0]:
+        runs = [r[side] for r in rounds if side in r]
+        results[side] = dict(runs[0], ms={key: statistics.median(run["ms"][key] for run in runs)
+                                          for key in runs[0]["ms"]})
     first = {}
     if args.first_call:
         first = {side: r for side in sides if (r := run_side(side, "first", args)) is not None}
@@ -242,7 +251,8 @@ def main() -> None:
         return
 
     print(f"threads {args.threads}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
-          f"median of {args.repeats} steps after {args.warmup} warm-up (ResNet: a quarter); ms per step")
+          f"median of {args.repeats} steps after {args.warmup} warm-up (ResNet: a quarter)"
+          f"{f', median of {args.rounds} rounds' if args.rounds > 1 else ''}; ms per step")
     shown = [s for s in SIDES if s in results]
     print(f"{'network':<32}" + "".join(f"{s:>15}" for s in shown) + f"{'best peer':>15}{'ratio':>7}{'gn steps':>10}")
     for name, batch in CASES:

@@ -179,3 +179,32 @@ def test_the_numba_batch_norm_kernels_compute_what_the_op_kernels_do(dtype, shap
     for a, b in zip(got, expected):
         assert a.dtype == b.dtype and a.shape == b.shape
         np.testing.assert_allclose(a, b, **tol)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape, reduction", [
+    ((6, 5), ("sum", (("axes", (0,)), ("keepdims", False)))),
+    ((6, 5), ("sum", (("axes", (1,)), ("keepdims", True)))),
+    ((4, 3, 5), ("mean", (("axes", (0, 2)), ("keepdims", False)))),
+    ((4, 3, 5), ("mean", (("axes", (0, 1, 2)), ("keepdims", False)))),
+    ((4, 3, 5), ("sum_to", (("shape", (3, 1)),))),
+    ((4, 3, 5), ("sum_to", (("shape", (1, 3, 5)),))),
+    ((0, 3), ("sum", (("axes", (0,)), ("keepdims", False)))),
+    ((0, 3), ("mean", (("axes", (0,)), ("keepdims", False)))),
+])
+def test_a_group_ending_in_a_reduction_matches_numpy(shape, reduction, dtype):
+    op, attrs = reduction
+    body = (("sub", (-1, -2), ()), ("mul", (0, 0), ()), (op, (1,), attrs))
+    a, b = _values(dtype, shape), _values(dtype, shape[-1:])
+    kernel = numba_codegen.FusedKernel(body, dtype, lambda *x, out=None: NUMPY_KERNEL(np, *x, body=body, out=out))
+    with np.errstate(all="ignore"), __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore", RuntimeWarning)  # the mean of nothing is NaN
+        expected = NUMPY_KERNEL(np, a, b, body=body)
+        got = kernel(a, b)
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    eps = float(np.finfo(dtype).eps)
+    scale = max(1.0, float(np.abs(a).max()) ** 2) if a.size else 1.0
+    np.testing.assert_allclose(got, expected, rtol=16 * eps, atol=16 * eps * scale)
+    source = numba_codegen.kernel_source(body, [dtype, dtype], [(True,) * 2, (False, True)], dtype,
+                                         accumulate=(False, True))
+    assert "acc[0, i1] += np.float64(v1)" in source

@@ -61,14 +61,16 @@ def test_values_needed_elsewhere_are_not_fused_and_the_report_says_why():
     assert "needed outside" in reasons["add"] and "needed outside" in reasons["relu"]
 
 
-def test_random_ops_reductions_and_effects_are_never_members():
+def test_random_ops_and_effects_are_never_members_and_a_reduction_only_ends_a_group():
     x = gn.placeholder("x", (5, 3))
     y = gn.exp(gn.dropout(x * 2.0, 0.5)) + 1.0
     s = gn.sum(gn.exp(x) * 3.0)
     graph = _graph(y=y, s=s)
     ops = [n.op for n in fuse(graph).nodes]
-    assert "dropout" in ops and "sum" in ops
-    assert _groups(graph) == [["exp", "add"], ["exp", "mul"]]
+    assert "dropout" in ops and "sum" not in ops
+    assert _groups(graph) == [["exp", "add"], ["exp", "mul", "sum"]]
+    t = gn.sum(x * 2.0, axis=1) + 1.0  # a reduction read by an elementwise op: the add is a step of its own
+    assert _groups(_graph(t=t)) == [["mul", "sum"]]
 
 
 def test_broadcast_producers_join_only_when_cheap_to_recompute():
@@ -430,3 +432,20 @@ def test_eval_batch_norm_folds_into_the_convolution_before_it(conv_bias):
     np.testing.assert_allclose(folded.run(x=xv)["output"], plain.run(x=xv)["output"], rtol=1e-5, atol=1e-5)
     bn.running_var.data[...] *= 3.0  # the folded weights follow the variables at every run
     np.testing.assert_allclose(folded.run(x=xv)["output"], plain.run(x=xv)["output"], rtol=1e-5, atol=1e-5)
+
+
+def test_a_reduction_of_a_group_read_by_nothing_else_ends_the_group():
+    a, b = gn.placeholder("a", (None, 4)), gn.placeholder("b", (None, 4))
+    d = a - b
+    assert _groups(_graph(loss=gn.mean(d * d))) == [["sub", "mul", "mean"]]
+    squared = d * d
+    assert _groups(_graph(loss=gn.mean(squared), d2=squared)) == [["sub", "mul"]]  # squared is needed outside
+    from graphnet.ops.common import sum_to
+
+    g = gn.placeholder("g", (8, 4))
+    assert _groups(_graph(bias=sum_to(gn.relu(g) * 2.0, (4,)))) == [["relu", "mul", "sum_to"]]
+    x = gn.placeholder("x", (None, 4))
+    plan = gn.compile({"loss": gn.mean((x - 1.0) * (x - 1.0))})
+    xv = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    np.testing.assert_allclose(plan.run(x=xv)["loss"], np.mean((xv - 1.0) ** 2), rtol=1e-6)
+    assert [op for op, _, _ in plan.plan.steps[-1].attrs["body"]][-1] == "mean"

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import config, dtypes
 from ..errors import ExecutorError, FeedError, GraphnetError, MemoryLimitError, NumericsError
+from ..ops.fused import first_nonfinite_member
 from ..ops.registry import get_op
 from ..plan import Plan, Step
 from .inplace import Placement, placements
@@ -241,6 +242,8 @@ class ArrayExecutor:
         timings: list[tuple[float, Step]] = []
         xp = self.xp
         for index, (fn, ins, outs, rel, recycle, step) in enumerate(self._program):
+            # a fused step may overwrite a dying input: keep its inputs to name a bad member later
+            kept = [xp.array(bufs[i]) for i in ins] if self.check_numerics and step.op == "fused" else None
             start = time.perf_counter()
             try:
                 result = fn(*[bufs[i] for i in ins])
@@ -259,8 +262,14 @@ class ArrayExecutor:
                     continue
                 bad = "NaN" if bool(xp.any(xp.isnan(value))) else "Inf"
                 where = f" in {step.scope}" if step.scope else ""
+                op = step.op
+                if kept is not None:
+                    body = step.attrs["body"]
+                    member = first_nonfinite_member(xp, kept, body)
+                    members = ", ".join(m[0] for m in body)
+                    op = f"{body[member][0] if member is not None else 'fused'} (in fused group {members})"
                 raise NumericsError(
-                    f"{bad} produced by {step.op}{where} ({step.role}, declared at {step.location}), "
+                    f"{bad} produced by {op}{where} ({step.role}, declared at {step.location}), "
                     f"step output {name} of shape {tuple(value.shape)}"
                 )
             if recycle:

@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import dtypes
 from ..ir import TensorType
+from ..ops.fused import REDUCING
 from ..ops.registry import get_op
 
 #: Python names of dtypes inside generated code (numba understands NumPy's scalar types).
@@ -74,11 +75,25 @@ def cache_dir() -> str:
 
 
 def unsupported_member(body: Sequence[tuple[str, tuple[int, ...], tuple]]) -> str | None:
-    """The first member op without a scalar form (such a group runs through NumPy), or None."""
-    for op, _, _ in body:
-        if get_op(op).scalar is None:
+    """The first member op without a scalar form (such a group runs through NumPy), or None;
+    a final reduction is the loop's accumulation, not a scalar form."""
+    for i, (op, _, _) in enumerate(body):
+        if get_op(op).scalar is None and not (i == len(body) - 1 and i > 0 and op in REDUCING):
             return op
     return None
+
+
+def reduced_shape(body: Sequence[tuple], loop_shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """For a group ending in a reduction, the result's shape with the reduced dims kept as 1
+    (aligned with ``loop_shape``); None for a group without one."""
+    op, _, attrs = body[-1]
+    if op not in REDUCING or len(body) < 2:
+        return None
+    named = dict(attrs)
+    if op == "sum_to":
+        target = tuple(named["shape"])
+        return (1,) * (len(loop_shape) - len(target)) + target
+    return tuple(1 if d in named["axes"] else size for d, size in enumerate(loop_shape))
 
 
 def member_dtypes(body: Sequence[tuple[str, tuple[int, ...], tuple]], input_dtypes: Sequence[str]) -> list[str]:
@@ -115,20 +130,27 @@ def collapse(out_shape: tuple[int, ...], in_shapes: Sequence[tuple[int, ...]]
 
 def kernel_source(body: Sequence[tuple[str, tuple[int, ...], tuple]], input_dtypes: Sequence[str],
                   spans: Sequence[tuple[bool, ...]], out_dtype: str | None,
-                  results: Sequence[int] | None = None) -> str:
+                  results: Sequence[int] | None = None, accumulate: tuple[bool, ...] | None = None) -> str:
     """Python source of a numba kernel ``kernel(out, in0, in1, ...)`` computing ``body`` over
     the collapsed space (``spans[k][d]``: input k runs along dim d). With ``results`` (a
     fused_assign), ``kernel(in0, in1, ...)`` writes member ``results[j]`` into input j, at
-    each element after every member has read it."""
+    each element after every member has read it. With ``accumulate`` (a group ending in a
+    reduction, whose result runs along the dims marked True), ``kernel(acc, shape, in0, ...)``
+    adds the last elementwise member's value into the float64 array ``acc`` over the loop
+    ``shape``, and the reduction's own member is left to the caller (the scale of a mean)."""
     rank = len(spans[0]) if spans else 1
+    if accumulate is not None:
+        body = body[:-1]
     member_dtype = member_dtypes(body, input_dtypes)
     index = [f"i{d}" for d in range(rank)]
-    params = ", ".join(([] if results is not None else ["out"]) + [f"a{k}" for k in range(len(input_dtypes))])
+    head = [] if results is not None else ["acc", "shape"] if accumulate is not None else ["out"]
+    params = ", ".join(head + [f"a{k}" for k in range(len(input_dtypes))])
+    extent_of = "shape" if accumulate is not None else "out" if results is None else "a0"
     lines = ["import math", "import numba", "import numpy as np", "",
              "", "@numba.njit(cache=True, error_model='numpy', nogil=True)",
              f"def kernel({params}):",
              f"    {', '.join(f'n{d}' for d in range(rank))}{',' if rank == 1 else ''} = "
-             f"{'out' if results is None else 'a0'}.shape"]
+             f"{extent_of}{'' if accumulate is not None else '.shape'}"]
     indent = "    "
     for d in range(rank):
         lines.append(f"{indent}for i{d} in range(n{d}):")
@@ -156,7 +178,10 @@ def kernel_source(body: Sequence[tuple[str, tuple[int, ...], tuple]], input_dtyp
         expr = get_op(op).scalar(constant, *texts, **dict(attrs))
         lines.append(f"{indent}v{i} = {_TYPE_NAMES[result]}({expr})")
         values.append((f"v{i}", result))
-    if results is None:
+    if accumulate is not None:
+        at = ", ".join(index[d] if accumulate[d] else "0" for d in range(rank))
+        lines.append(f"{indent}acc[{at}] += np.float64({values[-1][0]})")
+    elif results is None:
         lines.append(f"{indent}out[{', '.join(index)}] = {cast(values[-1][0], values[-1][1], out_dtype)}")
     for j, r in enumerate(results or ()):
         lines.append(f"{indent}a{j}[{', '.join(index)}] = {cast(values[r][0], values[r][1], input_dtypes[j])}")
@@ -248,25 +273,46 @@ class FusedKernel:
         self._by_shapes[tuple(zip(shapes, (np.dtype(dtypes.DTYPES[d]) for d in input_dtypes)))] = layout
 
     def _layout(self, shapes: tuple, input_dtypes: tuple[str, ...]):
+        """(result shape, loop extents, each input's view shape, kernel, reduction or None), where
+        a reduction is (the float64 accumulator's view shape, the scale of its sum)."""
         out_shape = np.broadcast_shapes(*shapes) if shapes else ()
         if self.results is not None and any(tuple(shapes[j]) != tuple(out_shape) for j in range(len(self.results))):
             raise ValueError("a fused_assign's variables must span its whole loop")
-        extents, spans = collapse(out_shape, shapes)
+        keep = reduced_shape(self.body, tuple(out_shape)) if self.results is None else None
+        extents, spans = collapse(out_shape, shapes + ((keep,) if keep is not None else ()))
         views = tuple(tuple(e if s else 1 for e, s in zip(extents, span)) for span in spans)
-        source = kernel_source(self.body, input_dtypes, spans, self.out_dtype_name, self.results)
-        return tuple(out_shape), extents, views, _load(source)
+        reduction = None
+        if keep is not None:
+            views, (acc_view,) = views[:-1], views[-1:]
+            count = int(np.prod(out_shape)) // max(1, int(np.prod(keep)))
+            op, _, attrs = self.body[-1]
+            named = dict(attrs)
+            scale = (1.0 / count if count else np.nan) if op == "mean" else 1.0
+            if op == "sum_to":
+                out_shape = tuple(named["shape"])
+            elif named["keepdims"]:
+                out_shape = keep
+            else:
+                out_shape = tuple(s for d, s in enumerate(out_shape) if d not in named["axes"])
+            reduction = (acc_view, scale)
+        source = kernel_source(self.body, input_dtypes, spans[:len(shapes)], self.out_dtype_name, self.results,
+                               None if keep is None else spans[-1])
+        return tuple(out_shape), extents, views, _load(source), reduction
 
     def _warm(self, layout: tuple, input_dtypes: Sequence[Any], readonly: Sequence[bool]) -> None:
         """Call the kernel once on small arrays of the run's types, so numba compiles it (or
         loads it from its cache) now; record which and how long it took."""
-        _, extents, views, fn = layout
+        _, extents, views, fn, reduction = layout
         small = [tuple(min(d, 2) for d in v) for v in views]
-        arrays = []
+        arrays: list[Any] = []
         for shape, dtype, frozen in zip(small, input_dtypes, readonly):
             array = np.zeros(shape, dtype)
             array.setflags(write=not frozen)
             arrays.append(array)
-        if self.results is None:
+        if reduction is not None:
+            loop = tuple(min(d, 2) for d in extents)
+            arrays[:0] = [np.zeros(tuple(min(d, 2) for d in reduction[0]), np.float64), loop]
+        elif self.results is None:
             arrays.insert(0, np.zeros(tuple(min(d, 2) for d in extents), self.out_dtype))
         hits, misses = _cache_counts(fn)
         before = len(fn.signatures)
@@ -291,9 +337,9 @@ class FusedKernel:
                 self._warm(found, [a.dtype for a in arrays], [not a.flags.writeable for a in arrays])
             except Exception as exc:  # a dtype or layout numba cannot take: NumPy computes it
                 stats.fell_back(f"{type(exc).__name__}: {exc}"[:200])
-                found = (None, None, None, None)
+                found = (None, None, None, None, None)
             self._by_shapes[key] = found
-        out_shape, extents, views, fn = found
+        out_shape, extents, views, fn, reduction = found
         if self.results is not None:  # writes its first inputs (variables: contiguous, owning their memory)
             if fn is None or not all(arrays[j].flags.c_contiguous for j in range(len(self.results))):
                 return self.fallback(*arrays)
@@ -302,6 +348,17 @@ class FusedKernel:
             return None
         if fn is None:
             return self.fallback(*arrays, out=out)
+        if reduction is not None:  # sum in float64, then scale and round once
+            acc = np.zeros(reduction[0], np.float64)
+            fn(acc, extents, *[a.reshape(v) if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(v)
+                               for a, v in zip(arrays, views)])
+            if reduction[1] != 1.0:
+                acc *= reduction[1]
+            result = acc.reshape(out_shape).astype(self.out_dtype)
+            if out is not None:
+                np.copyto(out, result)
+                return out
+            return result
         target = out if out is not None and out.flags.c_contiguous else np.empty(out_shape, self.out_dtype)
         fn(target.reshape(extents), *[a.reshape(v) if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(v)
                                       for a, v in zip(arrays, views)])

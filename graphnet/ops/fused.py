@@ -1,5 +1,8 @@
 """A fused group: a chain of elementwise ops run as one step, described by a small expression graph.
 
+A group may end in one reduction (``sum``, ``mean`` or ``sum_to``): the loop then
+accumulates into the reduced result instead of writing a full-size one.
+
 The ``fused`` node's ``body`` lists its member ops in order, each as (op, arguments,
 attributes): an argument ``-k - 1`` is the group's k-th input, ``j >= 0`` the result of
 member ``j``; the last member is the group's result. The shape rule re-runs every member's
@@ -32,17 +35,24 @@ def _members(body: Any, minimum: int = 2) -> list[Instruction]:
     return list(body)
 
 
+#: Reductions a fused group may end in (its last member): the loop accumulates into the result.
+REDUCING = frozenset({"sum", "mean", "sum_to"})
+
+
 def _infer(*types: TensorType, body: Any) -> TensorType:
-    return member_types(types, _members(body))[-1]
+    return member_types(types, _members(body), reduction_last=True)[-1]
 
 
-def member_types(types: tuple[TensorType, ...], body: list[Instruction]) -> list[TensorType]:
-    """Each member's result type, by its own rule (raising ShapeError for a malformed body)."""
+def member_types(types: tuple[TensorType, ...], body: list[Instruction],
+                 reduction_last: bool = False) -> list[TensorType]:
+    """Each member's result type, by its own rule (raising ShapeError for a malformed body).
+    Members are elementwise; with ``reduction_last`` the last may be one of ``REDUCING``."""
     values: list[TensorType] = []
     for i, (op, args, attrs) in enumerate(body):
         opdef = get_op(op)
-        if opdef.category != "elementwise":
-            raise ShapeError(f"fused member {i} is {op!r}, not an elementwise op")
+        if opdef.category != "elementwise" and not (reduction_last and i == len(body) - 1 and op in REDUCING):
+            raise ShapeError(f"fused member {i} is {op!r}, not an elementwise op"
+                             + (f" (a group may end in one of {sorted(REDUCING)})" if reduction_last else ""))
         if not all(isinstance(a, int) and not isinstance(a, bool) and -len(types) <= a < i for a in args):
             raise ShapeError(f"fused member {i} ({op}) reads {args}: an input or an earlier member only")
         if not all(isinstance(kv, tuple) and len(kv) == 2 and isinstance(kv[0], str) for kv in attrs):
@@ -141,6 +151,19 @@ def _assign_kernel(xp: Any, *inputs: Any, body: Any, results: Any, kinds: Any) -
         values.append(get_op(op).kernel(xp, *[inputs[-a - 1] if a < 0 else values[a] for a in args], **dict(attrs)))
     for target, r in zip(inputs, results):
         xp.copyto(target, values[r])
+
+
+def first_nonfinite_member(xp: Any, inputs: Any, body: Any) -> int | None:
+    """The first member of a fused group whose value holds a NaN or an Inf, run one by one on
+    ``inputs`` with the members' own kernels (for check_numerics to name the op), or None."""
+    values: list[Any] = []
+    for i, (op, args, attrs) in enumerate(body):
+        value = get_op(op).kernel(xp, *[inputs[-a - 1] if a < 0 else values[a] for a in args], **dict(attrs))
+        kind = getattr(getattr(value, "dtype", None), "kind", "")
+        if kind == "f" and not bool(xp.all(xp.isfinite(value))):
+            return i
+        values.append(value)
+    return None
 
 
 def written_inputs(op: str, attrs: Any) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..ir import Attrs, Graph, Node, next_uid, topological_order, with_inputs
+from ..ops.fused import REDUCING
 from ..ops.registry import get_op
 
 #: Elementwise ops that are never fused (none yet: random and effect ops are other categories).
@@ -58,6 +59,17 @@ def plan_groups(graph: Graph) -> tuple[dict[int, list[Node]], list[tuple[Node, s
                 why_alone[node.uid] = refusals[0]
         else:
             group_of[node.uid] = roots
+    for node in graph.nodes:  # a reduction of a group's result, read by nothing else, ends that group
+        if node.op in REDUCING and node.inputs and get_op(node.op).kernel is not None:
+            source = node.inputs[0]
+            if group_of.get(source.uid) == frozenset({source.uid}) and source.uid not in kept \
+                    and [r.uid for r in users[source.uid]] == [node.uid] and node.type.dtype == source.type.dtype:
+                old, new = source.uid, frozenset({node.uid})
+                for uid, roots in list(group_of.items()):
+                    if old in roots:
+                        group_of[uid] = (roots - {old}) | new
+                group_of[node.uid] = new
+                why_alone.pop(old, None)
     members: dict[int, list[Node]] = {}
     for node in graph.nodes:
         for root in sorted(group_of.get(node.uid, ())):
