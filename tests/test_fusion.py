@@ -97,6 +97,13 @@ def test_fused_nodes_verify_and_print_with_their_members():
 
 # --- the compile report -----------------------------------------------------------------------
 
+@pytest.fixture(params=CODEGENS)
+def codegen(request):
+    """Each test taking it runs with generated kernels and with the NumPy fallback."""
+    with gn.config.options(codegen=request.param):
+        yield request.param
+
+
 def _mlp_plan(**options):
     gn.manual_seed(0)
     x, labels = gn.placeholder("x", (None, 6)), gn.placeholder("labels", (None,), "int64")
@@ -331,7 +338,7 @@ def test_values_read_elsewhere_or_of_another_shape_are_not_merged():
     assert _updates(Graph.build([g.node], ["g"], [copy.node])) == []
 
 
-def test_fused_updates_train_like_separate_assigns():
+def test_fused_updates_train_like_separate_assigns(codegen):
     rng = np.random.default_rng(4)
     batches = [{"x": rng.standard_normal((6, 6)).astype(np.float32), "labels": rng.integers(0, 3, 6)}
                for _ in range(4)]
@@ -348,7 +355,7 @@ def test_fused_updates_train_like_separate_assigns():
     assert fused_plan.step_count == plain_plan.step_count == 4
 
 
-def test_an_interrupt_during_a_fused_update_is_delivered_after_the_phase(monkeypatch):
+def test_an_interrupt_during_a_fused_update_is_delivered_after_the_phase(monkeypatch, codegen):
     import signal
 
     plan = _mlp_plan()
@@ -376,7 +383,7 @@ def test_an_interrupt_during_a_fused_update_is_delivered_after_the_phase(monkeyp
 
 # --- pattern passes -----------------------------------------------------------------------------
 
-def test_cross_entropy_becomes_one_step_whose_gradient_is_one_more():
+def test_cross_entropy_becomes_one_step_whose_gradient_is_one_more(codegen):
     from graphnet.passes import fuse_cross_entropy
 
     z, y = gn.placeholder("z", (None, 4)), gn.placeholder("y", (None,), "int64")
@@ -393,7 +400,7 @@ def test_cross_entropy_becomes_one_step_whose_gradient_is_one_more():
     assert "log_softmax" not in counts and "pick" not in counts
 
 
-def test_training_batch_norm_becomes_two_steps_and_eval_stays_decomposed():
+def test_training_batch_norm_becomes_two_steps_and_eval_stays_decomposed(codegen):
     from graphnet.passes import fuse_batch_norm
 
     x = gn.placeholder("x", (None, 3, 4, 4))
@@ -411,7 +418,7 @@ def test_training_batch_norm_becomes_two_steps_and_eval_stays_decomposed():
 
 
 @pytest.mark.parametrize("conv_bias", [False, True])
-def test_eval_batch_norm_folds_into_the_convolution_before_it(conv_bias):
+def test_eval_batch_norm_folds_into_the_convolution_before_it(conv_bias, codegen):
     gn.manual_seed(1)
     model = gn.nn.Sequential(gn.nn.Conv2d(2, 3, 3, padding=1, bias=conv_bias), gn.nn.BatchNorm2d(3), gn.nn.ReLU())
     bn = model[1]
@@ -434,7 +441,7 @@ def test_eval_batch_norm_folds_into_the_convolution_before_it(conv_bias):
     np.testing.assert_allclose(folded.run(x=xv)["output"], plain.run(x=xv)["output"], rtol=1e-5, atol=1e-5)
 
 
-def test_a_reduction_of_a_group_read_by_nothing_else_ends_the_group():
+def test_a_reduction_of_a_group_read_by_nothing_else_ends_the_group(codegen):
     a, b = gn.placeholder("a", (None, 4)), gn.placeholder("b", (None, 4))
     d = a - b
     assert _groups(_graph(loss=gn.mean(d * d))) == [["sub", "mul", "mean"]]
