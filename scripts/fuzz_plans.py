@@ -1,4 +1,4 @@
-"""Fuzz the plan loader: python scripts/fuzz_plans.py N [--seed S]
+"""Fuzz the plan loader: python scripts/fuzz_plans.py N [--seed S] [--codegen numba]
 
 Mutates three valid plan files structurally (JSON-aware edits) and byte-wise, loads each
 mutant, runs those that load on a small feed, and prints the outcomes by kind and the
@@ -21,10 +21,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("count", type=int)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--codegen", choices=["numpy", "numba"], default="numpy",
+                        help="numba: also run mutants' fused groups as generated kernels (no audit then)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         counts, failures, seconds = fuzz(folder, args.count, args.seed,
-                                         report=lambda n: print(f"  {n:,} mutants", file=sys.stderr))
+                                         report=lambda n: print(f"  {n:,} mutants", file=sys.stderr),
+                                         codegen=args.codegen)
     print(f"{args.count:,} mutants in {seconds:.1f} s ({seconds / max(args.count, 1) * 1e3:.2f} ms each)")
     for outcome, n in counts.most_common():
         print(f"  {outcome:<14} {n:>8,}")

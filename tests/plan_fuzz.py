@@ -141,7 +141,7 @@ def _alarm(signum: int, frame: Any) -> None:
     raise _Timeout()
 
 
-def try_mutant(path: str, feeds: dict[str, np.ndarray], timeout: float = 5.0) -> str:
+def try_mutant(path: str, feeds: dict[str, np.ndarray], timeout: float = 5.0, codegen: str = "numpy") -> str:
     """'refused' (a typed error at load), 'ran', 'run refused' (a typed error at run), or a
     failure: 'untyped at load: ...', 'untyped at run: ...', 'hang', 'audit: ...', 'wrote feeds'."""
     before = {k: v.copy() for k, v in feeds.items()}
@@ -153,7 +153,10 @@ def try_mutant(path: str, feeds: dict[str, np.ndarray], timeout: float = 5.0) ->
     # generated kernels are graphnet's own code (written from validated group bodies, imported
     # and compiled by numba, which also unpickles its cache): the audit watches the loader
     # and the NumPy executor, so they run without code generation here
-    codegen = gn.config.options(codegen="numpy")
+    # (with codegen="numba" the generated kernels run too, and the audit is not consulted: the
+    # kernel generator writes, imports and compiles its own code)
+    watching = codegen == "numpy"
+    codegen = gn.config.options(codegen=codegen)
     codegen.__enter__()
     try:
         plan = gn.load(path)
@@ -176,7 +179,7 @@ def try_mutant(path: str, feeds: dict[str, np.ndarray], timeout: float = 5.0) ->
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
         _watch.pop()
-    if events:
+    if events and watching:
         return f"audit: {events[:3]}"
     if any(not np.array_equal(before[k], feeds[k]) for k in feeds):
         return "wrote feeds"
@@ -212,8 +215,8 @@ def source_plans(folder: str) -> list[tuple[str, dict[str, np.ndarray]]]:
     return result
 
 
-def fuzz(folder: str, count: int, seed: int = 0, report: Callable[[int], None] | None = None
-         ) -> tuple[collections.Counter, list[str], float]:
+def fuzz(folder: str, count: int, seed: int = 0, report: Callable[[int], None] | None = None,
+         codegen: str = "numpy") -> tuple[collections.Counter, list[str], float]:
     """Run ``count`` mutants of the three source plans; returns (outcome counts, failures, seconds)."""
     rng = random.Random(seed)
     sources = [(open(p, "rb").read(), feeds) for p, feeds in source_plans(folder)]
@@ -225,7 +228,8 @@ def fuzz(folder: str, count: int, seed: int = 0, report: Callable[[int], None] |
         data, feeds = sources[i % len(sources)]
         with open(target, "wb") as f:
             f.write(mutant(data, rng))
-        outcome = try_mutant(target, {k: v.copy() for k, v in feeds.items()})
+        outcome = try_mutant(target, {k: v.copy() for k, v in feeds.items()},
+                             timeout=5.0 if codegen == "numpy" else 60.0, codegen=codegen)
         key = outcome if outcome in ("refused", "ran", "run refused") else outcome.split(":")[0]
         counts[key] += 1
         if key not in ("refused", "ran", "run refused"):
