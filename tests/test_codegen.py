@@ -156,14 +156,14 @@ def test_a_second_process_loads_kernels_from_the_disk_cache(tmp_path) -> None:
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape", [(4, 3, 5, 6), (7, 3), (1, 3, 2, 2)])
-@pytest.mark.parametrize("affine", [True, False])
-def test_the_numba_batch_norm_kernels_compute_what_the_op_kernels_do(dtype, shape, affine):
+@pytest.mark.parametrize("affine, relu", [(True, False), (False, False), (True, True)])
+def test_the_numba_batch_norm_kernels_compute_what_the_op_kernels_do(dtype, shape, affine, relu):
     from graphnet.executors import numba_batch_norm
 
     x = (RNG.standard_normal(shape) * 2 + 1).astype(dtype)
     g = RNG.standard_normal(shape).astype(dtype)
     gamma, beta = RNG.standard_normal(3).astype(dtype), RNG.standard_normal(3).astype(dtype)
-    attrs = {"eps": 1e-3, "momentum": 0.1, "stats": False, "weight": affine, "bias": affine}
+    attrs = {"eps": 1e-3, "momentum": 0.1, "stats": False, "weight": affine, "bias": affine, "relu": relu}
     params = [gamma, beta] if affine else []
     forward = REGISTRY["batch_norm_train"].kernel
     expected = forward(np, x, *params, **attrs)
@@ -173,9 +173,10 @@ def test_the_numba_batch_norm_kernels_compute_what_the_op_kernels_do(dtype, shap
         assert a.dtype == b.dtype and a.shape == b.shape
         np.testing.assert_allclose(a, b, **tol, equal_nan=True)
     backward = REGISTRY["batch_norm_train_grad"].kernel
-    grad_attrs = {"eps": 1e-3, "weight": affine}
-    expected = backward(np, g, x, expected[1], expected[2], *params[:1], **grad_attrs)
-    got = numba_batch_norm.batch_norm_train_grad(g, x, got[1], got[2], *params[:1], **grad_attrs)
+    grad_attrs = {"eps": 1e-3, "weight": affine, "relu": relu}
+    rectified = [expected[0]] if relu else []
+    expected = backward(np, g, x, expected[1], expected[2], *params[:1], *rectified, **grad_attrs)
+    got = numba_batch_norm.batch_norm_train_grad(g, x, got[1], got[2], *params[:1], *rectified, **grad_attrs)
     for a, b in zip(got, expected):
         assert a.dtype == b.dtype and a.shape == b.shape
         np.testing.assert_allclose(a, b, **tol)

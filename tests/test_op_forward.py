@@ -817,7 +817,7 @@ def test_batch_norm_train_and_its_gradient_kernel_against_the_formulas(shape: tu
     xv, wv, bv, gv = normal(*shape) * 2 + 1, normal(3), normal(3), normal(*shape)
     x, w, b, g = (gn.placeholder(n, v.shape, "float64") for n, v in (("x", xv), ("w", wv), ("b", bv), ("g", gv)))
     node = declare("batch_norm_train", [x, w, b], {"eps": 1e-3, "momentum": 0.1, "stats": False, "weight": True,
-                                                   "bias": True})
+                                                   "bias": True, "relu": False})
     y, mean, var, unbiased = (gn.tuple_get(node, i) for i in range(4))
     loss = gn.sum(y * g)
     got = run({"y": y, "mean": mean, "var": var, "unbiased": unbiased, "gx": gn.grad(loss, x), "gw": gn.grad(loss, w),

@@ -341,17 +341,21 @@ case("batch_norm-train-symbolic-batch", lambda x, w: gn.batch_norm(x, None, None
      shapes={"x": (None, 2, 2, 2)}, x=normal(3, 2, 2, 2), w=normal(2))
 case("batch_norm_train-affine",  # the one-step kernel and its gradient op
      lambda x, w, b: gn.tuple_get(declare("batch_norm_train", [x, w, b], {
-         "eps": 1e-3, "momentum": 0.1, "stats": False, "weight": True, "bias": True}), 0),
+         "eps": 1e-3, "momentum": 0.1, "stats": False, "weight": True, "bias": True, "relu": False}), 0),
      x=normal(4, 3, 2, 2), w=normal(3), b=normal(3))
+case("batch_norm_train-relu",  # with the ReLU folded in: the gradient masks by the output
+     lambda x, w, b: gn.tuple_get(declare("batch_norm_train", [x, w, b], {
+         "eps": 1e-3, "momentum": 0.1, "stats": False, "weight": True, "bias": True, "relu": True}), 0),
+     x=normal(4, 3, 2, 2), w=normal(3), b=normal(3) + 0.3)
 case("batch_norm_train-plain",
      lambda x: gn.tuple_get(declare("batch_norm_train", [x], {"eps": 1e-3, "momentum": 0.1, "stats": False,
-                                                              "weight": False, "bias": False}), 0),
+                                                              "weight": False, "bias": False, "relu": False}), 0),
      x=normal(4, 3, 2, 2))
 case("batch_norm_train-statistics-read",  # a loss on the batch statistics too
      lambda x: (lambda node: gn.tuple_get(node, 0) * 0.5 + gn.reshape(gn.tuple_get(node, 1), (1, 3))
                 * gn.reshape(gn.tuple_get(node, 2) + gn.tuple_get(node, 3), (1, 3)))(
          declare("batch_norm_train", [x], {"eps": 1e-3, "momentum": 0.1, "stats": False, "weight": False,
-                                           "bias": False})),
+                                           "bias": False, "relu": False})),
      x=normal(5, 3))
 for _reduction in ("mean", "sum", "none"):  # cross_entropy in one step, its gradient in one more
     for _smoothing in (0.0, 0.2):

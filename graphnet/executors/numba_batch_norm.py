@@ -23,7 +23,7 @@ def _kernels() -> tuple[Callable[..., None], Callable[..., None]]:
     import numba  # only plans with training batch norm pay for importing it
 
     @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc"})
-    def forward(x, gamma, beta, eps, y, mean, var, unbiased):  # pragma: no cover - compiled
+    def forward(x, gamma, beta, eps, relu, y, mean, var, unbiased):  # pragma: no cover - compiled
         n_count, channels, inner = x.shape
         count = n_count * inner
         for c in range(channels):
@@ -45,10 +45,11 @@ def _kernels() -> tuple[Callable[..., None], Callable[..., None]]:
             shift = beta[c] - mean[c] * scale
             for n in range(n_count):
                 for s in range(inner):
-                    y[n, c, s] = x[n, c, s] * scale + shift
+                    v = x[n, c, s] * scale + shift
+                    y[n, c, s] = v if not relu or v > 0 or v != v else 0.0
 
     @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc"})
-    def backward(g, x, mean, var, gamma, eps, dx, dgamma, dbeta):  # pragma: no cover - compiled
+    def backward(g, x, mean, var, gamma, eps, out, relu, dx, dgamma, dbeta):  # pragma: no cover - compiled
         n_count, channels, inner = x.shape
         count = n_count * inner
         for c in range(channels):
@@ -58,7 +59,7 @@ def _kernels() -> tuple[Callable[..., None], Callable[..., None]]:
             sum_gx = 0.0
             for n in range(n_count):
                 for s in range(inner):
-                    gv = g[n, c, s]
+                    gv = g[n, c, s] if not relu or out[n, c, s] > 0 else 0.0
                     sum_g += gv
                     sum_gx += gv * (x[n, c, s] - m)
             sum_gx *= inv
@@ -69,7 +70,8 @@ def _kernels() -> tuple[Callable[..., None], Callable[..., None]]:
             for n in range(n_count):
                 for s in range(inner):
                     xhat = (x[n, c, s] - m) * inv
-                    dx[n, c, s] = k * (count * g[n, c, s] - mean_g - xhat * sum_gx)
+                    gv = g[n, c, s] if not relu or out[n, c, s] > 0 else 0.0
+                    dx[n, c, s] = k * (count * gv - mean_g - xhat * sum_gx)
 
     return forward, backward
 
@@ -80,7 +82,7 @@ def _channels_last(x: Any) -> Any:
 
 
 def batch_norm_train(x: Any, *rest: Any, eps: float, momentum: float, stats: bool, weight: bool,
-                     bias: bool) -> tuple[Any, Any, Any, Any]:
+                     bias: bool, relu: bool) -> tuple[Any, Any, Any, Any]:
     """What graphnet.ops.norm's ``batch_norm_train`` kernel computes, for NumPy arrays."""
     forward, _ = _kernels()
     affine = rest[2:] if stats else rest
@@ -89,20 +91,22 @@ def batch_norm_train(x: Any, *rest: Any, eps: float, momentum: float, stats: boo
     beta = affine[-1] if bias else np.zeros(channels, x.dtype)
     y = np.empty(x.shape, x.dtype)
     mean, var, unbiased = (np.empty(channels, x.dtype) for _ in range(3))
-    forward(_channels_last(x), gamma, beta, float(eps), y.reshape(x.shape[0], channels, -1), mean, var, unbiased)
+    forward(_channels_last(x), gamma, beta, float(eps), bool(relu), y.reshape(x.shape[0], channels, -1), mean, var,
+            unbiased)
     return y, mean, var, unbiased
 
 
-def batch_norm_train_grad(g: Any, x: Any, mean: Any, var: Any, *affine: Any, eps: float,
-                          weight: bool) -> tuple[Any, Any, Any]:
+def batch_norm_train_grad(g: Any, x: Any, mean: Any, var: Any, *rest: Any, eps: float,
+                          weight: bool, relu: bool) -> tuple[Any, Any, Any]:
     """What graphnet.ops.norm's ``batch_norm_train_grad`` kernel computes, for NumPy arrays."""
     _, backward = _kernels()
     channels = x.shape[1]
-    gamma = affine[0] if weight else np.ones(channels, x.dtype)
+    gamma = rest[0] if weight else np.ones(channels, x.dtype)
     dx = np.empty(x.shape, x.dtype)
     dgamma, dbeta = np.empty(channels, x.dtype), np.empty(channels, x.dtype)
-    backward(_channels_last(g), _channels_last(x), mean, var, gamma, float(eps),
-             dx.reshape(x.shape[0], channels, -1), dgamma, dbeta)
+    x3 = _channels_last(x)
+    backward(_channels_last(g), x3, mean, var, gamma, float(eps), _channels_last(rest[-1]) if relu else x3,
+             bool(relu), dx.reshape(x.shape[0], channels, -1), dgamma, dbeta)
     return dx, dgamma, dbeta
 
 

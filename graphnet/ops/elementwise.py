@@ -187,7 +187,9 @@ defop("abs", scalar=lambda c, x: f"abs({x})", attrs={}, category="elementwise", 
 # g * mask rather than where(mask, g, 0): NumPy multiplies by a bool mask ~15x faster
 defop("relu", scalar=lambda c, x: f"({x} if {x} > 0 or {x} != {x} else {c(0)})", attrs={}, category="elementwise", infer=unary_same, accepts_out=True,
       kernel=lambda xp, x, out=None: xp.maximum(x, x.dtype.type(0), out=out),
-      grad=lambda g, out, ins: (g * greater(ins[0], 0.0),))
+      # masked by the output (out > 0 exactly where x > 0): the input then has one reader, the
+      # ReLU, and fuses with whatever computed it (a residual add)
+      grad=lambda g, out, ins: (g * greater(out, 0.0),))
 defop("sigmoid", scalar=lambda c, x: f"((math.tanh({x} * {c(0.5)}) + {c(1)}) * {c(0.5)})", attrs={}, category="elementwise", infer=unary_float, kernel=lambda xp, x: (xp.tanh(x * 0.5) + 1) * 0.5,
       grad=lambda g, out, ins: (g * out * (1.0 - out),))
 defop("tanh", scalar=lambda c, x: f"math.tanh({x})", attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.tanh(x, out=out), grad=lambda g, out, ins: (g * (1.0 - out * out),))

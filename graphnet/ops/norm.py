@@ -151,7 +151,7 @@ def batch_norm(
 # in one more; the ``fuse_batch_norm`` pass puts them in place of a training batch_norm.
 
 def _bn_train_infer(*ins: TensorType, eps: float, momentum: float, stats: bool, weight: bool,
-                    bias: bool) -> TupleType:
+                    bias: bool, relu: bool) -> TupleType:
     x = ins[0]
     if x.ndim < 2:
         raise ShapeError(f"batch_norm expects (N, C, ...) input, got shape {x.shape}")
@@ -176,7 +176,7 @@ def _channel_sum(a: Any) -> Any:
 
 
 def _bn_train_kernel(xp: Any, x: Any, *rest: Any, eps: float, momentum: float, stats: bool, weight: bool,
-                     bias: bool) -> tuple[Any, Any, Any, Any]:
+                     bias: bool, relu: bool) -> tuple[Any, Any, Any, Any]:
     affine = rest[2:] if stats else rest
     count = x.size // x.shape[1]
     shape = _per_channel(x)
@@ -190,11 +190,13 @@ def _bn_train_kernel(xp: Any, x: Any, *rest: Any, eps: float, momentum: float, s
     centred *= scale.reshape(shape)
     if bias:
         centred += affine[-1].reshape(shape)
+    if relu:
+        xp.maximum(centred, x.dtype.type(0), out=centred)
     return centred, mean, var, unbiased
 
 
 def _bn_train_grad(gs: tuple, outs: tuple[Tensor, ...], ins: tuple[Tensor, ...], *, eps: float, momentum: float,
-                   stats: bool, weight: bool, bias: bool) -> tuple:
+                   stats: bool, weight: bool, bias: bool, relu: bool) -> tuple:
     from .tuples import tuple_get
 
     x = ins[0]
@@ -203,8 +205,8 @@ def _bn_train_grad(gs: tuple, outs: tuple[Tensor, ...], ins: tuple[Tensor, ...],
     grads: list[Any] = [None] * len(ins)
     if g_out is not None:
         gamma = [ins[1 + 2 * stats]] if weight else []
-        node = declare("batch_norm_train_grad", [g_out, x, batch_mean, batch_var] + gamma,
-                       {"eps": eps, "weight": weight})
+        node = declare("batch_norm_train_grad", [g_out, x, batch_mean, batch_var] + gamma + ([outs[0]] if relu else []),
+                       {"eps": eps, "weight": weight, "relu": relu})
         grads[0] = tuple_get(node, 0)
         if weight:
             grads[1 + 2 * stats] = tuple_get(node, 1)
@@ -227,7 +229,7 @@ def _bn_train_grad(gs: tuple, outs: tuple[Tensor, ...], ins: tuple[Tensor, ...],
 
 
 def _bn_train_state_updates(outs: tuple[Tensor, ...], ins: tuple[Tensor, ...], *, eps: float, momentum: float,
-                            stats: bool, weight: bool, bias: bool) -> list[tuple[Tensor, Tensor]]:
+                            stats: bool, weight: bool, bias: bool, relu: bool) -> list[tuple[Tensor, Tensor]]:
     """As batch_norm's: running averages of the batch mean and the unbiased batch variance
     (which the kernel computes, so no step counts the elements)."""
     if not stats:
@@ -237,25 +239,31 @@ def _bn_train_state_updates(outs: tuple[Tensor, ...], ins: tuple[Tensor, ...], *
 
 
 defop("batch_norm_train", attrs={"eps": "float", "momentum": "float", "stats": "bool", "weight": "bool",
-                                 "bias": "bool"}, category="other",
+                                 "bias": "bool", "relu": "bool"}, category="other",
       infer=_bn_train_infer, kernel=_bn_train_kernel, grad=_bn_train_grad, state_updates=_bn_train_state_updates,
-      doc="Training-mode batch norm in one step: (output, batch mean, biased and unbiased batch variance).")
+      doc="Training-mode batch norm in one step: (output, batch mean, biased and unbiased batch variance); "
+          "with relu=True the output is max(output, 0) (the ReLU that alone read it, folded in).")
 
 
-def _bn_grad_infer(g: TensorType, x: TensorType, mean: TensorType, var: TensorType, *affine: TensorType,
-                   eps: float, weight: bool) -> TupleType:
-    if g.shape != x.shape or g.dtype != x.dtype or len(affine) != weight:
-        raise ShapeError(f"batch_norm_train_grad: gradient {g} for input {x}, {len(affine)} weights")
+def _bn_grad_infer(g: TensorType, x: TensorType, mean: TensorType, var: TensorType, *rest: TensorType,
+                   eps: float, weight: bool, relu: bool) -> TupleType:
+    if g.shape != x.shape or g.dtype != x.dtype or len(rest) != weight + relu:
+        raise ShapeError(f"batch_norm_train_grad: gradient {g} for input {x}, {len(rest)} more inputs")
     channel = TensorType((x.shape[1],), x.dtype)
-    for t in (mean, var) + affine:
+    for t in (mean, var) + (rest[:1] if weight else ()):
         if t.ndim != 1 or not dims_equal(t.shape[0], x.shape[1]):
             raise ShapeError(f"batch_norm_train_grad: per-channel values must be {channel}, got {t}")
+    if relu and (rest[-1].shape != x.shape or rest[-1].dtype != x.dtype):
+        raise ShapeError(f"batch_norm_train_grad: the ReLU's output must be {x}, got {rest[-1]}")
     return TupleType((x, channel, channel))
 
 
-def _bn_grad_kernel(xp: Any, g: Any, x: Any, mean: Any, var: Any, *affine: Any, eps: float,
-                    weight: bool) -> tuple[Any, Any, Any]:
-    """dx = scale / M * (M g - sum g - xhat sum(g xhat)), with scale = weight / sqrt(var + eps)."""
+def _bn_grad_kernel(xp: Any, g: Any, x: Any, mean: Any, var: Any, *rest: Any, eps: float,
+                    weight: bool, relu: bool) -> tuple[Any, Any, Any]:
+    """dx = scale / M * (M g - sum g - xhat sum(g xhat)), with scale = weight / sqrt(var + eps);
+    with relu, g is first zeroed where the ReLU's output is not positive."""
+    if relu:
+        g = g * (rest[-1] > 0)
     count = x.dtype.type(x.size // x.shape[1])
     shape = _per_channel(x)
     inv_std = 1 / xp.sqrt(var + x.dtype.type(eps))
@@ -266,11 +274,11 @@ def _bn_grad_kernel(xp: Any, g: Any, x: Any, mean: Any, var: Any, *affine: Any, 
     xhat *= (grad_weight / count).reshape(shape)
     xhat += (grad_bias / count).reshape(shape)
     dx = xp.subtract(g, xhat, out=xhat)
-    dx *= (inv_std * affine[0] if weight else inv_std).reshape(shape)
+    dx *= (inv_std * rest[0] if weight else inv_std).reshape(shape)
     return dx, grad_weight, grad_bias
 
 
-defop("batch_norm_train_grad", attrs={"eps": "float", "weight": "bool"}, category="other",
+defop("batch_norm_train_grad", attrs={"eps": "float", "weight": "bool", "relu": "bool"}, category="other",
       infer=_bn_grad_infer, kernel=_bn_grad_kernel,
       doc="Gradients of batch_norm_train: (input, weight, bias), in one step.")
 
