@@ -5,6 +5,7 @@ broadcasting and size edges."""
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -209,3 +210,14 @@ def test_a_group_ending_in_a_reduction_matches_numpy(shape, reduction, dtype):
     source = numba_codegen.kernel_source(body, [dtype, dtype], [(True,) * 2, (False, True)], dtype,
                                          accumulate=(False, True))
     assert "acc[0, i1] += np.float64(v1)" in source
+
+
+def test_an_unwritable_cache_directory_falls_back_to_one_private_directory(tmp_path, monkeypatch):
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")  # a file where the cache directory should be: makedirs fails
+    monkeypatch.setenv("GRAPHNET_CACHE_DIR", str(blocked))
+    body = (("mul", (-1, -1), ()), ("sub", (0, -1), ()), ("mul", (1, -1), ()))  # a source no test compiled
+    kernel = numba_codegen.FusedKernel(body, "float32", None)
+    x = np.arange(6, dtype=np.float32)
+    np.testing.assert_array_equal(kernel(x), (x * x - x) * x)
+    assert numba_codegen._private and os.path.isdir(numba_codegen._private[0])

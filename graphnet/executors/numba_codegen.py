@@ -221,7 +221,7 @@ def _import_kernel(source: str, digest: str) -> Any:
     for directory in (cache_dir(), None):
         try:
             if directory is None:
-                directory = tempfile.mkdtemp(prefix="graphnet-kernels-")
+                directory = _private_directory()
             os.makedirs(directory, exist_ok=True)
             path = os.path.join(directory, name + ".py")
             if not _holds(path, source):
@@ -237,6 +237,21 @@ def _import_kernel(source: str, digest: str) -> Any:
         except OSError:
             continue
     raise OSError("no directory to write generated kernels to")
+
+
+_private: list[str] = []
+
+
+def _private_directory() -> str:
+    """One temporary directory for this process's kernels, removed when it exits."""
+    if not _private:
+        holder = tempfile.TemporaryDirectory(prefix="graphnet-kernels-")
+        _private.append(holder.name)
+        _private_holders.append(holder)  # cleaned up (with its files) at interpreter exit
+    return _private[0]
+
+
+_private_holders: list[Any] = []
 
 
 def _holds(path: str, source: str) -> bool:
