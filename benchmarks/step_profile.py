@@ -14,13 +14,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections import defaultdict
 
 import numpy as np
 
 import graphnet as gn
-from graphnet.executors.base import check_feeds
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
 from mnist_cnn import seed_cnn  # noqa: E402 - the examples' own networks
@@ -48,27 +46,10 @@ def build(name: str) -> tuple[gn.Tensor, gn.Tensor, gn.nn.Module, gn.optim.Optim
 
 def profile(plan: gn.CompiledPlan, feeds: dict, steps: int) -> dict[str, float]:
     """Seconds per training step spent in each op (the effects included)."""
-    executor = plan.executor
     totals: dict[str, float] = defaultdict(float)
     for _ in range(steps):
-        bufs = list(executor._template)
-        for slot, var in executor._var_slots:
-            bufs[slot] = executor.variable_array(var)
-        for name, value in check_feeds(executor.plan, feeds).items():
-            bufs[executor._feed_slots[name]] = value
-        for fn, ins, outs, release, recycle, step in executor._program:
-            start = time.perf_counter()
-            result = fn(*[bufs[i] for i in ins])
-            totals[step.op] += time.perf_counter() - start
-            if len(outs) == 1:
-                bufs[outs[0]] = result
-            elif outs:
-                for slot, value in zip(outs, result):
-                    bufs[slot] = value
-            if recycle:
-                executor._recycle(bufs, recycle, outs)
-            for slot in release:
-                bufs[slot] = None
+        for op, seconds in plan.executor.time_steps(feeds).items():
+            totals[op] += seconds
     return {op: seconds / steps for op, seconds in totals.items()}
 
 

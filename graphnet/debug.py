@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -84,6 +84,17 @@ def _results(plan: CompiledPlan, feeds: Mapping[str, Any]) -> dict[str, np.ndarr
     return out
 
 
+def _snapshot(plan: CompiledPlan) -> Callable[[], None]:
+    """A function putting every variable of ``plan`` back to its value now."""
+    saved = [(var, var.data.copy()) for var in {id(v): v for v in plan.plan.variables.values()}.values()]
+
+    def restore() -> None:
+        for var, value in saved:
+            var.data[...] = value
+
+    return restore
+
+
 def _step_key(step: Step) -> tuple:
     op = step.attrs["body"][-1][0] if step.op == "fused" else step.op
     return (step.role, step.location, step.scope, op)
@@ -98,11 +109,7 @@ def bisect_passes(outputs: Any, feeds: Mapping[str, Any], optimizer: Any = None,
     The parameters' values are restored after every run, so the model is left as it was.
     """
     probe = _compile(outputs, optimizer, (), mode, seed)
-    saved = {id(var): (var, var.data.copy()) for var in probe.plan.variables.values()}
-
-    def restore() -> None:
-        for var, value in saved.values():
-            var.data[...] = value
+    restore = _snapshot(probe)
 
     try:
         reference = _results(probe, feeds)
@@ -133,12 +140,11 @@ def _locate(result: BisectResult, good: CompiledPlan, bad: CompiledPlan, feeds: 
             tolerance: float) -> None:
     """The first step of ``bad`` whose values differ from the matching step of ``good``
     (matched by role, source line, module path and op, in order)."""
-    saved = {id(v): (v, v.data.copy()) for v in good.plan.variables.values()}
+    restore = _snapshot(good)
     expected: dict[tuple, list[tuple[np.ndarray, ...]]] = {}
     for step, values in good.executor.trace(dict(feeds)):
         expected.setdefault(_step_key(step), []).append(values)
-    for var, value in saved.values():
-        var.data[...] = value
+    restore()
     seen: dict[tuple, int] = {}
     for step, values in bad.executor.trace(dict(feeds)):
         key = _step_key(step)

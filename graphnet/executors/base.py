@@ -121,7 +121,9 @@ class ArrayExecutor:
             self._pool.setdefault((array.shape, array.dtype), []).append(array)
 
     # --- running -------------------------------------------------------------------------
-    def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def _buffers(self, feeds: Mapping[str, Any]) -> list[Any]:
+        """A run's buffer slots: constants, the variables' arrays (checked against the plan),
+        and the checked feeds; refused first if the temporaries would exceed the memory limit."""
         bufs = list(self._template)
         for slot, var in self._var_slots:
             array = self.variable_array(var)
@@ -134,6 +136,10 @@ class ArrayExecutor:
         self._check_memory({name: value.shape for name, value in checked.items()})
         for name, value in checked.items():
             bufs[self._feed_slots[name]] = self.from_host(value)
+        return bufs
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        bufs = self._buffers(feeds)
         if self.check_numerics or config.flags.debug >= 4:
             self._run_checked(bufs)
         else:
@@ -230,15 +236,19 @@ class ArrayExecutor:
         """Run once, step by step, and return each step with host copies of its results (the
         effects run too). For debugging: ``gn.debug.bisect_passes`` compares two plans' traces."""
         record: list[tuple[Step, tuple[np.ndarray, ...]]] = []
-        bufs = list(self._template)
-        for slot, var in self._var_slots:
-            bufs[slot] = self.variable_array(var)
-        for name, value in check_feeds(self.plan, feeds).items():
-            bufs[self._feed_slots[name]] = self.from_host(value)
-        self._run_checked(bufs, record)
+        self._run_checked(self._buffers(feeds), record)
         return record
 
-    def _run_checked(self, bufs: list[Any], record: list | None = None) -> None:
+    def time_steps(self, feeds: Mapping[str, Any]) -> dict[str, float]:
+        """Run once, step by step (the effects too), and return the seconds spent in each op.
+        For profiling: benchmarks/step_profile.py sums it over runs."""
+        seconds: dict[str, float] = {}
+        for elapsed, step in self._run_checked(self._buffers(feeds)):
+            seconds[step.op] = seconds.get(step.op, 0.0) + elapsed
+        return seconds
+
+    def _run_checked(self, bufs: list[Any], record: list | None = None) -> list[tuple[float, Step]]:
+        """Every step in order, timed, with numerics checked when asked; returns the timings."""
         timings: list[tuple[float, Step]] = []
         xp = self.xp
         for index, (fn, ins, outs, rel, recycle, step) in enumerate(self._program):
@@ -281,6 +291,7 @@ class ArrayExecutor:
             print(f"run: {len(timings)} steps in {total * 1e3:.2f} ms; slowest:")
             for t, step in sorted(timings, key=lambda p: -p[0])[:10]:
                 print(f"  {t * 1e3:8.3f} ms  {step.op:<20} {step.output:<8} {step.location}")
+        return timings
 
 
 class RunResult(dict):

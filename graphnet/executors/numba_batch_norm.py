@@ -76,7 +76,7 @@ def _kernels() -> tuple[Callable[..., None], Callable[..., None]]:
     return forward, backward
 
 
-def _channels_last(x: Any) -> Any:
+def _as_3d(x: Any) -> Any:
     """``x`` (N, C, ...) as a contiguous (N, C, rest) array (a view where it can be)."""
     return np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
 
@@ -91,7 +91,7 @@ def batch_norm_train(x: Any, *rest: Any, eps: float, momentum: float, stats: boo
     beta = affine[-1] if bias else np.zeros(channels, x.dtype)
     y = np.empty(x.shape, x.dtype)
     mean, var, unbiased = (np.empty(channels, x.dtype) for _ in range(3))
-    forward(_channels_last(x), gamma, beta, float(eps), bool(relu), y.reshape(x.shape[0], channels, -1), mean, var,
+    forward(_as_3d(x), gamma, beta, float(eps), bool(relu), y.reshape(x.shape[0], channels, -1), mean, var,
             unbiased)
     return y, mean, var, unbiased
 
@@ -104,8 +104,8 @@ def batch_norm_train_grad(g: Any, x: Any, mean: Any, var: Any, *rest: Any, eps: 
     gamma = rest[0] if weight else np.ones(channels, x.dtype)
     dx = np.empty(x.shape, x.dtype)
     dgamma, dbeta = np.empty(channels, x.dtype), np.empty(channels, x.dtype)
-    x3 = _channels_last(x)
-    backward(_channels_last(g), x3, mean, var, gamma, float(eps), _channels_last(rest[-1]) if relu else x3,
+    x3 = _as_3d(x)
+    backward(_as_3d(g), x3, mean, var, gamma, float(eps), _as_3d(rest[-1]) if relu else x3,
              bool(relu), dx.reshape(x.shape[0], channels, -1), dgamma, dbeta)
     return dx, dgamma, dbeta
 

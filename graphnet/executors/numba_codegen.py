@@ -358,15 +358,13 @@ class FusedKernel:
         if self.results is not None:  # writes its first inputs (variables: contiguous, owning their memory)
             if fn is None or not all(arrays[j].flags.c_contiguous for j in range(len(self.results))):
                 return self.fallback(*arrays)
-            fn(*[a.reshape(v) if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(v)
-                 for a, v in zip(arrays, views)])
+            fn(*_views(arrays, views))
             return None
         if fn is None:
             return self.fallback(*arrays, out=out)
         if reduction is not None:  # sum in float64, then scale and round once
             acc = np.zeros(reduction[0], np.float64)
-            fn(acc, extents, *[a.reshape(v) if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(v)
-                               for a, v in zip(arrays, views)])
+            fn(acc, extents, *_views(arrays, views))
             if reduction[1] != 1.0:
                 acc *= reduction[1]
             result = acc.reshape(out_shape).astype(self.out_dtype)
@@ -375,9 +373,14 @@ class FusedKernel:
                 return out
             return result
         target = out if out is not None and out.flags.c_contiguous else np.empty(out_shape, self.out_dtype)
-        fn(target.reshape(extents), *[a.reshape(v) if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(v)
-                                      for a, v in zip(arrays, views)])
+        fn(target.reshape(extents), *_views(arrays, views))
         if out is not None and target is not out:
             np.copyto(out, target)
             return out
         return target
+
+
+def _views(arrays: Sequence[Any], shapes: Sequence[tuple[int, ...]]) -> list[Any]:
+    """Each array reshaped to its collapsed view (a copy only for a non-contiguous input)."""
+    return [a.reshape(v) if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(v)
+            for a, v in zip(arrays, shapes)]

@@ -15,7 +15,7 @@ generators (numba, CuPy) compile the same description into one loop.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import ShapeError
 from ..ir import TensorType
@@ -144,11 +144,17 @@ def _assign_infer(*types: TensorType, body: Any, results: Any, kinds: Any) -> Te
     return types[0]
 
 
-def _assign_kernel(xp: Any, *inputs: Any, body: Any, results: Any, kinds: Any) -> None:
-    """Every member first (from the variables' old values), then each write."""
+def _member_values(xp: Any, inputs: Any, body: Any) -> Iterator[Any]:
+    """Each member's value in turn, from its own kernel (no intermediate overwritten)."""
     values: list[Any] = []
     for op, args, attrs in body:
         values.append(get_op(op).kernel(xp, *[inputs[-a - 1] if a < 0 else values[a] for a in args], **dict(attrs)))
+        yield values[-1]
+
+
+def _assign_kernel(xp: Any, *inputs: Any, body: Any, results: Any, kinds: Any) -> None:
+    """Every member first (from the variables' old values), then each write."""
+    values = list(_member_values(xp, inputs, body))
     for target, r in zip(inputs, results):
         xp.copyto(target, values[r])
 
@@ -156,13 +162,9 @@ def _assign_kernel(xp: Any, *inputs: Any, body: Any, results: Any, kinds: Any) -
 def first_nonfinite_member(xp: Any, inputs: Any, body: Any) -> int | None:
     """The first member of a fused group whose value holds a NaN or an Inf, run one by one on
     ``inputs`` with the members' own kernels (for check_numerics to name the op), or None."""
-    values: list[Any] = []
-    for i, (op, args, attrs) in enumerate(body):
-        value = get_op(op).kernel(xp, *[inputs[-a - 1] if a < 0 else values[a] for a in args], **dict(attrs))
-        kind = getattr(getattr(value, "dtype", None), "kind", "")
-        if kind == "f" and not bool(xp.all(xp.isfinite(value))):
+    for i, value in enumerate(_member_values(xp, inputs, body)):
+        if getattr(getattr(value, "dtype", None), "kind", "") == "f" and not bool(xp.all(xp.isfinite(value))):
             return i
-        values.append(value)
     return None
 
 

@@ -212,9 +212,10 @@ def _bn_train_grad(gs: tuple, outs: tuple[Tensor, ...], ins: tuple[Tensor, ...],
             grads[1 + 2 * stats] = tuple_get(node, 1)
         if bias:
             grads[-1] = tuple_get(node, 2)
-    axes = _axes(x)
+    if g_mean is None and g_var is None and g_unbiased is None:
+        return tuple(grads)
     bshape = (1, x.shape[1] if isinstance(x.shape[1], int) else -1) + (1,) * (x.ndim - 2)
-    count = numel(x, axes)
+    count = numel(x, _axes(x))
     # the statistics read directly (rarely: a loss on the batch mean): d mean = 1/M, d var = 2 (x - mean)/M
     if g_mean is not None:
         extra = reshape(g_mean, bshape) / count + x * 0.0
