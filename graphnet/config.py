@@ -13,6 +13,9 @@ groups become generated kernels (numba installed and ``GRAPHNET_CODEGEN`` not ``
 ``GRAPHNET_CODEGEN=numba`` (default) compiles fused groups to numba kernels; ``numpy`` runs
 them as NumPy ufunc calls (also what happens where numba is not installed).
 ``GRAPHNET_CACHE_DIR`` is where generated kernels are kept (default ``~/.cache/graphnet``).
+``GRAPHNET_AUTOTUNE=0`` picks each convolution's algorithm by a fixed cost rule (reproducible
+across machines) instead of timing the candidates once per shape (the default, remembered
+in the kernel cache).
 ``GRAPHNET_MEMORY_LIMIT=8G`` refuses runs whose temporaries would need more (bytes; K, M, G
 suffixes); by default the machine's available memory when the plan is first run.
 """
@@ -52,6 +55,9 @@ class Flags:
     codegen: str = field(default_factory=lambda: os.environ.get("GRAPHNET_CODEGEN", "numba").strip().lower()
                          or "numba")
     fuse: bool = field(default_factory=lambda: _fuse_default())
+    # time each convolution algorithm once per shape and keep the fastest (else: the cost rule)
+    autotune: bool = field(default_factory=lambda: os.environ.get("GRAPHNET_AUTOTUNE", "1").strip().lower()
+                           not in ("0", "false", "no", "off"))
 
 
 def _fuse_default() -> bool:
@@ -95,9 +101,13 @@ flags = Flags()
 def options(
     *, debug: int | None = None, verify: bool | None = None, disabled_passes: frozenset[str] | set[str] | None = None,
     memory_limit: int | None = None, fuse: bool | None = None, codegen: str | None = None,
+    autotune: bool | None = None,
 ) -> Iterator[Flags]:
     """Temporarily override debug flags: ``with gn.config.options(debug=2): gn.compile(...)``."""
-    saved = (flags.debug, flags.verify, flags.disabled_passes, flags.memory_limit, flags.fuse, flags.codegen)
+    saved = (flags.debug, flags.verify, flags.disabled_passes, flags.memory_limit, flags.fuse, flags.codegen,
+             flags.autotune)
+    if autotune is not None:
+        flags.autotune = bool(autotune)
     if codegen is not None:
         if codegen not in ("numba", "numpy"):
             raise ValueError(f"codegen must be 'numba' or 'numpy', got {codegen!r}")
@@ -115,4 +125,5 @@ def options(
     try:
         yield flags
     finally:
-        flags.debug, flags.verify, flags.disabled_passes, flags.memory_limit, flags.fuse, flags.codegen = saved
+        (flags.debug, flags.verify, flags.disabled_passes, flags.memory_limit, flags.fuse, flags.codegen,
+         flags.autotune) = saved

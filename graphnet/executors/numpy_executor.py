@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import config
 from ..plan import Step
-from . import numba_batch_norm, numba_codegen
+from . import numba_batch_norm, numba_codegen, numba_conv
 from .base import ArrayExecutor
 
 
@@ -27,6 +27,7 @@ class NumpyExecutor(ArrayExecutor):
         self._generated: list[numba_codegen.FusedKernel] = []
         self._fallbacks: dict[str, int] = {}
         self._library: dict[str, float] = {}  # op -> seconds its numba kernel took to compile or load
+        self._convolutions: list[numba_conv.ConvKernel] = []
         super().__init__(*args, **kwargs)
 
     def codegen_summary(self) -> dict[str, Any]:
@@ -41,7 +42,9 @@ class NumpyExecutor(ArrayExecutor):
                 "shared_in_process": sum(1 for origin, _ in loads if origin == "memory"),
                 "seconds": round(sum(seconds for _, seconds in loads), 4),
                 "numpy_groups": dict(self._fallbacks),
-                "numba_library": {op: round(seconds, 4) for op, seconds in self._library.items()}}
+                "numba_library": {op: round(seconds, 4) for op, seconds in self._library.items()},
+                "conv_algorithms": {shape: f"{name} ({how})" for kernel in self._convolutions
+                                    for shape, (name, how) in kernel.decisions.items()}}
 
     def _library_kernel(self, step: Step) -> Callable[..., Any]:
         """A hand-written numba kernel for ``step``'s op, compiled (or loaded) now on tiny inputs."""
@@ -64,6 +67,10 @@ class NumpyExecutor(ArrayExecutor):
         if step.op in numba_batch_norm.KERNELS and config.flags.codegen == "numba" \
                 and numba_codegen.numba_available():
             return self._library_kernel(step)
+        if step.op in numba_conv.CONV_OPS and config.flags.codegen == "numba" and numba_codegen.numba_available():
+            kernel = numba_conv.ConvKernel(step.op, dict(step.attrs), config.flags.autotune)
+            self._convolutions.append(kernel)
+            return kernel
         if step.op not in ("fused", "fused_assign"):
             return fallback
         if config.flags.codegen != "numba":

@@ -1,0 +1,302 @@
+"""Convolution algorithms for the CPU, compiled with numba, chosen per shape.
+
+``conv2d``, ``conv2d_grad_input`` and ``conv2d_grad_weight`` are defined once, in
+graphnet/ops/nn.py, with the ``xp`` kernels of graphnet/ops/conv_kernels.py (shared with
+CuPy). Those build their im2col matrices from whole-array copies: a padded copy, a
+channels-last transpose, then the strided gather, then a transpose of the result back to
+NCHW. On the CPU that memory traffic costs more than the arithmetic. The algorithms here:
+
+* ``batched_gemm``: one numba pass gathers each image's columns ``(K, Ho*Wo)`` straight from
+  the NCHW input (padding written as zeros, no padded copy), and one BLAS product per image
+  writes the NCHW result in place; the input gradient scatters the columns' gradient back
+  in one numba pass (col2im), and the weight gradient sums per-image products.
+* ``xp``: the shared kernel.
+
+Which runs is decided per step and per input shape: by a cost rule, or, with autotuning on
+(``GRAPHNET_AUTOTUNE=1``, the default), by timing each candidate once on the real shapes at
+the first run and keeping the fastest, remembered on disk beside the generated kernels.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from ..ops import conv_kernels
+from .numba_codegen import cache_dir
+
+CONV_OPS = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")
+
+
+@functools.lru_cache(maxsize=1)
+def _loops() -> dict[str, Callable[..., None]]:
+    import numba  # only plans with convolutions pay for importing it
+
+    jit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
+
+    @jit
+    def valid_range(off, step, size, count):  # pragma: no cover - compiled
+        """Output positions o in [lo, hi) with 0 <= o * step + off < size."""
+        lo = 0 if off >= 0 else (-off + step - 1) // step
+        hi = (size - off + step - 1) // step
+        hi = min(max(hi, lo), count)
+        return min(lo, count), hi
+
+    # Inner loops index 1-d row views with unsigned integers: numba wraps negative indices
+    # around, and that check per element keeps LLVM from vectorising the copy (3x slower).
+    @jit
+    def im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):  # pragma: no cover - compiled
+        n_count, channels, height, width = x.shape
+        for n in range(n_count):
+            for c in range(channels):
+                for i in range(kh):
+                    for j in range(kw):
+                        dst = cols[n, (c * kh + i) * kw + j]
+                        off = j * dw - pw
+                        lo, hi = valid_range(off, sw, width, wo)
+                        for y in range(ho):
+                            iy = y * sh - ph + i * dh
+                            base = y * wo
+                            if iy < 0 or iy >= height:
+                                for o in range(wo):
+                                    dst[np.uint64(base + o)] = 0
+                                continue
+                            src = x[n, c, iy]
+                            for o in range(lo):
+                                dst[np.uint64(base + o)] = 0
+                            for o in range(lo, hi):
+                                dst[np.uint64(base + o)] = src[np.uint64(o * sw + off)]
+                            for o in range(hi, wo):
+                                dst[np.uint64(base + o)] = 0
+
+    @jit
+    def col2im(cols, dx, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):  # pragma: no cover - compiled
+        n_count, channels, height, width = dx.shape
+        for n in range(n_count):
+            for c in range(channels):
+                dx[n, c] = 0
+                for i in range(kh):
+                    for j in range(kw):
+                        src = cols[n, (c * kh + i) * kw + j]
+                        off = j * dw - pw
+                        lo, hi = valid_range(off, sw, width, wo)
+                        for y in range(ho):
+                            iy = y * sh - ph + i * dh
+                            if iy < 0 or iy >= height:
+                                continue
+                            dst = dx[n, c, iy]
+                            base = y * wo
+                            for o in range(lo, hi):
+                                dst[np.uint64(o * sw + off)] += src[np.uint64(base + o)]
+
+    return {"im2col": im2col, "col2im": col2im}
+
+
+class _Geometry:
+    """Sizes of one convolution, from the input and weight shapes and the step's attributes."""
+
+    def __init__(self, x_shape: tuple[int, ...], w_shape: tuple[int, ...], stride: tuple, padding: tuple,
+                 dilation: tuple, groups: int) -> None:
+        self.n, self.c, self.h, self.w = (int(v) for v in x_shape)
+        self.o, self.cg, self.kh, self.kw = (int(v) for v in w_shape)
+        self.groups = int(groups)
+        self.sh, self.sw = stride
+        self.ph, self.pw = padding
+        self.dh, self.dw = dilation
+        if self.c % self.groups or self.o % self.groups or self.cg != self.c // self.groups:
+            raise ValueError(f"conv2d: incompatible shapes x{tuple(x_shape)} w{tuple(w_shape)} groups={groups}")
+        self.ho = (self.h + 2 * self.ph - self.dh * (self.kh - 1) - 1) // self.sh + 1
+        self.wo = (self.w + 2 * self.pw - self.dw * (self.kw - 1) - 1) // self.sw + 1
+        if self.ho < 1 or self.wo < 1:
+            raise ValueError("conv2d: kernel larger than (padded) input")
+        self.og = self.o // self.groups
+        self.k = self.cg * self.kh * self.kw  # one group's column count
+        self.p = self.ho * self.wo
+
+    def loop_args(self) -> tuple[int, ...]:
+        return (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.dh, self.dw, self.ho, self.wo)
+
+    def columns(self, x: np.ndarray) -> np.ndarray:
+        """(N, G, K, Ho*Wo): each image's im2col matrix, rows ordered (channel, i, j)."""
+        cols = np.empty((self.n, self.groups, self.k, self.p), x.dtype)
+        _loops()["im2col"](np.ascontiguousarray(x), cols.reshape(self.n, self.groups * self.k, self.p),
+                           *self.loop_args())
+        return cols
+
+
+def _geometry(x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -> _Geometry:
+    return _Geometry(x_shape, w_shape, attrs["stride"], attrs["padding"], attrs["dilation"], attrs["groups"])
+
+
+def _weights(geo: _Geometry, w: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(w).reshape(geo.groups, geo.og, geo.k)
+
+
+# --- batched_gemm: per-image columns and one BLAS product per image ------------------------
+
+def gemm_forward(x: np.ndarray, w: np.ndarray, **attrs: Any) -> np.ndarray:
+    geo = _geometry(x.shape, w.shape, attrs)
+    out = np.empty((geo.n, geo.groups, geo.og, geo.p), x.dtype)
+    np.matmul(_weights(geo, w), geo.columns(x), out=out)  # (G, Og, K) @ (N, G, K, P)
+    return out.reshape(geo.n, geo.o, geo.ho, geo.wo)
+
+
+def gemm_grad_input(g: np.ndarray, w: np.ndarray, x: Any, **attrs: Any) -> np.ndarray:
+    geo = _geometry(x.shape, w.shape, attrs)
+    grads = np.ascontiguousarray(g).reshape(geo.n, geo.groups, geo.og, geo.p)
+    cols = np.matmul(_weights(geo, w).transpose(0, 2, 1), grads)  # (N, G, K, P)
+    dx = np.empty((geo.n, geo.c, geo.h, geo.w), g.dtype)
+    _loops()["col2im"](cols.reshape(geo.n, geo.groups * geo.k, geo.p), dx, *geo.loop_args())
+    return dx
+
+
+def gemm_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, **attrs: Any) -> np.ndarray:
+    geo = _geometry(x.shape, w.shape, attrs)
+    grads = np.ascontiguousarray(g).reshape(geo.n, geo.groups, geo.og, geo.p)
+    per_image = np.matmul(grads, geo.columns(x).transpose(0, 1, 3, 2))  # (N, G, Og, K)
+    return per_image.sum(axis=0, dtype=np.float64).astype(g.dtype).reshape(geo.o, geo.cg, geo.kh, geo.kw)
+
+
+def _shared(op: str) -> Callable[..., np.ndarray]:
+    kernel = getattr(conv_kernels, op)
+    return functools.partial(kernel, np)
+
+
+#: op -> algorithm -> (kernel taking the step's inputs and attributes, applies(x_shape, w_shape, attrs))
+ALGORITHMS: dict[str, dict[str, tuple[Callable[..., np.ndarray], Callable[..., bool]]]] = {
+    "conv2d": {
+        "xp": (_shared("conv2d"), lambda xs, ws, a: True),
+        "batched_gemm": (gemm_forward, lambda xs, ws, a: True),
+    },
+    "conv2d_grad_input": {
+        "xp": (_shared("conv2d_grad_input"), lambda xs, ws, a: True),
+        "batched_gemm": (gemm_grad_input, lambda xs, ws, a: True),
+    },
+    "conv2d_grad_weight": {
+        "xp": (_shared("conv2d_grad_weight"), lambda xs, ws, a: True),
+        "batched_gemm": (gemm_grad_weight, lambda xs, ws, a: True),
+    },
+}
+
+
+def shapes_of(op: str, arrays: tuple[Any, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(input shape, weight shape) of a convolution step from its input arrays."""
+    if op == "conv2d":
+        return tuple(arrays[0].shape), tuple(arrays[1].shape)
+    if op == "conv2d_grad_input":
+        return tuple(arrays[2].shape), tuple(arrays[1].shape)
+    return tuple(arrays[0].shape), tuple(arrays[2].shape)
+
+
+def candidates(op: str, x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -> list[str]:
+    """The algorithms that can compute ``op`` at these shapes, in the cost rule's order of preference."""
+    usable = [name for name, (_, applies) in ALGORITHMS[op].items() if applies(x_shape, w_shape, attrs)]
+    return sorted(usable, key=lambda name: _RULE_ORDER.index(name))
+
+
+_RULE_ORDER = ("xp", "batched_gemm")
+
+
+def rule(op: str, x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -> str:
+    """The cost rule (used when autotuning is off), from timings of this project's reference
+    networks (benchmarks/conv_algorithms.py): per-image columns for 1x1 and single-channel
+    convolutions, whose columns are no bigger than the input, and for input gradients
+    (one scatter pass instead of one per tap) unless the images are small, where per-image
+    products are too small for BLAS; the shared kernel's single large product otherwise."""
+    geo = _geometry(x_shape, w_shape, attrs)
+    if geo.kh * geo.kw == 1 or geo.cg == 1:
+        return "batched_gemm"
+    if op == "conv2d_grad_input" and (max(geo.sh, geo.sw) > 1 or geo.p >= 64):
+        return "batched_gemm"
+    return "xp"
+
+
+def _decisions_path() -> str:
+    return os.path.join(cache_dir(), "conv_algorithms.json")
+
+
+def _load_decisions() -> dict[str, str]:
+    """Algorithms timed earlier on this machine (a file we wrote, but read as untrusted: any
+    entry that is not a known algorithm name is ignored)."""
+    try:
+        with open(_decisions_path()) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _save_decision(key: str, algorithm: str) -> None:
+    with _lock:
+        decisions = _load_decisions()
+        decisions[key] = algorithm
+        path = _decisions_path()
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            temporary = f"{path}.{os.getpid()}.tmp"
+            with open(temporary, "w") as f:
+                json.dump(decisions, f, indent=0, sort_keys=True)
+            os.replace(temporary, path)
+        except OSError:
+            pass  # an unwritable cache only means timing again in the next process
+
+
+_lock = threading.Lock()
+
+
+class ConvKernel:
+    """A convolution step's kernel: picks an algorithm per distinct (input, weight, dtype)
+    shape, the first time it sees it, then calls it directly.
+
+    With autotuning on, each candidate runs twice on the step's real inputs and the faster
+    second run wins (remembered on disk, keyed by op, shapes, dtype and attributes); off,
+    the cost rule decides. ``decisions`` lists what was picked and how, for the report."""
+
+    def __init__(self, op: str, attrs: dict[str, Any], autotune: bool) -> None:
+        self.op = op
+        self.attrs = attrs
+        self.autotune = autotune
+        self._chosen: dict[tuple, Callable[..., np.ndarray]] = {}
+        self.decisions: dict[str, tuple[str, str]] = {}  # shape key -> (algorithm, "rule"|"timed"|"cached")
+
+    def __call__(self, *arrays: Any) -> np.ndarray:
+        x_shape, w_shape = shapes_of(self.op, arrays)
+        shape_key = (x_shape, w_shape, arrays[0].dtype.str)
+        kernel = self._chosen.get(shape_key)
+        if kernel is None:
+            return self._choose(shape_key, arrays)
+        return kernel(*arrays, **self.attrs)
+
+    def _choose(self, shape_key: tuple, arrays: tuple[Any, ...]) -> np.ndarray:
+        x_shape, w_shape, dtype = shape_key
+        options = candidates(self.op, x_shape, w_shape, self.attrs)
+        text = f"{self.op} x{list(x_shape)} w{list(w_shape)} {np.dtype(dtype).name} " + " ".join(
+            f"{k}={v}" for k, v in sorted(self.attrs.items()))
+        result = None
+        if not self.autotune or len(options) == 1:
+            name, how = (rule(self.op, x_shape, w_shape, self.attrs) if len(options) > 1 else options[0]), "rule"
+        elif _load_decisions().get(text) in options:
+            name, how = _load_decisions()[text], "cached"
+        else:
+            seconds = {}
+            for candidate in options:
+                kernel = ALGORITHMS[self.op][candidate][0]
+                kernel(*arrays, **self.attrs)  # the first call may load a compiled loop
+                start = time.perf_counter()
+                value = kernel(*arrays, **self.attrs)
+                seconds[candidate] = time.perf_counter() - start
+                if result is None or seconds[candidate] == min(seconds.values()):
+                    result = value
+            name, how = min(seconds, key=seconds.__getitem__), "timed"
+            _save_decision(text, name)
+        self._chosen[shape_key] = ALGORITHMS[self.op][name][0]
+        self.decisions[text] = (name, how)
+        return result if result is not None else self._chosen[shape_key](*arrays, **self.attrs)

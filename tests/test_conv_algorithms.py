@@ -1,0 +1,128 @@
+"""Every CPU convolution algorithm (graphnet/executors/numba_conv.py) against the plain reference
+convolution of test_conv_kernels, on its table of shapes (stride, padding, dilation, groups),
+in float64 and float32; and how the executor picks among them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_conv_kernels import CONV_CASES, _conv_attrs, _conv_inputs, ref_conv2d, ref_conv2d_grads
+
+import graphnet as gn
+from graphnet.executors import numba_codegen, numba_conv
+
+pytestmark = pytest.mark.skipif(not numba_codegen.numba_available(), reason="numba is not installed")
+
+ALL = [(op, name) for op, table in numba_conv.ALGORITHMS.items() for name in table]
+
+
+def _arguments(op, x, w, g):
+    return {"conv2d": (x, w), "conv2d_grad_input": (g, w, x), "conv2d_grad_weight": (x, g, w)}[op]
+
+
+@pytest.fixture(scope="module", params=range(len(CONV_CASES)), ids=lambda i: f"case{i}")
+def case(request):
+    x, w = _conv_inputs(CONV_CASES[request.param], seed=request.param)
+    attrs = _conv_attrs(CONV_CASES[request.param])
+    y = ref_conv2d(x, w, attrs["stride"], attrs["padding"], attrs["dilation"], attrs["groups"])
+    g = np.random.default_rng(7 + request.param).standard_normal(y.shape)
+    dx, dw = ref_conv2d_grads(x, w, g, attrs["stride"], attrs["padding"], attrs["dilation"], attrs["groups"])
+    return x, w, g, attrs, {"conv2d": y, "conv2d_grad_input": dx, "conv2d_grad_weight": dw}
+
+
+@pytest.mark.parametrize("op,algorithm", ALL)
+def test_algorithm_matches_reference_float64(case, op, algorithm):
+    x, w, g, attrs, expected = case
+    kernel = numba_conv.ALGORITHMS[op][algorithm][0]
+    result = kernel(*_arguments(op, x, w, g), **attrs)
+    assert result.shape == expected[op].shape and result.dtype == np.float64 and result.flags.c_contiguous
+    np.testing.assert_allclose(result, expected[op], rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("op,algorithm", ALL)
+def test_algorithm_float32_and_strided_inputs(op, algorithm):
+    x, w = _conv_inputs(CONV_CASES[1], seed=3)  # groups 2, stride (2, 1), padding (1, 2)
+    attrs = _conv_attrs(CONV_CASES[1])
+    y = ref_conv2d(x, w, attrs["stride"], attrs["padding"], attrs["dilation"], attrs["groups"])
+    g = np.random.default_rng(5).standard_normal(y.shape)
+    dx, dw = ref_conv2d_grads(x, w, g, attrs["stride"], attrs["padding"], attrs["dilation"], attrs["groups"])
+    expected = {"conv2d": y, "conv2d_grad_input": dx, "conv2d_grad_weight": dw}[op]
+    # a transposed-then-transposed-back input is not C-contiguous
+    x32 = np.asfortranarray(x.astype(np.float32))
+    g32 = np.asfortranarray(g.astype(np.float32))
+    result = numba_conv.ALGORITHMS[op][algorithm][0](*_arguments(op, x32, w.astype(np.float32), g32), **attrs)
+    assert result.dtype == np.float32
+    np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_cost_rule_and_candidates():
+    attrs = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1}
+    assert numba_conv.rule("conv2d", (64, 1, 28, 28), (10, 1, 5, 5), attrs) == "batched_gemm"
+    assert numba_conv.rule("conv2d", (128, 64, 4, 4), (64, 64, 3, 3), attrs) == "xp"
+    assert numba_conv.rule("conv2d_grad_input", (64, 10, 12, 12), (20, 10, 5, 5), attrs) == "batched_gemm"
+    assert set(numba_conv.candidates("conv2d", (2, 3, 8, 8), (4, 3, 3, 3), attrs)) == {"xp", "batched_gemm"}
+
+
+def _training_plan():
+    gn.manual_seed(0)
+    x = gn.placeholder("x", (None, 1, 10, 10))
+    labels = gn.placeholder("labels", (None,), dtype="int64")
+    model = gn.nn.Sequential(gn.nn.Conv2d(1, 4, 3, padding=1), gn.nn.ReLU(), gn.nn.Conv2d(4, 6, 3, stride=2),
+                             gn.nn.Flatten(), gn.nn.Linear(6 * 4 * 4, 3))
+    return gn.compile({"loss": gn.losses.cross_entropy(model(x), labels)}, optimizer=gn.optim.SGD(lr=0.1))
+
+
+def _feeds(batch):
+    rng = np.random.default_rng(1)
+    return {"x": rng.standard_normal((batch, 1, 10, 10)).astype(np.float32),
+            "labels": rng.integers(0, 3, batch)}
+
+
+@pytest.mark.parametrize("autotune", [False, True])
+def test_executor_records_its_choices(tmp_path, monkeypatch, autotune):
+    monkeypatch.setenv("GRAPHNET_CACHE_DIR", str(tmp_path))
+    with gn.config.options(autotune=autotune):
+        plan = _training_plan()
+        plan.run(_feeds(8))
+        plan.run(_feeds(5))  # a new batch size is a new shape: chosen again
+    chosen = plan.report.codegen["conv_algorithms"]
+    assert len(chosen) == 2 * 5  # 2 forward convs, 2 weight gradients, 1 input gradient; at 2 batch sizes
+    how = {entry.split("(")[1].rstrip(")") for entry in chosen.values()}
+    assert how == ({"timed"} if autotune else {"rule"})
+    stored = tmp_path / "kernels" / "conv_algorithms.json"
+    assert stored.exists() == autotune
+    if autotune:
+        assert set(json.loads(stored.read_text())) == set(chosen)
+        with gn.config.options(autotune=True):
+            again = _training_plan()
+            again.run(_feeds(8))
+        assert {v.split("(")[1] for v in again.report.codegen["conv_algorithms"].values()} == {"cached)"}
+
+
+def test_stored_choices_are_untrusted(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHNET_CACHE_DIR", str(tmp_path))
+    (tmp_path / "kernels").mkdir()
+    (tmp_path / "kernels" / "conv_algorithms.json").write_text("[1, 2")
+    with gn.config.options(autotune=True):
+        plan = _training_plan()
+        plan.run(_feeds(4))
+    stored = json.loads((tmp_path / "kernels" / "conv_algorithms.json").read_text())
+    stored = {key: "__import__('os')" for key in stored}
+    (tmp_path / "kernels" / "conv_algorithms.json").write_text(json.dumps(stored))
+    with gn.config.options(autotune=True):
+        plan = _training_plan()
+        plan.run(_feeds(4))
+    assert all(v.endswith("(timed)") for v in plan.report.codegen["conv_algorithms"].values())
+
+
+def test_algorithms_agree_in_training(tmp_path, monkeypatch):
+    """Training with the cost rule's choices gives what the shared kernels give."""
+    monkeypatch.setenv("GRAPHNET_CACHE_DIR", str(tmp_path))
+    losses = {}
+    for codegen in ("numba", "numpy"):
+        with gn.config.options(codegen=codegen, autotune=False):
+            plan = _training_plan()
+            losses[codegen] = [float(plan.run(_feeds(6))["loss"]) for _ in range(4)]
+    np.testing.assert_allclose(losses["numba"], losses["numpy"], rtol=1e-5)
