@@ -131,6 +131,9 @@ def _inspect_text(summary: dict[str, Any]) -> str:
               for name, s in summary["parameters"].items()]
     lines.append("ops: " + ", ".join(f"{op} x{n}" for op, n in summary["op_counts"].items()))
     lines.append(f"memory: {summary['memory_at_batch_1']:,} bytes of temporaries at batch 1 (peak)")
+    peak = summary["peak_memory"]
+    lines.append(f"peak memory: {peak['bytes']:,} + {peak['bytes_per_batch_item']:,} * batch bytes "
+                 f"(storage blocks, unplanned results and kernel scratch, before running)")
     return "\n".join(lines)
 
 

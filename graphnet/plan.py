@@ -76,6 +76,18 @@ def view_roots(steps: list[Step], buffers: Iterable[str],
 
 
 @dataclass(frozen=True)
+class MemoryPlan:
+    """Where computed values are written (graphnet.passes.plan_memory): ``blocks`` lists each
+    storage block's (shape, dtype), dims as in the buffers (an int, a named dim, or None for
+    the feeds' unknown dim); ``storage`` maps a planned temp buffer to its block; ``inplace``
+    maps a step index to the input position whose block its result overwrites."""
+
+    blocks: tuple[tuple[tuple, str], ...]
+    storage: dict[str, int]
+    inplace: dict[int, int]
+
+
+@dataclass(frozen=True)
 class PassRecord:
     """What one compile pass did: its name and the node counts before and after."""
 
@@ -113,6 +125,7 @@ class Plan:
     mode: str | None = None  # "train", "eval" or "mixed" for plans with mode-dependent ops
     dims: DimConstraints | None = None  # what the feeds' unknown dims must satisfy
     passes: list[PassRecord] = field(default_factory=list)
+    memory: MemoryPlan | None = None  # None: every step's result is a fresh array
 
     def __post_init__(self) -> None:
         if self.first_effect < 0:

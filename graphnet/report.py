@@ -26,6 +26,7 @@ class CompileReport:
     kernels: int  # steps of the plan: each one kernel call per run
     kernels_unfused: int  # steps it would have without fuse and fuse_updates (each member counted)
     codegen: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)  # the memory plan and the peak-bytes formula
 
     def __iter__(self) -> Iterator[PassRecord]:
         return iter(self.passes)
@@ -50,7 +51,7 @@ class CompileReport:
         return {"passes": [{"name": r.name, "nodes_before": r.nodes_before, "nodes_after": r.nodes_after,
                             "seconds": round(r.seconds, 6)} for r in self.passes],
                 "kernels": self.kernels, "kernels_unfused": self.kernels_unfused,
-                "groups": self.groups, "not_fused": self.not_fused, "codegen": self.codegen}
+                "groups": self.groups, "not_fused": self.not_fused, "codegen": self.codegen, "memory": self.memory}
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.as_dict(), **kwargs)
@@ -70,12 +71,22 @@ class CompileReport:
             lines.append(f"not fused ({len(alone)}):")
             for n in alone:
                 lines.append(f"  {n['not_fused']} at {n['at']}: {n['why']}")
+        if self.memory:
+            m = self.memory
+            lines.append(f"memory plan: {m['planned_values']} values in {m['blocks']} storage blocks "
+                         f"({m['in_place']} written in place); peak {m['peak_bytes']:,} + "
+                         f"{m['peak_bytes_per_batch_item']:,} * batch bytes")
         if self.codegen:
             lines.append("kernels generated: " + ", ".join(f"{k}={v}" for k, v in self.codegen.items()))
         return "\n".join(lines)
 
 
-def build_report(plan: Plan, codegen: dict[str, Any]) -> CompileReport:
-    """The report of ``plan`` (its pass records) run by an executor that says ``codegen``."""
+def build_report(plan: Plan, codegen: dict[str, Any], peak: tuple[int, int] | None = None) -> CompileReport:
+    """The report of ``plan`` (its pass records) run by an executor that says ``codegen``;
+    ``peak``: the peak-bytes formula (a, b) of a + b * batch."""
     merged = sum(r.nodes_before - r.nodes_after for r in plan.passes if r.name in ("fuse", "fuse_updates"))
-    return CompileReport(list(plan.passes), len(plan.steps), len(plan.steps) + merged, dict(codegen))
+    memory: dict[str, Any] = {}
+    if plan.memory is not None and peak is not None:
+        memory = {"planned_values": len(plan.memory.storage), "blocks": len(plan.memory.blocks),
+                  "in_place": len(plan.memory.inplace), "peak_bytes": peak[0], "peak_bytes_per_batch_item": peak[1]}
+    return CompileReport(list(plan.passes), len(plan.steps), len(plan.steps) + merged, dict(codegen), memory)

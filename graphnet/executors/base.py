@@ -20,7 +20,6 @@ from ..errors import ExecutorError, FeedError, GraphnetError, MemoryLimitError, 
 from ..ops.fused import first_nonfinite_member
 from ..ops.registry import get_op
 from ..plan import Plan, Step
-from .inplace import Placement, placements
 from .memory import describe_bytes, dim_values, peak_bytes
 
 
@@ -34,6 +33,7 @@ class ArrayExecutor:
 
     name = "abstract"
     xp: Any = None
+    PLANNED_SHAPES = 4  # storage blocks are kept for this many distinct sets of feed shapes
 
     def __init__(self, plan: Plan, seed: int | None = None, check_numerics: bool = False) -> None:
         self.plan = plan
@@ -48,9 +48,14 @@ class ArrayExecutor:
         self._var_types = {self.slots[n]: (tuple(plan.buffers[n].shape), np.dtype(plan.buffers[n].dtype))
                            for n in plan.variables}
         self._feed_slots = {feed: self.slots[buf] for feed, buf in plan.feeds.items()}
-        self._pool: dict[tuple[Any, Any], list[Any]] = {}  # dead temporaries by (shape, dtype), for reuse
         self._memory_checked: set[tuple] = set()
-        self._program = [self._bind(step, placed) for step, placed in zip(plan.steps, placements(plan))]
+        self._program = [self._bind(step, released) for step, released in zip(plan.steps, plan.release)]
+        storage = plan.memory.storage if plan.memory is not None else {}
+        # each step's storage block (-1: its kernel returns a fresh array)
+        self._block_of = [storage.get(step.outputs[0], -1) if len(step.outputs) == 1 else -1 for step in plan.steps]
+        # per distinct set of feed shapes: the kernels bound to their blocks (None: not planned)
+        self._planned: dict[tuple, list[Callable[..., Any]] | None] = {}
+        self._fresh = [fn for fn, *_ in self._program]
 
     # --- backend hooks -------------------------------------------------------------------
     def make_rng(self, seed: int | None) -> Any:
@@ -92,35 +97,44 @@ class ArrayExecutor:
         return {}
 
     # --- binding -------------------------------------------------------------------------
-    def _bind(self, step: Step, placed: Placement) -> tuple[Callable[..., Any], tuple[int, ...], tuple[int, ...],
-                                                           tuple[int, ...], tuple[int, ...], Step]:
+    def _bind(self, step: Step, released: tuple[str, ...]
+              ) -> tuple[Callable[..., Any], tuple[int, ...], tuple[int, ...], tuple[int, ...], Step]:
+        """The step's kernel and the slots it reads, writes and (reading them last) lets go of."""
         ins = tuple(self.slots[n] for n in step.inputs)
         outs = tuple(self.slots[n] for n in step.outputs)
-        rel = tuple(self.slots[n] for n in placed.release)
-        recycle = tuple(self.slots[n] for n in placed.recycle)
+        rel = tuple(self.slots[n] for n in released if self.plan.buffers[n].kind == "temp")
         opdef = get_op(step.op)
         if opdef.kernel is None:
             raise ExecutorError(f"op {step.op!r} has no kernel (a {opdef.category} op must be lowered first)")
-        fn = self.kernel_for(step)
-        if placed.inplace is not None:
-            fn = _writing_into(fn, placed.inplace)
-        elif placed.pooled_shape is not None:
-            dtype = np.dtype(self.plan.buffers[step.outputs[0]].dtype)
-            fn = _writing_into_pooled(fn, self._pool, placed.pooled_shape, dtype)
-        return fn, ins, outs, rel, recycle, step
+        return self.kernel_for(step), ins, outs, rel, step
 
-    def _recycle(self, bufs: list[Any], slots: tuple[int, ...], outs: tuple[int, ...]) -> None:
-        """Keep the arrays of temporaries that died here for later steps of the same size."""
-        for slot in slots:
-            array = bufs[slot]
-            flags = getattr(array, "flags", None)
-            if flags is None or not (flags.owndata and flags.writeable and flags.c_contiguous):
+    def _allocate_blocks(self, key: tuple, shapes: list[tuple | None], dtypes: list[Any]) -> None:
+        """After a first run at these feed shapes: one array per storage block, sized by what
+        the block's values turned out to be, and every planned kernel bound to its block. A
+        block whose values differ in shape (unknown dims that are not the same dim) leaves
+        the plan unplanned at these shapes: correct, only slower."""
+        memory = self.plan.memory
+        arrays: list[Any] = [None] * len(memory.blocks)
+        for block, shape, dtype in zip(self._block_of, shapes, dtypes):
+            if block < 0:
                 continue
-            if any(array is bufs[o] for o in outs):  # it became this step's result (written in place)
-                continue
-            self._pool.setdefault((array.shape, array.dtype), []).append(array)
+            if shape is None:
+                self._planned[key] = None
+                return
+            if arrays[block] is None:
+                arrays[block] = self.xp.empty(shape, dtype)
+            elif arrays[block].shape != shape or arrays[block].dtype != dtype:
+                self._planned[key] = None
+                return
+        while len(self._planned) >= self.PLANNED_SHAPES:  # shapes that vary every run: keep the latest few
+            del self._planned[next(iter(self._planned))]
+        self._planned[key] = [fn if block < 0 else functools.partial(fn, out=arrays[block])
+                              for (fn, *_), block in zip(self._program, self._block_of)]
 
     # --- running -------------------------------------------------------------------------
+    def _shapes_key(self, bufs: list[Any]) -> tuple:
+        return tuple(bufs[slot].shape for slot in self._feed_slots.values())
+
     def _buffers(self, feeds: Mapping[str, Any]) -> list[Any]:
         """A run's buffer slots: constants, the variables' arrays (checked against the plan),
         and the checked feeds; refused first if the temporaries would exceed the memory limit."""
@@ -140,22 +154,28 @@ class ArrayExecutor:
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         bufs = self._buffers(feeds)
-        if self.check_numerics or config.flags.debug >= 4:
-            self._run_checked(bufs)
+        key = self._shapes_key(bufs)
+        fns = self._planned.get(key) if key in self._planned else self._fresh
+        if self.plan.memory is not None and key not in self._planned:
+            # the first run at these shapes sizes the storage blocks; the effects run as always
+            self._run_checked(bufs, plan_for=key, stop=self.plan.first_effect)
+            self._apply_effects(bufs, self.plan.first_effect)
+        elif self.check_numerics or config.flags.debug >= 4:
+            self._run_checked(bufs, fns=fns)
         else:
+            fns = fns or self._fresh
             first = self.plan.first_effect
+            program = self._program
             index = 0
             try:
                 for index in range(first):
-                    fn, ins, outs, rel, recycle, _ = self._program[index]
-                    result = fn(*[bufs[i] for i in ins])
+                    _, ins, outs, rel, _ = program[index]
+                    result = fns[index](*[bufs[i] for i in ins])
                     if len(outs) == 1:
                         bufs[outs[0]] = result
                     elif outs:
                         for slot, value in zip(outs, result):
                             bufs[slot] = value
-                    if recycle:
-                        self._recycle(bufs, recycle, outs)
                     for r in rel:
                         bufs[r] = None
             except GraphnetError:
@@ -208,7 +228,7 @@ class ArrayExecutor:
     def _effect_steps(self, bufs: list[Any], index: int) -> None:
         held: BaseException | None = None
         while index < len(self._program):
-            fn, ins, _, rel, _, _ = self._program[index]
+            fn, ins, _, rel, _ = self._program[index]
             try:
                 fn(*[bufs[i] for i in ins])
                 for r in rel:
@@ -236,22 +256,32 @@ class ArrayExecutor:
         """Run once, step by step, and return each step with host copies of its results (the
         effects run too). For debugging: ``gn.debug.bisect_passes`` compares two plans' traces."""
         record: list[tuple[Step, tuple[np.ndarray, ...]]] = []
-        self._run_checked(self._buffers(feeds), record)
+        bufs = self._buffers(feeds)
+        self._run_checked(bufs, record, fns=self._planned.get(self._shapes_key(bufs)))
         return record
 
     def time_steps(self, feeds: Mapping[str, Any]) -> dict[str, float]:
         """Run once, step by step (the effects too), and return the seconds spent in each op.
         For profiling: benchmarks/step_profile.py sums it over runs."""
         seconds: dict[str, float] = {}
-        for elapsed, step in self._run_checked(self._buffers(feeds)):
+        bufs = self._buffers(feeds)
+        for elapsed, step in self._run_checked(bufs, fns=self._planned.get(self._shapes_key(bufs))):
             seconds[step.op] = seconds.get(step.op, 0.0) + elapsed
         return seconds
 
-    def _run_checked(self, bufs: list[Any], record: list | None = None) -> list[tuple[float, Step]]:
-        """Every step in order, timed, with numerics checked when asked; returns the timings."""
+    def _run_checked(self, bufs: list[Any], record: list | None = None, fns: list[Callable[..., Any]] | None = None,
+                     plan_for: tuple | None = None, stop: int | None = None) -> list[tuple[float, Step]]:
+        """Every step in order, timed, with numerics checked when asked; returns the timings.
+        ``fns``: the kernels bound to their storage blocks (else each result is a fresh
+        array). ``plan_for``: the feed shapes to size the storage blocks for from this run.
+        ``stop``: run the steps before this index only."""
         timings: list[tuple[float, Step]] = []
         xp = self.xp
-        for index, (fn, ins, outs, rel, recycle, step) in enumerate(self._program):
+        shapes: list[tuple | None] = []
+        dtypes: list[Any] = []
+        for index, (fn, ins, outs, rel, step) in enumerate(self._program[:stop]):
+            if fns is not None:
+                fn = fns[index]
             # a fused step may overwrite a dying input: keep its inputs to name a bad member later
             kept = [xp.array(bufs[i]) for i in ins] if self.check_numerics and step.op == "fused" else None
             start = time.perf_counter()
@@ -282,10 +312,14 @@ class ArrayExecutor:
                     f"{bad} produced by {op}{where} ({step.role}, declared at {step.location}), "
                     f"step output {name} of shape {tuple(value.shape)}"
                 )
-            if recycle:
-                self._recycle(bufs, recycle, outs)
+            if plan_for is not None:
+                fresh = len(values) == 1 and getattr(values[0], "flags", None) is not None
+                shapes.append(tuple(values[0].shape) if fresh else None)
+                dtypes.append(values[0].dtype if fresh else None)
             for r in rel:
                 bufs[r] = None
+        if plan_for is not None and self.plan.memory is not None:
+            self._allocate_blocks(plan_for, shapes, dtypes)
         if config.flags.debug >= 4:
             total = sum(t for t, _ in timings)
             print(f"run: {len(timings)} steps in {total * 1e3:.2f} ms; slowest:")
@@ -299,31 +333,6 @@ class RunResult(dict):
 
     def __missing__(self, key: Any) -> Any:
         raise KeyError(f"{key!r} is not an output of this plan; its outputs are {sorted(self)}")
-
-
-def _writing_into(kernel: Callable[..., Any], position: int) -> Callable[..., Any]:
-    """``kernel`` computing into its input ``position`` (a dying temporary it may overwrite)."""
-    def run(*arrays: Any) -> Any:
-        target = arrays[position]
-        if getattr(getattr(target, "flags", None), "writeable", False):
-            return kernel(*arrays, out=target)
-        return kernel(*arrays)
-
-    return run
-
-
-def _writing_into_pooled(kernel: Callable[..., Any], pool: dict[tuple[Any, Any], list[Any]],
-                         shape: tuple[int, ...] | int, dtype: Any) -> Callable[..., Any]:
-    """``kernel`` computing into a recycled array of its result's size, when the pool has one.
-
-    ``shape`` is the static result shape, or the index of an input of the result's type."""
-    def run(*arrays: Any) -> Any:
-        free = pool.get((arrays[shape].shape if isinstance(shape, int) else shape, dtype))
-        if free:
-            return kernel(*arrays, out=free.pop())
-        return kernel(*arrays)
-
-    return run
 
 
 def _dim_ok(expected: Any, got: int, bindings: dict[str, int]) -> bool:

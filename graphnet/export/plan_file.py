@@ -34,10 +34,10 @@ from ..version import __version__
 from ..dtypes import DTYPES
 from ..errors import ExecutorError, GraphnetError, OptimizerError, PlanFileError, PlanVersionError
 from ..executors import get_executor
-from ..executors.memory import peak_bytes
+from ..executors.memory import peak_bytes, peak_formula
 from ..modes import plan_mode
 from ..ir import Graph
-from ..passes import default_pipeline, dim_constraints, lower, mode_switches, run_pipeline, strip_training
+from ..passes import default_pipeline, dim_constraints, lower, mode_switches, plan_memory, run_pipeline, strip_training
 from ..plan import PREFIXES, PassRecord, Plan
 from ..optim import from_config
 from ..passes import verify
@@ -503,7 +503,9 @@ def _plan(data: Any, graph: Graph, variables: Mapping[str, Variable]) -> Plan:
         elif node.op == "constant":
             constants[name] = node.attrs["value"].array
     expect(set(plan_variables.values()) <= set(variables.values()), "the schedule reads undeclared variables")
-    return Plan(buffers, steps, dict(feeds), dict(outputs), constants, plan_variables, release_t, first_effect)
+    # where values are written is derived, not stored: planned again from the checked steps
+    return plan_memory(Plan(buffers, steps, dict(feeds), dict(outputs), constants, plan_variables, release_t,
+                            first_effect))
 
 
 def file_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -529,6 +531,7 @@ def file_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
         "memory_at_batch_1": peak_bytes(plan, {name: tuple(1 if not isinstance(d, int) else d
                                                            for d in plan.buffers[buf].shape)
                                                for name, buf in plan.feeds.items()}),
+        "peak_memory": dict(zip(("bytes", "bytes_per_batch_item"), peak_formula(plan))),
     }
 
 

@@ -73,9 +73,15 @@ def plan_body(body: tuple[Instruction, ...]) -> tuple[int | None, ...]:
             if a >= 0:
                 last_use[a] = i
     return tuple(next((p for p, a in enumerate(args) if a >= 0 and last_use.get(a) == i and last_use[a] == i
-                       and get_op(op).accepts_out and get_op(body[a][0]).accepts_out
+                       and _elementwise_out(op) and _elementwise_out(body[a][0])
                        and args.count(a) == 1), None)
                  for i, (op, args, _) in enumerate(body))
+
+
+def _elementwise_out(op: str) -> bool:
+    """Writes its result into an argument of the same shape (a reduction's ``out`` is smaller)."""
+    opdef = get_op(op)
+    return opdef.accepts_out and opdef.category == "elementwise"
 
 
 _MASKS = frozenset({"equal", "not_equal", "less", "less_equal", "greater", "greater_equal"})
@@ -94,7 +100,7 @@ def _kernel(xp: Any, *inputs: Any, body: Any, out: Any = None) -> Any:
         if op not in _MASKS and _same_float(arrays):
             if reuse is not None and getattr(getattr(arrays[reuse], "flags", None), "writeable", False):
                 target = arrays[reuse]  # the intermediate dies here with the result's shape and dtype
-            elif early and opdef.accepts_out and not any(v is out for v in values) \
+            elif early and _elementwise_out(op) and not any(v is out for v in values) \
                     and arrays[0].shape == out.shape and arrays[0].dtype == out.dtype:
                 target = out
         if target is not None:

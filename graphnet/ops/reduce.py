@@ -185,15 +185,26 @@ def _sum_to_infer(t: TensorType, *, shape: Shape) -> TensorType:
     return TensorType(tuple(shape), t.dtype)
 
 
-def _sum_to_kernel(xp: Any, x: Any, shape: Shape) -> Any:
+def _sum_to_kernel(xp: Any, x: Any, shape: Shape, out: Any = None) -> Any:
     lead = x.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(
         lead + i for i, d in enumerate(shape) if d == 1 and x.shape[lead + i] != 1
     )
     if not axes:
-        return x
+        if out is None:
+            return x
+        out[...] = x
+        return out
+    if out is not None and lead >= 0 and out.ndim == len(shape):
+        # the sum with every axis kept, written through a view of ``out``
+        xp.sum(x, axis=axes, keepdims=True, out=out.reshape((1,) * lead + tuple(out.shape)))
+        return out
     y = xp.sum(x, axis=axes, keepdims=True)
-    return y.reshape(y.shape[lead:]) if lead else y
+    y = y.reshape(y.shape[lead:]) if lead > 0 else y
+    if out is not None:
+        out[...] = y
+        return out
+    return y
 
 
 defop("broadcast_to", attrs={"shape": "ints"}, category="layout", views=((0, 0),), infer=_broadcast_to_infer,
@@ -203,6 +214,7 @@ defop("broadcast_like", attrs={}, category="layout", views=((0, 0),), infer=_bro
       kernel=lambda xp, x, like: xp.broadcast_to(x, xp.broadcast_shapes(x.shape, like.shape)),
       grad=lambda g, out, ins: (_sum_to(g, ins[0]), None))
 defop("sum_to", attrs={"shape": "ints"}, category="reduction", views=((0, 0),), infer=_sum_to_infer, kernel=_sum_to_kernel,
+      accepts_out=True,
       grad=lambda g, out, ins, shape: (broadcast_like(g, ins[0]),))
 
 

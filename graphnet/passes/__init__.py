@@ -11,6 +11,7 @@ from .fuse_batch_norm import fuse_batch_norm  # noqa: F401
 from .fuse_cross_entropy import fuse_cross_entropy  # noqa: F401
 from .fuse_updates import fuse_updates  # noqa: F401
 from .lower import lower  # noqa: F401
+from .plan_memory import check_memory_plan, plan_memory  # noqa: F401
 from .pipeline import Pass, check_pipeline, default_pipeline, run_pipeline  # noqa: F401
 from .resolve_modes import mode_switches, resolve_modes  # noqa: F401
 from .schedule import schedule  # noqa: F401

@@ -1,0 +1,126 @@
+"""Memory planning: which storage block each computed value is written to, decided once.
+
+Runs on the lowered, scheduled plan. A value gets a block when its step's kernel can write
+into a given array (``accepts_out``), it has one result, its shape is known up to named
+dims (a batch dim ``"N"``, or the unknown ``None`` of a placeholder's first axis), and it is
+not a plan output (the caller keeps those, so they are fresh arrays every run). Liveness
+runs over the steps in order, through views (a transpose keeps its source alive):
+
+* an elementwise step (or fused group) writes **in place** into an input that dies there, owns its block and has the
+  result's exact shape and dtype (an elementwise step, a fused group, a gradient added to);
+* otherwise it takes a **free block** of its exact (shape, dtype) class, freed by a value
+  that died earlier;
+* otherwise a **new block**.
+
+The executor allocates the blocks once per distinct set of feed shapes and hands each
+planned step its block as ``out=``; in the steady state a run asks the allocator only for
+what unplanned kernels return. ``check_memory_plan`` proves that no two live values share
+a block.
+"""
+
+from __future__ import annotations
+
+from .. import config
+from ..errors import GraphError
+from ..ops.registry import get_op
+from ..plan import MemoryPlan, Plan, view_roots
+
+
+def _plannable_shape(shape: tuple) -> bool:
+    return all(isinstance(d, (int, str)) or d is None for d in shape)
+
+
+def _key(plan: Plan, name: str) -> tuple:
+    buf = plan.buffers[name]
+    return tuple(buf.shape), buf.dtype
+
+
+def last_reads(plan: Plan) -> tuple[dict[str, int], dict[str, frozenset[str]]]:
+    """For each buffer, the last step reading it or any view of it; and each buffer's roots
+    (the buffers whose memory it may share)."""
+    roots = view_roots(plan.steps, plan.buffers, lambda op: get_op(op).views)
+    last: dict[str, int] = {}
+    for i, step in enumerate(plan.steps):
+        for name in step.outputs:
+            last.setdefault(name, i)  # a value nothing reads dies where it is made
+        for name in step.inputs:
+            for root in roots[name] | {name}:
+                last[root] = i
+    return last, roots
+
+
+def plan_memory(plan: Plan) -> Plan:
+    """Fill ``plan.memory`` (blocks, each planned buffer's block, the steps that write in place).
+
+    ``GRAPHNET_DISABLE_PASSES=plan_memory`` leaves it None (every result a fresh array);
+    ``GRAPHNET_VERIFY=1`` checks the result with ``check_memory_plan``."""
+    if "plan_memory" in config.flags.disabled_passes:
+        plan.memory = None
+        return plan
+    last, roots = last_reads(plan)
+    kept = {root for name in plan.outputs.values() for root in roots[name]}
+    blocks: list[tuple[tuple, str]] = []
+    storage: dict[str, int] = {}
+    inplace: dict[int, int] = {}
+    free: dict[tuple, list[int]] = {}
+    dying: list[list[str]] = [[] for _ in plan.steps]
+    for name, i in last.items():
+        dying[i].append(name)
+    for i, step in enumerate(plan.steps):
+        opdef = get_op(step.op)
+        if opdef.accepts_out and len(step.outputs) == 1:
+            out = step.outputs[0]
+            buf = plan.buffers[out]
+            if buf.kind == "temp" and out not in kept and _plannable_shape(buf.shape):
+                key = _key(plan, out)
+                for position, name in enumerate(step.inputs):
+                    if opdef.category == "elementwise" and name in storage and last[name] == i and _key(plan, name) == key \
+                            and storage[name] not in (storage.get(o) for o in step.inputs[:position]):
+                        storage[out] = storage[name]
+                        inplace[i] = position
+                        break
+                else:
+                    pool = free.get(key)
+                    if pool:
+                        storage[out] = pool.pop()
+                    else:
+                        storage[out] = len(blocks)
+                        blocks.append(key)
+        taken = {storage[o] for o in step.outputs if o in storage}
+        for name in sorted(dying[i]):
+            block = storage.get(name)
+            if block is not None and block not in taken:
+                free.setdefault(blocks[block], []).append(block)
+    plan.memory = MemoryPlan(tuple(blocks), storage, inplace)
+    if config.flags.verify:
+        check_memory_plan(plan)
+    return plan
+
+
+def check_memory_plan(plan: Plan) -> None:
+    """Raise GraphError if two values alive at once share a block, a block holds a value of
+    another type, or a step writes over an input that is still read afterwards."""
+    memory = plan.memory
+    if memory is None:
+        return
+    last, _ = last_reads(plan)
+    holder: dict[int, str] = {}  # block -> the value it holds now
+    for i, step in enumerate(plan.steps):
+        for out in step.outputs:
+            block = memory.storage.get(out)
+            if block is None:
+                continue
+            if memory.blocks[block] != _key(plan, out):
+                raise GraphError(f"memory plan: {out} {_key(plan, out)} is given block {block} of type "
+                                 f"{memory.blocks[block]}")
+            previous = holder.get(block)
+            if previous is not None and last[previous] > i:
+                raise GraphError(f"memory plan: step {i} ({step.op}) writes {out} into block {block} while "
+                                 f"{previous} (read until step {last[previous]}) is still in it")
+            if previous is not None and last[previous] == i and previous not in step.inputs:
+                raise GraphError(f"memory plan: {previous} in block {block} is read by a view at step {i} "
+                                 f"that {step.op} overwrites")
+            if previous is not None and last[previous] == i and memory.inplace.get(i) is None:
+                raise GraphError(f"memory plan: step {i} ({step.op}) overwrites its input {previous} without "
+                                 f"being marked in place")
+            holder[block] = out

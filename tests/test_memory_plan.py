@@ -1,0 +1,168 @@
+"""The memory plan (graphnet/passes/plan_memory.py): no two live values share storage, in-place
+writes only over dying inputs, planned runs bit-identical to unplanned ones, no array
+allocations in the steady state, and the peak-bytes formula against tracemalloc."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tracemalloc
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import graphnet as gn
+from graphnet.errors import GraphError
+from graphnet.executors.memory import peak_formula
+from graphnet.passes import check_memory_plan, plan_memory
+from graphnet.plan import MemoryPlan
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+from mnist_cnn import seed_cnn  # noqa: E402
+from resnet import ResNet  # noqa: E402
+
+
+def _network(name: str, reference: bool = False):
+    """A small version of a reference network (the benchmarks' own sizes with ``reference``)."""
+    gn.manual_seed(0)
+    labels = gn.placeholder("labels", (None,), dtype="int64")
+    width = 512 if reference else 64
+    if name == "mlp":
+        x = gn.placeholder("x", (None, 784))
+        model = gn.nn.Sequential(gn.nn.Linear(784, width), gn.nn.ReLU(), gn.nn.Linear(width, width), gn.nn.ReLU(),
+                                 gn.nn.Linear(width, 10))
+        optimizer = gn.optim.Adam(lr=1e-3)
+    else:
+        x = gn.placeholder("x", (None, 1, 28, 28))
+        model = seed_cnn() if name == "cnn" else ResNet() if reference else ResNet(widths=(4, 8, 8))
+        optimizer = gn.optim.SGD(lr=0.01, momentum=0.9)
+    return gn.losses.cross_entropy(model(x), labels), optimizer, x.shape
+
+
+def _feeds(shape, batch, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"x": rng.standard_normal((batch,) + tuple(shape[1:])).astype(np.float32),
+            "labels": rng.integers(0, 10, batch)}
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet"])
+def test_reference_plans_pass_the_checker_and_reuse_storage(name):
+    loss, optimizer, _ = _network(name)
+    plan = gn.compile(loss, optimizer=optimizer).plan
+    check_memory_plan(plan)
+    memory = plan.memory
+    assert memory.storage and len(memory.blocks) <= len(memory.storage)
+    assert set(memory.storage).isdisjoint(plan.outputs.values())  # what a run returns is the caller's
+
+
+def test_reuse_and_in_place_where_the_input_dies():
+    x = gn.placeholder("x", (None, 8))
+    w = gn.Parameter(np.ones((8, 8), np.float32), name="w")
+    with gn.config.options(fuse=False):
+        a = gn.matmul(x, w)        # planned
+        b = gn.exp(a)               # a dies here: in place
+        c = gn.matmul(b, w)         # b is read again below: a new block
+        d = c + b                   # c dies here: in place into c's block
+        plan = gn.compile({"out": gn.sum(gn.matmul(d, w))}).plan
+    memory = plan.memory
+    steps = {s.op + str(i): (i, s) for i, s in enumerate(plan.steps)}
+    exp_index = next(i for i, s in steps.values() if s.op == "exp")
+    add_index = next(i for i, s in steps.values() if s.op == "add")
+    assert memory.inplace == {exp_index: 0, add_index: 0}
+    exp_step, add_step = plan.steps[exp_index], plan.steps[add_index]
+    assert memory.storage[exp_step.outputs[0]] == memory.storage[exp_step.inputs[0]]
+    assert memory.storage[add_step.outputs[0]] != memory.storage[add_step.inputs[1]]  # b is not overwritten
+    check_memory_plan(plan)
+
+
+def test_the_checker_refuses_shared_storage_between_live_values():
+    loss, optimizer, _ = _network("mlp")
+    plan = gn.compile(loss, optimizer=optimizer).plan
+    memory = plan.memory
+    # give every planned value the first block of its type: live values collide
+    first: dict = {}
+    storage = {name: first.setdefault(memory.blocks[block], block) for name, block in memory.storage.items()}
+    plan.memory = replace(memory, storage=storage)
+    with pytest.raises(GraphError, match="memory plan"):
+        check_memory_plan(plan)
+    name, block = next(iter(memory.storage.items()))
+    other = next(b for b, key in enumerate(memory.blocks) if key != memory.blocks[block])
+    plan.memory = MemoryPlan(memory.blocks, {name: other}, {})
+    with pytest.raises(GraphError, match="of type"):
+        check_memory_plan(plan)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet"])
+def test_planned_runs_are_bit_identical_to_unplanned(name):
+    results = {}
+    for planned in (True, False):
+        loss, optimizer, shape = _network(name)
+        with gn.config.options(disabled_passes=set() if planned else {"plan_memory"}):
+            plan = gn.compile(loss, optimizer=optimizer, seed=3)
+        assert (plan.plan.memory is not None) == planned
+        losses = [float(plan.run(_feeds(shape, batch, seed))["loss"]) for seed, batch in
+                  enumerate([8, 8, 8, 5, 8])]  # a new batch size in between: its own blocks
+        results[planned] = losses, [v.data.copy() for v in plan.plan.variables.values()]
+    assert results[True][0] == results[False][0]
+    for a, b in zip(results[True][1], results[False][1]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_training_step_allocates_no_array_memory_in_the_steady_state():
+    loss, optimizer, shape = _network("mlp")
+    plan = gn.compile(loss, optimizer=optimizer)
+    feeds = _feeds(shape, 32)
+    for _ in range(3):
+        plan.run(feeds)
+    domain = np.lib.tracemalloc_domain
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        plan.run(feeds)
+        after = tracemalloc.take_snapshot()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    only_arrays = [tracemalloc.DomainFilter(True, domain)]
+    grown = sum(stat.size_diff for stat in after.filter_traces(only_arrays).compare_to(
+        before.filter_traces(only_arrays), "filename") if stat.size_diff > 0)
+    assert grown == 0
+    # what a step allocates at most: the (32, 10) scores softmax cross-entropy works on, and the loss
+    assert peak < 6 * 32 * 10 * 4 + 4096
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet"])
+def test_peak_formula_matches_tracemalloc(name):
+    loss, optimizer, shape = _network(name, reference=True)
+    plan = gn.compile(loss, optimizer=optimizer)
+    a, b = peak_formula(plan.plan)
+    assert plan.report.memory["peak_bytes"] == a and plan.report.memory["peak_bytes_per_batch_item"] == b
+    for batch in (32, 64, 128):
+        feeds = _feeds(shape, batch)
+        plan.run(feeds)  # conv algorithms chosen, kernels loaded
+        fresh = gn.compile(loss, optimizer=optimizer)
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            fresh.run(feeds)
+            fresh.run(feeds)
+            tracemalloc.reset_peak()
+            fresh.run(feeds)
+            measured = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+        assert abs(measured / (a + b * batch) - 1) < 0.10, (batch, measured, a + b * batch)
+
+
+def test_plan_memory_can_be_switched_off_and_runs_again_on_loaded_plans(tmp_path):
+    loss, optimizer, shape = _network("mlp")
+    plan = gn.compile(loss, optimizer=optimizer)
+    path = tmp_path / "mlp.gnplan"
+    plan.save(path)
+    loaded = gn.load(path)
+    assert loaded.plan.memory == plan.plan.memory  # planned again from the loaded steps
+    np.testing.assert_array_equal(loaded.run(_feeds(shape, 4))["loss"], plan.run(_feeds(shape, 4))["loss"])
+    with gn.config.options(disabled_passes={"plan_memory"}):
+        assert plan_memory(loaded.plan).memory is None
