@@ -13,6 +13,8 @@ groups become generated kernels (numba installed and ``GRAPHNET_CODEGEN`` not ``
 ``GRAPHNET_CODEGEN=numba`` (default) compiles fused groups to numba kernels; ``numpy`` runs
 them as NumPy ufunc calls (also what happens where numba is not installed).
 ``GRAPHNET_CACHE_DIR`` is where generated kernels are kept (default ``~/.cache/graphnet``).
+``GRAPHNET_NUM_THREADS=4`` sets the threads of BLAS and of numba's loops (default: the cores this
+process may use; ``gn.set_num_threads`` changes it later).
 ``GRAPHNET_AUTOTUNE=0`` picks each convolution's algorithm by a fixed cost rule (reproducible
 across machines) instead of timing the candidates once per shape (the default, remembered
 in the kernel cache).

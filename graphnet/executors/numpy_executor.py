@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import config
 from ..plan import Step
-from . import numba_batch_norm, numba_codegen, numba_conv
+from . import numba_batch_norm, numba_codegen, numba_conv, threads
 from .base import ArrayExecutor
 
 
@@ -28,6 +28,7 @@ class NumpyExecutor(ArrayExecutor):
         self._fallbacks: dict[str, int] = {}
         self._library: dict[str, float] = {}  # op -> seconds its numba kernel took to compile or load
         self._convolutions: list[numba_conv.ConvKernel] = []
+        threads.apply_once()
         super().__init__(*args, **kwargs)
 
     def codegen_summary(self) -> dict[str, Any]:
@@ -37,6 +38,7 @@ class NumpyExecutor(ArrayExecutor):
         loads = [load for kernel in self._generated for load in kernel.loads]
         return {"codegen": config.flags.codegen if numba_codegen.numba_available() else "numpy (numba missing)",
                 "numba_groups": len(self._generated),
+                "threads": threads.current(),
                 "compiled": sum(1 for origin, _ in loads if origin == "compiled"),
                 "loaded_from_disk_cache": sum(1 for origin, _ in loads if origin == "disk"),
                 "shared_in_process": sum(1 for origin, _ in loads if origin == "memory"),
