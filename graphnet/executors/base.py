@@ -155,7 +155,7 @@ class ArrayExecutor:
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         bufs = self._buffers(feeds)
         key = self._shapes_key(bufs)
-        fns = self._planned.get(key) if key in self._planned else self._fresh
+        fns = self._planned.get(key) or self._fresh  # None: these shapes could not be planned
         if self.plan.memory is not None and key not in self._planned:
             # the first run at these shapes sizes the storage blocks; the effects run as always
             self._run_checked(bufs, plan_for=key, stop=self.plan.first_effect)
@@ -163,7 +163,6 @@ class ArrayExecutor:
         elif self.check_numerics or config.flags.debug >= 4:
             self._run_checked(bufs, fns=fns)
         else:
-            fns = fns or self._fresh
             first = self.plan.first_effect
             program = self._program
             index = 0

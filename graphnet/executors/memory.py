@@ -6,6 +6,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ..ops.conv_kernels import _out_size
 from ..ops.registry import get_op
 from ..plan import Plan
 
@@ -38,8 +39,8 @@ def _conv_columns(shapes: list[tuple[int, ...]], attrs: Mapping[str, Any], x_at:
     n, c, h, w = shapes[x_at]
     o, _, kh, kw = shapes[w_at]
     (sh, sw), (ph, pw), (dh, dw) = attrs["stride"], attrs["padding"], attrs["dilation"]
-    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    ho = _out_size(h, kh, sh, ph, dh)
+    wo = _out_size(w, kw, sw, pw, dw)
     return n * (c * kh * kw + o) * max(ho, 0) * max(wo, 0) * itemsize
 
 

@@ -111,8 +111,8 @@ class _Geometry:
         self.dh, self.dw = dilation
         if self.c % self.groups or self.o % self.groups or self.cg != self.c // self.groups:
             raise ValueError(f"conv2d: incompatible shapes x{tuple(x_shape)} w{tuple(w_shape)} groups={groups}")
-        self.ho = (self.h + 2 * self.ph - self.dh * (self.kh - 1) - 1) // self.sh + 1
-        self.wo = (self.w + 2 * self.pw - self.dw * (self.kw - 1) - 1) // self.sw + 1
+        self.ho = conv_kernels._out_size(self.h, self.kh, self.sh, self.ph, self.dh)
+        self.wo = conv_kernels._out_size(self.w, self.kw, self.sw, self.pw, self.dw)
         if self.ho < 1 or self.wo < 1:
             raise ValueError("conv2d: kernel larger than (padded) input")
         self.og = self.o // self.groups
@@ -283,8 +283,8 @@ class ConvKernel:
         result = None
         if not self.autotune or len(options) == 1:
             name, how = (rule(self.op, x_shape, w_shape, self.attrs) if len(options) > 1 else options[0]), "rule"
-        elif _load_decisions().get(text) in options:
-            name, how = _load_decisions()[text], "cached"
+        elif (stored := _load_decisions().get(text)) in options:
+            name, how = stored, "cached"
         else:
             seconds = {}
             for candidate in options:
