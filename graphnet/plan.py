@@ -85,6 +85,38 @@ class MemoryPlan:
     blocks: tuple[tuple[tuple, str], ...]
     storage: dict[str, int]
     inplace: dict[int, int]
+    #: values written straight into a slice of a flat block (a gradient into the flat gradient
+    #: buffer its update reads): buffer -> (block, element offset)
+    placed: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: (flat group, input position) -> the flat block gathering that position's per-parameter values
+    flat: dict[tuple[int, int], int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FlatGroup:
+    """``fused_assign`` effects that run as one kernel over flat buffers (graphnet.passes.flatten_state).
+
+    Every step in ``steps`` computes the same expressions of its inputs and reads the same
+    shared inputs (scalar hyperparameters); ``inputs[k]`` lists member k's input buffers in
+    the order the first member's body reads them (its own body may number them otherwise),
+    and positions in ``flat`` hold one array per parameter. The
+    variables those positions write are stored back to back in one flat array per position
+    (each variable a view), the other per-parameter values (gradients) are gathered into, or
+    written straight into, one flat block; the kernel runs once, at the first step, over
+    ``sum(sizes)`` elements. ``offsets[k]``/``sizes[k]``: member k's slice of the flat arrays.
+    """
+
+    steps: tuple[int, ...]
+    inputs: tuple[tuple[str, ...], ...]
+    flat: tuple[int, ...]
+    written: int  # the leading flat positions that are variables written in place
+    offsets: tuple[int, ...]
+    sizes: tuple[int, ...]
+    dtype: str
+
+    @property
+    def total(self) -> int:
+        return self.offsets[-1] + self.sizes[-1]
 
 
 @dataclass(frozen=True)
@@ -126,6 +158,7 @@ class Plan:
     dims: DimConstraints | None = None  # what the feeds' unknown dims must satisfy
     passes: list[PassRecord] = field(default_factory=list)
     memory: MemoryPlan | None = None  # None: every step's result is a fresh array
+    flat: tuple[FlatGroup, ...] = ()  # effects run as one kernel over flat state
 
     def __post_init__(self) -> None:
         if self.first_effect < 0:

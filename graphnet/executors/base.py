@@ -19,7 +19,8 @@ from .. import config, dtypes
 from ..errors import ExecutorError, FeedError, GraphnetError, MemoryLimitError, NumericsError
 from ..ops.fused import first_nonfinite_member
 from ..ops.registry import get_op
-from ..plan import Plan, Step
+from ..plan import FlatGroup, Plan, Step
+from .flat_state import FlatUpdate
 from .memory import describe_bytes, dim_values, peak_bytes
 
 
@@ -50,6 +51,7 @@ class ArrayExecutor:
         self._feed_slots = {feed: self.slots[buf] for feed, buf in plan.feeds.items()}
         self._memory_checked: set[tuple] = set()
         self._program = [self._bind(step, released) for step, released in zip(plan.steps, plan.release)]
+        self._flat_updates = [self._flatten(group) for group in plan.flat]
         storage = plan.memory.storage if plan.memory is not None else {}
         # each step's storage block (-1: its kernel returns a fresh array)
         self._block_of = [storage.get(step.outputs[0], -1) if len(step.outputs) == 1 else -1 for step in plan.steps]
@@ -82,6 +84,13 @@ class ArrayExecutor:
         """The backend array holding ``var``'s value (NumPy: the Variable's own array)."""
         return var.data
 
+    def adopt_variable(self, var: Any, view: Any) -> None:
+        """Make ``view`` (a slice of a flat array this executor owns) hold ``var``'s value from
+        now on. NumPy: the value is copied in and the Variable's array becomes the view, so
+        every plan and the user's module see the updated values."""
+        view[...] = var.data
+        var.data = view
+
     def kernel_for(self, step: Step) -> Callable[..., Any]:
         """The callable computing ``step`` from its input arrays (and ``out=`` where the op takes
         it): the op's kernel bound to ``xp`` and the step's attributes. Backends override it to
@@ -108,14 +117,26 @@ class ArrayExecutor:
             raise ExecutorError(f"op {step.op!r} has no kernel (a {opdef.category} op must be lowered first)")
         return self.kernel_for(step), ins, outs, rel, step
 
-    def _allocate_blocks(self, key: tuple, shapes: list[tuple | None], dtypes: list[Any]) -> None:
+    def _flatten(self, group: FlatGroup) -> FlatUpdate:
+        """The members of a flat group run as one update at the first member's place; the others
+        run nothing. Each keeps its releases (a gradient may be read by an effect in between)."""
+        update = FlatUpdate(self, group, self._program[group.steps[0]][0])
+        first = self._program[group.steps[0]]
+        ins = tuple(self.slots[name] for member in group.inputs for name in member)
+        self._program[group.steps[0]] = (update, ins, (), first[3], first[4])
+        for index in group.steps[1:]:
+            _, _, _, rel, step = self._program[index]
+            self._program[index] = (_nothing, (), (), rel, step)
+        return update
+
+    def _allocate_blocks(self, key: tuple, shapes: list[tuple | None], result_dtypes: list[Any]) -> None:
         """After a first run at these feed shapes: one array per storage block, sized by what
         the block's values turned out to be, and every planned kernel bound to its block. A
         block whose values differ in shape (unknown dims that are not the same dim) leaves
         the plan unplanned at these shapes: correct, only slower."""
         memory = self.plan.memory
         arrays: list[Any] = [None] * len(memory.blocks)
-        for block, shape, dtype in zip(self._block_of, shapes, dtypes):
+        for block, shape, dtype in zip(self._block_of, shapes, result_dtypes):
             if block < 0:
                 continue
             if shape is None:
@@ -126,10 +147,24 @@ class ArrayExecutor:
             elif arrays[block].shape != shape or arrays[block].dtype != dtype:
                 self._planned[key] = None
                 return
+        for block, (shape, dtype) in enumerate(memory.blocks):
+            if arrays[block] is None:  # a flat block: sized by its group
+                arrays[block] = self.xp.empty(shape, dtypes.DTYPES[dtype])
         while len(self._planned) >= self.PLANNED_SHAPES:  # shapes that vary every run: keep the latest few
             del self._planned[next(iter(self._planned))]
-        self._planned[key] = [fn if block < 0 else functools.partial(fn, out=arrays[block])
-                              for (fn, *_), block in zip(self._program, self._block_of)]
+        fns = [fn if block < 0 else functools.partial(fn, out=arrays[block])
+               for (fn, *_), block in zip(self._program, self._block_of)]
+        slices: dict[str, Any] = {}  # placed value -> the slice its step writes
+        for g, update in enumerate(self._flat_updates):
+            blocks = {position: arrays[memory.flat[(g, position)]] for position in update.gathered}
+            fns[update.group.steps[0]], views = update.planned(blocks)
+            for position, members in views.items():
+                for member, view in zip(update.group.inputs, members):
+                    slices[member[position]] = view
+        for index, step in enumerate(self.plan.steps):
+            if len(step.outputs) == 1 and step.outputs[0] in memory.placed:
+                fns[index] = functools.partial(fns[index], out=slices[step.outputs[0]])
+        self._planned[key] = fns
 
     # --- running -------------------------------------------------------------------------
     def _shapes_key(self, bufs: list[Any]) -> tuple:
@@ -139,6 +174,8 @@ class ArrayExecutor:
         """A run's buffer slots: constants, the variables' arrays (checked against the plan),
         and the checked feeds; refused first if the temporaries would exceed the memory limit."""
         bufs = list(self._template)
+        for update in self._flat_updates:
+            update.refresh(self)
         for slot, var in self._var_slots:
             array = self.variable_array(var)
             if array.dtype != self._var_types[slot][1] or array.shape != self._var_types[slot][0]:
@@ -159,7 +196,7 @@ class ArrayExecutor:
         if self.plan.memory is not None and key not in self._planned:
             # the first run at these shapes sizes the storage blocks; the effects run as always
             self._run_checked(bufs, plan_for=key, stop=self.plan.first_effect)
-            self._apply_effects(bufs, self.plan.first_effect)
+            self._apply_effects(bufs, self.plan.first_effect, self._fresh)
         elif self.check_numerics or config.flags.debug >= 4:
             self._run_checked(bufs, fns=fns)
         else:
@@ -181,7 +218,7 @@ class ArrayExecutor:
                 raise
             except Exception as exc:
                 raise self._failure(index, bufs, exc) from exc
-            self._apply_effects(bufs, first)
+            self._apply_effects(bufs, first, fns)
         return RunResult({key: self.to_host(bufs[self.slots[buf]]) for key, buf in self.plan.outputs.items()})
 
     def _check_memory(self, shapes: dict[str, tuple[int, ...]]) -> None:
@@ -202,7 +239,7 @@ class ArrayExecutor:
                                    f"{describe_bytes(limit)} limit (set GRAPHNET_MEMORY_LIMIT to change it)")
         self._memory_checked.add(key)
 
-    def _apply_effects(self, bufs: list[Any], first: int) -> None:
+    def _apply_effects(self, bufs: list[Any], first: int, fns: list[Callable[..., Any]]) -> None:
         """Run the effects (every write to a variable), all of them: an interrupt (Ctrl-C) that
         arrives meanwhile is held back until the last one has run, so a run leaves either the
         old state or the new one, never half of each. On the main thread SIGINT is blocked for
@@ -215,7 +252,7 @@ class ArrayExecutor:
         masked = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if masked else None
         try:
-            self._effect_steps(bufs, index)
+            self._effect_steps(bufs, index, fns)
         except BaseException as exc:  # noqa: B036 - re-raised below, after the mask is restored
             held = exc
         finally:
@@ -224,12 +261,12 @@ class ArrayExecutor:
         if held is not None:
             raise held
 
-    def _effect_steps(self, bufs: list[Any], index: int) -> None:
+    def _effect_steps(self, bufs: list[Any], index: int, fns: list[Callable[..., Any]]) -> None:
         held: BaseException | None = None
         while index < len(self._program):
-            fn, ins, _, rel, _ = self._program[index]
+            _, ins, _, rel, _ = self._program[index]
             try:
-                fn(*[bufs[i] for i in ins])
+                fns[index](*[bufs[i] for i in ins])
                 for r in rel:
                     bufs[r] = None
                 index += 1
@@ -277,7 +314,7 @@ class ArrayExecutor:
         timings: list[tuple[float, Step]] = []
         xp = self.xp
         shapes: list[tuple | None] = []
-        dtypes: list[Any] = []
+        result_dtypes: list[Any] = []
         for index, (fn, ins, outs, rel, step) in enumerate(self._program[:stop]):
             if fns is not None:
                 fn = fns[index]
@@ -314,17 +351,21 @@ class ArrayExecutor:
             if plan_for is not None:
                 fresh = len(values) == 1 and getattr(values[0], "flags", None) is not None
                 shapes.append(tuple(values[0].shape) if fresh else None)
-                dtypes.append(values[0].dtype if fresh else None)
+                result_dtypes.append(values[0].dtype if fresh else None)
             for r in rel:
                 bufs[r] = None
         if plan_for is not None and self.plan.memory is not None:
-            self._allocate_blocks(plan_for, shapes, dtypes)
+            self._allocate_blocks(plan_for, shapes, result_dtypes)
         if config.flags.debug >= 4:
             total = sum(t for t, _ in timings)
             print(f"run: {len(timings)} steps in {total * 1e3:.2f} ms; slowest:")
             for t, step in sorted(timings, key=lambda p: -p[0])[:10]:
                 print(f"  {t * 1e3:8.3f} ms  {step.op:<20} {step.output:<8} {step.location}")
         return timings
+
+
+def _nothing() -> None:
+    """A flat group's later members: the group's update ran at its first member."""
 
 
 class RunResult(dict):

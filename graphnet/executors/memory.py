@@ -63,7 +63,7 @@ def peak_bytes(plan: Plan, shapes: Mapping[str, tuple[int, ...]]) -> int:
     def size(shape: tuple, dtype: str) -> int:
         return int(np.prod(resolve(shape), dtype=np.int64)) * np.dtype(dtype).itemsize
 
-    storage = plan.memory.storage if plan.memory is not None else {}
+    storage = set(plan.memory.storage) | set(plan.memory.placed) if plan.memory is not None else set()
     blocks = sum(size(shape, dtype) for shape, dtype in plan.memory.blocks) if plan.memory is not None else 0
     live = peak = 0
     for step, released in zip(plan.steps, plan.release):

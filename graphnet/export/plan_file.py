@@ -37,7 +37,8 @@ from ..executors import get_executor
 from ..executors.memory import peak_bytes, peak_formula
 from ..modes import plan_mode
 from ..ir import Graph
-from ..passes import default_pipeline, dim_constraints, lower, mode_switches, plan_memory, run_pipeline, strip_training
+from ..passes import (default_pipeline, dim_constraints, flatten_state, lower, mode_switches, plan_memory,
+                      run_pipeline, strip_training)
 from ..plan import PREFIXES, PassRecord, Plan
 from ..optim import from_config
 from ..passes import verify
@@ -503,9 +504,10 @@ def _plan(data: Any, graph: Graph, variables: Mapping[str, Variable]) -> Plan:
         elif node.op == "constant":
             constants[name] = node.attrs["value"].array
     expect(set(plan_variables.values()) <= set(variables.values()), "the schedule reads undeclared variables")
-    # where values are written is derived, not stored: planned again from the checked steps
-    return plan_memory(Plan(buffers, steps, dict(feeds), dict(outputs), constants, plan_variables, release_t,
-                            first_effect))
+    # where values are written, and which updates run flat, are derived, not stored: planned
+    # again from the checked steps
+    return plan_memory(flatten_state(Plan(buffers, steps, dict(feeds), dict(outputs), constants, plan_variables,
+                                          release_t, first_effect)))
 
 
 def file_summary(path: str | os.PathLike[str]) -> dict[str, Any]:

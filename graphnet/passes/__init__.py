@@ -12,6 +12,7 @@ from .fuse_cross_entropy import fuse_cross_entropy  # noqa: F401
 from .fuse_updates import fuse_updates  # noqa: F401
 from .lower import lower  # noqa: F401
 from .plan_memory import check_memory_plan, plan_memory  # noqa: F401
+from .flatten_state import flatten_state  # noqa: F401
 from .pipeline import Pass, check_pipeline, default_pipeline, run_pipeline  # noqa: F401
 from .resolve_modes import mode_switches, resolve_modes  # noqa: F401
 from .schedule import schedule  # noqa: F401

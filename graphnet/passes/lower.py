@@ -8,6 +8,7 @@ from ..ops.fused import written_inputs
 from ..ops.registry import get_op
 from ..plan import PREFIXES, Buffer, Plan, Step, view_roots
 from ..tensor import Variable
+from .flatten_state import flatten_state
 from .plan_memory import plan_memory
 from .verify import verify_effects
 
@@ -119,8 +120,8 @@ def lower(graph: Graph) -> Plan:
         effect_steps.append(step)
     steps = steps[:first_effect] + copy_steps + effect_steps
     first_effect += len(copy_steps)
-    return plan_memory(Plan(buffers, steps, feeds, outputs_map, constants, variables,
-                            releases(steps, buffers, outputs_map), first_effect))
+    return plan_memory(flatten_state(Plan(buffers, steps, feeds, outputs_map, constants, variables,
+                                          releases(steps, buffers, outputs_map), first_effect)))
 
 
 def releases(steps: list[Step], buffers: dict[str, Buffer], outputs: dict[str, str]) -> list[tuple[str, ...]]:

@@ -12,6 +12,10 @@ runs over the steps in order, through views (a transpose keeps its source alive)
   that died earlier;
 * otherwise a **new block**.
 
+A gradient that a flat update reads (``plan.flat``, graphnet.passes.flatten_state) is
+**placed** instead: written straight into its slice of the flat block the update gathers
+its gradients in, so the gather copies nothing. Flat blocks are never reused.
+
 The executor allocates the blocks once per distinct set of feed shapes and hands each
 planned step its block as ``out=``; in the steady state a run asks the allocator only for
 what unplanned kernels return. ``check_memory_plan`` proves that no two live values share
@@ -61,6 +65,7 @@ def plan_memory(plan: Plan) -> Plan:
     kept = {root for name in plan.outputs.values() for root in roots[name]}
     blocks: list[tuple[tuple, str]] = []
     storage: dict[str, int] = {}
+    flat, placed = _flat_blocks(plan, blocks, kept)
     inplace: dict[int, int] = {}
     free: dict[tuple, list[int]] = {}
     dying: list[list[str]] = [[] for _ in plan.steps]
@@ -68,7 +73,7 @@ def plan_memory(plan: Plan) -> Plan:
         dying[i].append(name)
     for i, step in enumerate(plan.steps):
         opdef = get_op(step.op)
-        if opdef.accepts_out and len(step.outputs) == 1:
+        if opdef.accepts_out and len(step.outputs) == 1 and step.outputs[0] not in placed:
             out = step.outputs[0]
             buf = plan.buffers[out]
             if buf.kind == "temp" and out not in kept and _plannable_shape(buf.shape):
@@ -91,10 +96,30 @@ def plan_memory(plan: Plan) -> Plan:
             block = storage.get(name)
             if block is not None and block not in taken:
                 free.setdefault(blocks[block], []).append(block)
-    plan.memory = MemoryPlan(tuple(blocks), storage, inplace)
+    plan.memory = MemoryPlan(tuple(blocks), storage, inplace, placed, flat)
     if config.flags.verify:
         check_memory_plan(plan)
     return plan
+
+
+def _flat_blocks(plan: Plan, blocks: list[tuple[tuple, str]], kept: set[str]
+                 ) -> tuple[dict[tuple[int, int], int], dict[str, tuple[int, int]]]:
+    """A block per flat group's gathered position (its gradients), and the values written
+    straight into their slice of it: a temp whose step writes only it, into ``out=``."""
+    producer = {name: step for step in plan.steps for name in step.outputs}
+    flat: dict[tuple[int, int], int] = {}
+    placed: dict[str, tuple[int, int]] = {}
+    for g, group in enumerate(plan.flat):
+        for position in group.flat[group.written:]:
+            flat[(g, position)] = len(blocks)
+            blocks.append(((group.total,), group.dtype))
+            for member, offset in zip(group.inputs, group.offsets):
+                name = member[position]
+                step = producer.get(name)
+                if step is not None and plan.buffers[name].kind == "temp" and name not in kept \
+                        and len(step.outputs) == 1 and get_op(step.op).accepts_out:
+                    placed[name] = (flat[(g, position)], offset)
+    return flat, placed
 
 
 def check_memory_plan(plan: Plan) -> None:
@@ -104,6 +129,7 @@ def check_memory_plan(plan: Plan) -> None:
     if memory is None:
         return
     last, _ = last_reads(plan)
+    _check_placed(plan)
     holder: dict[int, str] = {}  # block -> the value it holds now
     for i, step in enumerate(plan.steps):
         for out in step.outputs:
@@ -124,3 +150,23 @@ def check_memory_plan(plan: Plan) -> None:
                 raise GraphError(f"memory plan: step {i} ({step.op}) overwrites its input {previous} without "
                                  f"being marked in place")
             holder[block] = out
+
+
+def _check_placed(plan: Plan) -> None:
+    """Flat blocks hold nothing but their group's values, each in its own member's slice."""
+    memory = plan.memory
+    flat_blocks = set(memory.flat.values())
+    shared = flat_blocks & set(memory.storage.values())
+    if shared:
+        raise GraphError(f"memory plan: flat block {min(shared)} also holds a whole value")
+    slices: dict[int, dict[int, str]] = {}
+    for (g, position), block in memory.flat.items():
+        group = plan.flat[g]
+        if memory.blocks[block] != ((group.total,), group.dtype):
+            raise GraphError(f"memory plan: flat block {block} is {memory.blocks[block]}, not ({group.total},) "
+                             f"{group.dtype}")
+        slices[block] = {offset: member[position] for member, offset in zip(group.inputs, group.offsets)}
+    for name, (block, offset) in memory.placed.items():
+        if slices.get(block, {}).get(offset) != name:
+            raise GraphError(f"memory plan: {name} is placed at offset {offset} of block {block}, which is not "
+                             f"its slice of a flat update")
