@@ -31,9 +31,11 @@ def setup(side: str, threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def make_step(side: str, name: str, batch: int) -> Callable[[], object]:
+def make_step(side: str, name: str, batch: int, held: dict | None = None) -> Callable[[], object]:
+    """A training step; ``held["bytes"]``, where given, is set to a function returning the bytes
+    of the tensors the step keeps between calls (parameters, optimizer state, the batch)."""
     if side == "torch":
-        return torch_step(name, batch)
+        return torch_step(name, batch, held=held)
     if side == "torch-compile":
         return torch_step(name, batch, compiled=True)
     if side == "jax":
@@ -75,7 +77,7 @@ def torch_resnet():
                          nn.Linear(64, 10))
 
 
-def torch_step(name: str, batch: int, compiled: bool = False) -> Callable[[], object]:
+def torch_step(name: str, batch: int, compiled: bool = False, held: dict | None = None) -> Callable[[], object]:
     import torch
     from torch import nn
 
@@ -106,6 +108,13 @@ def torch_step(name: str, batch: int, compiled: bool = False) -> Callable[[], ob
         loss.backward()
         update()
         return loss.detach()
+
+    if held is not None:
+        def held_bytes() -> int:
+            state = [t for slots in optimizer.state.values() for t in slots.values() if torch.is_tensor(t)]
+            tensors = list(model.parameters()) + list(model.buffers()) + state + [xb, yb]
+            return sum(t.numel() * t.element_size() for t in tensors)
+        held["bytes"] = held_bytes
 
     return step
 

@@ -62,7 +62,8 @@ def median_ms(step: Callable[[], object], warmup: int, repeats: int) -> float:
 # --- graphnet's side (imports graphnet only when it runs) ----------------------------------
 
 
-def graphnet_step(name: str, batch: int, steps: dict[str, int] | None = None) -> Callable[[], object]:
+def graphnet_step(name: str, batch: int, steps: dict[str, int] | None = None,
+                  predicted: dict[str, int] | None = None, held: dict | None = None) -> Callable[[], object]:
     import numpy as np
 
     import graphnet as gn
@@ -89,6 +90,17 @@ def graphnet_step(name: str, batch: int, steps: dict[str, int] | None = None) ->
     if steps is not None:
         steps[f"{name}/{batch}"] = len(train.plan.steps)
     yb = rng.integers(0, 10, batch)
+    state = sum(var.data.nbytes for var in train.plan.variables.values()) + xb.nbytes + yb.nbytes
+    if predicted is not None:  # the compile report's peak (storage blocks and temporaries) plus the state
+        from graphnet.executors.memory import peak_formula
+
+        a, b = peak_formula(train.plan)
+        predicted[f"{name}/{batch}"] = a + b * batch + state
+    if held is not None:  # variables, the batch and the storage blocks sized at this batch
+        memory = train.plan.memory
+        blocks = sum(int(np.prod([d if isinstance(d, int) else batch for d in shape])) * np.dtype(dtype).itemsize
+                     for shape, dtype in (memory.blocks if memory is not None else ()))
+        held["bytes"] = lambda: state + blocks
 
     def step() -> object:
         out = train.run(x=xb, labels=yb)
@@ -119,12 +131,76 @@ def setup(side: str, threads: int) -> None:
             import optax  # noqa: F401
 
 
-def make_step(side: str, name: str, batch: int, steps: dict[str, int] | None = None) -> Callable[[], object]:
+def make_step(side: str, name: str, batch: int, steps: dict[str, int] | None = None,
+              predicted: dict[str, int] | None = None, held: dict | None = None) -> Callable[[], object]:
     if side == "graphnet":
-        return graphnet_step(name, batch, steps)
+        return graphnet_step(name, batch, steps, predicted, held)
     import peers
 
     return peers.make_step(side, name, batch)
+
+
+#: FLOPs of one MLP 784-512-512-10 training step per example: forward and weight-gradient
+#: products for every layer, input-gradient products for all but the first (x needs none)
+MLP_LAYERS = ((784, 512), (512, 512), (512, 10))
+MLP_FLOPS_PER_EXAMPLE = 2 * (2 * sum(i * o for i, o in MLP_LAYERS) + sum(i * o for i, o in MLP_LAYERS[1:]))
+
+
+def gemm_peak(repeats: int = 30) -> dict[str, float]:
+    """NumPy's own float32 matrix-product speed here, in GFLOP/s: large squares and the MLP's
+    layer shapes at batch 256 (each a median over ``repeats`` products into a preallocated out)."""
+    import numpy as np
+
+    shapes = {"1024^3": (1024, 1024, 1024), "2048^3": (2048, 2048, 2048), "256x784x512": (256, 784, 512),
+              "256x512x512": (256, 512, 512), "784x256x512": (784, 256, 512)}
+    rng = np.random.default_rng(0)
+    speeds = {}
+    for label, (m, k, n) in shapes.items():
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        out = np.empty((m, n), np.float32)
+        count = max(5, repeats // 8) if m >= 2048 else repeats
+        ms = median_ms(lambda: np.matmul(a, b, out=out), 3, count)
+        speeds[label] = 2 * m * k * n / (ms * 1e-3) / 1e9
+    return speeds
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def memory_child(side: str, case: str, threads: int) -> dict:
+    """Peak bytes of tensors a steady-state training step holds: what it keeps between steps
+    (parameters, optimizer state, the batch; graphnet also its storage blocks) plus the peak of
+    what it allocates during the step. The latter is the resident high-water mark over a few
+    steps (VmHWM, reset after warm-up) above the resident size between steps; the parent sets
+    MALLOC_MMAP_THRESHOLD_ so that large arrays are mapped and given back when freed on both
+    sides alike, so resident memory follows them. Libraries and compiled code are not counted."""
+    name, batch = case.split("/")
+    setup(side, threads)
+    predicted: dict[str, int] = {}
+    held: dict = {}
+    if side == "graphnet":
+        step = make_step(side, name, int(batch), predicted=predicted, held=held)
+    else:
+        import peers
+
+        step = peers.make_step(side, name, int(batch), held=held)
+    for _ in range(3):
+        step()
+    steady = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets the high-water mark to the current resident size
+    for _ in range(5):
+        step()
+    during = (_status_kib("VmHWM") - steady) * 1024
+    kept = held["bytes"]()
+    return {"peak_bytes": kept + during, "kept_bytes": kept, "during_bytes": during,
+            "predicted_bytes": predicted.get(case)}
 
 
 def child(side: str, task: str, threads: int, warmup: int, repeats: int) -> dict:
@@ -150,7 +226,9 @@ def child(side: str, task: str, threads: int, warmup: int, repeats: int) -> dict
         if side == "torch-compile":
             w = max(w, 2)  # the first call compiles, the second may recompile
         ms[f"{name}/{batch}"] = median_ms(step, w, max(5, repeats // 4) if quarter else repeats)
-    return {"ms": ms, "steps": steps} if side == "graphnet" else {"ms": ms}
+    if side == "graphnet":  # numpy's GEMM speed in this same process, right after the steps
+        return {"ms": ms, "steps": steps, "gemm_gflops": gemm_peak()}
+    return {"ms": ms}
 
 
 # --- the parent ----------------------------------------------------------------------------
@@ -168,14 +246,17 @@ def child_env(side: str, threads: int) -> dict[str, str]:
     return env
 
 
-def run_side(side: str, task: str, args: argparse.Namespace) -> dict | None:
+def run_side(side: str, task: str, args: argparse.Namespace, case: str | None = None) -> dict | None:
     python = os.path.join(ROOT, SIDES[side])
     if not os.access(python, os.X_OK):
         print(f"note: skipping {side}: no interpreter at {SIDES[side]}", file=sys.stderr)
         return None
     cmd = [python, os.path.abspath(__file__), "--side", side, "--task", task, "--threads", str(args.threads),
-           "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=child_env(side, args.threads), cwd=ROOT)
+           "--warmup", str(args.warmup), "--repeats", str(args.repeats)] + (["--case", case] if case else [])
+    env = child_env(side, args.threads)
+    if task == "memory":
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"  # large arrays mapped, and unmapped when freed
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, cwd=ROOT)
     if proc.returncode != 0:
         tail = "\n  ".join(proc.stderr.strip().splitlines()[-5:])
         print(f"note: {side} ({task}) failed with exit code {proc.returncode}:\n  {tail}", file=sys.stderr)
@@ -202,11 +283,19 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print all results as one JSON object")
     parser.add_argument("--check", action="store_true",
                         help="only print each side's loss over 5 steps on a fixed batch (it should fall)")
+    parser.add_argument("--memory", action="store_true",
+                        help="also measure each case's peak memory per training step, graphnet against "
+                             "PyTorch eager, in a fresh process per case and side")
     parser.add_argument("--side", choices=list(SIDES), help=argparse.SUPPRESS)
-    parser.add_argument("--task", choices=["time", "first", "check"], default="time", help=argparse.SUPPRESS)
+    parser.add_argument("--task", choices=["time", "first", "check", "memory"], default="time",
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:  # a child process: print one JSON line
-        print(json.dumps(child(args.side, args.task, args.threads, args.warmup, args.repeats)))
+        if args.task == "memory":
+            print(json.dumps(memory_child(args.side, args.case, args.threads)))
+        else:
+            print(json.dumps(child(args.side, args.task, args.threads, args.warmup, args.repeats)))
         return
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     unknown = [s for s in sides if s not in SIDES]
@@ -233,6 +322,17 @@ def main() -> None:
     first = {}
     if args.first_call:
         first = {side: r for side in sides if (r := run_side(side, "first", args)) is not None}
+    memory: dict[str, dict[str, dict]] = {}
+    if args.memory:
+        for name, batch in CASES:
+            key = f"{name}/{batch}"
+            memory[key] = {side: r for side in ("graphnet", "torch") if side in sides
+                           and (r := run_side(side, "memory", args, key)) is not None}
+    gemm = results.get("graphnet", {}).get("gemm_gflops")
+    mlp = None
+    if gemm and "mlp/256" in results["graphnet"]["ms"]:
+        gflops = MLP_FLOPS_PER_EXAMPLE * 256 / (results["graphnet"]["ms"]["mlp/256"] * 1e-3) / 1e9
+        mlp = {"gflops": gflops, "peak_gflops": max(gemm.values()), "fraction_of_peak": gflops / max(gemm.values())}
 
     table = {}
     for name, batch in CASES:
@@ -247,7 +347,8 @@ def main() -> None:
 
     if args.json:
         print(json.dumps({"threads": args.threads, "warmup": args.warmup, "repeats": args.repeats,
-                          "sides": list(results), "cases": table, "first_call": first}, indent=2))
+                          "sides": list(results), "cases": table, "first_call": first, "memory": memory,
+                          "gemm_gflops": gemm, "mlp_b256_gemm": mlp}, indent=2))
         return
 
     print(f"threads {args.threads}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
@@ -260,6 +361,23 @@ def main() -> None:
         t = table[key]
         print(f"{LABELS[name] + ', batch ' + str(batch):<32}" + "".join(f"{fmt(t['ms'][s]):>15}" for s in shown)
               + f"{t['best_peer'] or '-':>15}{fmt(t['ratio']):>7}{fmt(t['graphnet_steps'], 'd'):>10}")
+    if mlp is not None:
+        print(f"MLP b256: {MLP_FLOPS_PER_EXAMPLE * 256 / 1e9:.2f} GFLOP per step, {mlp['gflops']:.0f} GFLOP/s = "
+              f"{100 * mlp['fraction_of_peak']:.0f}% of numpy's float32 GEMM peak measured in this run ("
+              + ", ".join(f"{label} {v:.0f}" for label, v in gemm.items()) + " GFLOP/s)")
+    if memory:
+        print("peak memory of tensors per training step, MiB: kept between steps + allocated during one "
+              "(kept in brackets); graphnet's prediction from its compile report:")
+        print(f"{'network':<32}{'graphnet':>18}{'torch':>18}{'predicted':>11}{'ratio':>7}")
+        mib = 1 / (1 << 20)
+        for name, batch in CASES:
+            row = memory[f"{name}/{batch}"]
+            ours, theirs = row.get("graphnet"), row.get("torch")
+            cells = [f"{r['peak_bytes'] * mib:.1f} ({r['kept_bytes'] * mib:.1f})" if r else "-"
+                     for r in (ours, theirs)]
+            predicted = f"{ours['predicted_bytes'] * mib:.1f}" if ours and ours.get("predicted_bytes") else "-"
+            ratio = fmt(ours["peak_bytes"] / theirs["peak_bytes"]) if ours and theirs else "-"
+            print(f"{LABELS[name] + ', batch ' + str(batch):<32}{cells[0]:>18}{cells[1]:>18}{predicted:>11}{ratio:>7}")
     if first:
         print(f"first call, {LABELS[FIRST_CALL_CASE[0]]} at batch {FIRST_CALL_CASE[1]} in a fresh process "
               "(build/compile + one step; import separately):")
