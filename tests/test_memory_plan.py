@@ -16,6 +16,7 @@ import graphnet as gn
 from graphnet.errors import GraphError
 from graphnet.executors.memory import peak_formula
 from graphnet.passes import check_memory_plan, plan_memory
+from graphnet.passes.plan_memory import last_reads
 from graphnet.plan import MemoryPlan
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
@@ -166,3 +167,18 @@ def test_plan_memory_can_be_switched_off_and_runs_again_on_loaded_plans(tmp_path
     np.testing.assert_array_equal(loaded.run(_feeds(shape, 4))["loss"], plan.run(_feeds(shape, 4))["loss"])
     with gn.config.options(disabled_passes={"plan_memory"}):
         assert plan_memory(loaded.plan).memory is None
+
+
+def test_an_input_read_only_for_its_shape_does_not_keep_its_block():
+    # sum_like(g, h) in the backward pass reads h's shape only: h's block is free once its
+    # last real reader has run, so the bias-and-ReLU steps write over the matmul results
+    loss, optimizer, shape = _network("mlp")
+    plan = gn.compile(loss, optimizer=optimizer).plan
+    check_memory_plan(plan)
+    steps = plan.steps
+    after_matmul = [i for i, s in enumerate(steps[:plan.first_effect]) if s.op == "fused" and i > 0
+                    and steps[i - 1].op == "matmul" and steps[i - 1].outputs[0] in s.inputs]
+    assert len(after_matmul) == 2 and all(i in plan.memory.inplace for i in after_matmul)
+    shape_only = [(s.inputs[1], i) for i, s in enumerate(steps) if s.op == "sum_like"]
+    last, _ = last_reads(plan)
+    assert any(last[name] < i for name, i in shape_only)

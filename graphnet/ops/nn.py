@@ -77,8 +77,8 @@ def _conv_gw_grad(h: Tensor, out: Tensor, ins: tuple[Tensor, ...], **attrs: Any)
 
 
 defop("conv2d", attrs={"stride": "pair", "padding": "pair", "dilation": "pair", "groups": "int"}, category="conv", infer=_conv_infer, kernel=K.conv2d, grad=_conv_grad)
-defop("conv2d_grad_input", attrs={"stride": "pair", "padding": "pair", "dilation": "pair", "groups": "int"}, category="conv", infer=lambda g, w, x, **a: x, kernel=K.conv2d_grad_input, grad=_conv_gi_grad)
-defop("conv2d_grad_weight", attrs={"stride": "pair", "padding": "pair", "dilation": "pair", "groups": "int"}, category="conv", infer=lambda x, g, w, **a: w, kernel=K.conv2d_grad_weight, grad=_conv_gw_grad)
+defop("conv2d_grad_input", attrs={"stride": "pair", "padding": "pair", "dilation": "pair", "groups": "int"}, shape_only=(2,), category="conv", infer=lambda g, w, x, **a: x, kernel=K.conv2d_grad_input, grad=_conv_gi_grad)
+defop("conv2d_grad_weight", attrs={"stride": "pair", "padding": "pair", "dilation": "pair", "groups": "int"}, shape_only=(2,), category="conv", infer=lambda x, g, w, **a: w, kernel=K.conv2d_grad_weight, grad=_conv_gw_grad)
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0,
@@ -129,7 +129,7 @@ defop("max_pool2d_select", attrs={"kernel_size": "pair", "stride": "pair", "padd
       doc="h read at each window's first maximal element of x: the adjoint of max_pool2d_grad.")
 defop("avg_pool2d", attrs={"kernel_size": "pair", "stride": "pair", "padding": "pair"}, category="conv", infer=_pool_infer, kernel=K.avg_pool2d,
       grad=lambda g, out, ins, **a: (declare("avg_pool2d_grad", [g, ins[0]], a),))
-defop("avg_pool2d_grad", attrs={"kernel_size": "pair", "stride": "pair", "padding": "pair"}, category="conv", infer=lambda g, x, **a: x, kernel=K.avg_pool2d_grad,
+defop("avg_pool2d_grad", attrs={"kernel_size": "pair", "stride": "pair", "padding": "pair"}, shape_only=(1,), category="conv", infer=lambda g, x, **a: x, kernel=K.avg_pool2d_grad,
       grad=lambda h, out, ins, **a: (declare("avg_pool2d", [h], a), None))
 
 

@@ -210,7 +210,7 @@ def _sum_to_kernel(xp: Any, x: Any, shape: Shape, out: Any = None) -> Any:
 defop("broadcast_to", attrs={"shape": "ints"}, category="layout", views=((0, 0),), infer=_broadcast_to_infer,
       kernel=lambda xp, x, shape: xp.broadcast_to(x, shape),
       grad=lambda g, out, ins, shape: (_sum_to(g, ins[0]),))
-defop("broadcast_like", attrs={}, category="layout", views=((0, 0),), infer=_broadcast_like_infer,
+defop("broadcast_like", attrs={}, shape_only=(1,), category="layout", views=((0, 0),), infer=_broadcast_like_infer,
       kernel=lambda xp, x, like: xp.broadcast_to(x, xp.broadcast_shapes(x.shape, like.shape)),
       grad=lambda g, out, ins: (_sum_to(g, ins[0]), None))
 defop("sum_to", attrs={"shape": "ints"}, category="reduction", views=((0, 0),), infer=_sum_to_infer, kernel=_sum_to_kernel,
@@ -228,7 +228,7 @@ def _sum_like_kernel(xp: Any, x: Any, like: Any) -> Any:
     return _sum_to_kernel(xp, x, like.shape)
 
 
-defop("sum_like", attrs={}, category="reduction", views=((0, 0),), infer=lambda t, like: TensorType(like.shape, t.dtype), kernel=_sum_like_kernel,
+defop("sum_like", attrs={}, shape_only=(1,), category="reduction", views=((0, 0),), infer=lambda t, like: TensorType(like.shape, t.dtype), kernel=_sum_like_kernel,
       grad=lambda g, out, ins: (broadcast_like(g, ins[0]), None))
 
 

@@ -47,6 +47,9 @@ class OpDef:
     one run writes; the ``state_updates`` pass turns them into ordered ``assign`` effects.
     ``scalar``: for an elementwise op, its form on one element (see ``ScalarForm``); ops
     without one still fuse, but their groups run through the NumPy fallback.
+    ``shape_only``: indices of inputs the kernel reads only the shape and dtype of (the
+    ``like`` of ``sum_like``, ``x`` of ``conv2d_grad_input``): reading them does not keep
+    their values alive, so the memory plan may reuse their storage before such a step.
     """
 
     name: str
@@ -62,6 +65,7 @@ class OpDef:
     state_updates: Callable[..., Sequence[tuple[Any, Any]]] | None = None
     attrs: Mapping[str, str] | None = None
     scalar: ScalarForm | None = None
+    shape_only: tuple[int, ...] = ()
 
     @property
     def random(self) -> bool:
@@ -91,6 +95,7 @@ def defop(
     state_updates: Callable[..., Sequence[tuple[Any, Any]]] | None = None,
     attrs: Mapping[str, str] | None = None,
     scalar: ScalarForm | None = None,
+    shape_only: Sequence[int] = (),
     doc: str = "",
 ) -> OpDef:
     """Register an op. Names are unique; re-registering is a programming error."""
@@ -99,7 +104,7 @@ def defop(
     if category not in CATEGORIES:
         raise GraphError(f"op {name!r}: category {category!r} is not one of {CATEGORIES}")
     opdef = OpDef(name, infer, kernel, grad, doc, category, tuple(views), tuple(writes), accepts_out, decompose,
-                  state_updates, None if attrs is None else dict(attrs), scalar)
+                  state_updates, None if attrs is None else dict(attrs), scalar, tuple(shape_only))
     REGISTRY[name] = opdef
     return opdef
 

@@ -68,7 +68,7 @@ def _reshape_kernel(xp: Any, x: Any, shape: Shape) -> Any:
 
 defop("reshape", attrs={"shape": "shape"}, category="layout", views=((0, 0),), infer=_reshape_infer, kernel=_reshape_kernel,
       grad=lambda g, out, ins, shape: (reshape_like(g, ins[0]),))
-defop("reshape_like", attrs={}, category="layout", views=((0, 0),), infer=lambda t, like: TensorType(like.shape, t.dtype),
+defop("reshape_like", attrs={}, shape_only=(1,), category="layout", views=((0, 0),), infer=lambda t, like: TensorType(like.shape, t.dtype),
       kernel=lambda xp, x, like: x.reshape(like.shape),
       grad=lambda g, out, ins: (reshape_like(g, ins[0]), None))
 
