@@ -471,6 +471,28 @@ def test_pooling_gradient_kernels_match_direct_loops(xs: tuple, k: Any, s: Any, 
     assert_close(out["davg"], ref_avg_pool_grad(gv.astype(np.float64), xs, k, s, p), dtype, **_tol(dtype))
 
 
+@covers("max_pool2d_saving", "max_pool2d_grad_saved")
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("xs,k,s,p", POOL_CONFIGS, ids=POOL_IDS)
+def test_pooling_with_a_saved_argmax_matches_direct_loops(xs: tuple, k: Any, s: Any, p: Any, dtype: str) -> None:
+    xv = R.integers(-2, 2, xs).astype(dtype)  # ties: the first maximal element (row-major) takes the gradient
+    x = gn.placeholder("x", xs, dtype)
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    attrs = {"kernel_size": pair(k), "stride": pair(k if s is None else s), "padding": pair(p)}
+    saved = declare("max_pool2d_saving", [x], attrs)
+    y = gn.tuple_get(saved, 0)
+    g = gn.placeholder("g", y.shape, dtype)
+    gv = normal(*y.shape).astype(dtype)
+    dx = declare("max_pool2d_grad_saved", [g, gn.tuple_get(saved, 1), gn.tuple_get(saved, 2), x], attrs)
+    out = run({"y": y, "dx": dx}, {"x": xv, "g": gv})
+    want_max, argmax = ref_max_pool(xv.astype(np.float64), k, s, p)
+    want = np.zeros(xs)
+    for o, i in argmax:
+        want[i] += gv[o]
+    assert_close(out["y"], want_max, dtype, **_tol(dtype))
+    assert_close(out["dx"], want, dtype, **_tol(dtype))
+
+
 # --- softmax formulas, losses -----------------------------------------------------------------------
 
 

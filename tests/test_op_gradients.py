@@ -292,6 +292,17 @@ for xs, k, s, p in POOL_CONFIGS[1:3]:
     case(f"max_pool2d_select-{tag}",
          lambda h, x, k=k, s=s, p=p: declare("max_pool2d_select", [h, x], _pool_attrs(k, s, p)),
          h=normal(*xs), x=distinct(*xs))
+for xs, k, s, p in POOL_CONFIGS[1:3]:  # training plans' pooling (graphnet.passes.save_pool_argmax)
+    tag = f"{xs}k{k}s{s}p{p}".replace(" ", "")
+    out_shape = gn.max_pool2d(gn.placeholder("probe", xs), k, s, p).shape
+    case(f"max_pool2d_saving-{tag}",
+         lambda x, k=k, s=s, p=p: gn.tuple_get(declare("max_pool2d_saving", [x], _pool_attrs(k, s, p)), 0),
+         x=distinct(*xs))
+    case(f"max_pool2d_grad_saved-{tag}",
+         lambda g, x, k=k, s=s, p=p: (lambda saved: declare(
+             "max_pool2d_grad_saved", [g, gn.tuple_get(saved, 1), gn.tuple_get(saved, 2), x], _pool_attrs(k, s, p)))(
+             declare("max_pool2d_saving", [x], _pool_attrs(k, s, p))),
+         g=normal(*out_shape), x=distinct(*xs))
 case("avg_pool2d-double-backward",
      lambda x: gn.grad(gn.sum(gn.tanh(gn.avg_pool2d(x, 3, 1, 1)) * gn.avg_pool2d(x, 3, 1, 1)), x),
      x=normal(1, 2, 4, 4))

@@ -423,38 +423,79 @@ def max_pool2d_grad(xp, g, x, *, kernel_size, stride, padding):
     and ``g`` is routed by multiplying with 0/1 masks (so an infinite ``g``
     produces NaNs).
     """
+    _, column_arg, row_arg = _pool_argmax(xp, x, kernel_size, stride, padding, need_max=False)
+    return _route_to_argmax(xp, g, column_arg, row_arg, x.shape, kernel_size, stride, padding)
+
+
+def _pool_argmax(xp, x, kernel_size, stride, padding, need_max=True):
+    """The separable arg-max of every window: (window maxima or None, for each input row and
+    window column the first maximal column, for each window the first maximal row)."""
     N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo = _pool_geom(
         x.shape, kernel_size, stride, padding)
-    padded = ph or pw
-    xpad = _pad_hw(xp, x, ph, pw, value=_neg_inf(xp, x.dtype)) if padded else x
-    Hp, Wp = H + 2 * ph, W + 2 * pw
+    xpad = _pad_hw(xp, x, ph, pw, value=_neg_inf(xp, x.dtype)) if ph or pw else x
     rows = sh * (Ho - 1) + kh
     hspan = sh * (Ho - 1) + 1
     wspan = sw * (Wo - 1) + 1
     xr = xpad[:, :, :rows]
-    # along W: per row, per window column -> segment max and first arg-max
-    rmax, jidx = _first_max(
-        xp, [xr[:, :, :, j:j + wspan:sw] for j in range(kw)])
-    # along H: per window -> first row attaining the window max
-    _, iidx = _first_max(
-        xp, [rmax[:, :, i:i + hspan:sh] for i in range(kh)], need_max=False)
+    rmax, column_arg = _first_max(xp, [xr[:, :, :, j:j + wspan:sw] for j in range(kw)])
+    best, row_arg = _first_max(xp, [rmax[:, :, i:i + hspan:sh] for i in range(kh)], need_max=need_max)
+    return (best if need_max else None), column_arg, row_arg
+
+
+def _route_to_argmax(xp, g, column_arg, row_arg, x_shape, kernel_size, stride, padding):
+    """Each window's gradient to its arg-max element (``_pool_argmax``'s indices)."""
+    N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo = _pool_geom(
+        x_shape, kernel_size, stride, padding)
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    rows = sh * (Ho - 1) + kh
+    hspan = sh * (Ho - 1) + 1
+    wspan = sw * (Wo - 1) + 1
     dtype = g.dtype
     # route g to rows: rg (N, C, rows, Wo)
     if kh == 1 and sh == 1:
         rg = g
     else:
         rg = (xp.empty if kh == sh else xp.zeros)((N, C, rows, Wo), dtype=dtype)
-        _spread(xp, g, iidx, kh,
+        _spread(xp, g, row_arg, kh,
                 [rg[:, :, i:i + hspan:sh] for i in range(kh)], kh > sh)
     # route rows to columns
     exact = kh == sh and kw == sw and rows == Hp and wspan + kw - 1 == Wp
     dxpad = (xp.empty if exact else xp.zeros)((N, C, Hp, Wp), dtype=dtype)
     dr = dxpad[:, :, :rows]
-    _spread(xp, rg, jidx, kw,
+    _spread(xp, rg, column_arg, kw,
             [dr[:, :, :, j:j + wspan:sw] for j in range(kw)], kw > sw)
-    if padded:
+    if ph or pw:
         dxpad = xp.ascontiguousarray(dxpad[:, :, ph:ph + H, pw:pw + W])
     return dxpad
+
+
+def _saved_arg(xp, arg, shape):
+    """An arg-max of ``_first_max`` as uint8 of a fixed shape (zeros where one tap had no choice)."""
+    if arg is None:
+        return xp.zeros(shape, xp.uint8)
+    return arg.astype(xp.uint8)
+
+
+def max_pool2d_saving(xp, x, *, kernel_size, stride, padding):
+    """``max_pool2d`` that also keeps where each maximum was found, for
+    ``max_pool2d_grad_saved``: (y (N, C, Ho, Wo), the first maximal column of each window
+    segment per input row (N, C, rows, Wo) uint8, the first maximal row per window
+    (N, C, Ho, Wo) uint8), ``rows = stride_h * (Ho - 1) + kernel_h``."""
+    N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo = _pool_geom(
+        x.shape, kernel_size, stride, padding)
+    y, column_arg, row_arg = _pool_argmax(xp, x, kernel_size, stride, padding)
+    if y.base is not None:  # a 1x1 window: a view of x
+        y = y.copy()
+    rows = sh * (Ho - 1) + kh
+    return y, _saved_arg(xp, column_arg, (N, C, rows, Wo)), _saved_arg(xp, row_arg, (N, C, Ho, Wo))
+
+
+def max_pool2d_grad_saved(xp, g, column_arg, row_arg, x, *, kernel_size, stride, padding):
+    """``max_pool2d_grad`` from the arg-max ``max_pool2d_saving`` kept (``x`` is used only
+    for its shape): the same result, without searching the windows again."""
+    kh, kw = _pair(kernel_size)
+    return _route_to_argmax(xp, g, column_arg if kw > 1 else None, row_arg if kh > 1 else None, x.shape,
+                            kernel_size, stride, padding)
 
 
 def _select(xp, views, idx, n):

@@ -127,6 +127,37 @@ defop("max_pool2d_grad", attrs={"kernel_size": "pair", "stride": "pair", "paddin
 defop("max_pool2d_select", attrs={"kernel_size": "pair", "stride": "pair", "padding": "pair"}, category="conv", infer=lambda h, x, **a: _pool_infer(x, **a), kernel=K.max_pool2d_select,
       grad=lambda g, out, ins, **a: (declare("max_pool2d_grad", [g, ins[1]], a), None),
       doc="h read at each window's first maximal element of x: the adjoint of max_pool2d_grad.")
+
+
+# Training plans pool with max_pool2d_saving and differentiate with max_pool2d_grad_saved
+# (graphnet.passes.save_pool_argmax): the forward keeps where each maximum was, as uint8, so
+# the backward routes the gradient without searching the windows again, and x itself need
+# not be kept for it.
+def _saving_infer(x: TensorType, *, kernel_size: Pair, stride: Pair, padding: Pair) -> TupleType:
+    y = _pool_infer(x, kernel_size=kernel_size, stride=stride, padding=padding)
+    ho = y.shape[2]
+    rows = stride[0] * (ho - 1) + kernel_size[0] if isinstance(ho, int) else None
+    return TupleType((y, TensorType(y.shape[:2] + (rows, y.shape[3]), "uint8"), TensorType(y.shape, "uint8")))
+
+
+def _saved_grad_infer(g: TensorType, column_arg: TensorType, row_arg: TensorType, x: TensorType,
+                      **attrs: Any) -> TensorType:
+    y = _pool_infer(x, **attrs)
+    if g.ndim != 4 or row_arg.shape != y.shape or column_arg.dtype != "uint8" or row_arg.dtype != "uint8":
+        raise ShapeError(f"max_pool2d_grad_saved: gradient {g}, arg-max {column_arg} and {row_arg} do not fit "
+                         f"pooling {x}")
+    return x
+
+
+defop("max_pool2d_saving", attrs={"kernel_size": "pair", "stride": "pair", "padding": "pair"}, category="conv",
+      infer=_saving_infer, kernel=K.max_pool2d_saving,
+      grad=lambda gs, outs, ins, **a: (None if gs[0] is None else
+                                       declare("max_pool2d_grad_saved", [gs[0], outs[1], outs[2], ins[0]], a),),
+      doc="max_pool2d, plus each window's arg-max (per-row column, per-window row; uint8).")
+defop("max_pool2d_grad_saved", attrs={"kernel_size": "pair", "stride": "pair", "padding": "pair"}, shape_only=(3,),
+      category="conv", infer=_saved_grad_infer, kernel=K.max_pool2d_grad_saved,
+      grad=lambda h, out, ins, **a: (declare("max_pool2d_select", [h, ins[3]], a), None, None, None),
+      doc="max_pool2d_grad from the arg-max max_pool2d_saving kept; x only for its shape.")
 defop("avg_pool2d", attrs={"kernel_size": "pair", "stride": "pair", "padding": "pair"}, category="conv", infer=_pool_infer, kernel=K.avg_pool2d,
       grad=lambda g, out, ins, **a: (declare("avg_pool2d_grad", [g, ins[0]], a),))
 defop("avg_pool2d_grad", attrs={"kernel_size": "pair", "stride": "pair", "padding": "pair"}, shape_only=(1,), category="conv", infer=lambda g, x, **a: x, kernel=K.avg_pool2d_grad,

@@ -8,6 +8,7 @@ from .dim_constraints import dim_constraints  # noqa: F401
 from .fuse import fuse  # noqa: F401
 from .fold_batch_norm import fold_batch_norm  # noqa: F401
 from .fuse_batch_norm import fuse_batch_norm  # noqa: F401
+from .save_pool_argmax import save_pool_argmax  # noqa: F401
 from .fuse_cross_entropy import fuse_cross_entropy  # noqa: F401
 from .fuse_updates import fuse_updates  # noqa: F401
 from .lower import lower  # noqa: F401

@@ -32,6 +32,7 @@ from .fuse_updates import explain as explain_updates
 from .fuse_updates import fuse_updates
 from .optimizer_updates import OptimizerVariables, optimizer_updates
 from .resolve_modes import resolve_modes
+from .save_pool_argmax import save_pool_argmax
 from .schedule import schedule
 from .simplify import simplify
 from .state_updates import state_updates
@@ -77,7 +78,7 @@ class Pass:
 
 
 #: Passes that may be switched off with GRAPHNET_DISABLE_PASSES (the rest are needed).
-OPTIONAL = frozenset({"fuse_batch_norm", "fold_batch_norm", "fuse_cross_entropy", "cse", "constant_fold", "simplify", "fuse", "fuse_updates"})
+OPTIONAL = frozenset({"save_pool_argmax", "fuse_batch_norm", "fold_batch_norm", "fuse_cross_entropy", "cse", "constant_fold", "simplify", "fuse", "fuse_updates"})
 
 
 def default_pipeline(optimizer: Any = None, mode: str | None = None) -> list[Pass]:
@@ -108,6 +109,7 @@ def default_pipeline(optimizer: Any = None, mode: str | None = None) -> list[Pas
         passes.append(Pass("optimizer_updates",
                            functools.partial(optimizer_updates, optimizer=optimizer, variables=variables),
                            requires=("gradients",), provides=("updates",)))
+        passes.append(Pass("save_pool_argmax", save_pool_argmax, requires=("gradients",), optional=True))
     passes += [
         Pass("constant_fold", constant_fold, requires=("primitive",), optional=True),
         Pass("simplify", simplify, requires=("primitive",), optional=True),

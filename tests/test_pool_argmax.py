@@ -1,0 +1,85 @@
+"""Max pooling that keeps its arg-max (graphnet/passes/save_pool_argmax.py): the saved-index
+backward is bit-identical to searching the windows again, on a table of pooling shapes, and
+training plans use it."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import graphnet as gn
+from graphnet.ops import conv_kernels as K
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+from mnist_cnn import seed_cnn  # noqa: E402
+
+# (input shape, kernel, stride, padding): non-overlapping, overlapping, padded, 1-wide, gaps
+POOLS = [
+    ((2, 3, 8, 8), (2, 2), (2, 2), (0, 0)),
+    ((2, 3, 9, 7), (3, 3), (2, 2), (1, 1)),
+    ((1, 2, 6, 5), (3, 2), (2, 1), (1, 0)),
+    ((1, 2, 5, 4), (2, 3), (3, 2), (1, 1)),
+    ((2, 2, 6, 6), (1, 3), (1, 2), (0, 1)),
+    ((2, 2, 6, 6), (3, 1), (2, 1), (1, 0)),
+    ((1, 1, 4, 4), (1, 1), (1, 1), (0, 0)),
+    ((2, 4, 12, 12), (4, 4), (1, 1), (2, 2)),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape,k,s,p", POOLS)
+def test_saved_argmax_routes_exactly_as_searching_again(shape, k, s, p, dtype):
+    rng = np.random.default_rng(0)
+    attrs = {"kernel_size": k, "stride": s, "padding": p}
+    for x in (rng.standard_normal(shape).astype(dtype),
+              rng.integers(0, 3, shape).astype(dtype)):  # many ties: the first maximum wins
+        y, column_arg, row_arg = K.max_pool2d_saving(np, x, **attrs)
+        np.testing.assert_array_equal(y, K.max_pool2d(np, x, **attrs))
+        assert column_arg.dtype == row_arg.dtype == np.uint8 and row_arg.shape == y.shape
+        g = rng.standard_normal(y.shape).astype(dtype)
+        saved = K.max_pool2d_grad_saved(np, g, column_arg, row_arg, np.empty_like(x), **attrs)
+        assert saved.dtype == x.dtype and saved.shape == x.shape
+        np.testing.assert_array_equal(saved, K.max_pool2d_grad(np, g, x, **attrs))
+
+
+def test_a_one_by_one_pool_returns_its_own_array():
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    y, _, _ = K.max_pool2d_saving(np, x, kernel_size=(1, 1), stride=(1, 1), padding=(0, 0))
+    assert not np.shares_memory(x, y)
+
+
+def _train(enabled: bool):
+    gn.manual_seed(0)
+    model = seed_cnn()
+    x = gn.placeholder("x", (None, 1, 28, 28))
+    labels = gn.placeholder("labels", (None,), dtype="int64")
+    disabled = set() if enabled else {"save_pool_argmax"}
+    with gn.config.options(disabled_passes=disabled):
+        plan = gn.compile(gn.losses.cross_entropy(model(x), labels), optimizer=gn.optim.RMSprop(lr=1e-3))
+    return model, plan
+
+
+def test_training_plans_keep_the_argmax_and_train_bit_identically():
+    (model, plan), (plain_model, plain) = _train(True), _train(False)
+    ops = plan.plan.op_counts()
+    assert ops.get("max_pool2d_saving") == 2 and ops.get("max_pool2d_grad_saved") == 2
+    assert "max_pool2d_grad" not in ops and "max_pool2d" not in ops
+    assert plain.plan.op_counts().get("max_pool2d_grad") == 2
+    rng = np.random.default_rng(1)
+    for batch in (8, 8, 5):
+        feeds = {"x": rng.standard_normal((batch, 1, 28, 28)).astype(np.float32),
+                 "labels": rng.integers(0, 10, batch)}
+        assert float(plan.run(feeds)["loss"]) == float(plain.run(feeds)["loss"])
+    for a, b in zip(model.parameters(), plain_model.parameters()):
+        np.testing.assert_array_equal(a.data, b.data)
+
+
+def test_inference_plans_pool_without_saving():
+    gn.manual_seed(0)
+    model = seed_cnn()
+    model.eval()
+    plan = gn.compile({"logits": model(gn.placeholder("x", (None, 1, 28, 28)))})
+    assert "max_pool2d_saving" not in plan.plan.op_counts()
