@@ -246,6 +246,11 @@ def test_kernels_that_accept_out_write_into_the_given_buffer(name):
     attrs = {"body": (("add", (-1, -2), ()), ("mul", (0, -1), ()), ("exp", (1,), ()))} if name == "fused" else {}
     if name == "sum_to":
         args, attrs = (a,), {"shape": (1, 4)}
+    if name.startswith("conv2d"):
+        x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
+        g = rng.standard_normal((2, 4, 3, 3))
+        args = {"conv2d": (x, w), "conv2d_grad_input": (g, w, x), "conv2d_grad_weight": (x, g, w)}[name]
+        attrs = {"stride": (2, 2), "padding": (1, 1), "dilation": (1, 1), "groups": 1}
     want = op.kernel(np, *args, **attrs)
     out = np.empty_like(want)
     got = op.kernel(np, *args, out=out, **attrs)

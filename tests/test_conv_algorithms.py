@@ -42,6 +42,34 @@ def test_algorithm_matches_reference_float64(case, op, algorithm):
 
 
 @pytest.mark.parametrize("op,algorithm", ALL)
+def test_algorithm_writes_into_out_with_a_shared_workspace(case, op, algorithm):
+    x, w, g, attrs, expected = case
+    kernel = numba_conv.ALGORITHMS[op][algorithm][0]
+    workspace = numba_conv.Workspace()
+    out = np.full(expected[op].shape, np.nan)
+    for _ in range(2):  # the second call reuses the workspace the first one grew
+        assert kernel(*_arguments(op, x, w, g), out=out, workspace=workspace, **attrs) is out
+        np.testing.assert_allclose(out, expected[op], rtol=0, atol=1e-11)
+    strided = np.full(expected[op].shape[::-1], np.nan).T  # an out= that is not C-contiguous
+    assert kernel(*_arguments(op, x, w, g), out=strided, workspace=workspace, **attrs) is strided
+    np.testing.assert_allclose(strided, expected[op], rtol=0, atol=1e-11)
+
+
+def test_workspace_arrays_are_aligned_and_grow_once():
+    workspace = numba_conv.Workspace()
+    workspace.array((64,), np.float32)
+    size = workspace.nbytes
+    a = workspace.array((3, 5), np.float32)
+    b = workspace.array((2, 2), np.float64, offset=128)
+    assert a.ctypes.data % 64 == 0 and a.flags.c_contiguous and b.ctypes.data - a.ctypes.data == 128
+    assert workspace.nbytes == size  # both fit in what the first request grew
+    a[...] = 1.0
+    c = workspace.array((1000,), np.float32, offset=64)  # grows: a keeps the old buffer alive
+    c[...] = 2.0
+    assert (a == 1.0).all() and workspace.nbytes > size
+
+
+@pytest.mark.parametrize("op,algorithm", ALL)
 def test_algorithm_float32_and_strided_inputs(op, algorithm):
     x, w = _conv_inputs(CONV_CASES[1], seed=3)  # groups 2, stride (2, 1), padding (1, 2)
     attrs = _conv_attrs(CONV_CASES[1])

@@ -21,7 +21,7 @@ from ..ops.fused import first_nonfinite_member
 from ..ops.registry import get_op
 from ..plan import FlatGroup, Plan, Step
 from .flat_state import FlatUpdate
-from .memory import describe_bytes, dim_values, peak_bytes
+from .memory import ALIGNMENT, describe_bytes, dim_values, pack_blocks, peak_bytes
 
 
 class ArrayExecutor:
@@ -135,21 +135,23 @@ class ArrayExecutor:
         block whose values differ in shape (unknown dims that are not the same dim) leaves
         the plan unplanned at these shapes: correct, only slower."""
         memory = self.plan.memory
-        arrays: list[Any] = [None] * len(memory.blocks)
+        types: list[tuple[tuple, Any] | None] = [None] * len(memory.blocks)
         for block, shape, dtype in zip(self._block_of, shapes, result_dtypes):
             if block < 0:
                 continue
-            if shape is None:
+            if shape is None or (types[block] is not None and types[block] != (shape, dtype)):
                 self._planned[key] = None
                 return
-            if arrays[block] is None:
-                arrays[block] = self.xp.empty(shape, dtype)
-            elif arrays[block].shape != shape or arrays[block].dtype != dtype:
-                self._planned[key] = None
-                return
+            types[block] = (shape, dtype)
         for block, (shape, dtype) in enumerate(memory.blocks):
-            if arrays[block] is None:  # a flat block: sized by its group
-                arrays[block] = self.xp.empty(shape, dtypes.DTYPES[dtype])
+            if types[block] is None:  # a flat block: sized by its group
+                types[block] = (tuple(shape), np.dtype(dtypes.DTYPES[dtype]))
+        sizes = [int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize for shape, dtype in types]
+        offsets, total = pack_blocks(sizes, memory.spans)
+        arena = self.xp.empty(total + ALIGNMENT, np.uint8)
+        base = (-arena_address(arena)) % ALIGNMENT
+        arrays = [arena[base + offset:base + offset + size].view(dtype).reshape(shape)
+                  for offset, size, (shape, dtype) in zip(offsets, sizes, types)]
         while len(self._planned) >= self.PLANNED_SHAPES:  # shapes that vary every run: keep the latest few
             del self._planned[next(iter(self._planned))]
         fns = [fn if block < 0 else functools.partial(fn, out=arrays[block])
@@ -362,6 +364,13 @@ class ArrayExecutor:
             for t, step in sorted(timings, key=lambda p: -p[0])[:10]:
                 print(f"  {t * 1e3:8.3f} ms  {step.op:<20} {step.output:<8} {step.location}")
         return timings
+
+
+def arena_address(array: Any) -> int:
+    """The address of an array's first byte (NumPy and CuPy alike)."""
+    data = getattr(array, "data", None)
+    pointer = getattr(data, "ptr", None)  # CuPy
+    return int(pointer) if pointer is not None else int(array.__array_interface__["data"][0])
 
 
 def _nothing() -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..ops.conv_kernels import _out_size
 from ..ops.registry import get_op
 from ..plan import Plan
+from .numba_conv import rule
 
 
 def dim_values(plan: Plan, shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str, int], int]:
@@ -32,47 +33,96 @@ def _resolver(named: Mapping[str, int], largest: int) -> Callable[[tuple], tuple
     return resolve
 
 
-def _conv_columns(shapes: list[tuple[int, ...]], attrs: Mapping[str, Any], x_at: int, w_at: int,
-                  itemsize: int) -> int:
-    """Bytes of a convolution's im2col matrix (N, C * kh * kw, Ho * Wo) and of one array of the
-    output's size (the product before its transpose to NCHW, or the gradient's transposed copy)."""
+def _conv_sizes(shapes: list[tuple[int, ...]], attrs: Mapping[str, Any], x_at: int, w_at: int
+                ) -> tuple[tuple[int, ...], tuple[int, ...], int, int, int, int]:
+    """(input shape, weight shape, elements of the im2col matrix (N, C*kh*kw, Ho*Wo), of the
+    output (N, O, Ho, Wo), of the per-image weight gradients (N, O, C/groups*kh*kw), and of
+    the zero-padded input (0 without padding))."""
     n, c, h, w = shapes[x_at]
-    o, _, kh, kw = shapes[w_at]
+    o, cg, kh, kw = shapes[w_at]
     (sh, sw), (ph, pw), (dh, dw) = attrs["stride"], attrs["padding"], attrs["dilation"]
-    ho = _out_size(h, kh, sh, ph, dh)
-    wo = _out_size(w, kw, sw, pw, dw)
-    return n * (c * kh * kw + o) * max(ho, 0) * max(wo, 0) * itemsize
+    p = max(_out_size(h, kh, sh, ph, dh), 0) * max(_out_size(w, kw, sw, pw, dw), 0)
+    padded = n * c * (h + 2 * ph) * (w + 2 * pw) if ph or pw else 0
+    return shapes[x_at], shapes[w_at], n * c * kh * kw * p, n * o * p, n * o * cg * kh * kw, padded
 
 
-#: op -> bytes a kernel holds besides its result while it runs, from its inputs' shapes, its
-#: attributes and the itemsize (the largest scratch array; the CPU algorithms' columns)
-WORKSPACE: dict[str, Callable[[list[tuple[int, ...]], Mapping[str, Any], int], int]] = {
-    "conv2d": lambda s, a, i: _conv_columns(s, a, 0, 1, i),
-    "conv2d_grad_weight": lambda s, a, i: _conv_columns(s, a, 0, 2, i),
-    "conv2d_grad_input": lambda s, a, i: _conv_columns(s, a, 2, 1, i),
+#: where each convolution op finds its input and weight among its inputs
+_CONV_OPERANDS = {"conv2d": (0, 1), "conv2d_grad_weight": (0, 2), "conv2d_grad_input": (2, 1)}
+
+
+def _conv_scratch(op: str, shapes: list[tuple[int, ...]], attrs: Mapping[str, Any], itemsize: int
+                  ) -> tuple[int, int]:
+    """(bytes held in the executor's shared convolution workspace, bytes allocated and freed
+    while the step runs) for the algorithm the cost rule picks (numba_conv.rule; with
+    autotuning on, a layer may run the other one). Per-image products keep their columns
+    (and the weight gradient its per-image products) in the workspace and write the result
+    in place; the shared kernel allocates the padded input, its columns, the product and the
+    product's NCHW copy itself."""
+    x_at, w_at = _CONV_OPERANDS[op]
+    x_shape, w_shape, cols, output, per_image, padded = _conv_sizes(shapes, attrs, x_at, w_at)
+    if rule(op, tuple(x_shape), tuple(w_shape), dict(attrs)) == "batched_gemm":
+        held = cols + (per_image if op == "conv2d_grad_weight" else 0)
+        return held * itemsize, 0
+    return 0, (cols + 2 * output + padded) * itemsize  # the padded input, columns, product, its NCHW copy
+
+
+#: op -> (bytes held across runs in a shared workspace, bytes of scratch while it runs), from
+#: its inputs' shapes, its attributes and the itemsize
+WORKSPACE: dict[str, Callable[[list[tuple[int, ...]], Mapping[str, Any], int], tuple[int, int]]] = {
+    op: (lambda s, a, i, op=op: _conv_scratch(op, s, a, i)) for op in _CONV_OPERANDS
 }
+
+
+ALIGNMENT = 64  # bytes: every block in an arena starts on a cache line
+
+
+def pack_blocks(sizes: Sequence[int], spans: Sequence[tuple[int, int]]) -> tuple[list[int], int]:
+    """Offsets of blocks in one arena, and its size: blocks whose step spans meet never
+    overlap in memory, blocks that are never alive together may. Greedy by size (the
+    largest first, each at the lowest offset free throughout its span), as TFLite's arena
+    planner does; within a few percent of the most bytes alive at any step on the
+    reference networks."""
+    order = sorted(range(len(sizes)), key=lambda b: (-sizes[b], spans[b][0], b))
+    offsets = [0] * len(sizes)
+    placed: list[tuple[int, int, tuple[int, int]]] = []  # (offset, end, span)
+    for block in order:
+        size = -(-sizes[block] // ALIGNMENT) * ALIGNMENT
+        lo, hi = spans[block]
+        busy = sorted((o, e) for o, e, (a, b) in placed if a <= hi and lo <= b)
+        offset = 0
+        for start, end in busy:
+            if offset + size <= start:
+                break
+            offset = max(offset, end)
+        offsets[block] = offset
+        placed.append((offset, offset + size, spans[block]))
+    return offsets, max((end for _, end, _ in placed), default=0)
 
 
 def peak_bytes(plan: Plan, shapes: Mapping[str, tuple[int, ...]]) -> int:
     """The most bytes a run holds at once besides variables, feeds and constants: the memory
-    plan's storage blocks (held across runs), plus each unplanned result (none for a view)
-    until its release, plus the scratch of the kernel running (``WORKSPACE``). Unknown dims
+    plan's arena (its storage blocks packed by their spans) and the convolutions' shared
+    workspace, both held across runs, plus each unplanned result (none for a view) until its
+    release, plus the scratch of the kernel running (``WORKSPACE``). Unknown dims
     count as the largest fed dim, so this bounds the usual case (a batch dim) from above."""
     resolve = _resolver(*dim_values(plan, shapes))
 
     def size(shape: tuple, dtype: str) -> int:
         return int(np.prod(resolve(shape), dtype=np.int64)) * np.dtype(dtype).itemsize
 
-    storage = set(plan.memory.storage) | set(plan.memory.placed) if plan.memory is not None else set()
-    blocks = sum(size(shape, dtype) for shape, dtype in plan.memory.blocks) if plan.memory is not None else 0
-    live = peak = 0
+    memory = plan.memory
+    storage = set(memory.storage) | set(memory.placed) if memory is not None else set()
+    blocks = pack_blocks([size(shape, dtype) for shape, dtype in memory.blocks], memory.spans)[1] \
+        if memory is not None else 0
+    live = peak = held = 0
     for step, released in zip(plan.steps, plan.release):
         viewed = {o for o, _ in get_op(step.op).views}
         scratch = WORKSPACE.get(step.op)
         extra = 0
         if scratch is not None:
             ins = [plan.buffers[n] for n in step.inputs]
-            extra = scratch([resolve(b.shape) for b in ins], step.attrs, np.dtype(ins[0].dtype).itemsize)
+            kept, extra = scratch([resolve(b.shape) for b in ins], step.attrs, np.dtype(ins[0].dtype).itemsize)
+            held = max(held, kept)
         for k, out in enumerate(step.outputs):
             if k not in viewed and out not in storage:
                 live += size(plan.buffers[out].shape, plan.buffers[out].dtype)
@@ -80,20 +130,22 @@ def peak_bytes(plan: Plan, shapes: Mapping[str, tuple[int, ...]]) -> int:
         for name in released:
             if plan.buffers[name].kind == "temp" and name not in storage:
                 live -= size(plan.buffers[name].shape, plan.buffers[name].dtype)
-    return blocks + peak
+    return blocks + held + peak
 
 
-def peak_formula(plan: Plan) -> tuple[int, int]:
-    """Peak bytes as ``a + b * batch`` (every named or unknown feed dim taken as the batch):
-    fitted at two batch sizes, exact where the peak grows linearly (every reference network)."""
+def peak_formula(plan: Plan, low: int = 32, high: int = 256) -> tuple[int, int]:
+    """Peak bytes as ``a + b * batch`` (every named or unknown feed dim taken as the batch),
+    the line through the peaks at batch ``low`` and ``high``: exact where the peak grows
+    linearly between them (every reference network over the usual batch sizes). Packing the
+    arena makes the peak piecewise linear, so far outside that range (a batch of thousands)
+    ``peak_bytes`` at the actual shapes is the figure to use."""
     def at(batch: int) -> int:
         shapes = {feed: tuple(d if isinstance(d, int) else batch for d in plan.buffers[name].shape)
                   for feed, name in plan.feeds.items()}
         return peak_bytes(plan, shapes)
 
-    low, high = at(1024), at(2048)
-    per_item = (high - low) // 1024
-    return low - per_item * 1024, per_item
+    per_item = (at(high) - at(low)) // (high - low)
+    return at(low) - per_item * low, per_item
 
 
 def describe_bytes(n: int) -> str:

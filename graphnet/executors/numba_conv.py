@@ -65,12 +65,45 @@ class _Geometry:
     def loop_args(self) -> tuple[int, ...]:
         return (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.dh, self.dw, self.ho, self.wo)
 
-    def columns(self, x: np.ndarray) -> np.ndarray:
+    def columns(self, x: np.ndarray, workspace: "Workspace | None" = None) -> np.ndarray:
         """(N, G, K, Ho*Wo): each image's im2col matrix, rows ordered (channel, i, j)."""
-        cols = np.empty((self.n, self.groups, self.k, self.p), x.dtype)
+        cols = _scratch(workspace, (self.n, self.groups, self.k, self.p), x.dtype)
         _loops()["im2col"](np.ascontiguousarray(x), cols.reshape(self.n, self.groups * self.k, self.p),
                            *self.loop_args())
         return cols
+
+
+class Workspace:
+    """Scratch memory the convolution kernels of one executor share (their column matrices):
+    one buffer, grown to the largest request and then reused, so a steady-state step asks
+    the allocator for none of it (and touches no fresh pages). The executor runs one step
+    at a time, so no two kernels use it at once."""
+
+    def __init__(self) -> None:
+        self._buffer = np.empty(0, np.uint8)
+
+    @property
+    def nbytes(self) -> int:
+        return self._buffer.nbytes
+
+    def array(self, shape: tuple[int, ...], dtype: Any, offset: int = 0) -> np.ndarray:
+        """An uninitialised C-contiguous array of ``shape`` from byte ``offset`` of the buffer
+        (64-byte aligned); a second array in use at once takes an offset past the first."""
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if (-self._buffer.ctypes.data) % 64 + offset + nbytes > self._buffer.nbytes:
+            # arrays handed out before keep the old buffer alive for as long as they are used
+            self._buffer = np.empty(offset + nbytes + 64, np.uint8)
+        start = (-self._buffer.ctypes.data) % 64 + offset
+        return self._buffer[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def _scratch(workspace: Workspace | None, shape: tuple[int, ...], dtype: Any, offset: int = 0) -> np.ndarray:
+    return np.empty(shape, dtype) if workspace is None else workspace.array(shape, dtype, offset)
+
+
+def _aligned(nbytes: int) -> int:
+    return -(-nbytes // 64) * 64 + 64
 
 
 def _geometry(x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -> _Geometry:
@@ -81,34 +114,62 @@ def _weights(geo: _Geometry, w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w).reshape(geo.groups, geo.og, geo.k)
 
 
+def _target(out: np.ndarray | None, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """``out`` when a kernel may write into it directly, else a new array."""
+    if out is not None and out.flags.c_contiguous:
+        return out.reshape(shape)
+    return np.empty(shape, dtype)
+
+
+def _result(value: np.ndarray, out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    if out is None:
+        return value.reshape(shape)
+    if not np.shares_memory(value, out):
+        np.copyto(out, value.reshape(shape))
+    return out
+
+
 # --- batched_gemm: per-image columns and one BLAS product per image ------------------------
 
-def gemm_forward(x: np.ndarray, w: np.ndarray, **attrs: Any) -> np.ndarray:
+def gemm_forward(x: np.ndarray, w: np.ndarray, *, out: np.ndarray | None = None,
+                 workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
     geo = _geometry(x.shape, w.shape, attrs)
-    out = np.empty((geo.n, geo.groups, geo.og, geo.p), x.dtype)
-    np.matmul(_weights(geo, w), geo.columns(x), out=out)  # (G, Og, K) @ (N, G, K, P)
-    return out.reshape(geo.n, geo.o, geo.ho, geo.wo)
+    product = _target(out, (geo.n, geo.groups, geo.og, geo.p), x.dtype)
+    np.matmul(_weights(geo, w), geo.columns(x, workspace), out=product)  # (G, Og, K) @ (N, G, K, P)
+    return _result(product, out, (geo.n, geo.o, geo.ho, geo.wo))
 
 
-def gemm_grad_input(g: np.ndarray, w: np.ndarray, x: Any, **attrs: Any) -> np.ndarray:
+def gemm_grad_input(g: np.ndarray, w: np.ndarray, x: Any, *, out: np.ndarray | None = None,
+                    workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
     geo = _geometry(x.shape, w.shape, attrs)
     grads = np.ascontiguousarray(g).reshape(geo.n, geo.groups, geo.og, geo.p)
-    cols = np.matmul(_weights(geo, w).transpose(0, 2, 1), grads)  # (N, G, K, P)
-    dx = np.empty((geo.n, geo.c, geo.h, geo.w), g.dtype)
+    cols = _scratch(workspace, (geo.n, geo.groups, geo.k, geo.p), g.dtype)
+    np.matmul(_weights(geo, w).transpose(0, 2, 1), grads, out=cols)  # (N, G, K, P)
+    dx = _target(out, (geo.n, geo.c, geo.h, geo.w), g.dtype)
     _loops()["col2im"](cols.reshape(geo.n, geo.groups * geo.k, geo.p), dx, *geo.loop_args())
-    return dx
+    return _result(dx, out, (geo.n, geo.c, geo.h, geo.w))
 
 
-def gemm_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, **attrs: Any) -> np.ndarray:
+def gemm_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, *, out: np.ndarray | None = None,
+                     workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
     geo = _geometry(x.shape, w.shape, attrs)
     grads = np.ascontiguousarray(g).reshape(geo.n, geo.groups, geo.og, geo.p)
-    per_image = np.matmul(grads, geo.columns(x).transpose(0, 1, 3, 2))  # (N, G, Og, K)
-    return per_image.sum(axis=0, dtype=np.float64).astype(g.dtype).reshape(geo.o, geo.cg, geo.kh, geo.kw)
+    cols = geo.columns(x, workspace)
+    per_image = _scratch(workspace, (geo.n, geo.groups, geo.og, geo.k), g.dtype, _aligned(cols.nbytes))
+    np.matmul(grads, cols.transpose(0, 1, 3, 2), out=per_image)  # (N, G, Og, K)
+    total = per_image.sum(axis=0, dtype=np.float64).reshape(geo.o, geo.cg, geo.kh, geo.kw)
+    if out is None:
+        return total.astype(g.dtype)
+    np.copyto(out, total, casting="same_kind")
+    return out
 
 
 def _shared(op: str) -> Callable[..., np.ndarray]:
     kernel = getattr(conv_kernels, op)
-    return functools.partial(kernel, np)
+
+    def shared(*arrays: Any, workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
+        return kernel(np, *arrays, **attrs)  # its scratch is its own
+    return shared
 
 
 #: op -> algorithm -> (kernel taking the step's inputs and attributes, applies(x_shape, w_shape, attrs))
@@ -203,20 +264,25 @@ class ConvKernel:
     second run wins (remembered on disk, keyed by op, shapes, dtype and attributes); off,
     the cost rule decides. ``decisions`` lists what was picked and how, for the report."""
 
-    def __init__(self, op: str, attrs: dict[str, Any], autotune: bool) -> None:
+    def __init__(self, op: str, attrs: dict[str, Any], autotune: bool, workspace: Workspace | None = None) -> None:
         self.op = op
         self.attrs = attrs
         self.autotune = autotune
+        self.workspace = workspace
         self._chosen: dict[tuple, Callable[..., np.ndarray]] = {}
         self.decisions: dict[str, tuple[str, str]] = {}  # shape key -> (algorithm, "rule"|"timed"|"cached")
 
-    def __call__(self, *arrays: Any) -> np.ndarray:
+    def __call__(self, *arrays: Any, out: np.ndarray | None = None) -> np.ndarray:
         x_shape, w_shape = shapes_of(self.op, arrays)
         shape_key = (x_shape, w_shape, arrays[0].dtype.str)
         kernel = self._chosen.get(shape_key)
         if kernel is None:
-            return self._choose(shape_key, arrays)
-        return kernel(*arrays, **self.attrs)
+            result = self._choose(shape_key, arrays)
+            if out is None:
+                return result
+            np.copyto(out, result)
+            return out
+        return kernel(*arrays, out=out, workspace=self.workspace, **self.attrs)
 
     def _choose(self, shape_key: tuple, arrays: tuple[Any, ...]) -> np.ndarray:
         x_shape, w_shape, dtype = shape_key
@@ -234,7 +300,7 @@ class ConvKernel:
                 kernel = ALGORITHMS[self.op][candidate][0]
                 kernel(*arrays, **self.attrs)  # the first call may load a compiled loop
                 start = time.perf_counter()
-                value = kernel(*arrays, **self.attrs)
+                value = kernel(*arrays, **self.attrs)  # (its own scratch: the result is kept)
                 seconds[candidate] = time.perf_counter() - start
                 if result is None or seconds[candidate] == min(seconds.values()):
                     result = value

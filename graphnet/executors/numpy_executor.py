@@ -28,6 +28,7 @@ class NumpyExecutor(ArrayExecutor):
         self._fallbacks: dict[str, int] = {}
         self._library: dict[str, float] = {}  # op -> seconds its numba kernel took to compile or load
         self._convolutions: list[numba_conv.ConvKernel] = []
+        self._workspace = numba_conv.Workspace()  # the convolutions' column matrices, shared
         threads.apply_once()
         super().__init__(*args, **kwargs)
 
@@ -70,7 +71,7 @@ class NumpyExecutor(ArrayExecutor):
                 and numba_codegen.numba_available():
             return self._library_kernel(step)
         if step.op in numba_conv.CONV_OPS and config.flags.codegen == "numba" and numba_codegen.numba_available():
-            kernel = numba_conv.ConvKernel(step.op, dict(step.attrs), config.flags.autotune)
+            kernel = numba_conv.ConvKernel(step.op, dict(step.attrs), config.flags.autotune, self._workspace)
             self._convolutions.append(kernel)
             return kernel
         if step.op not in ("fused", "fused_assign"):

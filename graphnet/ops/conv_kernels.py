@@ -223,22 +223,31 @@ def _matmul(xp, a, b):
 # ----------------------------------------------------------------------------
 
 
-def conv2d(xp, x, w, *, stride, padding, dilation, groups):
+def conv2d(xp, x, w, *, stride, padding, dilation, groups, out=None):
     """2-D cross-correlation, PyTorch semantics, no bias.
 
-    x: (N, C, H, W), w: (O, C // groups, kh, kw) -> (N, O, Ho, Wo).
+    x: (N, C, H, W), w: (O, C // groups, kh, kw) -> (N, O, Ho, Wo); written into ``out``
+    when given (as every convolution kernel here).
     """
     geo = _ConvGeom(x.shape, w.shape, stride, padding, dilation, groups)
     cols = geo.cols(xp, x)
     wm = geo.w_mat(w)                                        # (G, Og, K)
     if geo.layout == "nhwc":
-        out = _matmul(xp, cols, wm.transpose(0, 2, 1))       # (G, N*P, Og)
+        product = _matmul(xp, cols, wm.transpose(0, 2, 1))   # (G, N*P, Og)
     else:
-        out = _matmul(xp, wm, cols)                          # (G, Og, N*P)
-    return geo.out_from_mat(xp, out)
+        product = _matmul(xp, wm, cols)                      # (G, Og, N*P)
+    return _into(xp, geo.out_from_mat(xp, product), out)
 
 
-def conv2d_grad_input(xp, g, w, x, *, stride, padding, dilation, groups):
+def _into(xp, result, out):
+    """``result``, or ``out`` holding it."""
+    if out is None:
+        return result
+    xp.copyto(out, result)
+    return out
+
+
+def conv2d_grad_input(xp, g, w, x, *, stride, padding, dilation, groups, out=None):
     """Gradient of ``conv2d`` w.r.t. ``x`` (``x`` is used only for its shape).
 
     Horizontal stride 1 (the common case): the kw taps are folded into the
@@ -293,10 +302,10 @@ def conv2d_grad_input(xp, g, w, x, *, stride, padding, dilation, groups):
     if geo.ph or geo.pw:
         dxpad = xp.ascontiguousarray(
             dxpad[:, :, geo.ph:geo.ph + geo.H, geo.pw:geo.pw + geo.W])
-    return dxpad
+    return _into(xp, dxpad, out)
 
 
-def conv2d_grad_weight(xp, x, g, w, *, stride, padding, dilation, groups):
+def conv2d_grad_weight(xp, x, g, w, *, stride, padding, dilation, groups, out=None):
     """Gradient of ``conv2d`` w.r.t. ``w`` (``w`` is used only for its shape)."""
     geo = _ConvGeom(x.shape, w.shape, stride, padding, dilation, groups)
     cols = geo.cols(xp, x)
@@ -308,7 +317,7 @@ def conv2d_grad_weight(xp, x, g, w, *, stride, padding, dilation, groups):
         gw = _matmul(xp, cols, gm.transpose(0, 2, 1)).transpose(0, 2, 1)
     else:
         gw = _matmul(xp, gm, cols.transpose(0, 2, 1))        # (G, Og, K)
-    return geo.w_from_mat(xp, gw)
+    return _into(xp, geo.w_from_mat(xp, gw), out)
 
 
 # ----------------------------------------------------------------------------

@@ -76,9 +76,9 @@ def _conv_gw_grad(h: Tensor, out: Tensor, ins: tuple[Tensor, ...], **attrs: Any)
     return (declare("conv2d_grad_input", [g, h, x], attrs), declare("conv2d", [x, h], attrs), None)
 
 
-defop("conv2d", attrs={"stride": "pair", "padding": "pair", "dilation": "pair", "groups": "int"}, category="conv", infer=_conv_infer, kernel=K.conv2d, grad=_conv_grad)
-defop("conv2d_grad_input", attrs={"stride": "pair", "padding": "pair", "dilation": "pair", "groups": "int"}, shape_only=(2,), category="conv", infer=lambda g, w, x, **a: x, kernel=K.conv2d_grad_input, grad=_conv_gi_grad)
-defop("conv2d_grad_weight", attrs={"stride": "pair", "padding": "pair", "dilation": "pair", "groups": "int"}, shape_only=(2,), category="conv", infer=lambda x, g, w, **a: w, kernel=K.conv2d_grad_weight, grad=_conv_gw_grad)
+defop("conv2d", attrs={"stride": "pair", "padding": "pair", "dilation": "pair", "groups": "int"}, accepts_out=True, category="conv", infer=_conv_infer, kernel=K.conv2d, grad=_conv_grad)
+defop("conv2d_grad_input", attrs={"stride": "pair", "padding": "pair", "dilation": "pair", "groups": "int"}, shape_only=(2,), accepts_out=True, category="conv", infer=lambda g, w, x, **a: x, kernel=K.conv2d_grad_input, grad=_conv_gi_grad)
+defop("conv2d_grad_weight", attrs={"stride": "pair", "padding": "pair", "dilation": "pair", "groups": "int"}, shape_only=(2,), accepts_out=True, category="conv", infer=lambda x, g, w, **a: w, kernel=K.conv2d_grad_weight, grad=_conv_gw_grad)
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0,

@@ -101,10 +101,29 @@ def plan_memory(plan: Plan) -> Plan:
             block = storage.get(name)
             if block is not None and block not in taken:
                 free.setdefault(blocks[block], []).append(block)
-    plan.memory = MemoryPlan(tuple(blocks), storage, inplace, placed, flat)
+    plan.memory = MemoryPlan(tuple(blocks), storage, inplace, placed, flat, _spans(plan, len(blocks), storage, placed,
+                                                                                 flat, last))
     if config.flags.verify:
         check_memory_plan(plan)
     return plan
+
+
+def _spans(plan: Plan, count: int, storage: dict[str, int], placed: dict[str, tuple[int, int]],
+           flat: dict[tuple[int, int], int], last: dict[str, int]) -> tuple[tuple[int, int], ...]:
+    """Each block's (first write, last read) step: over its values, and for a flat block from
+    its first placed gradient to the update that gathers into it."""
+    first = {name: i for i, step in enumerate(plan.steps) for name in step.outputs}
+    spans: list[list[int] | None] = [None] * count
+    homes = [(name, block) for name, block in storage.items()] + [(name, b) for name, (b, _) in placed.items()]
+    for name, block in homes:
+        span = spans[block]
+        start, end = first[name], last.get(name, first[name])
+        spans[block] = [start, end] if span is None else [min(span[0], start), max(span[1], end)]
+    for (g, _), block in flat.items():
+        update = plan.flat[g].steps[0]  # the merged update runs at the group's first step
+        span = spans[block]
+        spans[block] = [update, update] if span is None else [min(span[0], update), max(span[1], update)]
+    return tuple((span[0], span[1]) if span is not None else (0, len(plan.steps)) for span in spans)
 
 
 def _flat_blocks(plan: Plan, blocks: list[tuple[tuple, str]], kept: set[str]
