@@ -96,11 +96,8 @@ def graphnet_step(name: str, batch: int, steps: dict[str, int] | None = None,
 
         a, b = peak_formula(train.plan)
         predicted[f"{name}/{batch}"] = a + b * batch + state
-    if held is not None:  # variables, the batch and the storage blocks sized at this batch
-        memory = train.plan.memory
-        blocks = sum(int(np.prod([d if isinstance(d, int) else batch for d in shape])) * np.dtype(dtype).itemsize
-                     for shape, dtype in (memory.blocks if memory is not None else ()))
-        held["bytes"] = lambda: state + blocks
+    if held is not None:  # variables, the batch, and what the executor keeps (arena, convolution workspace)
+        held["bytes"] = lambda: state + train.executor.held_bytes()
 
     def step() -> object:
         out = train.run(x=xb, labels=yb)

@@ -101,6 +101,17 @@ class ArrayExecutor:
             attrs["rng"] = self.rng
         return functools.partial(opdef.kernel, self.xp, **attrs)
 
+    def held_bytes(self) -> int:
+        """Bytes this executor keeps between runs besides the variables: its storage arenas
+        (one per set of feed shapes it has planned) and any backend scratch."""
+        total = 0
+        for fns in self._planned.values():
+            arenas = {id(base): base.nbytes for fn in fns or ()
+                      if (out := getattr(fn, "keywords", {}).get("out")) is not None
+                      and (base := _root(out)) is not None}
+            total += sum(arenas.values())
+        return total
+
     def codegen_summary(self) -> dict[str, Any]:
         """How fused groups are run by this backend (the compile report shows it)."""
         return {}
@@ -364,6 +375,13 @@ class ArrayExecutor:
             for t, step in sorted(timings, key=lambda p: -p[0])[:10]:
                 print(f"  {t * 1e3:8.3f} ms  {step.op:<20} {step.output:<8} {step.location}")
         return timings
+
+
+def _root(array: Any) -> Any:
+    """The array owning ``array``'s memory (following views down to it)."""
+    while getattr(array, "base", None) is not None:
+        array = array.base
+    return array
 
 
 def arena_address(array: Any) -> int:

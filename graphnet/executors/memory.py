@@ -9,7 +9,7 @@ import numpy as np
 from ..ops.conv_kernels import _out_size
 from ..ops.registry import get_op
 from ..plan import Plan
-from .numba_conv import rule
+from .numba_conv import chunk_images, rule
 
 
 def dim_values(plan: Plan, shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str, int], int]:
@@ -61,8 +61,12 @@ def _conv_scratch(op: str, shapes: list[tuple[int, ...]], attrs: Mapping[str, An
     x_at, w_at = _CONV_OPERANDS[op]
     x_shape, w_shape, cols, output, per_image, padded = _conv_sizes(shapes, attrs, x_at, w_at)
     if rule(op, tuple(x_shape), tuple(w_shape), dict(attrs)) == "batched_gemm":
-        held = cols + (per_image if op == "conv2d_grad_weight" else 0)
-        return held * itemsize, 0
+        n, groups = max(int(x_shape[0]), 1), int(attrs["groups"])
+        o, cg, kh, kw = w_shape
+        p = output // n // max(o, 1)
+        chunk = chunk_images(n, groups, cg * kh * kw, p, itemsize)  # images per chunk of columns
+        held = chunk * groups * cg * kh * kw * p + (chunk * o * cg * kh * kw if op == "conv2d_grad_weight" else 0)
+        return held * itemsize + 2 * ALIGNMENT, 0
     return 0, (cols + 2 * output + padded) * itemsize  # the padded input, columns, product, its NCHW copy
 
 

@@ -65,13 +65,6 @@ class _Geometry:
     def loop_args(self) -> tuple[int, ...]:
         return (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.dh, self.dw, self.ho, self.wo)
 
-    def columns(self, x: np.ndarray, workspace: "Workspace | None" = None) -> np.ndarray:
-        """(N, G, K, Ho*Wo): each image's im2col matrix, rows ordered (channel, i, j)."""
-        cols = _scratch(workspace, (self.n, self.groups, self.k, self.p), x.dtype)
-        _loops()["im2col"](np.ascontiguousarray(x), cols.reshape(self.n, self.groups * self.k, self.p),
-                           *self.loop_args())
-        return cols
-
 
 class Workspace:
     """Scratch memory the convolution kernels of one executor share (their column matrices):
@@ -130,12 +123,35 @@ def _result(value: np.ndarray, out: np.ndarray | None, shape: tuple[int, ...]) -
 
 
 # --- batched_gemm: per-image columns and one BLAS product per image ------------------------
+# Images go through in chunks whose columns take about CHUNK_BYTES, so that the columns are
+# still in cache when the product reads them: as fast as all at once or faster, and the
+# workspace stays small (a loop over a handful of chunks, not over images).
+
+CHUNK_BYTES = 512 * 1024
+
+
+def chunk_images(n: int, groups: int, k: int, p: int, itemsize: int) -> int:
+    """How many images' columns (groups * k * p elements each) one chunk holds."""
+    return max(1, min(n, CHUNK_BYTES // max(1, groups * k * p * itemsize)))
+
+
+def _chunks(geo: _Geometry, itemsize: int) -> tuple[int, list[tuple[int, int]]]:
+    step = chunk_images(geo.n, geo.groups, geo.k, geo.p, itemsize)
+    return step, [(start, min(start + step, geo.n)) for start in range(0, geo.n, step)]
+
 
 def gemm_forward(x: np.ndarray, w: np.ndarray, *, out: np.ndarray | None = None,
                  workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
     geo = _geometry(x.shape, w.shape, attrs)
     product = _target(out, (geo.n, geo.groups, geo.og, geo.p), x.dtype)
-    np.matmul(_weights(geo, w), geo.columns(x, workspace), out=product)  # (G, Og, K) @ (N, G, K, P)
+    weights, images = _weights(geo, w), np.ascontiguousarray(x)
+    step, chunks = _chunks(geo, x.dtype.itemsize)
+    cols = _scratch(workspace, (step, geo.groups, geo.k, geo.p), x.dtype)
+    for start, stop in chunks:
+        part = cols[:stop - start]
+        _loops()["im2col"](images[start:stop], part.reshape(stop - start, geo.groups * geo.k, geo.p),
+                           *geo.loop_args())
+        np.matmul(weights, part, out=product[start:stop])  # (G, Og, K) @ (n, G, K, P)
     return _result(product, out, (geo.n, geo.o, geo.ho, geo.wo))
 
 
@@ -143,10 +159,15 @@ def gemm_grad_input(g: np.ndarray, w: np.ndarray, x: Any, *, out: np.ndarray | N
                     workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
     geo = _geometry(x.shape, w.shape, attrs)
     grads = np.ascontiguousarray(g).reshape(geo.n, geo.groups, geo.og, geo.p)
-    cols = _scratch(workspace, (geo.n, geo.groups, geo.k, geo.p), g.dtype)
-    np.matmul(_weights(geo, w).transpose(0, 2, 1), grads, out=cols)  # (N, G, K, P)
+    transposed = _weights(geo, w).transpose(0, 2, 1)
     dx = _target(out, (geo.n, geo.c, geo.h, geo.w), g.dtype)
-    _loops()["col2im"](cols.reshape(geo.n, geo.groups * geo.k, geo.p), dx, *geo.loop_args())
+    step, chunks = _chunks(geo, g.dtype.itemsize)
+    cols = _scratch(workspace, (step, geo.groups, geo.k, geo.p), g.dtype)
+    for start, stop in chunks:
+        part = cols[:stop - start]
+        np.matmul(transposed, grads[start:stop], out=part)  # (n, G, K, P)
+        _loops()["col2im"](part.reshape(stop - start, geo.groups * geo.k, geo.p), dx[start:stop],
+                           *geo.loop_args())
     return _result(dx, out, (geo.n, geo.c, geo.h, geo.w))
 
 
@@ -154,10 +175,18 @@ def gemm_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, *, out: np.ndarray | 
                      workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
     geo = _geometry(x.shape, w.shape, attrs)
     grads = np.ascontiguousarray(g).reshape(geo.n, geo.groups, geo.og, geo.p)
-    cols = geo.columns(x, workspace)
-    per_image = _scratch(workspace, (geo.n, geo.groups, geo.og, geo.k), g.dtype, _aligned(cols.nbytes))
-    np.matmul(grads, cols.transpose(0, 1, 3, 2), out=per_image)  # (N, G, Og, K)
-    total = per_image.sum(axis=0, dtype=np.float64).reshape(geo.o, geo.cg, geo.kh, geo.kw)
+    images = np.ascontiguousarray(x)
+    step, chunks = _chunks(geo, x.dtype.itemsize)
+    cols = _scratch(workspace, (step, geo.groups, geo.k, geo.p), x.dtype)
+    per_image = _scratch(workspace, (step, geo.groups, geo.og, geo.k), g.dtype, _aligned(cols.nbytes))
+    total = np.zeros((geo.groups, geo.og, geo.k), np.float64)
+    for start, stop in chunks:
+        part, products = cols[:stop - start], per_image[:stop - start]
+        _loops()["im2col"](images[start:stop], part.reshape(stop - start, geo.groups * geo.k, geo.p),
+                           *geo.loop_args())
+        np.matmul(grads[start:stop], part.transpose(0, 1, 3, 2), out=products)  # (n, G, Og, K)
+        total += products.sum(axis=0, dtype=np.float64)
+    total = total.reshape(geo.o, geo.cg, geo.kh, geo.kw)
     if out is None:
         return total.astype(g.dtype)
     np.copyto(out, total, casting="same_kind")

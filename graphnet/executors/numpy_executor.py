@@ -32,6 +32,9 @@ class NumpyExecutor(ArrayExecutor):
         threads.apply_once()
         super().__init__(*args, **kwargs)
 
+    def held_bytes(self) -> int:
+        return super().held_bytes() + self._workspace.nbytes
+
     def codegen_summary(self) -> dict[str, Any]:
         """How this executor runs its fused groups: numba kernels (compiled now, loaded from the
         disk cache, or shared with a plan compiled earlier in this process, and the seconds
