@@ -251,6 +251,20 @@ def test_kernels_that_accept_out_write_into_the_given_buffer(name):
         g = rng.standard_normal((2, 4, 3, 3))
         args = {"conv2d": (x, w), "conv2d_grad_input": (g, w, x), "conv2d_grad_weight": (x, g, w)}[name]
         attrs = {"stride": (2, 2), "padding": (1, 1), "dilation": (1, 1), "groups": 1}
+    if name == "max_pool2d_grad_saved":
+        x = rng.standard_normal((2, 3, 7, 7))
+        for pool in ({"kernel_size": (3, 3), "stride": (2, 2), "padding": (1, 1)},
+                     {"kernel_size": (2, 2), "stride": (2, 2), "padding": (0, 0)}):
+            y, columns, rows = REGISTRY["max_pool2d_saving"].kernel(np, x, **pool)
+            g = rng.standard_normal(y.shape)
+            want = op.kernel(np, g, columns, rows, x, **pool)
+            out = np.full_like(want, np.nan)
+            assert op.kernel(np, g, columns, rows, x, out=out, **pool) is out
+            np.testing.assert_array_equal(out, want)
+        return
+    if name == "softmax_cross_entropy_grad":
+        args = (np.float32(1.5), a / a.sum(axis=1, keepdims=True), np.array([0, 3, 1, 2]))
+        attrs = {"label_smoothing": 0.1, "reduction": "mean"}
     want = op.kernel(np, *args, **attrs)
     out = np.empty_like(want)
     got = op.kernel(np, *args, out=out, **attrs)

@@ -451,8 +451,9 @@ def _pool_argmax(xp, x, kernel_size, stride, padding, need_max=True):
     return (best if need_max else None), column_arg, row_arg
 
 
-def _route_to_argmax(xp, g, column_arg, row_arg, x_shape, kernel_size, stride, padding):
-    """Each window's gradient to its arg-max element (``_pool_argmax``'s indices)."""
+def _route_to_argmax(xp, g, column_arg, row_arg, x_shape, kernel_size, stride, padding, out=None):
+    """Each window's gradient to its arg-max element (``_pool_argmax``'s indices), written
+    into ``out`` when given."""
     N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo = _pool_geom(
         x_shape, kernel_size, stride, padding)
     Hp, Wp = H + 2 * ph, W + 2 * pw
@@ -469,12 +470,17 @@ def _route_to_argmax(xp, g, column_arg, row_arg, x_shape, kernel_size, stride, p
                 [rg[:, :, i:i + hspan:sh] for i in range(kh)], kh > sh)
     # route rows to columns
     exact = kh == sh and kw == sw and rows == Hp and wspan + kw - 1 == Wp
-    dxpad = (xp.empty if exact else xp.zeros)((N, C, Hp, Wp), dtype=dtype)
+    if out is not None and not (ph or pw):
+        dxpad = out
+        if not exact:
+            dxpad[...] = 0
+    else:
+        dxpad = (xp.empty if exact else xp.zeros)((N, C, Hp, Wp), dtype=dtype)
     dr = dxpad[:, :, :rows]
     _spread(xp, rg, column_arg, kw,
             [dr[:, :, :, j:j + wspan:sw] for j in range(kw)], kw > sw)
     if ph or pw:
-        dxpad = xp.ascontiguousarray(dxpad[:, :, ph:ph + H, pw:pw + W])
+        return _into(xp, xp.ascontiguousarray(dxpad[:, :, ph:ph + H, pw:pw + W]), out)
     return dxpad
 
 
@@ -499,12 +505,12 @@ def max_pool2d_saving(xp, x, *, kernel_size, stride, padding):
     return y, _saved_arg(xp, column_arg, (N, C, rows, Wo)), _saved_arg(xp, row_arg, (N, C, Ho, Wo))
 
 
-def max_pool2d_grad_saved(xp, g, column_arg, row_arg, x, *, kernel_size, stride, padding):
+def max_pool2d_grad_saved(xp, g, column_arg, row_arg, x, *, kernel_size, stride, padding, out=None):
     """``max_pool2d_grad`` from the arg-max ``max_pool2d_saving`` kept (``x`` is used only
     for its shape): the same result, without searching the windows again."""
     kh, kw = _pair(kernel_size)
     return _route_to_argmax(xp, g, column_arg if kw > 1 else None, row_arg if kh > 1 else None, x.shape,
-                            kernel_size, stride, padding)
+                            kernel_size, stride, padding, out)
 
 
 def _select(xp, views, idx, n):

@@ -140,9 +140,14 @@ def _sce_grad_infer(g: TensorType, probs: TensorType, labels: TensorType, *, lab
     return probs
 
 
-def _sce_grad_kernel(xp: Any, g: Any, probs: Any, labels: Any, *, label_smoothing: float, reduction: str) -> Any:
+def _sce_grad_kernel(xp: Any, g: Any, probs: Any, labels: Any, *, label_smoothing: float, reduction: str,
+                     out: Any = None) -> Any:
     n, classes = probs.shape
-    grad = probs.copy()
+    if out is None:
+        grad = probs.copy()
+    else:
+        grad = out
+        xp.copyto(grad, probs)
     rows = xp.arange(n)
     grad[rows, labels.astype(xp.intp, copy=False)] -= probs.dtype.type(1.0 - label_smoothing)
     if label_smoothing:
@@ -153,5 +158,6 @@ def _sce_grad_kernel(xp: Any, g: Any, probs: Any, labels: Any, *, label_smoothin
 
 
 defop("softmax_cross_entropy_grad", attrs={"label_smoothing": "float", "reduction": "str"}, category="other",
+      accepts_out=True,
       infer=_sce_grad_infer, kernel=_sce_grad_kernel,
       doc="The logits' gradient of softmax_cross_entropy, in one step.")

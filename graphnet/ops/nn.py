@@ -155,7 +155,7 @@ defop("max_pool2d_saving", attrs={"kernel_size": "pair", "stride": "pair", "padd
                                        declare("max_pool2d_grad_saved", [gs[0], outs[1], outs[2], ins[0]], a),),
       doc="max_pool2d, plus each window's arg-max (per-row column, per-window row; uint8).")
 defop("max_pool2d_grad_saved", attrs={"kernel_size": "pair", "stride": "pair", "padding": "pair"}, shape_only=(3,),
-      category="conv", infer=_saved_grad_infer, kernel=K.max_pool2d_grad_saved,
+      category="conv", accepts_out=True, infer=_saved_grad_infer, kernel=K.max_pool2d_grad_saved,
       grad=lambda h, out, ins, **a: (declare("max_pool2d_select", [h, ins[3]], a), None, None, None),
       doc="max_pool2d_grad from the arg-max max_pool2d_saving kept; x only for its shape.")
 defop("avg_pool2d", attrs={"kernel_size": "pair", "stride": "pair", "padding": "pair"}, category="conv", infer=_pool_infer, kernel=K.avg_pool2d,
