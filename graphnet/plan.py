@@ -75,6 +75,25 @@ def view_roots(steps: list[Step], buffers: Iterable[str],
     return roots
 
 
+def last_reads(plan: "Plan", op_of: Callable[[str], Any]) -> tuple[dict[str, int], dict[str, frozenset[str]]]:
+    """For each buffer, the last step reading its values, or any view's; and each buffer's
+    roots (the buffers whose memory it may share). ``op_of(name)`` gives an op's ``views``
+    and ``shape_only``: an input an op reads only the shape of is not a read (its block
+    keeps the shape and dtype, whatever it holds by then)."""
+    roots = view_roots(plan.steps, plan.buffers, lambda op: op_of(op).views)
+    last: dict[str, int] = {}
+    for i, step in enumerate(plan.steps):
+        for name in step.outputs:
+            last.setdefault(name, i)  # a value nothing reads dies where it is made
+        shape_only = op_of(step.op).shape_only
+        for position, name in enumerate(step.inputs):
+            if position in shape_only:
+                continue
+            for root in roots[name] | {name}:
+                last[root] = i
+    return last, roots
+
+
 @dataclass(frozen=True)
 class MemoryPlan:
     """Where computed values are written (graphnet.passes.plan_memory): ``blocks`` lists each

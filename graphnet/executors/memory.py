@@ -8,8 +8,8 @@ import numpy as np
 
 from ..ops.conv_kernels import _out_size
 from ..ops.registry import get_op
-from ..plan import Plan
-from .numba_conv import chunk_images, rule
+from ..plan import Plan, last_reads
+from .numba_conv import chunk_images, rule, xp_chunk_images
 
 
 def dim_values(plan: Plan, shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str, int], int]:
@@ -67,13 +67,25 @@ def _conv_scratch(op: str, shapes: list[tuple[int, ...]], attrs: Mapping[str, An
         chunk = chunk_images(n, groups, cg * kh * kw, p, itemsize)  # images per chunk of columns
         held = chunk * groups * cg * kh * kw * p + (chunk * o * cg * kh * kw if op == "conv2d_grad_weight" else 0)
         return held * itemsize + 2 * ALIGNMENT, 0
-    return 0, (cols + 2 * output + padded) * itemsize  # the padded input, columns, product, its NCHW copy
+    n, groups = max(int(x_shape[0]), 1), int(attrs["groups"])
+    o, cg, kh, kw = w_shape
+    chunk = xp_chunk_images(n, groups, cg * kh * kw, output // n // max(o, 1), itemsize)
+    # the padded input, columns, product and its NCHW copy, of one chunk of images; the
+    # gradients' kernels hold a little more (tracemalloc on the reference layers: up to 1.5x
+    # for the input gradient of small images, 1.4x for the weight gradient)
+    factor = _XP_SCRATCH[op]
+    return 0, int((cols + 2 * output + padded) // n * chunk * itemsize * factor)
+
+
+_XP_SCRATCH = {"conv2d": 1.0, "conv2d_grad_input": 1.3, "conv2d_grad_weight": 1.15}
 
 
 #: op -> (bytes held across runs in a shared workspace, bytes of scratch while it runs), from
 #: its inputs' shapes, its attributes and the itemsize
 WORKSPACE: dict[str, Callable[[list[tuple[int, ...]], Mapping[str, Any], int], tuple[int, int]]] = {
-    op: (lambda s, a, i, op=op: _conv_scratch(op, s, a, i)) for op in _CONV_OPERANDS
+    **{op: (lambda s, a, i, op=op: _conv_scratch(op, s, a, i)) for op in _CONV_OPERANDS},
+    # the row maxima along W (a 1/kw-sized float array)
+    "max_pool2d_saving": lambda s, a, i: (0, int(np.prod(s[0])) // a["kernel_size"][1] * i),
 }
 
 
@@ -118,8 +130,16 @@ def peak_bytes(plan: Plan, shapes: Mapping[str, tuple[int, ...]]) -> int:
     storage = set(memory.storage) | set(memory.placed) if memory is not None else set()
     blocks = pack_blocks([size(shape, dtype) for shape, dtype in memory.blocks], memory.spans)[1] \
         if memory is not None else 0
+    # an unplanned value lives until its last reader or the last reader of a view of it
+    last, _ = last_reads(plan, get_op)
+    dying: list[list[str]] = [[] for _ in plan.steps]
+    for name, index in last.items():
+        if plan.buffers[name].kind == "temp" and name not in storage:
+            dying[index].append(name)
+    view_outputs = {step.outputs[k] for step in plan.steps for k, _ in get_op(step.op).views
+                    if k < len(step.outputs)}
     live = peak = held = 0
-    for step, released in zip(plan.steps, plan.release):
+    for step, released in zip(plan.steps, dying):
         viewed = {o for o, _ in get_op(step.op).views}
         scratch = WORKSPACE.get(step.op)
         extra = 0
@@ -132,12 +152,12 @@ def peak_bytes(plan: Plan, shapes: Mapping[str, tuple[int, ...]]) -> int:
                 live += size(plan.buffers[out].shape, plan.buffers[out].dtype)
         peak = max(peak, live + extra)
         for name in released:
-            if plan.buffers[name].kind == "temp" and name not in storage:
+            if name not in view_outputs:  # a view's bytes were never counted
                 live -= size(plan.buffers[name].shape, plan.buffers[name].dtype)
     return blocks + held + peak
 
 
-def peak_formula(plan: Plan, low: int = 32, high: int = 256) -> tuple[int, int]:
+def peak_formula(plan: Plan, low: int = 32, high: int = 128) -> tuple[int, int]:
     """Peak bytes as ``a + b * batch`` (every named or unknown feed dim taken as the batch),
     the line through the peaks at batch ``low`` and ``high``: exact where the peak grows
     linearly between them (every reference network over the usual batch sizes). Packing the

@@ -193,11 +193,49 @@ def gemm_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, *, out: np.ndarray | 
     return out
 
 
-def _shared(op: str) -> Callable[..., np.ndarray]:
-    kernel = getattr(conv_kernels, op)
+# --- xp: the shared kernel's single large product, over chunks of about XP_CHUNK_BYTES of
+# columns: as fast as the whole batch at once on the reference layers (within noise), with
+# its scratch (padded input, columns, product) a chunk's instead of the batch's.
 
-    def shared(*arrays: Any, workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
-        return kernel(np, *arrays, **attrs)  # its scratch is its own
+XP_CHUNK_BYTES = 1024 * 1024
+
+
+def xp_chunk_images(n: int, groups: int, k: int, p: int, itemsize: int) -> int:
+    """How many images the shared kernel takes at once."""
+    return max(1, min(n, XP_CHUNK_BYTES // max(1, groups * k * p * itemsize)))
+
+
+def _shared(op: str) -> Callable[..., np.ndarray]:
+    kernel = functools.partial(getattr(conv_kernels, op), np)
+
+    def shared(*arrays: Any, out: np.ndarray | None = None, workspace: Workspace | None = None,
+               **attrs: Any) -> np.ndarray:
+        x_shape, w_shape = shapes_of(op, arrays)
+        geo = _geometry(x_shape, w_shape, attrs)
+        step = xp_chunk_images(geo.n, geo.groups, geo.k, geo.p, arrays[0].dtype.itemsize)
+        if step >= geo.n:
+            return kernel(*arrays, out=out, **attrs)
+        spans = [(start, min(start + step, geo.n)) for start in range(0, geo.n, step)]
+        if op == "conv2d_grad_weight":
+            x, g, w = arrays
+            total = np.zeros(w.shape, np.float64)
+            for start, stop in spans:
+                total += kernel(x[start:stop], g[start:stop], w, **attrs)
+            if out is None:
+                return total.astype(g.dtype)
+            np.copyto(out, total, casting="same_kind")
+            return out
+        if op == "conv2d":
+            x, w = arrays
+            result = out if out is not None else np.empty((geo.n, geo.o, geo.ho, geo.wo), x.dtype)
+            for start, stop in spans:
+                kernel(x[start:stop], w, out=result[start:stop], **attrs)
+            return result
+        g, w, x = arrays
+        result = out if out is not None else np.empty(x_shape, g.dtype)
+        for start, stop in spans:
+            kernel(g[start:stop], w, x[start:stop], out=result[start:stop], **attrs)
+        return result
     return shared
 
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 from .. import config
 from ..errors import GraphError
 from ..ops.registry import get_op
-from ..plan import MemoryPlan, Plan, view_roots
+from ..plan import MemoryPlan, Plan
+from ..plan import last_reads as plan_last_reads
 
 
 def _plannable_shape(shape: tuple) -> bool:
@@ -40,22 +41,8 @@ def _key(plan: Plan, name: str) -> tuple:
 
 
 def last_reads(plan: Plan) -> tuple[dict[str, int], dict[str, frozenset[str]]]:
-    """For each buffer, the last step reading its values, or any view's; and each buffer's
-    roots (the buffers whose memory it may share). An input an op reads only the shape of
-    (``OpDef.shape_only``) is not a read: its block keeps the shape and dtype, whatever it
-    holds by then."""
-    roots = view_roots(plan.steps, plan.buffers, lambda op: get_op(op).views)
-    last: dict[str, int] = {}
-    for i, step in enumerate(plan.steps):
-        for name in step.outputs:
-            last.setdefault(name, i)  # a value nothing reads dies where it is made
-        shape_only = get_op(step.op).shape_only
-        for position, name in enumerate(step.inputs):
-            if position in shape_only:
-                continue
-            for root in roots[name] | {name}:
-                last[root] = i
-    return last, roots
+    """``graphnet.plan.last_reads`` with the registered ops' views and shape-only inputs."""
+    return plan_last_reads(plan, get_op)
 
 
 def plan_memory(plan: Plan) -> Plan:
