@@ -83,3 +83,30 @@ def test_inference_plans_pool_without_saving():
     model.eval()
     plan = gn.compile({"logits": model(gn.placeholder("x", (None, 1, 28, 28)))})
     assert "max_pool2d_saving" not in plan.plan.op_counts()
+
+
+numba_pool = pytest.importorskip("graphnet.executors.numba_pool")
+needs_numba = pytest.mark.skipif(not __import__("graphnet.executors.numba_codegen", fromlist=["x"]).numba_available(),
+                                 reason="numba is not installed")
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape,k,s,p", POOLS)
+def test_the_numba_pool_gradient_computes_what_the_op_kernel_does(shape, k, s, p, dtype):
+    rng = np.random.default_rng(1)
+    attrs = {"kernel_size": k, "stride": s, "padding": p}
+    nan = rng.standard_normal(shape).astype(dtype)
+    nan.flat[::5] = np.nan  # a NaN propagates to its window's output and keeps the index reached
+    for x in (rng.standard_normal(shape).astype(dtype), rng.integers(0, 3, shape).astype(dtype), nan):
+        saved = K.max_pool2d_saving(np, x, **attrs)
+        g = rng.standard_normal(saved[0].shape).astype(dtype)
+        expected = K.max_pool2d_grad_saved(np, g, *saved[1:], x, **attrs)
+        out = np.full_like(x, np.nan)
+        assert numba_pool.max_pool2d_grad_saved(g, *saved[1:], x, out=out, **attrs) is out
+        overlapping = k[0] > s[0] or k[1] > s[1]  # then sums meet in another order
+        if overlapping or np.isnan(x).any():
+            np.testing.assert_allclose(out, np.nan_to_num(expected) if np.isnan(x).any() else expected,
+                                       rtol=1e-6, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(out, expected)

@@ -10,8 +10,12 @@ import numpy as np
 
 from .. import config
 from ..plan import Step
-from . import numba_batch_norm, numba_codegen, numba_conv, threads
+from . import numba_batch_norm, numba_codegen, numba_conv, numba_pool, threads
 from .base import ArrayExecutor
+
+
+#: op -> a hand-written numba kernel the NumPy executor runs instead of the op's xp kernel
+LIBRARY: dict[str, Callable[..., Any]] = {**numba_batch_norm.KERNELS, **numba_pool.KERNELS}
 
 
 class NumpyExecutor(ArrayExecutor):
@@ -53,13 +57,17 @@ class NumpyExecutor(ArrayExecutor):
                                     for shape, (name, how) in kernel.decisions.items()}}
 
     def _library_kernel(self, step: Step) -> Callable[..., Any]:
-        """A hand-written numba kernel for ``step``'s op, compiled (or loaded) now on tiny inputs."""
-        kernel = functools.partial(numba_batch_norm.KERNELS[step.op], **dict(step.attrs))
+        """A hand-written numba kernel for ``step``'s op, compiled (or loaded) now on tiny inputs
+        (ones, and zeros for integer inputs such as a saved arg-max)."""
+        kernel = functools.partial(LIBRARY[step.op], **dict(step.attrs))
         if step.op not in self._library:
             start = time.perf_counter()
-            shapes = [tuple(d if isinstance(d, int) else 2 for d in self.plan.buffers[name].shape)
-                      for name in step.inputs]
-            kernel(*[np.ones(shape, self.plan.buffers[name].dtype) for shape, name in zip(shapes, step.inputs)])
+            probes = []
+            for name in step.inputs:
+                buffer = self.plan.buffers[name]
+                shape = tuple(d if isinstance(d, int) else 2 for d in buffer.shape)
+                probes.append((np.ones if np.dtype(buffer.dtype).kind == "f" else np.zeros)(shape, buffer.dtype))
+            kernel(*probes)
             self._library[step.op] = time.perf_counter() - start
         return kernel
 
@@ -70,8 +78,8 @@ class NumpyExecutor(ArrayExecutor):
 
     def kernel_for(self, step: Step) -> Callable[..., Any]:
         fallback = super().kernel_for(step)
-        if step.op in numba_batch_norm.KERNELS and config.flags.codegen == "numba" \
-                and numba_codegen.numba_available():
+        if step.op in LIBRARY and config.flags.codegen == "numba" and numba_codegen.numba_available() \
+                and all(self.plan.buffers[name].dtype in ("float32", "float64") for name in step.inputs[:1]):
             return self._library_kernel(step)
         if step.op in numba_conv.CONV_OPS and config.flags.codegen == "numba" and numba_codegen.numba_available():
             kernel = numba_conv.ConvKernel(step.op, dict(step.attrs), config.flags.autotune, self._workspace)
