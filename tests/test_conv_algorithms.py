@@ -32,10 +32,23 @@ def case(request):
     return x, w, g, attrs, {"conv2d": y, "conv2d_grad_input": dx, "conv2d_grad_weight": dw}
 
 
+def _applicable(op, algorithm, x, w, g, attrs):
+    """The algorithm's kernel; None, after checking that it refuses them (ValueError) instead
+    of computing something else, when it does not take these shapes."""
+    kernel, applies = numba_conv.ALGORITHMS[op][algorithm]
+    if not applies(x.shape, w.shape, attrs):
+        with pytest.raises(ValueError):
+            kernel(*_arguments(op, x, w, g), **attrs)
+        return None
+    return kernel
+
+
 @pytest.mark.parametrize("op,algorithm", ALL)
 def test_algorithm_matches_reference_float64(case, op, algorithm):
     x, w, g, attrs, expected = case
-    kernel = numba_conv.ALGORITHMS[op][algorithm][0]
+    kernel = _applicable(op, algorithm, x, w, g, attrs)
+    if kernel is None:
+        return
     result = kernel(*_arguments(op, x, w, g), **attrs)
     assert result.shape == expected[op].shape and result.dtype == np.float64 and result.flags.c_contiguous
     np.testing.assert_allclose(result, expected[op], rtol=0, atol=1e-11)
@@ -44,7 +57,9 @@ def test_algorithm_matches_reference_float64(case, op, algorithm):
 @pytest.mark.parametrize("op,algorithm", ALL)
 def test_algorithm_writes_into_out_with_a_shared_workspace(case, op, algorithm):
     x, w, g, attrs, expected = case
-    kernel = numba_conv.ALGORITHMS[op][algorithm][0]
+    kernel = _applicable(op, algorithm, x, w, g, attrs)
+    if kernel is None:
+        return
     workspace = numba_conv.Workspace()
     out = np.full(expected[op].shape, np.nan)
     for _ in range(2):  # the second call reuses the workspace the first one grew
@@ -71,12 +86,15 @@ def test_workspace_arrays_are_aligned_and_grow_once():
 
 @pytest.mark.parametrize("op,algorithm", ALL)
 def test_algorithm_float32_and_strided_inputs(op, algorithm):
-    x, w = _conv_inputs(CONV_CASES[1], seed=3)  # groups 2, stride (2, 1), padding (1, 2)
-    attrs = _conv_attrs(CONV_CASES[1])
+    # groups 2, stride (2, 1), padding (1, 2); for pointwise, the strided 1x1 case
+    index = len(CONV_CASES) - 1 if algorithm == "pointwise" else 1
+    x, w = _conv_inputs(CONV_CASES[index], seed=3)
+    attrs = _conv_attrs(CONV_CASES[index])
     y = ref_conv2d(x, w, attrs["stride"], attrs["padding"], attrs["dilation"], attrs["groups"])
     g = np.random.default_rng(5).standard_normal(y.shape)
     dx, dw = ref_conv2d_grads(x, w, g, attrs["stride"], attrs["padding"], attrs["dilation"], attrs["groups"])
     expected = {"conv2d": y, "conv2d_grad_input": dx, "conv2d_grad_weight": dw}[op]
+    assert _applicable(op, algorithm, x, w, g, attrs) is not None
     # a transposed-then-transposed-back input is not C-contiguous
     x32 = np.asfortranarray(x.astype(np.float32))
     g32 = np.asfortranarray(g.astype(np.float32))
@@ -91,6 +109,12 @@ def test_cost_rule_and_candidates():
     assert numba_conv.rule("conv2d", (128, 64, 4, 4), (64, 64, 3, 3), attrs) == "xp"
     assert numba_conv.rule("conv2d_grad_input", (64, 10, 12, 12), (20, 10, 5, 5), attrs) == "batched_gemm"
     assert set(numba_conv.candidates("conv2d", (2, 3, 8, 8), (4, 3, 3, 3), attrs)) == {"xp", "batched_gemm"}
+    pointwise = (128, 16, 28, 28), (16, 16, 1, 1)
+    assert set(numba_conv.candidates("conv2d", *pointwise, attrs)) == {"xp", "batched_gemm", "pointwise"}
+    strided = dict(attrs, stride=(2, 2))
+    assert [numba_conv.rule(op, *pointwise, strided) for op in numba_conv.CONV_OPS] == [
+        "pointwise", "batched_gemm", "pointwise"]  # a strided 1x1's input gradient scatters through col2im
+    assert numba_conv.rule("conv2d_grad_input", *pointwise, attrs) == "pointwise"
 
 
 def _training_plan():

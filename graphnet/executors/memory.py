@@ -60,7 +60,11 @@ def _conv_scratch(op: str, shapes: list[tuple[int, ...]], attrs: Mapping[str, An
     product's NCHW copy itself."""
     x_at, w_at = _CONV_OPERANDS[op]
     x_shape, w_shape, cols, output, per_image, padded = _conv_sizes(shapes, attrs, x_at, w_at)
-    if rule(op, tuple(x_shape), tuple(w_shape), dict(attrs)) == "batched_gemm":
+    algorithm = rule(op, tuple(x_shape), tuple(w_shape), dict(attrs))
+    if algorithm == "pointwise":  # the strided input's copy, and the per-image weight gradients
+        strided = tuple(attrs["stride"]) != (1, 1)
+        return 0, ((cols if strided else 0) + (per_image if op == "conv2d_grad_weight" else 0)) * itemsize
+    if algorithm == "batched_gemm":
         n, groups = max(int(x_shape[0]), 1), int(attrs["groups"])
         o, cg, kh, kw = w_shape
         p = output // n // max(o, 1)

@@ -193,6 +193,61 @@ def gemm_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, *, out: np.ndarray | 
     return out
 
 
+# --- pointwise: a 1x1 convolution is a matrix product per image, with no columns at all -----
+
+def _pointwise(xs: tuple, ws: tuple, attrs: dict[str, Any]) -> bool:
+    return ws[2] == ws[3] == 1 and tuple(attrs["padding"]) == (0, 0) and attrs["groups"] == 1
+
+
+def _pointwise_geometry(x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -> _Geometry:
+    if not _pointwise(x_shape, w_shape, attrs):  # refuse rather than compute something else
+        raise ValueError("pointwise takes 1x1 kernels without padding, in one group")
+    return _geometry(x_shape, w_shape, attrs)
+
+
+def _sampled(x: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
+    """The input positions a 1x1 convolution reads, (N, C, Ho*Wo) (a copy only with stride)."""
+    sh, sw = attrs["stride"]
+    view = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x
+    return np.ascontiguousarray(view).reshape(x.shape[0], x.shape[1], -1)
+
+
+def pointwise_forward(x: np.ndarray, w: np.ndarray, *, out: np.ndarray | None = None,
+                      workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
+    geo = _pointwise_geometry(x.shape, w.shape, attrs)
+    product = _target(out, (geo.n, geo.o, geo.p), x.dtype)
+    np.matmul(np.ascontiguousarray(w).reshape(geo.o, geo.c), _sampled(x, attrs), out=product)
+    return _result(product, out, (geo.n, geo.o, geo.ho, geo.wo))
+
+
+def pointwise_grad_input(g: np.ndarray, w: np.ndarray, x: Any, *, out: np.ndarray | None = None,
+                         workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
+    geo = _pointwise_geometry(x.shape, w.shape, attrs)
+    transposed = np.ascontiguousarray(w).reshape(geo.o, geo.c).T
+    grads = np.ascontiguousarray(g).reshape(geo.n, geo.o, geo.p)
+    if tuple(attrs["stride"]) == (1, 1):
+        dx = _target(out, (geo.n, geo.c, geo.p), g.dtype)
+        np.matmul(transposed, grads, out=dx)
+        return _result(dx, out, (geo.n, geo.c, geo.h, geo.w))
+    dx = out if out is not None else np.empty((geo.n, geo.c, geo.h, geo.w), g.dtype)
+    dx[...] = 0
+    sh, sw = attrs["stride"]
+    dx[:, :, ::sh, ::sw] = np.matmul(transposed, grads).reshape(geo.n, geo.c, geo.ho, geo.wo)
+    return dx
+
+
+def pointwise_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, *, out: np.ndarray | None = None,
+                          workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
+    geo = _pointwise_geometry(x.shape, w.shape, attrs)
+    grads = np.ascontiguousarray(g).reshape(geo.n, geo.o, geo.p)
+    per_image = np.matmul(grads, _sampled(x, attrs).transpose(0, 2, 1))  # (N, O, C)
+    total = per_image.sum(axis=0, dtype=np.float64).reshape(geo.o, geo.c, 1, 1)
+    if out is None:
+        return total.astype(g.dtype)
+    np.copyto(out, total, casting="same_kind")
+    return out
+
+
 # --- xp: the shared kernel's single large product, over chunks of about XP_CHUNK_BYTES of
 # columns: as fast as the whole batch at once on the reference layers (within noise), with
 # its scratch (padded input, columns, product) a chunk's instead of the batch's.
@@ -244,14 +299,17 @@ ALGORITHMS: dict[str, dict[str, tuple[Callable[..., np.ndarray], Callable[..., b
     "conv2d": {
         "xp": (_shared("conv2d"), lambda xs, ws, a: True),
         "batched_gemm": (gemm_forward, lambda xs, ws, a: True),
+        "pointwise": (pointwise_forward, _pointwise),
     },
     "conv2d_grad_input": {
         "xp": (_shared("conv2d_grad_input"), lambda xs, ws, a: True),
         "batched_gemm": (gemm_grad_input, lambda xs, ws, a: True),
+        "pointwise": (pointwise_grad_input, _pointwise),
     },
     "conv2d_grad_weight": {
         "xp": (_shared("conv2d_grad_weight"), lambda xs, ws, a: True),
         "batched_gemm": (gemm_grad_weight, lambda xs, ws, a: True),
+        "pointwise": (pointwise_grad_weight, _pointwise),
     },
 }
 
@@ -271,16 +329,19 @@ def candidates(op: str, x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -
     return sorted(usable, key=lambda name: _RULE_ORDER.index(name))
 
 
-_RULE_ORDER = ("xp", "batched_gemm")
+_RULE_ORDER = ("xp", "batched_gemm", "pointwise")
 
 
 def rule(op: str, x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -> str:
     """The cost rule (used when autotuning is off), from timings of this project's reference
-    networks (benchmarks/conv_algorithms.py): per-image columns for 1x1 and single-channel
+    networks (benchmarks/conv_algorithms.py): 1x1 convolutions as plain products per image
+    (no columns); per-image columns for other 1x1 and single-channel
     convolutions, whose columns are no bigger than the input, and for input gradients
     (one scatter pass instead of one per tap) unless the images are small, where per-image
     products are too small for BLAS; the shared kernel's single large product otherwise."""
     geo = _geometry(x_shape, w_shape, attrs)
+    if _pointwise(x_shape, w_shape, attrs) and (op != "conv2d_grad_input" or (geo.sh, geo.sw) == (1, 1)):
+        return "pointwise"  # (a strided 1x1's input gradient scatters faster through col2im)
     if geo.kh * geo.kw == 1 or geo.cg == 1:
         return "batched_gemm"
     if op == "conv2d_grad_input" and (max(geo.sh, geo.sw) > 1 or geo.p >= 64):
