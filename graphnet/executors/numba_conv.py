@@ -127,7 +127,7 @@ def _result(value: np.ndarray, out: np.ndarray | None, shape: tuple[int, ...]) -
 # still in cache when the product reads them: as fast as all at once or faster, and the
 # workspace stays small (a loop over a handful of chunks, not over images).
 
-CHUNK_BYTES = 512 * 1024
+CHUNK_BYTES = 256 * 1024
 
 
 def chunk_images(n: int, groups: int, k: int, p: int, itemsize: int) -> int:
