@@ -54,7 +54,7 @@ class ArrayExecutor:
         self._flat_updates = [self._flatten(group) for group in plan.flat]
         storage = plan.memory.storage if plan.memory is not None else {}
         # each step's storage block (-1: its kernel returns a fresh array)
-        self._block_of = [storage.get(step.outputs[0], -1) if len(step.outputs) == 1 else -1 for step in plan.steps]
+        self._block_of = [tuple(storage.get(name, -1) for name in step.outputs) for step in plan.steps]
         # per distinct set of feed shapes: the kernels bound to their blocks (None: not planned)
         self._planned: dict[tuple, list[Callable[..., Any]] | None] = {}
         self._fresh = [fn for fn, *_ in self._program]
@@ -140,20 +140,23 @@ class ArrayExecutor:
             self._program[index] = (_nothing, (), (), rel, step)
         return update
 
-    def _allocate_blocks(self, key: tuple, shapes: list[tuple | None], result_dtypes: list[Any]) -> None:
-        """After a first run at these feed shapes: one array per storage block, sized by what
-        the block's values turned out to be, and every planned kernel bound to its block. A
-        block whose values differ in shape (unknown dims that are not the same dim) leaves
-        the plan unplanned at these shapes: correct, only slower."""
+    def _allocate_blocks(self, key: tuple, results: list[tuple[tuple[tuple, Any] | None, ...]]) -> None:
+        """After a first run at these feed shapes (``results``: each step's (shape, dtype) per
+        output): one array per storage block, sized by what the block's values turned out to
+        be, and every planned kernel bound to its block (a step with several results to a
+        tuple, None where one is not planned). A block whose values differ in shape (unknown
+        dims that are not the same dim) leaves the plan unplanned at these shapes: correct,
+        only slower."""
         memory = self.plan.memory
         types: list[tuple[tuple, Any] | None] = [None] * len(memory.blocks)
-        for block, shape, dtype in zip(self._block_of, shapes, result_dtypes):
-            if block < 0:
-                continue
-            if shape is None or (types[block] is not None and types[block] != (shape, dtype)):
-                self._planned[key] = None
-                return
-            types[block] = (shape, dtype)
+        for blocks, typed in zip(self._block_of, results):
+            for block, kind in zip(blocks, typed):
+                if block < 0:
+                    continue
+                if kind is None or (types[block] is not None and types[block] != kind):
+                    self._planned[key] = None
+                    return
+                types[block] = kind
         for block, (shape, dtype) in enumerate(memory.blocks):
             if types[block] is None:  # a flat block: sized by its group
                 types[block] = (tuple(shape), np.dtype(dtypes.DTYPES[dtype]))
@@ -165,8 +168,10 @@ class ArrayExecutor:
                   for offset, size, (shape, dtype) in zip(offsets, sizes, types)]
         while len(self._planned) >= self.PLANNED_SHAPES:  # shapes that vary every run: keep the latest few
             del self._planned[next(iter(self._planned))]
-        fns = [fn if block < 0 else functools.partial(fn, out=arrays[block])
-               for (fn, *_), block in zip(self._program, self._block_of)]
+        fns = [fn if all(b < 0 for b in blocks) else functools.partial(
+                   fn, out=arrays[blocks[0]] if len(blocks) == 1 else tuple(arrays[b] if b >= 0 else None
+                                                                             for b in blocks))
+               for (fn, *_), blocks in zip(self._program, self._block_of)]
         slices: dict[str, Any] = {}  # placed value -> the slice its step writes
         for g, update in enumerate(self._flat_updates):
             blocks = {position: arrays[memory.flat[(g, position)]] for position in update.gathered}
@@ -326,8 +331,7 @@ class ArrayExecutor:
         ``stop``: run the steps before this index only."""
         timings: list[tuple[float, Step]] = []
         xp = self.xp
-        shapes: list[tuple | None] = []
-        result_dtypes: list[Any] = []
+        results: list[tuple[tuple[tuple, Any] | None, ...]] = []
         for index, (fn, ins, outs, rel, step) in enumerate(self._program[:stop]):
             if fns is not None:
                 fn = fns[index]
@@ -361,14 +365,13 @@ class ArrayExecutor:
                     f"{bad} produced by {op}{where} ({step.role}, declared at {step.location}), "
                     f"step output {name} of shape {tuple(value.shape)}"
                 )
-            if plan_for is not None:
-                fresh = len(values) == 1 and getattr(values[0], "flags", None) is not None
-                shapes.append(tuple(values[0].shape) if fresh else None)
-                result_dtypes.append(values[0].dtype if fresh else None)
+            if plan_for is not None:  # each result's type, where it is an array
+                results.append(tuple((tuple(v.shape), v.dtype) if getattr(v, "flags", None) is not None else None
+                                     for v in values))
             for r in rel:
                 bufs[r] = None
         if plan_for is not None and self.plan.memory is not None:
-            self._allocate_blocks(plan_for, shapes, result_dtypes)
+            self._allocate_blocks(plan_for, results)
         if config.flags.debug >= 4:
             total = sum(t for t, _ in timings)
             print(f"run: {len(timings)} steps in {total * 1e3:.2f} ms; slowest:")

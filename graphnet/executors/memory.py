@@ -84,12 +84,21 @@ def _conv_scratch(op: str, shapes: list[tuple[int, ...]], attrs: Mapping[str, An
 _XP_SCRATCH = {"conv2d": 1.0, "conv2d_grad_input": 1.3, "conv2d_grad_weight": 1.15}
 
 
+def _pool_saving_scratch(x_shape: tuple[int, ...], attrs: Mapping[str, Any], itemsize: int) -> int:
+    """The shared max-pool kernel's arrays before they are copied into their blocks: the row
+    maxima along W, the output, and the two uint8 arg-max arrays."""
+    n, c, h, w = x_shape
+    (kh, kw), (sh, sw), (ph, pw) = attrs["kernel_size"], attrs["stride"], attrs["padding"]
+    ho, wo = max(_out_size(h, kh, sh, ph, 1), 0), max(_out_size(w, kw, sw, pw, 1), 0)
+    rows = sh * max(ho - 1, 0) + kh
+    return n * c * (rows * wo * (itemsize + 1) + ho * wo * (itemsize + 1))
+
+
 #: op -> (bytes held across runs in a shared workspace, bytes of scratch while it runs), from
 #: its inputs' shapes, its attributes and the itemsize
 WORKSPACE: dict[str, Callable[[list[tuple[int, ...]], Mapping[str, Any], int], tuple[int, int]]] = {
     **{op: (lambda s, a, i, op=op: _conv_scratch(op, s, a, i)) for op in _CONV_OPERANDS},
-    # the row maxima along W (a 1/kw-sized float array)
-    "max_pool2d_saving": lambda s, a, i: (0, int(np.prod(s[0])) // a["kernel_size"][1] * i),
+    "max_pool2d_saving": lambda s, a, i: (0, _pool_saving_scratch(s[0], a, i)),
 }
 
 

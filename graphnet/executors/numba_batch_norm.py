@@ -81,33 +81,50 @@ def _as_3d(x: Any) -> Any:
     return np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
 
 
+def _results(out: Any, shapes: tuple[tuple[int, ...], ...], dtype: Any) -> list[Any]:
+    """The arrays to write: each ``out`` entry given (C-contiguous), else a new array."""
+    given = out if out is not None else (None,) * len(shapes)
+    return [target if target is not None and target.flags.c_contiguous else np.empty(shape, dtype)
+            for target, shape in zip(given, shapes)]
+
+
+def _handed_back(results: list[Any], out: Any) -> tuple[Any, ...]:
+    """``results``, copied into any ``out`` entry they could not be written to directly."""
+    if out is None:
+        return tuple(results)
+    for value, target in zip(results, out):
+        if target is not None and value is not target:
+            np.copyto(target, value)
+    return tuple(value if target is None else target for value, target in zip(results, out))
+
+
 def batch_norm_train(x: Any, *rest: Any, eps: float, momentum: float, stats: bool, weight: bool,
-                     bias: bool, relu: bool) -> tuple[Any, Any, Any, Any]:
-    """What graphnet.ops.norm's ``batch_norm_train`` kernel computes, for NumPy arrays."""
+                     bias: bool, relu: bool, out: Any = None) -> tuple[Any, Any, Any, Any]:
+    """What graphnet.ops.norm's ``batch_norm_train`` kernel computes, for NumPy arrays (written
+    into ``out``'s arrays where given)."""
     forward, _ = _kernels()
     affine = rest[2:] if stats else rest
     channels = x.shape[1]
     gamma = affine[0] if weight else np.ones(channels, x.dtype)
     beta = affine[-1] if bias else np.zeros(channels, x.dtype)
-    y = np.empty(x.shape, x.dtype)
-    mean, var, unbiased = (np.empty(channels, x.dtype) for _ in range(3))
+    y, mean, var, unbiased = _results(out, (x.shape,) + ((channels,),) * 3, x.dtype)
     forward(_as_3d(x), gamma, beta, float(eps), bool(relu), y.reshape(x.shape[0], channels, -1), mean, var,
             unbiased)
-    return y, mean, var, unbiased
+    return _handed_back([y, mean, var, unbiased], out)
 
 
 def batch_norm_train_grad(g: Any, x: Any, mean: Any, var: Any, *rest: Any, eps: float,
-                          weight: bool, relu: bool) -> tuple[Any, Any, Any]:
-    """What graphnet.ops.norm's ``batch_norm_train_grad`` kernel computes, for NumPy arrays."""
+                          weight: bool, relu: bool, out: Any = None) -> tuple[Any, Any, Any]:
+    """What graphnet.ops.norm's ``batch_norm_train_grad`` kernel computes, for NumPy arrays
+    (written into ``out``'s arrays where given)."""
     _, backward = _kernels()
     channels = x.shape[1]
     gamma = rest[0] if weight else np.ones(channels, x.dtype)
-    dx = np.empty(x.shape, x.dtype)
-    dgamma, dbeta = np.empty(channels, x.dtype), np.empty(channels, x.dtype)
+    dx, dgamma, dbeta = _results(out, (x.shape, (channels,), (channels,)), x.dtype)
     x3 = _as_3d(x)
     backward(_as_3d(g), x3, mean, var, gamma, float(eps), _as_3d(rest[-1]) if relu else x3,
              bool(relu), dx.reshape(x.shape[0], channels, -1), dgamma, dbeta)
-    return dx, dgamma, dbeta
+    return _handed_back([dx, dgamma, dbeta], out)
 
 
 #: op name -> the NumPy executor's numba implementation

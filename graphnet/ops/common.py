@@ -104,6 +104,20 @@ def unary_float(t: TensorType, **_: Any) -> TensorType:
     return t
 
 
+def into_each(xp: Any, results: tuple, out: Any) -> tuple:
+    """A multi-result kernel's ``results``, each copied into its given ``out`` array (``out``
+    is None, or a tuple with an array or None per result)."""
+    if out is None:
+        return results
+    placed = []
+    for value, target in zip(results, out):
+        if target is not None:
+            xp.copyto(target, value)
+            value = target
+        placed.append(value)
+    return tuple(placed)
+
+
 def declare(op: str, inputs: Sequence[Any], attrs: dict[str, Any] | None = None) -> Tensor:
     """Declare ``op`` on tensors (non-tensor inputs become constants of a matching dtype)."""
     like = next((i for i in inputs if isinstance(i, Tensor)), None)

@@ -491,7 +491,7 @@ def _saved_arg(xp, arg, shape):
     return arg.astype(xp.uint8)
 
 
-def max_pool2d_saving(xp, x, *, kernel_size, stride, padding):
+def max_pool2d_saving(xp, x, *, kernel_size, stride, padding, out=None):
     """``max_pool2d`` that also keeps where each maximum was found, for
     ``max_pool2d_grad_saved``: (y (N, C, Ho, Wo), the first maximal column of each window
     segment per input row (N, C, rows, Wo) uint8, the first maximal row per window
@@ -502,7 +502,10 @@ def max_pool2d_saving(xp, x, *, kernel_size, stride, padding):
     if y.base is not None:  # a 1x1 window: a view of x
         y = y.copy()
     rows = sh * (Ho - 1) + kh
-    return y, _saved_arg(xp, column_arg, (N, C, rows, Wo)), _saved_arg(xp, row_arg, (N, C, Ho, Wo))
+    results = (y, _saved_arg(xp, column_arg, (N, C, rows, Wo)), _saved_arg(xp, row_arg, (N, C, Ho, Wo)))
+    if out is None:
+        return results
+    return tuple(value if target is None else _into(xp, value, target) for value, target in zip(results, out))
 
 
 def max_pool2d_grad_saved(xp, g, column_arg, row_arg, x, *, kernel_size, stride, padding, out=None):

@@ -8,7 +8,7 @@ from .. import dtypes
 from ..errors import DTypeError, FeedError, ShapeError
 from ..ir import TensorType, TupleType
 from ..tensor import Tensor
-from .common import declare, dims_equal
+from .common import declare, dims_equal, into_each
 from .nn import log_softmax, one_hot
 from .reduce import expand_dims, mean, sum
 from .registry import defop
@@ -96,7 +96,8 @@ def _check_labels(labels: Any, classes: int) -> None:
                         f"{int(labels.max())}")
 
 
-def _sce_kernel(xp: Any, logits: Any, labels: Any, *, label_smoothing: float, reduction: str) -> tuple[Any, Any]:
+def _sce_kernel(xp: Any, logits: Any, labels: Any, *, label_smoothing: float, reduction: str,
+                out: Any = None) -> tuple[Any, Any]:
     _check_labels(labels, logits.shape[1])
     shifted = logits - logits.max(axis=1, keepdims=True)
     exps = xp.exp(shifted)
@@ -114,7 +115,7 @@ def _sce_kernel(xp: Any, logits: Any, labels: Any, *, label_smoothing: float, re
         loss = per_sample.sum(dtype=logits.dtype)
     else:
         loss = per_sample
-    return xp.asarray(loss, dtype=logits.dtype), exps
+    return into_each(xp, (xp.asarray(loss, dtype=logits.dtype), exps), out)
 
 
 def _sce_grad(gs: tuple, outs: tuple[Tensor, ...], ins: tuple[Tensor, ...], *, label_smoothing: float,
@@ -128,7 +129,7 @@ def _sce_grad(gs: tuple, outs: tuple[Tensor, ...], ins: tuple[Tensor, ...], *, l
 
 
 defop("softmax_cross_entropy", attrs={"label_smoothing": "float", "reduction": "str"}, category="other",
-      infer=_sce_infer, kernel=_sce_kernel, grad=_sce_grad,
+      infer=_sce_infer, kernel=_sce_kernel, grad=_sce_grad, accepts_out=True,
       doc="cross_entropy in one step: (loss, softmax probabilities) from (N, C) scores and (N,) labels.")
 
 

@@ -150,7 +150,7 @@ def _saved_grad_infer(g: TensorType, column_arg: TensorType, row_arg: TensorType
 
 
 defop("max_pool2d_saving", attrs={"kernel_size": "pair", "stride": "pair", "padding": "pair"}, category="conv",
-      infer=_saving_infer, kernel=K.max_pool2d_saving,
+      infer=_saving_infer, kernel=K.max_pool2d_saving, accepts_out=True,
       grad=lambda gs, outs, ins, **a: (None if gs[0] is None else
                                        declare("max_pool2d_grad_saved", [gs[0], outs[1], outs[2], ins[0]], a),),
       doc="max_pool2d, plus each window's arg-max (per-row column, per-window row; uint8).")

@@ -17,7 +17,7 @@ from ..errors import DTypeError, GradientError, ShapeError
 from ..modes import ModeSwitch
 from ..ir import TensorType, TupleType
 from ..tensor import Tensor
-from .common import declare, dims_equal, require_float
+from .common import declare, dims_equal, into_each, require_float
 from .elementwise import sqrt
 from .reduce import mean, numel, squeeze
 from .registry import defop
@@ -176,7 +176,7 @@ def _channel_sum(a: Any) -> Any:
 
 
 def _bn_train_kernel(xp: Any, x: Any, *rest: Any, eps: float, momentum: float, stats: bool, weight: bool,
-                     bias: bool, relu: bool) -> tuple[Any, Any, Any, Any]:
+                     bias: bool, relu: bool, out: Any = None) -> tuple[Any, Any, Any, Any]:
     affine = rest[2:] if stats else rest
     count = x.size // x.shape[1]
     shape = _per_channel(x)
@@ -192,7 +192,7 @@ def _bn_train_kernel(xp: Any, x: Any, *rest: Any, eps: float, momentum: float, s
         centred += affine[-1].reshape(shape)
     if relu:
         xp.maximum(centred, x.dtype.type(0), out=centred)
-    return centred, mean, var, unbiased
+    return into_each(xp, (centred, mean, var, unbiased), out)
 
 
 def _bn_train_grad(gs: tuple, outs: tuple[Tensor, ...], ins: tuple[Tensor, ...], *, eps: float, momentum: float,
@@ -242,6 +242,7 @@ def _bn_train_state_updates(outs: tuple[Tensor, ...], ins: tuple[Tensor, ...], *
 defop("batch_norm_train", attrs={"eps": "float", "momentum": "float", "stats": "bool", "weight": "bool",
                                  "bias": "bool", "relu": "bool"}, category="other",
       infer=_bn_train_infer, kernel=_bn_train_kernel, grad=_bn_train_grad, state_updates=_bn_train_state_updates,
+      accepts_out=True,
       doc="Training-mode batch norm in one step: (output, batch mean, biased and unbiased batch variance); "
           "with relu=True the output is max(output, 0) (the ReLU that alone read it, folded in).")
 
@@ -260,7 +261,7 @@ def _bn_grad_infer(g: TensorType, x: TensorType, mean: TensorType, var: TensorTy
 
 
 def _bn_grad_kernel(xp: Any, g: Any, x: Any, mean: Any, var: Any, *rest: Any, eps: float,
-                    weight: bool, relu: bool) -> tuple[Any, Any, Any]:
+                    weight: bool, relu: bool, out: Any = None) -> tuple[Any, Any, Any]:
     """dx = scale / M * (M g - sum g - xhat sum(g xhat)), with scale = weight / sqrt(var + eps);
     with relu, g is first zeroed where the ReLU's output is not positive."""
     if relu:
@@ -276,11 +277,11 @@ def _bn_grad_kernel(xp: Any, g: Any, x: Any, mean: Any, var: Any, *rest: Any, ep
     xhat += (grad_bias / count).reshape(shape)
     dx = xp.subtract(g, xhat, out=xhat)
     dx *= (inv_std * rest[0] if weight else inv_std).reshape(shape)
-    return dx, grad_weight, grad_bias
+    return into_each(xp, (dx, grad_weight, grad_bias), out)
 
 
 defop("batch_norm_train_grad", attrs={"eps": "float", "weight": "bool", "relu": "bool"}, category="other",
-      infer=_bn_grad_infer, kernel=_bn_grad_kernel,
+      infer=_bn_grad_infer, kernel=_bn_grad_kernel, accepts_out=True,
       doc="Gradients of batch_norm_train: (input, weight, bias), in one step.")
 
 

@@ -65,24 +65,24 @@ def plan_memory(plan: Plan) -> Plan:
         dying[i].append(name)
     for i, step in enumerate(plan.steps):
         opdef = get_op(step.op)
-        if opdef.accepts_out and len(step.outputs) == 1 and step.outputs[0] not in placed:
-            out = step.outputs[0]
+        for out in step.outputs if opdef.accepts_out else ():
             buf = plan.buffers[out]
-            if buf.kind == "temp" and out not in kept and _plannable_shape(buf.shape):
-                key = _key(plan, out)
-                for position, name in enumerate(step.inputs):
-                    if opdef.category == "elementwise" and name in storage and last[name] == i and _key(plan, name) == key \
-                            and storage[name] not in (storage.get(o) for o in step.inputs[:position]):
-                        storage[out] = storage[name]
-                        inplace[i] = position
-                        break
+            if out in placed or buf.kind != "temp" or out in kept or not _plannable_shape(buf.shape):
+                continue
+            key = _key(plan, out)
+            for position, name in enumerate(step.inputs if len(step.outputs) == 1 else ()):
+                if opdef.category == "elementwise" and name in storage and last[name] == i and _key(plan, name) == key \
+                        and storage[name] not in (storage.get(o) for o in step.inputs[:position]):
+                    storage[out] = storage[name]
+                    inplace[i] = position
+                    break
+            else:
+                pool = free.get(key)
+                if pool:
+                    storage[out] = pool.pop()
                 else:
-                    pool = free.get(key)
-                    if pool:
-                        storage[out] = pool.pop()
-                    else:
-                        storage[out] = len(blocks)
-                        blocks.append(key)
+                    storage[out] = len(blocks)
+                    blocks.append(key)
         taken = {storage[o] for o in step.outputs if o in storage}
         for name in sorted(dying[i]):
             block = storage.get(name)
