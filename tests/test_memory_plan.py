@@ -225,3 +225,14 @@ def test_the_arena_lets_blocks_that_never_meet_share_memory():
     shared = [(a, b) for i, a in enumerate(views) for b in views[:i] if np.shares_memory(a, b)]
     assert shared  # blocks whose spans never meet, in the same bytes
     check_memory_plan(plan.plan)
+
+
+def test_the_executor_reports_the_bytes_it_holds():
+    loss, optimizer, shape = _network("resnet")  # batch norm: steps with several planned results
+    plan = gn.compile(loss, optimizer=optimizer)
+    assert plan.executor.held_bytes() == 0  # nothing sized before the first run
+    plan.run(_feeds(shape, 8))
+    held = plan.executor.held_bytes()
+    sizes = [int(np.prod([d if isinstance(d, int) else 8 for d in s])) * np.dtype(t).itemsize
+             for s, t in plan.plan.memory.blocks]
+    assert sum(sizes) * 0.3 < held and max(sizes) <= held

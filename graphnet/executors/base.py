@@ -104,13 +104,15 @@ class ArrayExecutor:
     def held_bytes(self) -> int:
         """Bytes this executor keeps between runs besides the variables: its storage arenas
         (one per set of feed shapes it has planned) and any backend scratch."""
-        total = 0
+        arenas: dict[int, int] = {}
         for fns in self._planned.values():
-            arenas = {id(base): base.nbytes for fn in fns or ()
-                      if (out := getattr(fn, "keywords", {}).get("out")) is not None
-                      and (base := _root(out)) is not None}
-            total += sum(arenas.values())
-        return total
+            for fn in fns or ():
+                out = getattr(fn, "keywords", {}).get("out")
+                for array in out if isinstance(out, tuple) else (out,):  # several results: a tuple
+                    if array is not None:
+                        base = _root(array)
+                        arenas[id(base)] = base.nbytes
+        return sum(arenas.values())
 
     def codegen_summary(self) -> dict[str, Any]:
         """How fused groups are run by this backend (the compile report shows it)."""
