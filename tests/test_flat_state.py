@@ -171,3 +171,17 @@ def test_updates_numbered_differently_by_fusion_still_form_one_group():
     group, = plan.flat
     bodies = {plan.steps[i].attrs["body"] for i in group.steps}
     assert len(bodies) > 1 and len(group.steps) == 6
+
+
+def test_clipped_gradients_and_frozen_parameters_stay_bit_identical():
+    def build(flat):
+        model = _mlp()
+        model[2].weight.var.trainable = False  # frozen: no update, not in the flat group
+        return model, _train(model, gn.optim.Adam(lr=1e-2, max_grad_norm=0.5), flat=flat)
+
+    (flat_model, flat), (plain_model, plain) = build(True), build(False)
+    group, = flat.plan.flat
+    assert len(group.steps) == 5
+    assert _steps(flat) == _steps(plain)
+    for a, b in zip(flat_model.parameters(), plain_model.parameters()):
+        np.testing.assert_array_equal(a.data, b.data)
