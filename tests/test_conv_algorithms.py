@@ -1,4 +1,4 @@
-"""Every CPU convolution algorithm (graphnet/executors/numba_conv.py) against the plain reference
+"""Every CPU convolution algorithm (graphnet/executors/conv_algorithms.py) against the plain reference
 convolution of test_conv_kernels, on its table of shapes (stride, padding, dilation, groups),
 in float64 and float32; and how the executor picks among them."""
 
@@ -11,11 +11,11 @@ import pytest
 from test_conv_kernels import CONV_CASES, _conv_attrs, _conv_inputs, ref_conv2d, ref_conv2d_grads
 
 import graphnet as gn
-from graphnet.executors import numba_codegen, numba_conv
+from graphnet.executors import conv_algorithms, numba_codegen, numba_conv
 
 pytestmark = pytest.mark.skipif(not numba_codegen.numba_available(), reason="numba is not installed")
 
-ALL = [(op, name) for op, table in numba_conv.ALGORITHMS.items() for name in table]
+ALL = [(op, name) for op, table in conv_algorithms.ALGORITHMS.items() for name in table]
 
 
 def _arguments(op, x, w, g):
@@ -35,7 +35,7 @@ def case(request):
 def _applicable(op, algorithm, x, w, g, attrs):
     """The algorithm's kernel; None, after checking that it refuses them (ValueError) instead
     of computing something else, when it does not take these shapes."""
-    kernel, applies = numba_conv.ALGORITHMS[op][algorithm]
+    kernel, applies = conv_algorithms.ALGORITHMS[op][algorithm]
     if not applies(x.shape, w.shape, attrs):
         with pytest.raises(ValueError):
             kernel(*_arguments(op, x, w, g), **attrs)
@@ -60,7 +60,7 @@ def test_algorithm_writes_into_out_with_a_shared_workspace(case, op, algorithm):
     kernel = _applicable(op, algorithm, x, w, g, attrs)
     if kernel is None:
         return
-    workspace = numba_conv.Workspace()
+    workspace = conv_algorithms.Workspace()
     out = np.full(expected[op].shape, np.nan)
     for _ in range(2):  # the second call reuses the workspace the first one grew
         assert kernel(*_arguments(op, x, w, g), out=out, workspace=workspace, **attrs) is out
@@ -71,7 +71,7 @@ def test_algorithm_writes_into_out_with_a_shared_workspace(case, op, algorithm):
 
 
 def test_workspace_arrays_are_aligned_and_grow_once():
-    workspace = numba_conv.Workspace()
+    workspace = conv_algorithms.Workspace()
     workspace.array((64,), np.float32)
     size = workspace.nbytes
     a = workspace.array((3, 5), np.float32)
@@ -98,7 +98,7 @@ def test_algorithm_float32_and_strided_inputs(op, algorithm):
     # a transposed-then-transposed-back input is not C-contiguous
     x32 = np.asfortranarray(x.astype(np.float32))
     g32 = np.asfortranarray(g.astype(np.float32))
-    result = numba_conv.ALGORITHMS[op][algorithm][0](*_arguments(op, x32, w.astype(np.float32), g32), **attrs)
+    result = conv_algorithms.ALGORITHMS[op][algorithm][0](*_arguments(op, x32, w.astype(np.float32), g32), **attrs)
     assert result.dtype == np.float32
     np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-4)
 
@@ -112,7 +112,7 @@ def test_cost_rule_and_candidates():
     pointwise = (128, 16, 28, 28), (16, 16, 1, 1)
     assert set(numba_conv.candidates("conv2d", *pointwise, attrs)) == {"xp", "batched_gemm", "pointwise"}
     strided = dict(attrs, stride=(2, 2))
-    assert [numba_conv.rule(op, *pointwise, strided) for op in numba_conv.CONV_OPS] == [
+    assert [numba_conv.rule(op, *pointwise, strided) for op in conv_algorithms.CONV_OPS] == [
         "pointwise", "batched_gemm", "pointwise"]  # a strided 1x1's input gradient scatters through col2im
     assert numba_conv.rule("conv2d_grad_input", *pointwise, attrs) == "pointwise"
 

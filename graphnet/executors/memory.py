@@ -9,7 +9,8 @@ import numpy as np
 from ..ops.conv_kernels import _out_size
 from ..ops.registry import get_op
 from ..plan import Plan, last_reads
-from .numba_conv import chunk_images, rule, xp_chunk_images
+from .conv_algorithms import chunk_images, xp_chunk_images
+from .numba_conv import rule
 
 
 def dim_values(plan: Plan, shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str, int], int]:

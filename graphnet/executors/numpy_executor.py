@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import config
 from ..plan import Step
-from . import numba_batch_norm, numba_codegen, numba_conv, numba_pool, threads
+from . import conv_algorithms, numba_batch_norm, numba_codegen, numba_conv, numba_pool, threads
 from .base import ArrayExecutor
 
 
@@ -32,7 +32,7 @@ class NumpyExecutor(ArrayExecutor):
         self._fallbacks: dict[str, int] = {}
         self._library: dict[str, float] = {}  # op -> seconds its numba kernel took to compile or load
         self._convolutions: list[numba_conv.ConvKernel] = []
-        self._workspace = numba_conv.Workspace()  # the convolutions' column matrices, shared
+        self._workspace = conv_algorithms.Workspace()  # the convolutions' column matrices, shared
         threads.apply_once()
         super().__init__(*args, **kwargs)
 
@@ -81,7 +81,7 @@ class NumpyExecutor(ArrayExecutor):
         if step.op in LIBRARY and config.flags.codegen == "numba" and numba_codegen.numba_available() \
                 and all(self.plan.buffers[name].dtype in ("float32", "float64") for name in step.inputs[:1]):
             return self._library_kernel(step)
-        if step.op in numba_conv.CONV_OPS and config.flags.codegen == "numba" and numba_codegen.numba_available():
+        if step.op in conv_algorithms.CONV_OPS and config.flags.codegen == "numba" and numba_codegen.numba_available():
             kernel = numba_conv.ConvKernel(step.op, dict(step.attrs), config.flags.autotune, self._workspace)
             self._convolutions.append(kernel)
             return kernel

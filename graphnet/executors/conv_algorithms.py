@@ -1,0 +1,317 @@
+"""Convolution algorithms for the CPU, compiled with numba: the candidates graphnet.executors.numba_conv
+chooses among per shape.
+
+``conv2d``, ``conv2d_grad_input`` and ``conv2d_grad_weight`` are defined once, in
+graphnet/ops/nn.py, with the ``xp`` kernels of graphnet/ops/conv_kernels.py (shared with
+CuPy). Those build their im2col matrices from whole-array copies: a padded copy, a
+channels-last transpose, then the strided gather, then a transpose of the result back to
+NCHW. On the CPU that memory traffic costs more than the arithmetic. The algorithms here
+(each ``kernel(*inputs, out=None, workspace=None, **attrs)``, writing into ``out``):
+
+* ``batched_gemm``: one numba pass gathers each image's columns ``(K, Ho*Wo)`` straight from
+  the NCHW input (padding written as zeros, no padded copy), and one BLAS product per image
+  writes the NCHW result in place; the input gradient scatters the columns' gradient back
+  in one numba pass (col2im), and the weight gradient sums per-image products.
+* ``pointwise``: a 1x1 convolution without padding as a plain product per image.
+* ``xp``: the shared kernel, over chunks of images.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import numpy as np
+
+from ..ops import conv_kernels
+
+CONV_OPS = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")
+
+
+@functools.lru_cache(maxsize=1)
+def _loops() -> dict[str, Callable[..., None]]:
+    from . import numba_conv_loops  # only plans with convolutions pay for importing numba
+
+    return {"im2col": numba_conv_loops.im2col, "col2im": numba_conv_loops.col2im}
+
+
+class _Geometry:
+    """Sizes of one convolution, from the input and weight shapes and the step's attributes."""
+
+    def __init__(self, x_shape: tuple[int, ...], w_shape: tuple[int, ...], stride: tuple, padding: tuple,
+                 dilation: tuple, groups: int) -> None:
+        self.n, self.c, self.h, self.w = (int(v) for v in x_shape)
+        self.o, self.cg, self.kh, self.kw = (int(v) for v in w_shape)
+        self.groups = int(groups)
+        self.sh, self.sw = stride
+        self.ph, self.pw = padding
+        self.dh, self.dw = dilation
+        if self.c % self.groups or self.o % self.groups or self.cg != self.c // self.groups:
+            raise ValueError(f"conv2d: incompatible shapes x{tuple(x_shape)} w{tuple(w_shape)} groups={groups}")
+        self.ho = conv_kernels._out_size(self.h, self.kh, self.sh, self.ph, self.dh)
+        self.wo = conv_kernels._out_size(self.w, self.kw, self.sw, self.pw, self.dw)
+        if self.ho < 1 or self.wo < 1:
+            raise ValueError("conv2d: kernel larger than (padded) input")
+        self.og = self.o // self.groups
+        self.k = self.cg * self.kh * self.kw  # one group's column count
+        self.p = self.ho * self.wo
+
+    def loop_args(self) -> tuple[int, ...]:
+        return (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.dh, self.dw, self.ho, self.wo)
+
+
+class Workspace:
+    """Scratch memory the convolution kernels of one executor share (their column matrices):
+    one buffer, grown to the largest request and then reused, so a steady-state step asks
+    the allocator for none of it (and touches no fresh pages). The executor runs one step
+    at a time, so no two kernels use it at once."""
+
+    def __init__(self) -> None:
+        self._buffer = np.empty(0, np.uint8)
+
+    @property
+    def nbytes(self) -> int:
+        return self._buffer.nbytes
+
+    def array(self, shape: tuple[int, ...], dtype: Any, offset: int = 0) -> np.ndarray:
+        """An uninitialised C-contiguous array of ``shape`` from byte ``offset`` of the buffer
+        (64-byte aligned); a second array in use at once takes an offset past the first."""
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if (-self._buffer.ctypes.data) % 64 + offset + nbytes > self._buffer.nbytes:
+            # arrays handed out before keep the old buffer alive for as long as they are used
+            self._buffer = np.empty(offset + nbytes + 64, np.uint8)
+        start = (-self._buffer.ctypes.data) % 64 + offset
+        return self._buffer[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def _scratch(workspace: Workspace | None, shape: tuple[int, ...], dtype: Any, offset: int = 0) -> np.ndarray:
+    return np.empty(shape, dtype) if workspace is None else workspace.array(shape, dtype, offset)
+
+
+def _aligned(nbytes: int) -> int:
+    return -(-nbytes // 64) * 64 + 64
+
+
+def _geometry(x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -> _Geometry:
+    return _Geometry(x_shape, w_shape, attrs["stride"], attrs["padding"], attrs["dilation"], attrs["groups"])
+
+
+def _weights(geo: _Geometry, w: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(w).reshape(geo.groups, geo.og, geo.k)
+
+
+def _target(out: np.ndarray | None, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """``out`` when a kernel may write into it directly, else a new array."""
+    if out is not None and out.flags.c_contiguous:
+        return out.reshape(shape)
+    return np.empty(shape, dtype)
+
+
+def _result(value: np.ndarray, out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    if out is None:
+        return value.reshape(shape)
+    if not np.shares_memory(value, out):
+        np.copyto(out, value.reshape(shape))
+    return out
+
+
+# --- batched_gemm: per-image columns and one BLAS product per image ------------------------
+# Images go through in chunks whose columns take about CHUNK_BYTES, so that the columns are
+# still in cache when the product reads them: as fast as all at once or faster, and the
+# workspace stays small (a loop over a handful of chunks, not over images).
+
+CHUNK_BYTES = 256 * 1024
+
+
+def chunk_images(n: int, groups: int, k: int, p: int, itemsize: int) -> int:
+    """How many images' columns (groups * k * p elements each) one chunk holds."""
+    return max(1, min(n, CHUNK_BYTES // max(1, groups * k * p * itemsize)))
+
+
+def _chunks(geo: _Geometry, itemsize: int) -> tuple[int, list[tuple[int, int]]]:
+    step = chunk_images(geo.n, geo.groups, geo.k, geo.p, itemsize)
+    return step, [(start, min(start + step, geo.n)) for start in range(0, geo.n, step)]
+
+
+def gemm_forward(x: np.ndarray, w: np.ndarray, *, out: np.ndarray | None = None,
+                 workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
+    geo = _geometry(x.shape, w.shape, attrs)
+    product = _target(out, (geo.n, geo.groups, geo.og, geo.p), x.dtype)
+    weights, images = _weights(geo, w), np.ascontiguousarray(x)
+    step, chunks = _chunks(geo, x.dtype.itemsize)
+    cols = _scratch(workspace, (step, geo.groups, geo.k, geo.p), x.dtype)
+    for start, stop in chunks:
+        part = cols[:stop - start]
+        _loops()["im2col"](images[start:stop], part.reshape(stop - start, geo.groups * geo.k, geo.p),
+                           *geo.loop_args())
+        np.matmul(weights, part, out=product[start:stop])  # (G, Og, K) @ (n, G, K, P)
+    return _result(product, out, (geo.n, geo.o, geo.ho, geo.wo))
+
+
+def gemm_grad_input(g: np.ndarray, w: np.ndarray, x: Any, *, out: np.ndarray | None = None,
+                    workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
+    geo = _geometry(x.shape, w.shape, attrs)
+    grads = np.ascontiguousarray(g).reshape(geo.n, geo.groups, geo.og, geo.p)
+    transposed = _weights(geo, w).transpose(0, 2, 1)
+    dx = _target(out, (geo.n, geo.c, geo.h, geo.w), g.dtype)
+    step, chunks = _chunks(geo, g.dtype.itemsize)
+    cols = _scratch(workspace, (step, geo.groups, geo.k, geo.p), g.dtype)
+    for start, stop in chunks:
+        part = cols[:stop - start]
+        np.matmul(transposed, grads[start:stop], out=part)  # (n, G, K, P)
+        _loops()["col2im"](part.reshape(stop - start, geo.groups * geo.k, geo.p), dx[start:stop],
+                           *geo.loop_args())
+    return _result(dx, out, (geo.n, geo.c, geo.h, geo.w))
+
+
+def gemm_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, *, out: np.ndarray | None = None,
+                     workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
+    geo = _geometry(x.shape, w.shape, attrs)
+    grads = np.ascontiguousarray(g).reshape(geo.n, geo.groups, geo.og, geo.p)
+    images = np.ascontiguousarray(x)
+    step, chunks = _chunks(geo, x.dtype.itemsize)
+    cols = _scratch(workspace, (step, geo.groups, geo.k, geo.p), x.dtype)
+    per_image = _scratch(workspace, (step, geo.groups, geo.og, geo.k), g.dtype, _aligned(cols.nbytes))
+    total = np.zeros((geo.groups, geo.og, geo.k), np.float64)
+    for start, stop in chunks:
+        part, products = cols[:stop - start], per_image[:stop - start]
+        _loops()["im2col"](images[start:stop], part.reshape(stop - start, geo.groups * geo.k, geo.p),
+                           *geo.loop_args())
+        np.matmul(grads[start:stop], part.transpose(0, 1, 3, 2), out=products)  # (n, G, Og, K)
+        total += products.sum(axis=0, dtype=np.float64)
+    total = total.reshape(geo.o, geo.cg, geo.kh, geo.kw)
+    if out is None:
+        return total.astype(g.dtype)
+    np.copyto(out, total, casting="same_kind")
+    return out
+
+
+# --- pointwise: a 1x1 convolution is a matrix product per image, with no columns at all -----
+
+def _pointwise(xs: tuple, ws: tuple, attrs: dict[str, Any]) -> bool:
+    return ws[2] == ws[3] == 1 and tuple(attrs["padding"]) == (0, 0) and attrs["groups"] == 1
+
+
+def _pointwise_geometry(x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -> _Geometry:
+    if not _pointwise(x_shape, w_shape, attrs):  # refuse rather than compute something else
+        raise ValueError("pointwise takes 1x1 kernels without padding, in one group")
+    return _geometry(x_shape, w_shape, attrs)
+
+
+def _sampled(x: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
+    """The input positions a 1x1 convolution reads, (N, C, Ho*Wo) (a copy only with stride)."""
+    sh, sw = attrs["stride"]
+    view = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x
+    return np.ascontiguousarray(view).reshape(x.shape[0], x.shape[1], -1)
+
+
+def pointwise_forward(x: np.ndarray, w: np.ndarray, *, out: np.ndarray | None = None,
+                      workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
+    geo = _pointwise_geometry(x.shape, w.shape, attrs)
+    product = _target(out, (geo.n, geo.o, geo.p), x.dtype)
+    np.matmul(np.ascontiguousarray(w).reshape(geo.o, geo.c), _sampled(x, attrs), out=product)
+    return _result(product, out, (geo.n, geo.o, geo.ho, geo.wo))
+
+
+def pointwise_grad_input(g: np.ndarray, w: np.ndarray, x: Any, *, out: np.ndarray | None = None,
+                         workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
+    geo = _pointwise_geometry(x.shape, w.shape, attrs)
+    transposed = np.ascontiguousarray(w).reshape(geo.o, geo.c).T
+    grads = np.ascontiguousarray(g).reshape(geo.n, geo.o, geo.p)
+    if tuple(attrs["stride"]) == (1, 1):
+        dx = _target(out, (geo.n, geo.c, geo.p), g.dtype)
+        np.matmul(transposed, grads, out=dx)
+        return _result(dx, out, (geo.n, geo.c, geo.h, geo.w))
+    dx = out if out is not None else np.empty((geo.n, geo.c, geo.h, geo.w), g.dtype)
+    dx[...] = 0
+    sh, sw = attrs["stride"]
+    dx[:, :, ::sh, ::sw] = np.matmul(transposed, grads).reshape(geo.n, geo.c, geo.ho, geo.wo)
+    return dx
+
+
+def pointwise_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, *, out: np.ndarray | None = None,
+                          workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
+    geo = _pointwise_geometry(x.shape, w.shape, attrs)
+    grads = np.ascontiguousarray(g).reshape(geo.n, geo.o, geo.p)
+    per_image = np.matmul(grads, _sampled(x, attrs).transpose(0, 2, 1))  # (N, O, C)
+    total = per_image.sum(axis=0, dtype=np.float64).reshape(geo.o, geo.c, 1, 1)
+    if out is None:
+        return total.astype(g.dtype)
+    np.copyto(out, total, casting="same_kind")
+    return out
+
+
+def shapes_of(op: str, arrays: tuple[Any, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(input shape, weight shape) of a convolution step from its input arrays."""
+    if op == "conv2d":
+        return tuple(arrays[0].shape), tuple(arrays[1].shape)
+    if op == "conv2d_grad_input":
+        return tuple(arrays[2].shape), tuple(arrays[1].shape)
+    return tuple(arrays[0].shape), tuple(arrays[2].shape)
+
+
+# --- xp: the shared kernel's single large product, over chunks of about XP_CHUNK_BYTES of
+# columns: as fast as the whole batch at once on the reference layers (within noise), with
+# its scratch (padded input, columns, product) a chunk's instead of the batch's.
+
+XP_CHUNK_BYTES = 1024 * 1024
+
+
+def xp_chunk_images(n: int, groups: int, k: int, p: int, itemsize: int) -> int:
+    """How many images the shared kernel takes at once."""
+    return max(1, min(n, XP_CHUNK_BYTES // max(1, groups * k * p * itemsize)))
+
+
+def _shared(op: str) -> Callable[..., np.ndarray]:
+    kernel = functools.partial(getattr(conv_kernels, op), np)
+
+    def shared(*arrays: Any, out: np.ndarray | None = None, workspace: Workspace | None = None,
+               **attrs: Any) -> np.ndarray:
+        x_shape, w_shape = shapes_of(op, arrays)
+        geo = _geometry(x_shape, w_shape, attrs)
+        step = xp_chunk_images(geo.n, geo.groups, geo.k, geo.p, arrays[0].dtype.itemsize)
+        if step >= geo.n:
+            return kernel(*arrays, out=out, **attrs)
+        spans = [(start, min(start + step, geo.n)) for start in range(0, geo.n, step)]
+        if op == "conv2d_grad_weight":
+            x, g, w = arrays
+            total = np.zeros(w.shape, np.float64)
+            for start, stop in spans:
+                total += kernel(x[start:stop], g[start:stop], w, **attrs)
+            if out is None:
+                return total.astype(g.dtype)
+            np.copyto(out, total, casting="same_kind")
+            return out
+        if op == "conv2d":
+            x, w = arrays
+            result = out if out is not None else np.empty((geo.n, geo.o, geo.ho, geo.wo), x.dtype)
+            for start, stop in spans:
+                kernel(x[start:stop], w, out=result[start:stop], **attrs)
+            return result
+        g, w, x = arrays
+        result = out if out is not None else np.empty(x_shape, g.dtype)
+        for start, stop in spans:
+            kernel(g[start:stop], w, x[start:stop], out=result[start:stop], **attrs)
+        return result
+    return shared
+
+
+#: op -> algorithm -> (kernel taking the step's inputs and attributes, applies(x_shape, w_shape, attrs))
+ALGORITHMS: dict[str, dict[str, tuple[Callable[..., np.ndarray], Callable[..., bool]]]] = {
+    "conv2d": {
+        "xp": (_shared("conv2d"), lambda xs, ws, a: True),
+        "batched_gemm": (gemm_forward, lambda xs, ws, a: True),
+        "pointwise": (pointwise_forward, _pointwise),
+    },
+    "conv2d_grad_input": {
+        "xp": (_shared("conv2d_grad_input"), lambda xs, ws, a: True),
+        "batched_gemm": (gemm_grad_input, lambda xs, ws, a: True),
+        "pointwise": (pointwise_grad_input, _pointwise),
+    },
+    "conv2d_grad_weight": {
+        "xp": (_shared("conv2d_grad_weight"), lambda xs, ws, a: True),
+        "batched_gemm": (gemm_grad_weight, lambda xs, ws, a: True),
+        "pointwise": (pointwise_grad_weight, _pointwise),
+    },
+}
