@@ -85,6 +85,19 @@ class Workspace:
         return self._buffer[start:start + nbytes].view(dtype).reshape(shape)
 
 
+    def bump(self) -> Callable[[tuple[int, ...], Any], np.ndarray]:
+        """An allocator handing out successive, non-overlapping arrays of the buffer: the
+        ``scratch`` of one shared-kernel call (its padded input, columns and product)."""
+        used = 0
+
+        def allocate(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+            nonlocal used
+            array = self.array(shape, dtype, used)
+            used += _aligned(array.nbytes)
+            return array
+        return allocate
+
+
 def _scratch(workspace: Workspace | None, shape: tuple[int, ...], dtype: Any, offset: int = 0) -> np.ndarray:
     return np.empty(shape, dtype) if workspace is None else workspace.array(shape, dtype, offset)
 
@@ -255,7 +268,7 @@ def shapes_of(op: str, arrays: tuple[Any, ...]) -> tuple[tuple[int, ...], tuple[
 # columns: as fast as the whole batch at once on the reference layers (within noise), with
 # its scratch (padded input, columns, product) a chunk's instead of the batch's.
 
-XP_CHUNK_BYTES = 1024 * 1024
+XP_CHUNK_BYTES = 512 * 1024
 
 
 def xp_chunk_images(n: int, groups: int, k: int, p: int, itemsize: int) -> int:
@@ -271,14 +284,21 @@ def _shared(op: str) -> Callable[..., np.ndarray]:
         x_shape, w_shape = shapes_of(op, arrays)
         geo = _geometry(x_shape, w_shape, attrs)
         step = xp_chunk_images(geo.n, geo.groups, geo.k, geo.p, arrays[0].dtype.itemsize)
+
+        def scratch() -> Callable[..., np.ndarray] | None:  # each call's temporaries, reused
+            return workspace.bump() if workspace is not None else None
         if step >= geo.n:
-            return kernel(*arrays, out=out, **attrs)
+            return kernel(*arrays, out=out, scratch=scratch(), **attrs)
         spans = [(start, min(start + step, geo.n)) for start in range(0, geo.n, step)]
         if op == "conv2d_grad_weight":
             x, g, w = arrays
             total = np.zeros(w.shape, np.float64)
+            part = None
             for start, stop in spans:
-                total += kernel(x[start:stop], g[start:stop], w, **attrs)
+                allocate = scratch()
+                if allocate is not None:  # the chunk's result sits past what the kernel takes
+                    part = allocate(w.shape, g.dtype)
+                total += kernel(x[start:stop], g[start:stop], w, out=part, scratch=allocate, **attrs)
             if out is None:
                 return total.astype(g.dtype)
             np.copyto(out, total, casting="same_kind")
@@ -287,12 +307,12 @@ def _shared(op: str) -> Callable[..., np.ndarray]:
             x, w = arrays
             result = out if out is not None else np.empty((geo.n, geo.o, geo.ho, geo.wo), x.dtype)
             for start, stop in spans:
-                kernel(x[start:stop], w, out=result[start:stop], **attrs)
+                kernel(x[start:stop], w, out=result[start:stop], scratch=scratch(), **attrs)
             return result
         g, w, x = arrays
         result = out if out is not None else np.empty(x_shape, g.dtype)
         for start, stop in spans:
-            kernel(g[start:stop], w, x[start:stop], out=result[start:stop], **attrs)
+            kernel(g[start:stop], w, x[start:stop], out=result[start:stop], scratch=scratch(), **attrs)
         return result
     return shared
 

@@ -6,7 +6,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..ops.conv_kernels import _out_size
+from ..ops.conv_kernels import _ConvGeom, _out_size
 from ..ops.registry import get_op
 from ..plan import Plan, last_reads
 from .conv_algorithms import chunk_images, xp_chunk_images
@@ -57,8 +57,8 @@ def _conv_scratch(op: str, shapes: list[tuple[int, ...]], attrs: Mapping[str, An
     while the step runs) for the algorithm the cost rule picks (numba_conv.rule; with
     autotuning on, a layer may run the other one). Per-image products keep their columns
     (and the weight gradient its per-image products) in the workspace and write the result
-    in place; the shared kernel allocates the padded input, its columns, the product and the
-    product's NCHW copy itself."""
+    in place; the shared kernel's padded input, columns and product come from the workspace
+    too, one chunk of images at a time."""
     x_at, w_at = _CONV_OPERANDS[op]
     x_shape, w_shape, cols, output, per_image, padded = _conv_sizes(shapes, attrs, x_at, w_at)
     algorithm = rule(op, tuple(x_shape), tuple(w_shape), dict(attrs))
@@ -75,14 +75,12 @@ def _conv_scratch(op: str, shapes: list[tuple[int, ...]], attrs: Mapping[str, An
     n, groups = max(int(x_shape[0]), 1), int(attrs["groups"])
     o, cg, kh, kw = w_shape
     chunk = xp_chunk_images(n, groups, cg * kh * kw, output // n // max(o, 1), itemsize)
-    # the padded input, columns, product and its NCHW copy, of one chunk of images; the
-    # gradients' kernels hold a little more (tracemalloc on the reference layers: up to 1.5x
-    # for the input gradient of small images, 1.4x for the weight gradient)
-    factor = _XP_SCRATCH[op]
-    return 0, int((cols + 2 * output + padded) // n * chunk * itemsize * factor)
-
-
-_XP_SCRATCH = {"conv2d": 1.0, "conv2d_grad_input": 1.3, "conv2d_grad_weight": 1.15}
+    # the padded (or channels-last) input, columns and product of one chunk of images, taken
+    # from the workspace (the input gradient's kernel also keeps the gradient's transposed copy)
+    layout = _ConvGeom(x_shape, w_shape, attrs["stride"], attrs["padding"], attrs["dilation"], groups).layout
+    copied = padded or (int(np.prod(x_shape)) if layout == "nhwc" else 0)
+    scratch = (cols + output * (2 if op == "conv2d_grad_input" else 1) + copied) // n * chunk
+    return scratch * itemsize + 4 * ALIGNMENT, 0
 
 
 def _pool_saving_scratch(x_shape: tuple[int, ...], attrs: Mapping[str, Any], itemsize: int) -> int:

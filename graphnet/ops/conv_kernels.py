@@ -67,13 +67,34 @@ def _as_strided(xp, a, shape, strides):
     return xp.lib.stride_tricks.as_strided(a, shape=shape, strides=strides)
 
 
-def _pad_hw(xp, x, ph, pw, value=0):
+def _empty(xp, scratch, shape, dtype):
+    """An uninitialised array: from ``scratch(shape, dtype)`` (a caller's reusable memory,
+    graphnet.executors.conv_algorithms.Workspace) or newly allocated."""
+    return xp.empty(shape, dtype=dtype) if scratch is None else scratch(shape, dtype)
+
+
+def _contiguous(xp, a, scratch=None):
+    """``a`` as a C-contiguous array (itself if it already is), copied into scratch memory."""
+    if scratch is None or a.flags.c_contiguous:
+        return xp.ascontiguousarray(a)
+    out = scratch(a.shape, a.dtype)
+    out[...] = a
+    return out
+
+
+def _zeros(xp, scratch, shape, dtype):
+    out = _empty(xp, scratch, shape, dtype)
+    out.fill(0)
+    return out
+
+
+def _pad_hw(xp, x, ph, pw, value=0, scratch=None):
     """Pad the two spatial dims of a 4-D array; the result is C-contiguous
     (``x`` itself when no padding is needed and it already is)."""
     if ph == 0 and pw == 0:
-        return xp.ascontiguousarray(x)
+        return _contiguous(xp, x, scratch)
     N, C, H, W = x.shape
-    out = xp.empty((N, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
+    out = _empty(xp, scratch, (N, C, H + 2 * ph, W + 2 * pw), x.dtype)
     if value == 0:
         out.fill(0)
     else:
@@ -132,20 +153,20 @@ class _ConvGeom:
         else:
             self.P = Ho * Wo
 
-    def cols(self, xp, x):
+    def cols(self, xp, x, scratch=None):
         """im2col of ``x``: contiguous ``(G, K, N * P)`` matrix, rows ordered
         (c, i, j); for the nhwc layout ``(G, N * P, K)`` with columns ordered
         (i, j, c)."""
         N, C, G, Cg, kh, kw = self.N, self.C, self.G, self.Cg, self.kh, self.kw
         if self.layout == "nhwc":
-            xt = _pad_nhwc(xp, x, self.ph, self.pw)          # (N, Hp, Wp, C)
+            xt = _pad_nhwc(xp, x, self.ph, self.pw, scratch)  # (N, Hp, Wp, C)
             sN, sH, sW, sC = xt.strides
             view = _as_strided(
                 xp, xt, (G, N, self.Ho, self.Wo, kh, kw, Cg),
                 (Cg * sC, sN, self.sh * sH, self.sw * sW,
                  self.dh * sH, self.dw * sW, sC))
-            return xp.ascontiguousarray(view).reshape(G, N * self.P, self.K)
-        xpad = _pad_hw(xp, x, self.ph, self.pw)
+            return _contiguous(xp, view, scratch).reshape(G, N * self.P, self.K)
+        xpad = _pad_hw(xp, x, self.ph, self.pw, scratch=scratch)
         sN, sC, sH, sW = xpad.strides
         if self.layout == "flat":
             shape = (C, kh, kw, N, self.P)
@@ -155,7 +176,7 @@ class _ConvGeom:
             strides = (sC, self.dh * sH, self.dw * sW, sN,
                        self.sh * sH, self.sw * sW)
         view = _as_strided(xp, xpad, shape, strides)
-        return xp.ascontiguousarray(view).reshape(G, self.K, N * self.P)
+        return _contiguous(xp, view, scratch).reshape(G, self.K, N * self.P)
 
     def w_mat(self, w):
         """Weights as ``(G, Og, K)`` in the column order of :meth:`cols`."""
@@ -163,15 +184,21 @@ class _ConvGeom:
             w = w.transpose(0, 2, 3, 1)
         return w.reshape(self.G, self.Og, self.K)
 
-    def w_from_mat(self, xp, gw):
-        """``(G, Og, K)`` (column order of :meth:`cols`) -> weight layout."""
+    def w_from_mat(self, xp, gw, target=None):
+        """``(G, Og, K)`` (column order of :meth:`cols`) -> weight layout (written into
+        ``target`` when given)."""
         if self.layout == "nhwc":
             gw = gw.reshape(self.O, self.kh, self.kw, self.Cg).transpose(0, 3, 1, 2)
-        return xp.ascontiguousarray(gw).reshape(self.O, self.Cg, self.kh, self.kw)
+        else:
+            gw = gw.reshape(self.O, self.Cg, self.kh, self.kw)
+        if target is not None:
+            target[...] = gw
+            return target
+        return xp.ascontiguousarray(gw)
 
-    def out_from_mat(self, xp, out):
-        """Matmul result -> contiguous ``(N, O, Ho, Wo)``.  ``out`` is
-        ``(G, Og, N * P)``, or ``(G, N * P, Og)`` for the nhwc layout."""
+    def out_from_mat(self, xp, out, target=None):
+        """Matmul result -> contiguous ``(N, O, Ho, Wo)`` (written into ``target`` when
+        given).  ``out`` is ``(G, Og, N * P)``, or ``(G, N * P, Og)`` for the nhwc layout."""
         N, O, Ho, Wo = self.N, self.O, self.Ho, self.Wo
         if self.layout == "flat":
             it = out.itemsize
@@ -183,39 +210,43 @@ class _ConvGeom:
             view = view.reshape(N, O, Ho, Wo) if self.G == 1 else view
         else:
             view = out.reshape(O, N, Ho, Wo).transpose(1, 0, 2, 3)
+        if target is not None:
+            target.reshape(view.shape)[...] = view
+            return target
         return xp.ascontiguousarray(view).reshape(N, O, Ho, Wo)
 
-    def g_to_mat(self, xp, g):
+    def g_to_mat(self, xp, g, scratch=None):
         """Upstream grad ``(N, O, Ho, Wo)`` -> ``(G, Og, N * P)`` (zeros in the
         discarded wrap-around positions of the flat layout)."""
         gt = g.transpose(1, 0, 2, 3)
         if self.layout == "flat":
             P = self.P
-            gm = xp.zeros((self.O, self.N * P), dtype=g.dtype)
+            gm = _zeros(xp, scratch, (self.O, self.N * P), g.dtype)
             it = gm.itemsize
             view = _as_strided(xp, gm, (self.O, self.N, self.Ho, self.Wo),
                                (self.N * P * it, P * it, self.Wp * it, it))
             view[...] = gt
         else:
-            gm = xp.ascontiguousarray(gt)
+            gm = _contiguous(xp, gt, scratch)
         return gm.reshape(self.G, self.Og, self.N * self.P)
 
 
-def _pad_nhwc(xp, x, ph, pw):
+def _pad_nhwc(xp, x, ph, pw, scratch=None):
     """Zero-padded channels-last copy ``(N, Hp, Wp, C)`` of NCHW ``x``."""
     N, C, H, W = x.shape
     if ph == 0 and pw == 0:
-        return xp.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    out = xp.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)
+        return _contiguous(xp, x.transpose(0, 2, 3, 1), scratch)
+    out = _zeros(xp, scratch, (N, H + 2 * ph, W + 2 * pw, C), x.dtype)
     out[:, ph:ph + H, pw:pw + W, :] = x.transpose(0, 2, 3, 1)
     return out
 
 
-def _matmul(xp, a, b):
+def _matmul(xp, a, b, scratch=None):
     # 2-D matmul when there is a single group (avoids the stacked-loop path).
+    out = None if scratch is None else scratch((a.shape[0], a.shape[1], b.shape[2]), xp.result_type(a, b))
     if a.shape[0] == 1:
-        return xp.matmul(a[0], b[0])[None]
-    return xp.matmul(a, b)
+        return xp.matmul(a[0], b[0], out=None if out is None else out[0])[None]
+    return xp.matmul(a, b, out=out)
 
 
 # ----------------------------------------------------------------------------
@@ -223,19 +254,22 @@ def _matmul(xp, a, b):
 # ----------------------------------------------------------------------------
 
 
-def conv2d(xp, x, w, *, stride, padding, dilation, groups, out=None):
+def conv2d(xp, x, w, *, stride, padding, dilation, groups, out=None, scratch=None):
     """2-D cross-correlation, PyTorch semantics, no bias.
 
     x: (N, C, H, W), w: (O, C // groups, kh, kw) -> (N, O, Ho, Wo); written into ``out``
-    when given (as every convolution kernel here).
+    when given (as every convolution kernel here). ``scratch(shape, dtype)``, when given,
+    supplies the temporaries (padded input, columns, product) from memory the caller reuses.
     """
     geo = _ConvGeom(x.shape, w.shape, stride, padding, dilation, groups)
-    cols = geo.cols(xp, x)
+    cols = geo.cols(xp, x, scratch)
     wm = geo.w_mat(w)                                        # (G, Og, K)
     if geo.layout == "nhwc":
-        product = _matmul(xp, cols, wm.transpose(0, 2, 1))   # (G, N*P, Og)
+        product = _matmul(xp, cols, wm.transpose(0, 2, 1), scratch)  # (G, N*P, Og)
     else:
-        product = _matmul(xp, wm, cols)                      # (G, Og, N*P)
+        product = _matmul(xp, wm, cols, scratch)                     # (G, Og, N*P)
+    if out is not None and out.flags.c_contiguous:
+        return geo.out_from_mat(xp, product, out)
     return _into(xp, geo.out_from_mat(xp, product), out)
 
 
@@ -247,7 +281,7 @@ def _into(xp, result, out):
     return out
 
 
-def conv2d_grad_input(xp, g, w, x, *, stride, padding, dilation, groups, out=None):
+def conv2d_grad_input(xp, g, w, x, *, stride, padding, dilation, groups, out=None, scratch=None):
     """Gradient of ``conv2d`` w.r.t. ``x`` (``x`` is used only for its shape).
 
     Horizontal stride 1 (the common case): the kw taps are folded into the
@@ -271,27 +305,26 @@ def conv2d_grad_input(xp, g, w, x, *, stride, padding, dilation, groups, out=Non
     if sw == 1:
         e = (kw - 1) * dw                      # == Wp - Wo
         L = N * Ho * Wp
-        gz = xp.zeros((O, L + e), dtype=g.dtype)
+        gz = _zeros(xp, scratch, (O, L + e), g.dtype)
         it = gz.itemsize
         _as_strided(xp, gz[:, e:], (O, N, Ho, Wo),
                     ((L + e) * it, Ho * Wp * it, Wp * it, it))[...] = \
             g.transpose(1, 0, 2, 3)
-        gcols = xp.ascontiguousarray(
-            _as_strided(xp, gz, (O, kw, L), ((L + e) * it, dw * it, it)))
+        gcols = _contiguous(xp, _as_strided(xp, gz, (O, kw, L), ((L + e) * it, dw * it, it)), scratch)
         gcols = gcols.reshape(G, Og * kw, L)
         # wt[g, (c, i), (o, j')] = w[g*Og + o, c, i, kw - 1 - j']
         wt = w.reshape(G, Og, Cg, kh, kw)[:, :, :, :, ::-1]
-        wt = wt.transpose(0, 2, 3, 1, 4).reshape(G, Cg * kh, Og * kw)
-        T = _matmul(xp, wt, gcols).reshape(C, kh, N, Ho, Wp)
-        dxpad = xp.zeros((N, C, Hp, Wp), dtype=T.dtype)
+        wt = _contiguous(xp, wt.transpose(0, 2, 3, 1, 4), scratch).reshape(G, Cg * kh, Og * kw)
+        T = _matmul(xp, wt, gcols, scratch).reshape(C, kh, N, Ho, Wp)
+        dxpad = _padded_target(xp, out, scratch, (N, C, Hp, Wp), T.dtype, geo)
         dxt = dxpad.transpose(1, 0, 2, 3)                  # (C, N, Hp, Wp)
         for i in range(kh):
             dxt[:, :, i * dh:i * dh + hspan:sh] += T[:, i]
     else:
-        gm = xp.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(G, Og, N * Ho * Wo)
+        gm = _contiguous(xp, g.transpose(1, 0, 2, 3), scratch).reshape(G, Og, N * Ho * Wo)
         wm = w.reshape(G, Og, geo.K)
-        dc = _matmul(xp, wm.transpose(0, 2, 1), gm).reshape(C, kh, kw, N, Ho, Wo)
-        dxpad = xp.zeros((N, C, Hp, Wp), dtype=dc.dtype)
+        dc = _matmul(xp, wm.transpose(0, 2, 1), gm, scratch).reshape(C, kh, kw, N, Ho, Wo)
+        dxpad = _padded_target(xp, out, scratch, (N, C, Hp, Wp), dc.dtype, geo)
         dxt = dxpad.transpose(1, 0, 2, 3)                  # (C, N, Hp, Wp)
         wspan = sw * (Wo - 1) + 1
         for i in range(kh):
@@ -300,16 +333,25 @@ def conv2d_grad_input(xp, g, w, x, *, stride, padding, dilation, groups, out=Non
                 c0 = j * dw
                 dxt[:, :, r0:r0 + hspan:sh, c0:c0 + wspan:sw] += dc[:, i, j]
     if geo.ph or geo.pw:
-        dxpad = xp.ascontiguousarray(
-            dxpad[:, :, geo.ph:geo.ph + geo.H, geo.pw:geo.pw + geo.W])
-    return _into(xp, dxpad, out)
+        return _into(xp, dxpad[:, :, geo.ph:geo.ph + geo.H, geo.pw:geo.pw + geo.W], out) if out is not None \
+            else xp.ascontiguousarray(dxpad[:, :, geo.ph:geo.ph + geo.H, geo.pw:geo.pw + geo.W])
+    return dxpad if dxpad is out else _into(xp, dxpad, out)
 
 
-def conv2d_grad_weight(xp, x, g, w, *, stride, padding, dilation, groups, out=None):
+def _padded_target(xp, out, scratch, shape, dtype, geo):
+    """The zeroed array the input gradient accumulates into: ``out`` itself when there is no
+    padding to crop and it is C-contiguous, else scratch memory."""
+    if out is not None and not (geo.ph or geo.pw) and out.flags.c_contiguous and out.dtype == dtype:
+        out.fill(0)
+        return out
+    return _zeros(xp, scratch, shape, dtype)
+
+
+def conv2d_grad_weight(xp, x, g, w, *, stride, padding, dilation, groups, out=None, scratch=None):
     """Gradient of ``conv2d`` w.r.t. ``w`` (``w`` is used only for its shape)."""
     geo = _ConvGeom(x.shape, w.shape, stride, padding, dilation, groups)
-    cols = geo.cols(xp, x)
-    gm = geo.g_to_mat(xp, g)                                 # (G, Og, N*P)
+    cols = geo.cols(xp, x, scratch)
+    gm = geo.g_to_mat(xp, g, scratch)                        # (G, Og, N*P)
     if geo.layout == "nhwc":
         gw = _matmul(xp, gm, cols)                           # (G, Og, K)
     elif geo.K <= 64:
@@ -317,7 +359,7 @@ def conv2d_grad_weight(xp, x, g, w, *, stride, padding, dilation, groups, out=No
         gw = _matmul(xp, cols, gm.transpose(0, 2, 1)).transpose(0, 2, 1)
     else:
         gw = _matmul(xp, gm, cols.transpose(0, 2, 1))        # (G, Og, K)
-    return _into(xp, geo.w_from_mat(xp, gw), out)
+    return geo.w_from_mat(xp, gw, out)
 
 
 # ----------------------------------------------------------------------------
