@@ -212,18 +212,23 @@ def _pointwise_geometry(x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -
     return _geometry(x_shape, w_shape, attrs)
 
 
-def _sampled(x: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
-    """The input positions a 1x1 convolution reads, (N, C, Ho*Wo) (a copy only with stride)."""
+def _sampled(x: np.ndarray, attrs: dict[str, Any], workspace: Workspace | None = None) -> np.ndarray:
+    """The input positions a 1x1 convolution reads, (N, C, Ho*Wo) (a copy only with stride,
+    into the workspace when given)."""
     sh, sw = attrs["stride"]
-    view = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x
-    return np.ascontiguousarray(view).reshape(x.shape[0], x.shape[1], -1)
+    if (sh, sw) == (1, 1) and x.flags.c_contiguous:
+        return x.reshape(x.shape[0], x.shape[1], -1)
+    view = x[:, :, ::sh, ::sw]
+    copy = _scratch(workspace, view.shape, x.dtype)
+    copy[...] = view
+    return copy.reshape(x.shape[0], x.shape[1], -1)
 
 
 def pointwise_forward(x: np.ndarray, w: np.ndarray, *, out: np.ndarray | None = None,
                       workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
     geo = _pointwise_geometry(x.shape, w.shape, attrs)
     product = _target(out, (geo.n, geo.o, geo.p), x.dtype)
-    np.matmul(np.ascontiguousarray(w).reshape(geo.o, geo.c), _sampled(x, attrs), out=product)
+    np.matmul(np.ascontiguousarray(w).reshape(geo.o, geo.c), _sampled(x, attrs, workspace), out=product)
     return _result(product, out, (geo.n, geo.o, geo.ho, geo.wo))
 
 
@@ -247,7 +252,9 @@ def pointwise_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, *, out: np.ndarr
                           workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
     geo = _pointwise_geometry(x.shape, w.shape, attrs)
     grads = np.ascontiguousarray(g).reshape(geo.n, geo.o, geo.p)
-    per_image = np.matmul(grads, _sampled(x, attrs).transpose(0, 2, 1))  # (N, O, C)
+    sampled = _sampled(x, attrs, workspace)
+    per_image = _scratch(workspace, (geo.n, geo.o, geo.c), g.dtype, _aligned(sampled.nbytes))
+    np.matmul(grads, sampled.transpose(0, 2, 1), out=per_image)  # (N, O, C)
     total = per_image.sum(axis=0, dtype=np.float64).reshape(geo.o, geo.c, 1, 1)
     if out is None:
         return total.astype(g.dtype)

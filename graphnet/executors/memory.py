@@ -62,9 +62,10 @@ def _conv_scratch(op: str, shapes: list[tuple[int, ...]], attrs: Mapping[str, An
     x_at, w_at = _CONV_OPERANDS[op]
     x_shape, w_shape, cols, output, per_image, padded = _conv_sizes(shapes, attrs, x_at, w_at)
     algorithm = rule(op, tuple(x_shape), tuple(w_shape), dict(attrs))
-    if algorithm == "pointwise":  # the strided input's copy, and the per-image weight gradients
+    if algorithm == "pointwise":  # the strided input's copy and the per-image weight gradients, held
         strided = tuple(attrs["stride"]) != (1, 1)
-        return 0, ((cols if strided else 0) + (per_image if op == "conv2d_grad_weight" else 0)) * itemsize
+        return ((cols if strided else 0) + (per_image if op == "conv2d_grad_weight" else 0)) * itemsize \
+            + 2 * ALIGNMENT, 0
     if algorithm == "batched_gemm":
         n, groups = max(int(x_shape[0]), 1), int(attrs["groups"])
         o, cg, kh, kw = w_shape
@@ -84,20 +85,22 @@ def _conv_scratch(op: str, shapes: list[tuple[int, ...]], attrs: Mapping[str, An
 
 
 def _pool_saving_scratch(x_shape: tuple[int, ...], attrs: Mapping[str, Any], itemsize: int) -> int:
-    """The shared max-pool kernel's arrays before they are copied into their blocks: the row
-    maxima along W, the output, and the two uint8 arg-max arrays."""
+    """The max-pool kernel's temporaries, from the executor's workspace: the padded input,
+    the row maxima along W with their comparison mask and arg-max, and the window pass's mask
+    and arg-max (the output and the saved arg-max go straight to their blocks)."""
     n, c, h, w = x_shape
     (kh, kw), (sh, sw), (ph, pw) = attrs["kernel_size"], attrs["stride"], attrs["padding"]
     ho, wo = max(_out_size(h, kh, sh, ph, 1), 0), max(_out_size(w, kw, sw, pw, 1), 0)
     rows = sh * max(ho - 1, 0) + kh
-    return n * c * (rows * wo * (itemsize + 1) + ho * wo * (itemsize + 1))
+    padded = (h + 2 * ph) * (w + 2 * pw) * itemsize if ph or pw else 0
+    return n * c * (padded + rows * wo * (itemsize + 2) + ho * wo * 2) + 6 * ALIGNMENT
 
 
 #: op -> (bytes held across runs in a shared workspace, bytes of scratch while it runs), from
 #: its inputs' shapes, its attributes and the itemsize
 WORKSPACE: dict[str, Callable[[list[tuple[int, ...]], Mapping[str, Any], int], tuple[int, int]]] = {
     **{op: (lambda s, a, i, op=op: _conv_scratch(op, s, a, i)) for op in _CONV_OPERANDS},
-    "max_pool2d_saving": lambda s, a, i: (0, _pool_saving_scratch(s[0], a, i)),
+    "max_pool2d_saving": lambda s, a, i: (_pool_saving_scratch(s[0], a, i), 0),
 }
 
 

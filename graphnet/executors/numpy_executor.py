@@ -18,6 +18,17 @@ from .base import ArrayExecutor
 LIBRARY: dict[str, Callable[..., Any]] = {**numba_batch_norm.KERNELS, **numba_pool.KERNELS}
 
 
+#: ops whose xp kernel takes ``scratch=``: the executor hands it its workspace, so their
+#: temporaries are the same memory every run
+SCRATCH_OPS = frozenset({"max_pool2d_saving"})
+
+
+def _with_scratch(kernel: Callable[..., Any], workspace: conv_algorithms.Workspace) -> Callable[..., Any]:
+    def run(*arrays: Any, out: Any = None) -> Any:
+        return kernel(*arrays, out=out, scratch=workspace.bump())
+    return run
+
+
 class NumpyExecutor(ArrayExecutor):
     """Interprets plans with NumPy. Parameters are the Variables' own arrays, so every
     plan compiled from the same parameters shares their values. Fused groups run as
@@ -81,6 +92,8 @@ class NumpyExecutor(ArrayExecutor):
         if step.op in LIBRARY and config.flags.codegen == "numba" and numba_codegen.numba_available() \
                 and all(self.plan.buffers[name].dtype in ("float32", "float64") for name in step.inputs[:1]):
             return self._library_kernel(step)
+        if step.op in SCRATCH_OPS:
+            return _with_scratch(fallback, self._workspace)
         if step.op in conv_algorithms.CONV_OPS and config.flags.codegen == "numba" and numba_codegen.numba_available():
             kernel = numba_conv.ConvKernel(step.op, dict(step.attrs), config.flags.autotune, self._workspace)
             self._convolutions.append(kernel)

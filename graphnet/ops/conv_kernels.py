@@ -406,26 +406,31 @@ def _window_reduce(xp, xpad, kh, kw, sh, sw, Ho, Wo, ufunc):
     return out
 
 
-def _first_max(xp, views, need_max=True):
+def _first_max(xp, views, need_max=True, scratch=None, best_out=None):
     """Running maximum over ``views`` plus the index of the first view that
-    attains it (bool for two views, uint8 otherwise)."""
+    attains it (bool for two views, uint8 otherwise). ``scratch``: where the
+    temporaries come from; ``best_out``: where the maximum is written (when there
+    is more than one view)."""
     best = views[0]
     idx = None
     n = len(views)
     itype = xp.uint8 if n <= 255 else xp.int32
+    upd = _empty(xp, scratch, best.shape, xp.bool_) if n > 1 else None
     for t in range(1, n):
         v = views[t]
-        upd = xp.greater(v, best)          # strict: ties keep the earlier one
+        xp.greater(v, best, out=upd)       # strict: ties keep the earlier one
         if n == 2:
             idx = upd
         elif idx is None:
-            idx = upd.astype(itype)
+            idx = _empty(xp, scratch, best.shape, itype)
+            idx[...] = upd
         else:
-            idx = xp.where(upd, itype(t), idx)
+            xp.copyto(idx, itype(t), where=upd)
         if t == n - 1 and not need_max:
             break
         if t == 1:
-            best = xp.maximum(best, v)
+            best = xp.maximum(best, v, out=best_out if best_out is not None else
+                              _empty(xp, scratch, best.shape, best.dtype))
         else:
             xp.maximum(best, v, out=best)
     return best, idx
@@ -478,18 +483,19 @@ def max_pool2d_grad(xp, g, x, *, kernel_size, stride, padding):
     return _route_to_argmax(xp, g, column_arg, row_arg, x.shape, kernel_size, stride, padding)
 
 
-def _pool_argmax(xp, x, kernel_size, stride, padding, need_max=True):
+def _pool_argmax(xp, x, kernel_size, stride, padding, need_max=True, scratch=None, best_out=None):
     """The separable arg-max of every window: (window maxima or None, for each input row and
     window column the first maximal column, for each window the first maximal row)."""
     N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo = _pool_geom(
         x.shape, kernel_size, stride, padding)
-    xpad = _pad_hw(xp, x, ph, pw, value=_neg_inf(xp, x.dtype)) if ph or pw else x
+    xpad = _pad_hw(xp, x, ph, pw, value=_neg_inf(xp, x.dtype), scratch=scratch) if ph or pw else x
     rows = sh * (Ho - 1) + kh
     hspan = sh * (Ho - 1) + 1
     wspan = sw * (Wo - 1) + 1
     xr = xpad[:, :, :rows]
-    rmax, column_arg = _first_max(xp, [xr[:, :, :, j:j + wspan:sw] for j in range(kw)])
-    best, row_arg = _first_max(xp, [rmax[:, :, i:i + hspan:sh] for i in range(kh)], need_max=need_max)
+    rmax, column_arg = _first_max(xp, [xr[:, :, :, j:j + wspan:sw] for j in range(kw)], scratch=scratch)
+    best, row_arg = _first_max(xp, [rmax[:, :, i:i + hspan:sh] for i in range(kh)], need_max=need_max,
+                               scratch=scratch, best_out=best_out)
     return (best if need_max else None), column_arg, row_arg
 
 
@@ -526,28 +532,36 @@ def _route_to_argmax(xp, g, column_arg, row_arg, x_shape, kernel_size, stride, p
     return dxpad
 
 
-def _saved_arg(xp, arg, shape):
-    """An arg-max of ``_first_max`` as uint8 of a fixed shape (zeros where one tap had no choice)."""
+def _saved_arg(xp, arg, shape, target=None):
+    """An arg-max of ``_first_max`` as uint8 of a fixed shape (zeros where one tap had no
+    choice), written into ``target`` when given."""
+    if target is None:
+        return xp.zeros(shape, xp.uint8) if arg is None else arg.astype(xp.uint8)
     if arg is None:
-        return xp.zeros(shape, xp.uint8)
-    return arg.astype(xp.uint8)
+        target.fill(0)
+    else:
+        target[...] = arg
+    return target
 
 
-def max_pool2d_saving(xp, x, *, kernel_size, stride, padding, out=None):
+def max_pool2d_saving(xp, x, *, kernel_size, stride, padding, out=None, scratch=None):
     """``max_pool2d`` that also keeps where each maximum was found, for
     ``max_pool2d_grad_saved``: (y (N, C, Ho, Wo), the first maximal column of each window
     segment per input row (N, C, rows, Wo) uint8, the first maximal row per window
-    (N, C, Ho, Wo) uint8), ``rows = stride_h * (Ho - 1) + kernel_h``."""
+    (N, C, Ho, Wo) uint8), ``rows = stride_h * (Ho - 1) + kernel_h``. ``out``: a tuple
+    with an array or None per result; ``scratch``: where the temporaries come from."""
     N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo = _pool_geom(
         x.shape, kernel_size, stride, padding)
-    y, column_arg, row_arg = _pool_argmax(xp, x, kernel_size, stride, padding)
-    if y.base is not None:  # a 1x1 window: a view of x
+    targets = out if out is not None else (None, None, None)
+    y_out = targets[0] if targets[0] is not None and targets[0].flags.c_contiguous else None
+    y, column_arg, row_arg = _pool_argmax(xp, x, kernel_size, stride, padding, scratch=scratch, best_out=y_out)
+    if targets[0] is not None and y is not targets[0]:
+        y = _into(xp, y, targets[0])
+    elif y.base is not None and y is not y_out:  # a 1x1 window: a view of x
         y = y.copy()
     rows = sh * (Ho - 1) + kh
-    results = (y, _saved_arg(xp, column_arg, (N, C, rows, Wo)), _saved_arg(xp, row_arg, (N, C, Ho, Wo)))
-    if out is None:
-        return results
-    return tuple(value if target is None else _into(xp, value, target) for value, target in zip(results, out))
+    return (y, _saved_arg(xp, column_arg, (N, C, rows, Wo), targets[1]),
+            _saved_arg(xp, row_arg, (N, C, Ho, Wo), targets[2]))
 
 
 def max_pool2d_grad_saved(xp, g, column_arg, row_arg, x, *, kernel_size, stride, padding, out=None):
