@@ -29,11 +29,12 @@ import subprocess
 import sys
 import time
 
+from train_step import child_env  # benchmarks/ is this script's first import path
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DATA = "/usr/share/datasets/fashion-mnist"
 SIDES = {"graphnet": ".venv/bin/python", "torch": ".venv-torch/bin/python"}
-STRIPPED_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 BATCH, LR = 64, 1e-3
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST's training-set pixel statistics (graphnet's normalize=True)
 
@@ -119,9 +120,7 @@ def run_side(side: str, args: argparse.Namespace) -> dict | None:
     if not os.access(python, os.X_OK):
         print(f"note: skipping {side}: no interpreter at {SIDES[side]}", file=sys.stderr)
         return None
-    env = {k: v for k, v in os.environ.items() if k not in STRIPPED_ENV}
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        env.setdefault(var, str(args.threads))
+    env = child_env(side, args.threads)  # the BLAS settings dropped, the thread pools capped
     cmd = [python, os.path.abspath(__file__), "--side", side]
     if args.limit:
         cmd += ["--limit", str(args.limit)]

@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..ops.common import into_each
+
 
 @functools.lru_cache(maxsize=1)
 def _kernels() -> tuple[Callable[..., None], Callable[..., None]]:
@@ -88,16 +90,6 @@ def _results(out: Any, shapes: tuple[tuple[int, ...], ...], dtype: Any) -> list[
             for target, shape in zip(given, shapes)]
 
 
-def _handed_back(results: list[Any], out: Any) -> tuple[Any, ...]:
-    """``results``, copied into any ``out`` entry they could not be written to directly."""
-    if out is None:
-        return tuple(results)
-    for value, target in zip(results, out):
-        if target is not None and value is not target:
-            np.copyto(target, value)
-    return tuple(value if target is None else target for value, target in zip(results, out))
-
-
 def batch_norm_train(x: Any, *rest: Any, eps: float, momentum: float, stats: bool, weight: bool,
                      bias: bool, relu: bool, out: Any = None) -> tuple[Any, Any, Any, Any]:
     """What graphnet.ops.norm's ``batch_norm_train`` kernel computes, for NumPy arrays (written
@@ -110,7 +102,7 @@ def batch_norm_train(x: Any, *rest: Any, eps: float, momentum: float, stats: boo
     y, mean, var, unbiased = _results(out, (x.shape,) + ((channels,),) * 3, x.dtype)
     forward(_as_3d(x), gamma, beta, float(eps), bool(relu), y.reshape(x.shape[0], channels, -1), mean, var,
             unbiased)
-    return _handed_back([y, mean, var, unbiased], out)
+    return into_each(np, (y, mean, var, unbiased), out)
 
 
 def batch_norm_train_grad(g: Any, x: Any, mean: Any, var: Any, *rest: Any, eps: float,
@@ -124,7 +116,7 @@ def batch_norm_train_grad(g: Any, x: Any, mean: Any, var: Any, *rest: Any, eps: 
     x3 = _as_3d(x)
     backward(_as_3d(g), x3, mean, var, gamma, float(eps), _as_3d(rest[-1]) if relu else x3,
              bool(relu), dx.reshape(x.shape[0], channels, -1), dgamma, dbeta)
-    return _handed_back([dx, dgamma, dbeta], out)
+    return into_each(np, (dx, dgamma, dbeta), out)
 
 
 #: op name -> the NumPy executor's numba implementation

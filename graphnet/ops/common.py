@@ -105,14 +105,15 @@ def unary_float(t: TensorType, **_: Any) -> TensorType:
 
 
 def into_each(xp: Any, results: tuple, out: Any) -> tuple:
-    """A multi-result kernel's ``results``, each copied into its given ``out`` array (``out``
-    is None, or a tuple with an array or None per result)."""
+    """A multi-result kernel's ``results``, each copied into its given ``out`` array unless it
+    was computed there (``out`` is None, or a tuple with an array or None per result)."""
     if out is None:
-        return results
+        return tuple(results)
     placed = []
     for value, target in zip(results, out):
         if target is not None:
-            xp.copyto(target, value)
+            if value is not target:
+                xp.copyto(target, value)
             value = target
         placed.append(value)
     return tuple(placed)
