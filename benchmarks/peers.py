@@ -111,8 +111,11 @@ def torch_step(name: str, batch: int, compiled: bool = False, held: dict | None 
 
     if held is not None:
         def held_bytes() -> int:
+            # the gradients too: they stay alive between steps (until the next zero_grad), so the
+            # resident size between steps includes them
             state = [t for slots in optimizer.state.values() for t in slots.values() if torch.is_tensor(t)]
-            tensors = list(model.parameters()) + list(model.buffers()) + state + [xb, yb]
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            tensors = list(model.parameters()) + list(model.buffers()) + state + grads + [xb, yb]
             return sum(t.numel() * t.element_size() for t in tensors)
         held["bytes"] = held_bytes
 

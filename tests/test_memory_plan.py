@@ -238,3 +238,26 @@ def test_the_executor_reports_the_bytes_it_holds():
     sizes = [int(np.prod([d if isinstance(d, int) else 8 for d in s])) * np.dtype(t).itemsize
              for s, t in plan.plan.memory.blocks]
     assert sum(sizes) * 0.3 < held and max(sizes) <= held
+
+
+def test_weight_gradients_run_as_soon_as_their_layer_is_reached():
+    """The schedule reaches the last layer's weight gradient first and the first layer's last,
+    as the backward pass does, so each layer's saved input dies at its weight gradient."""
+    gn.manual_seed(0)
+    widths = (40, 36, 28, 20, 10)
+    x = gn.placeholder("x", (None, widths[0]))
+    labels = gn.placeholder("labels", (None,), dtype="int64")
+    layers = []
+    for a, b in zip(widths, widths[1:]):
+        layers += [gn.nn.Linear(a, b), gn.nn.ReLU()]
+    model = gn.nn.Sequential(*layers[:-1])
+    plan = gn.compile({"loss": gn.losses.cross_entropy(model(x), labels)}, optimizer=gn.optim.SGD(lr=0.1))
+    weight_shapes = [tuple(layer.weight.shape) for layer in layers[::2]]
+    at = {}
+    for index, step in enumerate(plan.plan.steps):
+        for name in step.outputs:
+            shape = tuple(plan.plan.buffers[name].shape)
+            if shape in weight_shapes and step.op != "fused_assign":
+                at.setdefault(weight_shapes.index(shape), index)
+    assert sorted(at) == list(range(len(weight_shapes)))
+    assert [at[k] for k in range(len(weight_shapes))] == sorted(at.values(), reverse=True)

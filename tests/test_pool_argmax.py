@@ -110,3 +110,23 @@ def test_the_numba_pool_gradient_computes_what_the_op_kernel_does(shape, k, s, p
                                        rtol=1e-6, atol=1e-6)
         else:
             np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("planned", [False, True])
+def test_the_executor_pools_in_chunks_of_images_bit_identically(planned):
+    """The NumPy executor runs the saving pool over chunks of images (its temporaries are a
+    few times the input's size); results and arg-max are the whole batch's, exactly."""
+    from graphnet.executors import conv_algorithms, memory, numpy_executor
+
+    attrs = {"kernel_size": (2, 2), "stride": (2, 2), "padding": (0, 0)}
+    x = np.random.default_rng(3).integers(0, 4, (45, 8, 24, 24)).astype(np.float32)  # ties too
+    assert memory.pool_chunk_images(x.shape, attrs, 4) < x.shape[0]  # several chunks
+    expected = K.max_pool2d_saving(np, x, **attrs)
+    kernel = numpy_executor._with_scratch(lambda *a, **k: K.max_pool2d_saving(np, *a, **attrs, **k),
+                                          conv_algorithms.Workspace(), attrs)
+    out = tuple(np.full_like(e, 7) for e in expected) if planned else None
+    result = kernel(x, out=out)
+    for got, want in zip(result, expected):
+        np.testing.assert_array_equal(got, want)
+    if planned:
+        assert all(got is target for got, target in zip(result, out))

@@ -96,11 +96,24 @@ def _pool_saving_scratch(x_shape: tuple[int, ...], attrs: Mapping[str, Any], ite
     return n * c * (padded + rows * wo * (itemsize + 2) + ho * wo * 2) + 6 * ALIGNMENT
 
 
+#: the max-pool kernel runs over chunks of images whose temporaries take about this many bytes
+POOL_CHUNK_BYTES = 512 * 1024
+
+
+def pool_chunk_images(x_shape: tuple[int, ...], attrs: Mapping[str, Any], itemsize: int) -> int:
+    """How many images one chunk of the max-pool kernel takes (its temporaries are per image):
+    as few chunks as keep each under POOL_CHUNK_BYTES, of equal size."""
+    n = max(int(x_shape[0]), 1)
+    per_image = _pool_saving_scratch((1, *x_shape[1:]), attrs, itemsize) - 6 * ALIGNMENT
+    chunks = -(-n * per_image // POOL_CHUNK_BYTES)
+    return max(1, -(-n // max(chunks, 1)))
+
+
 #: op -> (bytes held across runs in a shared workspace, bytes of scratch while it runs), from
 #: its inputs' shapes, its attributes and the itemsize
 WORKSPACE: dict[str, Callable[[list[tuple[int, ...]], Mapping[str, Any], int], tuple[int, int]]] = {
     **{op: (lambda s, a, i, op=op: _conv_scratch(op, s, a, i)) for op in _CONV_OPERANDS},
-    "max_pool2d_saving": lambda s, a, i: (_pool_saving_scratch(s[0], a, i), 0),
+    "max_pool2d_saving": lambda s, a, i: (_pool_saving_scratch((pool_chunk_images(s[0], a, i), *s[0][1:]), a, i), 0),
 }
 
 

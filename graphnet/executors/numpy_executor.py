@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import config
 from ..plan import Step
-from . import conv_algorithms, numba_batch_norm, numba_codegen, numba_conv, numba_pool, threads
+from . import conv_algorithms, memory, numba_batch_norm, numba_codegen, numba_conv, numba_pool, threads
 from .base import ArrayExecutor
 
 
@@ -23,9 +23,20 @@ LIBRARY: dict[str, Callable[..., Any]] = {**numba_batch_norm.KERNELS, **numba_po
 SCRATCH_OPS = frozenset({"max_pool2d_saving"})
 
 
-def _with_scratch(kernel: Callable[..., Any], workspace: conv_algorithms.Workspace) -> Callable[..., Any]:
-    def run(*arrays: Any, out: Any = None) -> Any:
-        return kernel(*arrays, out=out, scratch=workspace.bump())
+def _with_scratch(kernel: Callable[..., Any], workspace: conv_algorithms.Workspace, attrs: dict[str, Any]
+                  ) -> Callable[..., Any]:
+    """The max-pool kernel over chunks of images (memory.pool_chunk_images), each chunk's
+    temporaries from the workspace: they are a few times the input's size, so the whole
+    batch at once would hold more scratch than the step's activations."""
+    def run(x: Any, out: Any = None) -> Any:
+        targets = out if out is not None else (None,) * 3
+        step = memory.pool_chunk_images(x.shape, attrs, x.dtype.itemsize)
+        parts = [kernel(x[start:start + step], out=tuple(None if t is None else t[start:start + step] for t in targets),
+                        scratch=workspace.bump()) for start in range(0, x.shape[0], step)]
+        if len(parts) == 1:
+            return parts[0]
+        return tuple(t if t is not None else np.concatenate([part[k] for part in parts])
+                     for k, t in enumerate(targets))
     return run
 
 
@@ -93,7 +104,7 @@ class NumpyExecutor(ArrayExecutor):
                 and all(self.plan.buffers[name].dtype in ("float32", "float64") for name in step.inputs[:1]):
             return self._library_kernel(step)
         if step.op in SCRATCH_OPS:
-            return _with_scratch(fallback, self._workspace)
+            return _with_scratch(fallback, self._workspace, dict(step.attrs))
         if step.op in conv_algorithms.CONV_OPS and config.flags.codegen == "numba" and numba_codegen.numba_available():
             kernel = numba_conv.ConvKernel(step.op, dict(step.attrs), config.flags.autotune, self._workspace)
             self._convolutions.append(kernel)

@@ -11,9 +11,13 @@ def schedule(graph: Graph) -> Graph:
     Effects (optimizer updates, running-statistic writes, the step counter) write variables
     that other steps read, so they run only after every pure step of the plan. Depth-first
     order keeps each value's producer close to its users, which shortens buffer lifetimes.
+    The effects' inputs are visited last effect first: parameters are declared input side
+    first, so the backward pass then reaches each layer's weight gradient as soon as the
+    gradient of that layer's output exists (as PyTorch's autograd does), and the activations
+    it reads die there instead of staying alive to the end of the backward pass.
     Must be the last pass: it fixes ``graph.nodes`` order, which the lowering follows.
     """
-    pure_roots = list(graph.outputs) + [i for e in graph.effects for i in e.inputs]
+    pure_roots = list(graph.outputs) + [i for e in reversed(graph.effects) for i in e.inputs]
     pure_roots += [n for pair in graph.grads for n in pair]
     listed = {e.uid for e in graph.effects}
     pure = [n for n in topological_order(pure_roots) if n.uid not in listed]
