@@ -108,9 +108,9 @@ def test_cost_rule_and_candidates():
     assert numba_conv.rule("conv2d", (64, 1, 28, 28), (10, 1, 5, 5), attrs) == "batched_gemm"
     assert numba_conv.rule("conv2d", (128, 64, 4, 4), (64, 64, 3, 3), attrs) == "xp"
     assert numba_conv.rule("conv2d_grad_input", (64, 10, 12, 12), (20, 10, 5, 5), attrs) == "batched_gemm"
-    assert set(numba_conv.candidates("conv2d", (2, 3, 8, 8), (4, 3, 3, 3), attrs)) == {"xp", "batched_gemm"}
+    assert set(numba_conv.candidates("conv2d", (2, 3, 8, 8), (4, 3, 3, 3), attrs)) == {"xp", "batched_gemm", "shifted"}
     pointwise = (128, 16, 28, 28), (16, 16, 1, 1)
-    assert set(numba_conv.candidates("conv2d", *pointwise, attrs)) == {"xp", "batched_gemm", "pointwise"}
+    assert set(numba_conv.candidates("conv2d", *pointwise, attrs)) == {"xp", "batched_gemm", "pointwise", "shifted"}
     strided = dict(attrs, stride=(2, 2))
     assert [numba_conv.rule(op, *pointwise, strided) for op in conv_algorithms.CONV_OPS] == [
         "pointwise", "batched_gemm", "pointwise"]  # a strided 1x1's input gradient scatters through col2im

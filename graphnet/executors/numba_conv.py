@@ -27,7 +27,7 @@ def candidates(op: str, x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -
     return sorted(usable, key=lambda name: _RULE_ORDER.index(name))
 
 
-_RULE_ORDER = ("xp", "batched_gemm", "pointwise")
+_RULE_ORDER = ("xp", "batched_gemm", "pointwise", "shifted")
 
 
 def rule(op: str, x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -> str:

@@ -71,3 +71,104 @@ def col2im(cols, dx, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):  # pragma: no cove
                         base = y * wo
                         for o in range(lo, hi):
                             dst[np.uint64(o * sw + off)] += src[np.uint64(base + o)]
+
+
+# --- the shifted-columns algorithm (graphnet/executors/conv_shifted.py) -----------------------
+# An image's input, zero-padded, is split into stride_h * stride_w phases, phase (a, b) holding
+# padded rows a, a + sh, ... and columns b, b + sw, ..., each phase a (hq, wq) grid, one after
+# another in a row of ``length`` values per channel (the tail, past the last phase, is zeros).
+# Kernel tap (i, j) then reads phase ((i*dh) % sh, (j*dw) % sw) at a fixed shift, so one
+# column-matrix row is one contiguous run of the phases' row: a plain copy, not a gather.
+
+
+@jit
+def phase_split(x, phases, sh, sw, ph, pw, hq, wq):  # pragma: no cover - compiled
+    n_count, channels, height, width = x.shape
+    length = phases.shape[2]
+    for n in range(n_count):
+        for c in range(channels):
+            dst = phases[n, c]
+            for a in range(sh):
+                for b in range(sw):
+                    base = (a * sw + b) * hq * wq
+                    off = b - pw
+                    lo, hi = valid_range(off, sw, width, wq)
+                    for u in range(hq):
+                        iy = u * sh + a - ph
+                        row = base + u * wq
+                        if iy < 0 or iy >= height:
+                            for v in range(wq):
+                                dst[np.uint64(row + v)] = 0
+                            continue
+                        src = x[n, c, iy]
+                        for v in range(lo):
+                            dst[np.uint64(row + v)] = 0
+                        for v in range(lo, hi):
+                            dst[np.uint64(row + v)] = src[np.uint64(v * sw + off)]
+                        for v in range(hi, wq):
+                            dst[np.uint64(row + v)] = 0
+            for t in range(sh * sw * hq * wq, length):
+                dst[np.uint64(t)] = 0
+
+
+@jit
+def phase_merge(phases, dx, sh, sw, ph, pw, hq, wq):  # pragma: no cover - compiled
+    """The adjoint of phase_split's copy: dx (n, C, H, W) read back from the phases."""
+    n_count, channels, height, width = dx.shape
+    for n in range(n_count):
+        for c in range(channels):
+            src = phases[n, c]
+            for a in range(sh):
+                for b in range(sw):
+                    base = (a * sw + b) * hq * wq
+                    off = b - pw
+                    lo, hi = valid_range(off, sw, width, wq)
+                    for u in range(hq):
+                        iy = u * sh + a - ph
+                        if iy < 0 or iy >= height:
+                            continue
+                        dst = dx[n, c, iy]
+                        row = base + u * wq
+                        for v in range(lo, hi):
+                            dst[np.uint64(v * sw + off)] = src[np.uint64(row + v)]
+
+
+@numba.njit(inline="always")
+def tap_shift(i, j, sh, sw, dh, dw, hq, wq):  # pragma: no cover - compiled
+    """Where tap (i, j) starts reading in a channel's row of phases."""
+    return (((i * dh) % sh) * sw + (j * dw) % sw) * hq * wq + ((i * dh) // sh) * wq + (j * dw) // sw
+
+
+@jit
+def shifted_columns(phases, cols, kh, kw, sh, sw, dh, dw, hq, wq):  # pragma: no cover - compiled
+    """cols (C * kh * kw, n, pq): row (c, i, j), image n is the phases' run from tap (i, j)."""
+    n_count, channels, _ = phases.shape
+    pq = cols.shape[2]
+    for c in range(channels):
+        for i in range(kh):
+            for j in range(kw):
+                start = tap_shift(i, j, sh, sw, dh, dw, hq, wq)
+                for n in range(n_count):
+                    dst = cols[(c * kh + i) * kw + j, n]
+                    src = phases[n, c]
+                    for q in range(pq):
+                        dst[np.uint64(q)] = src[np.uint64(start + q)]
+
+
+@jit
+def shifted_add(cols, phases, kh, kw, sh, sw, dh, dw, hq, wq):  # pragma: no cover - compiled
+    """The adjoint of shifted_columns: every column row added back where it was read (into
+    zeroed phases)."""
+    n_count, channels, length = phases.shape
+    pq = cols.shape[2]
+    for n in range(n_count):
+        for c in range(channels):
+            dst = phases[n, c]
+            for t in range(length):
+                dst[np.uint64(t)] = 0
+            for i in range(kh):
+                for j in range(kw):
+                    start = tap_shift(i, j, sh, sw, dh, dw, hq, wq)
+                    src = cols[(c * kh + i) * kw + j, n]
+                    for q in range(pq):
+                        dst[np.uint64(start + q)] += src[np.uint64(q)]

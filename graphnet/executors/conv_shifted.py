@@ -1,0 +1,182 @@
+"""The shifted-columns convolution for the CPU: column matrices built from contiguous runs.
+
+The per-image algorithm (``batched_gemm``) gathers every column row output row by output row:
+for a 3x3 kernel on 14x14 images that is a loop of 14 values, restarted 14 times per tap and
+channel, and its cost is in the loop, not the bytes. Here each chunk of images is first copied
+once into its zero-padded *phases* (numba_conv_loops.phase_split: for stride s, the s*s
+sub-grids of rows and columns that one tap reads, each ``(hq, wq)``), after which the column
+row of tap (i, j) is one contiguous run of ``Ho * wq`` values at a fixed shift. The product
+then covers ``wq`` output columns per row instead of ``Wo``: the extra ``wq - Wo`` (2 for a
+3x3 kernel at stride 1) are computed and dropped, and the gradients feed zeros there.
+
+Columns are laid out ``(groups, K, images, Ho * wq)``, so one chunk is one matrix product
+per group whatever the number of images in it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .conv_common import Workspace, _aligned, _Geometry, _geometry, _result, _target, _weights
+
+#: images go through in chunks whose columns take about this many bytes (they stay in cache
+#: between the copy and the product)
+CHUNK_BYTES = 1024 * 1024
+
+
+@functools.lru_cache(maxsize=1)
+def _loops() -> dict[str, Callable[..., None]]:
+    from . import numba_conv_loops  # only plans with convolutions pay for importing numba
+
+    return {name: getattr(numba_conv_loops, name)
+            for name in ("phase_split", "phase_merge", "shifted_columns", "shifted_add")}
+
+
+class Phases:
+    """A convolution's phase grid: ``hq x wq`` per phase, ``length`` values per channel."""
+
+    def __init__(self, geo: _Geometry) -> None:
+        self.hq = -(-(geo.h + 2 * geo.ph) // geo.sh)
+        self.wq = -(-(geo.w + 2 * geo.pw) // geo.sw)
+        self.pq = geo.ho * self.wq  # columns per image
+        self.length = geo.sh * geo.sw * self.hq * self.wq + (geo.kw - 1) * geo.dw // geo.sw
+        self.args = (geo.kh, geo.kw, geo.sh, geo.sw, geo.dh, geo.dw, self.hq, self.wq)
+        self.split_args = (geo.sh, geo.sw, geo.ph, geo.pw, self.hq, self.wq)
+
+
+def chunk_images(geo: _Geometry, itemsize: int) -> int:
+    """How many images one chunk takes."""
+    per_image = geo.groups * geo.k * Phases(geo).pq * itemsize
+    return max(1, min(geo.n, CHUNK_BYTES // max(per_image, 1)))
+
+
+def scratch_bytes(op: str, geo: _Geometry, itemsize: int) -> int:
+    """Bytes one call takes from its workspace: a chunk's phases, columns and product-sized
+    grid (the weight gradient also its chunk's sum)."""
+    grid = Phases(geo)
+    n = chunk_images(geo, itemsize)
+    phases = n * geo.c * grid.length
+    columns = n * geo.groups * geo.k * grid.pq
+    product = n * geo.o * grid.pq
+    partial = geo.o * geo.k if op == "conv2d_grad_weight" else 0
+    return (phases + columns + product + partial) * itemsize + 4 * 64 * 2
+
+
+class _Scratch:
+    """Successive aligned arrays of one workspace (or fresh arrays without one)."""
+
+    def __init__(self, workspace: Workspace | None) -> None:
+        self.workspace, self.used = workspace, 0
+
+    def __call__(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        if self.workspace is None:
+            return np.empty(shape, dtype)
+        array = self.workspace.array(shape, dtype, self.used)
+        self.used += _aligned(array.nbytes)
+        return array
+
+
+def _leading(buffer: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The first values of a flat scratch buffer as a C-contiguous array of ``shape`` (a chunk
+    with fewer images than the buffer was sized for stays contiguous)."""
+    return buffer[:math.prod(shape)].reshape(shape)
+
+
+def _spans(geo: _Geometry, itemsize: int) -> tuple[int, list[tuple[int, int]]]:
+    step = chunk_images(geo, itemsize)
+    return step, [(start, min(start + step, geo.n)) for start in range(0, geo.n, step)]
+
+
+def _fill_grid(grid: np.ndarray, g: np.ndarray, geo: _Geometry) -> np.ndarray:
+    """``grid`` (G, Og, n, Ho, wq) holding ``g`` (n, O, Ho, Wo) and zeros in the extra columns;
+    returned as (G, Og, n * Ho * wq)."""
+    n = g.shape[0]
+    view = grid.reshape(geo.o, n, geo.ho, -1)
+    np.copyto(view[..., :geo.wo], g.transpose(1, 0, 2, 3))
+    view[..., geo.wo:] = 0
+    return grid.reshape(geo.groups, geo.og, -1)
+
+
+def shifted_forward(x: np.ndarray, w: np.ndarray, *, out: np.ndarray | None = None,
+                    workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
+    """conv2d: (N, C, H, W), (O, C/groups, kh, kw) -> (N, O, Ho, Wo)."""
+    geo = _geometry(x.shape, w.shape, attrs)
+    grid, loops = Phases(geo), _loops()
+    y = _target(out, (geo.n, geo.o, geo.ho, geo.wo), x.dtype)
+    images, weights = np.ascontiguousarray(x), _weights(geo, w)
+    step, spans = _spans(geo, x.dtype.itemsize)
+    scratch = _Scratch(workspace)
+    phases = scratch((step * geo.c * grid.length,), x.dtype)
+    cols = scratch((geo.groups * geo.k * step * grid.pq,), x.dtype)
+    product = scratch((geo.o * step * grid.pq,), x.dtype)
+    for start, stop in spans:
+        n = stop - start
+        part = _leading(phases, (n, geo.c, grid.length))
+        columns = _leading(cols, (geo.groups * geo.k, n, grid.pq))
+        result = _leading(product, (geo.o, n, grid.pq))
+        loops["phase_split"](images[start:stop], part, *grid.split_args)
+        loops["shifted_columns"](part, columns, *grid.args)
+        np.matmul(weights, columns.reshape(geo.groups, geo.k, -1), out=result.reshape(geo.groups, geo.og, -1))
+        np.copyto(y[start:stop], result.reshape(geo.o, n, geo.ho, grid.wq)[..., :geo.wo].transpose(1, 0, 2, 3))
+    return _result(y, out, (geo.n, geo.o, geo.ho, geo.wo))
+
+
+def shifted_grad_input(g: np.ndarray, w: np.ndarray, x: Any, *, out: np.ndarray | None = None,
+                       workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
+    """conv2d's input gradient: (N, O, Ho, Wo), weight, x (read for its shape) -> (N, C, H, W)."""
+    geo = _geometry(x.shape, w.shape, attrs)
+    grid, loops = Phases(geo), _loops()
+    dx = _target(out, (geo.n, geo.c, geo.h, geo.w), g.dtype)
+    transposed = _weights(geo, w).transpose(0, 2, 1)  # (G, K, Og)
+    step, spans = _spans(geo, g.dtype.itemsize)
+    scratch = _Scratch(workspace)
+    phases = scratch((step * geo.c * grid.length,), g.dtype)
+    cols = scratch((geo.groups * geo.k * step * grid.pq,), g.dtype)
+    grads = scratch((geo.o * step * grid.pq,), g.dtype)
+    for start, stop in spans:
+        n = stop - start
+        part = _leading(phases, (n, geo.c, grid.length))
+        columns = _leading(cols, (geo.groups * geo.k, n, grid.pq))
+        gathered = _fill_grid(_leading(grads, (geo.o, n, grid.pq)), g[start:stop], geo)
+        np.matmul(transposed, gathered, out=columns.reshape(geo.groups, geo.k, -1))
+        loops["shifted_add"](columns, part, *grid.args)
+        loops["phase_merge"](part, dx[start:stop], *grid.split_args)
+    return _result(dx, out, (geo.n, geo.c, geo.h, geo.w))
+
+
+def shifted_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, *, out: np.ndarray | None = None,
+                        workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
+    """conv2d's weight gradient, summed over chunks in float64: x, (N, O, Ho, Wo), weight (read
+    for its shape) -> (O, C/groups, kh, kw)."""
+    geo = _geometry(x.shape, w.shape, attrs)
+    grid, loops = Phases(geo), _loops()
+    images = np.ascontiguousarray(x)
+    step, spans = _spans(geo, x.dtype.itemsize)
+    scratch = _Scratch(workspace)
+    phases = scratch((step * geo.c * grid.length,), x.dtype)
+    cols = scratch((geo.groups * geo.k * step * grid.pq,), x.dtype)
+    grads = scratch((geo.o * step * grid.pq,), g.dtype)
+    partial = scratch((geo.groups, geo.og, geo.k), g.dtype)
+    total = np.zeros((geo.groups, geo.og, geo.k), np.float64)
+    for start, stop in spans:
+        n = stop - start
+        part = _leading(phases, (n, geo.c, grid.length))
+        columns = _leading(cols, (geo.groups * geo.k, n, grid.pq))
+        loops["phase_split"](images[start:stop], part, *grid.split_args)
+        loops["shifted_columns"](part, columns, *grid.args)
+        # the extra columns read real inputs (the next row's): zero them, so that a non-finite
+        # input no window reads cannot reach the sum through 0 * inf
+        columns.reshape(-1, n, geo.ho, grid.wq)[..., geo.wo:] = 0
+        gathered = _fill_grid(_leading(grads, (geo.o, n, grid.pq)), g[start:stop], geo)
+        np.matmul(gathered, columns.reshape(geo.groups, geo.k, -1).transpose(0, 2, 1), out=partial)
+        total += partial
+    total = total.reshape(geo.o, geo.cg, geo.kh, geo.kw)
+    if out is None:
+        return total.astype(g.dtype)
+    np.copyto(out, total, casting="same_kind")
+    return out
