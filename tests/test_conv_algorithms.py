@@ -178,3 +178,20 @@ def test_algorithms_agree_in_training(tmp_path, monkeypatch):
             plan = _training_plan()
             losses[codegen] = [float(plan.run(_feeds(6))["loss"]) for _ in range(4)]
     np.testing.assert_allclose(losses["numba"], losses["numpy"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("op,algorithm", [(op, name) for op, name in ALL if op != "conv2d_grad_input"])
+def test_inputs_no_window_reads_do_not_reach_the_result(op, algorithm):
+    """A non-finite input that no window reads (the last row and column at stride 2) changes
+    nothing: algorithms that compute extra columns must not multiply it by a zero."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 7))
+    w = np.random.default_rng(1).standard_normal((4, 3, 2, 2))
+    attrs = {"stride": (2, 2), "padding": (0, 0), "dilation": (1, 1), "groups": 1}
+    g = np.random.default_rng(2).standard_normal((2, 4, 3, 3))
+    kernel = _applicable(op, algorithm, x, w, g, attrs)
+    if kernel is None:
+        return
+    clean = kernel(*_arguments(op, x, w, g), **attrs)
+    x[:, :, 6, :] = np.nan
+    x[:, :, :, 6] = np.inf
+    np.testing.assert_allclose(kernel(*_arguments(op, x, w, g), **attrs), clean, rtol=0, atol=1e-12)
