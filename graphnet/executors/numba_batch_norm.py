@@ -3,8 +3,8 @@
 ``batch_norm_train`` and ``batch_norm_train_grad`` are defined once, in graphnet/ops/norm.py,
 with kernels written against ``xp`` (NumPy, CuPy). Written with whole-array operations those
 kernels pass over the activation some ten times forward and eighteen times backward; these
-loops do it in three and two, one output channel per thread (numba's ``prange``), and
-accumulate in float64. The NumPy executor uses them where numba is installed (they are
+loops do it in two each way (the forward takes both moments in one pass, about a shift), one
+channel at a time, and accumulate in float64. The NumPy executor uses them where numba is installed (they are
 compiled once per machine and cached beside this file, or in numba's user cache), and
 tests hold them to the ``xp`` kernels.
 """
@@ -29,16 +29,19 @@ def _kernels() -> tuple[Callable[..., None], Callable[..., None]]:
         n_count, channels, inner = x.shape
         count = n_count * inner
         for c in range(channels):
+            # one pass for both moments, in float64 about a shift (the channel's first value)
+            # so that a large mean does not cancel the variance away
+            shift0 = np.float64(x[0, c, 0]) if count > 0 else 0.0
             total = 0.0
+            total_sq = 0.0
             for n in range(n_count):
                 for s in range(inner):
-                    total += x[n, c, s]
-            m = total / count
-            squares = 0.0
-            for n in range(n_count):
-                for s in range(inner):
-                    d = x[n, c, s] - m
-                    squares += d * d
+                    d = x[n, c, s] - shift0
+                    total += d
+                    total_sq += d * d
+            centred = total / count
+            m = shift0 + centred
+            squares = max(total_sq - total * centred, 0.0)
             v = squares / count
             mean[c] = m
             var[c] = v
