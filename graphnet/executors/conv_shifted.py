@@ -92,6 +92,17 @@ def _spans(geo: _Geometry, itemsize: int) -> tuple[int, list[tuple[int, int]]]:
     return step, [(start, min(start + step, geo.n)) for start in range(0, geo.n, step)]
 
 
+def _columns(images: np.ndarray, phases: np.ndarray, columns: np.ndarray, geo: _Geometry, grid: Phases) -> None:
+    """A chunk's column matrix (groups * K, n, Ho * wq) from its images, through its phases.
+    The extra columns read real inputs (the next row's): they are zeroed, so that a
+    non-finite input that no window reads reaches neither a result nor a warning."""
+    loops = _loops()
+    loops["phase_split"](images, phases, *grid.split_args)
+    loops["shifted_columns"](phases, columns, *grid.args)
+    if grid.wq > geo.wo:
+        columns.reshape(-1, images.shape[0], geo.ho, grid.wq)[..., geo.wo:] = 0
+
+
 def _fill_grid(grid: np.ndarray, g: np.ndarray, geo: _Geometry) -> np.ndarray:
     """``grid`` (G, Og, n, Ho, wq) holding ``g`` (n, O, Ho, Wo) and zeros in the extra columns;
     returned as (G, Og, n * Ho * wq)."""
@@ -106,7 +117,7 @@ def shifted_forward(x: np.ndarray, w: np.ndarray, *, out: np.ndarray | None = No
                     workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
     """conv2d: (N, C, H, W), (O, C/groups, kh, kw) -> (N, O, Ho, Wo)."""
     geo = _geometry(x.shape, w.shape, attrs)
-    grid, loops = Phases(geo), _loops()
+    grid = Phases(geo)
     y = _target(out, (geo.n, geo.o, geo.ho, geo.wo), x.dtype)
     images, weights = np.ascontiguousarray(x), _weights(geo, w)
     step, spans = _spans(geo, x.dtype.itemsize)
@@ -119,8 +130,7 @@ def shifted_forward(x: np.ndarray, w: np.ndarray, *, out: np.ndarray | None = No
         part = _leading(phases, (n, geo.c, grid.length))
         columns = _leading(cols, (geo.groups * geo.k, n, grid.pq))
         result = _leading(product, (geo.o, n, grid.pq))
-        loops["phase_split"](images[start:stop], part, *grid.split_args)
-        loops["shifted_columns"](part, columns, *grid.args)
+        _columns(images[start:stop], part, columns, geo, grid)
         np.matmul(weights, columns.reshape(geo.groups, geo.k, -1), out=result.reshape(geo.groups, geo.og, -1))
         np.copyto(y[start:stop], result.reshape(geo.o, n, geo.ho, grid.wq)[..., :geo.wo].transpose(1, 0, 2, 3))
     return _result(y, out, (geo.n, geo.o, geo.ho, geo.wo))
@@ -154,7 +164,7 @@ def shifted_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, *, out: np.ndarray
     """conv2d's weight gradient, summed over chunks in float64: x, (N, O, Ho, Wo), weight (read
     for its shape) -> (O, C/groups, kh, kw)."""
     geo = _geometry(x.shape, w.shape, attrs)
-    grid, loops = Phases(geo), _loops()
+    grid = Phases(geo)
     images = np.ascontiguousarray(x)
     step, spans = _spans(geo, x.dtype.itemsize)
     scratch = _Scratch(workspace)
@@ -167,11 +177,7 @@ def shifted_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, *, out: np.ndarray
         n = stop - start
         part = _leading(phases, (n, geo.c, grid.length))
         columns = _leading(cols, (geo.groups * geo.k, n, grid.pq))
-        loops["phase_split"](images[start:stop], part, *grid.split_args)
-        loops["shifted_columns"](part, columns, *grid.args)
-        # the extra columns read real inputs (the next row's): zero them, so that a non-finite
-        # input no window reads cannot reach the sum through 0 * inf
-        columns.reshape(-1, n, geo.ho, grid.wq)[..., geo.wo:] = 0
+        _columns(images[start:stop], part, columns, geo, grid)
         gathered = _fill_grid(_leading(grads, (geo.o, n, grid.pq)), g[start:stop], geo)
         np.matmul(gathered, columns.reshape(geo.groups, geo.k, -1).transpose(0, 2, 1), out=partial)
         total += partial
