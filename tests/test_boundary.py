@@ -251,6 +251,28 @@ def test_kernels_that_accept_out_write_into_the_given_buffer(name):
         g = rng.standard_normal((2, 4, 3, 3))
         args = {"conv2d": (x, w), "conv2d_grad_input": (g, w, x), "conv2d_grad_weight": (x, g, w)}[name]
         attrs = {"stride": (2, 2), "padding": (1, 1), "dilation": (1, 1), "groups": 1}
+    if name in ("avg_pool2d", "avg_pool2d_grad"):
+        x = rng.standard_normal((2, 3, 7, 7))
+        for pool in ({"kernel_size": (3, 3), "stride": (2, 2), "padding": (1, 1)},
+                     {"kernel_size": (2, 2), "stride": (2, 2), "padding": (0, 0)},
+                     {"kernel_size": (3, 2), "stride": (1, 3), "padding": (1, 0)}):
+            if name == "avg_pool2d":
+                args = (x,)
+            else:
+                args = (rng.standard_normal(REGISTRY["avg_pool2d"].kernel(np, x, **pool).shape), x)
+            want = op.kernel(np, *args, **pool)
+            for out in (np.full_like(want, np.nan), np.full(want.shape[::-1], np.nan).T):  # C and not
+                assert op.kernel(np, *args, out=out, **pool) is out
+                np.testing.assert_array_equal(out, want)
+            scratch = []  # every temporary from the scratch allocator
+
+            def allocate(shape, dtype):
+                scratch.append(np.full(shape, np.nan, dtype))
+                return scratch[-1]
+            out = np.full_like(want, np.nan)
+            assert op.kernel(np, *args, out=out, scratch=allocate, **pool) is out
+            np.testing.assert_array_equal(out, want)
+        return
     if name == "max_pool2d_grad_saved":
         x = rng.standard_normal((2, 3, 7, 7))
         for pool in ({"kernel_size": (3, 3), "stride": (2, 2), "padding": (1, 1)},

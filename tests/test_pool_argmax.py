@@ -122,7 +122,7 @@ def test_the_executor_pools_in_chunks_of_images_bit_identically(planned):
     x = np.random.default_rng(3).integers(0, 4, (45, 8, 24, 24)).astype(np.float32)  # ties too
     assert memory.pool_chunk_images(x.shape, attrs, 4) < x.shape[0]  # several chunks
     expected = K.max_pool2d_saving(np, x, **attrs)
-    kernel = numpy_executor._with_scratch(lambda *a, **k: K.max_pool2d_saving(np, *a, **attrs, **k),
+    kernel = numpy_executor._pool_in_chunks(lambda *a, **k: K.max_pool2d_saving(np, *a, **attrs, **k),
                                           conv_algorithms.Workspace(), attrs)
     out = tuple(np.full_like(e, 7) for e in expected) if planned else None
     result = kernel(x, out=out)

@@ -94,14 +94,19 @@ def gemm_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, *, out: np.ndarray | 
     images = np.ascontiguousarray(x)
     step, chunks = _chunks(geo, x.dtype.itemsize)
     cols = _scratch(workspace, (step, geo.groups, geo.k, geo.p), x.dtype)
-    per_image = _scratch(workspace, (step, geo.groups, geo.og, geo.k), g.dtype, _aligned(cols.nbytes))
-    total = np.zeros((geo.groups, geo.og, geo.k), np.float64)
+    offset = _aligned(cols.nbytes)
+    per_image = _scratch(workspace, (step, geo.groups, geo.og, geo.k), g.dtype, offset)
+    offset += _aligned(per_image.nbytes)
+    total = _scratch(workspace, (geo.groups, geo.og, geo.k), np.float64, offset)  # summed in float64
+    chunk_sum = _scratch(workspace, total.shape, np.float64, offset + _aligned(total.nbytes))
+    total.fill(0)
     for start, stop in chunks:
         part, products = cols[:stop - start], per_image[:stop - start]
         _loops()["im2col"](images[start:stop], part.reshape(stop - start, geo.groups * geo.k, geo.p),
                            *geo.loop_args())
         np.matmul(grads[start:stop], part.transpose(0, 1, 3, 2), out=products)  # (n, G, Og, K)
-        total += products.sum(axis=0, dtype=np.float64)
+        np.sum(products, axis=0, dtype=np.float64, out=chunk_sum)
+        total += chunk_sum
     total = total.reshape(geo.o, geo.cg, geo.kh, geo.kw)
     if out is None:
         return total.astype(g.dtype)
@@ -150,10 +155,12 @@ def pointwise_grad_input(g: np.ndarray, w: np.ndarray, x: Any, *, out: np.ndarra
         dx = _target(out, (geo.n, geo.c, geo.p), g.dtype)
         np.matmul(transposed, grads, out=dx)
         return _result(dx, out, (geo.n, geo.c, geo.h, geo.w))
+    product = _scratch(workspace, (geo.n, geo.c, geo.p), g.dtype)  # the sampled positions' gradient
+    np.matmul(transposed, grads, out=product)
     dx = out if out is not None else np.empty((geo.n, geo.c, geo.h, geo.w), g.dtype)
     dx[...] = 0
     sh, sw = attrs["stride"]
-    dx[:, :, ::sh, ::sw] = np.matmul(transposed, grads).reshape(geo.n, geo.c, geo.ho, geo.wo)
+    dx[:, :, ::sh, ::sw] = product.reshape(geo.n, geo.c, geo.ho, geo.wo)
     return dx
 
 
@@ -164,7 +171,9 @@ def pointwise_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, *, out: np.ndarr
     sampled = _sampled(x, attrs, workspace)
     per_image = _scratch(workspace, (geo.n, geo.o, geo.c), g.dtype, _aligned(sampled.nbytes))
     np.matmul(grads, sampled.transpose(0, 2, 1), out=per_image)  # (N, O, C)
-    total = per_image.sum(axis=0, dtype=np.float64).reshape(geo.o, geo.c, 1, 1)
+    total = _scratch(workspace, (geo.o, geo.c), np.float64, _aligned(sampled.nbytes) + _aligned(per_image.nbytes))
+    np.sum(per_image, axis=0, dtype=np.float64, out=total)
+    total = total.reshape(geo.o, geo.c, 1, 1)
     if out is None:
         return total.astype(g.dtype)
     np.copyto(out, total, casting="same_kind")
@@ -199,10 +208,12 @@ def _shared(op: str) -> Callable[..., np.ndarray]:
         spans = [(start, min(start + step, geo.n)) for start in range(0, geo.n, step)]
         if op == "conv2d_grad_weight":
             x, g, w = arrays
-            total = np.zeros(w.shape, np.float64)
+            # the float64 sum first in the workspace, each chunk's temporaries after it
+            total = np.empty(w.shape, np.float64) if workspace is None else workspace.bump()(w.shape, np.float64)
+            total.fill(0)
             part = None
             for start, stop in spans:
-                allocate = scratch()
+                allocate = None if workspace is None else workspace.bump(_aligned(total.nbytes))
                 if allocate is not None:  # the chunk's result sits past what the kernel takes
                     part = allocate(w.shape, g.dtype)
                 total += kernel(x[start:stop], g[start:stop], w, out=part, scratch=allocate, **attrs)

@@ -63,10 +63,11 @@ class Workspace:
         start = self._start + offset
         return self._buffer[start:start + nbytes].view(dtype).reshape(shape)
 
-    def bump(self) -> Callable[[tuple[int, ...], Any], np.ndarray]:
-        """An allocator handing out successive, non-overlapping arrays of the buffer: the
-        ``scratch`` of one shared-kernel call (its padded input, columns and product)."""
-        used = 0
+    def bump(self, start: int = 0) -> Callable[[tuple[int, ...], Any], np.ndarray]:
+        """An allocator handing out successive, non-overlapping arrays of the buffer from byte
+        ``start`` on: the ``scratch`` of one shared-kernel call (its padded input, columns and
+        product)."""
+        used = start
 
         def allocate(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
             nonlocal used

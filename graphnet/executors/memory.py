@@ -64,15 +64,18 @@ def _conv_scratch(op: str, shapes: list[tuple[int, ...]], attrs: Mapping[str, An
     algorithm = rule(op, tuple(x_shape), tuple(w_shape), dict(attrs))
     if algorithm == "pointwise":  # the strided input's copy and the per-image weight gradients, held
         strided = tuple(attrs["stride"]) != (1, 1)
-        return ((cols if strided else 0) + (per_image if op == "conv2d_grad_weight" else 0)) * itemsize \
-            + 2 * ALIGNMENT, 0
+        weight_sum = x_shape[1] * w_shape[0] * 8 // itemsize if op == "conv2d_grad_weight" else 0  # float64
+        return ((cols if strided else 0) + (per_image + weight_sum if op == "conv2d_grad_weight" else 0)) \
+            * itemsize + 3 * ALIGNMENT, 0
     if algorithm == "batched_gemm":
         n, groups = max(int(x_shape[0]), 1), int(attrs["groups"])
         o, cg, kh, kw = w_shape
         p = output // n // max(o, 1)
         chunk = chunk_images(n, groups, cg * kh * kw, p, itemsize)  # images per chunk of columns
-        held = chunk * groups * cg * kh * kw * p + (chunk * o * cg * kh * kw if op == "conv2d_grad_weight" else 0)
-        return held * itemsize + 2 * ALIGNMENT, 0
+        held = chunk * groups * cg * kh * kw * p
+        if op == "conv2d_grad_weight":  # the per-image products, and the float64 sum and chunk sum
+            held += chunk * o * cg * kh * kw + 2 * o * cg * kh * kw * 8 // itemsize
+        return held * itemsize + 4 * ALIGNMENT, 0
     n, groups = max(int(x_shape[0]), 1), int(attrs["groups"])
     o, cg, kh, kw = w_shape
     chunk = xp_chunk_images(n, groups, cg * kh * kw, output // n // max(o, 1), itemsize)
@@ -81,7 +84,12 @@ def _conv_scratch(op: str, shapes: list[tuple[int, ...]], attrs: Mapping[str, An
     layout = _ConvGeom(x_shape, w_shape, attrs["stride"], attrs["padding"], attrs["dilation"], groups).layout
     copied = padded or (int(np.prod(x_shape)) if layout == "nhwc" else 0)
     scratch = (cols + output * (2 if op == "conv2d_grad_input" else 1) + copied) // n * chunk
-    return scratch * itemsize + 4 * ALIGNMENT, 0
+    weights = o * cg * kh * kw
+    if op == "conv2d" and layout == "nhwc":  # the weights' channels-last copy
+        scratch += weights
+    if op == "conv2d_grad_weight":  # the product, and over chunks the float64 sum and each chunk's result
+        scratch += weights * (1 + (8 // itemsize + 1 if chunk < n else 0))
+    return scratch * itemsize + 6 * ALIGNMENT, 0
 
 
 def _pool_saving_scratch(x_shape: tuple[int, ...], attrs: Mapping[str, Any], itemsize: int) -> int:
@@ -94,6 +102,22 @@ def _pool_saving_scratch(x_shape: tuple[int, ...], attrs: Mapping[str, Any], ite
     rows = sh * max(ho - 1, 0) + kh
     padded = (h + 2 * ph) * (w + 2 * pw) * itemsize if ph or pw else 0
     return n * c * (padded + rows * wo * (itemsize + 2) + ho * wo * 2) + 6 * ALIGNMENT
+
+
+def _avg_pool_scratch(op: str, shapes: list[tuple[int, ...]], attrs: Mapping[str, Any], itemsize: int) -> int:
+    """The average-pool kernels' temporaries, from the executor's workspace: the forward's
+    padded input and row sums; the gradient's scaled gradient, its spread along W, and its
+    padded result (the result itself goes to its block)."""
+    n, c, h, w = shapes[0] if op == "avg_pool2d" else shapes[1]
+    (kh, kw), (sh, sw), (ph, pw) = attrs["kernel_size"], attrs["stride"], attrs["padding"]
+    ho, wo = max(_out_size(h, kh, sh, ph, 1), 0), max(_out_size(w, kw, sw, pw, 1), 0)
+    padded = n * c * (h + 2 * ph) * (w + 2 * pw) if ph or pw else 0
+    cols = sw * max(wo - 1, 0) + kw
+    if op == "avg_pool2d":
+        rows = n * c * (sh * max(ho - 1, 0) + 1) * cols if kh > 1 else 0
+        return (padded + rows) * itemsize + 4 * ALIGNMENT
+    spread = n * c * ho * cols if (kw, sw) != (1, 1) else 0
+    return (n * c * ho * wo + spread + padded) * itemsize + 6 * ALIGNMENT
 
 
 #: the max-pool kernel runs over chunks of images whose temporaries take about this many bytes
@@ -114,6 +138,7 @@ def pool_chunk_images(x_shape: tuple[int, ...], attrs: Mapping[str, Any], itemsi
 WORKSPACE: dict[str, Callable[[list[tuple[int, ...]], Mapping[str, Any], int], tuple[int, int]]] = {
     **{op: (lambda s, a, i, op=op: _conv_scratch(op, s, a, i)) for op in _CONV_OPERANDS},
     "max_pool2d_saving": lambda s, a, i: (_pool_saving_scratch((pool_chunk_images(s[0], a, i), *s[0][1:]), a, i), 0),
+    **{op: (lambda s, a, i, op=op: (_avg_pool_scratch(op, s, a, i), 0)) for op in ("avg_pool2d", "avg_pool2d_grad")},
 }
 
 

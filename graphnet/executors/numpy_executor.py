@@ -20,12 +20,15 @@ from .base import ArrayExecutor
 LIBRARY: dict[str, Callable[..., Any]] = {**numba_batch_norm.KERNELS, **numba_pool.KERNELS, **numba_losses.KERNELS}
 
 
-#: ops whose xp kernel takes ``scratch=``: the executor hands it its workspace, so their
-#: temporaries are the same memory every run
-SCRATCH_OPS = frozenset({"max_pool2d_saving"})
-
-
 def _with_scratch(kernel: Callable[..., Any], workspace: conv_algorithms.Workspace, attrs: dict[str, Any]
+                  ) -> Callable[..., Any]:
+    """A kernel with its temporaries from the workspace."""
+    def run(*arrays: Any, out: Any = None) -> Any:
+        return kernel(*arrays, out=out, scratch=workspace.bump())
+    return run
+
+
+def _pool_in_chunks(kernel: Callable[..., Any], workspace: conv_algorithms.Workspace, attrs: dict[str, Any]
                   ) -> Callable[..., Any]:
     """The max-pool kernel over chunks of images (memory.pool_chunk_images), each chunk's
     temporaries from the workspace: they are a few times the input's size, so the whole
@@ -40,6 +43,12 @@ def _with_scratch(kernel: Callable[..., Any], workspace: conv_algorithms.Workspa
         return tuple(t if t is not None else np.concatenate([part[k] for part in parts])
                      for k, t in enumerate(targets))
     return run
+
+
+#: ops whose xp kernel takes ``scratch=``, and how the executor runs it with its workspace (so
+#: that their temporaries are the same memory every run)
+SCRATCH_OPS: dict[str, Callable[..., Callable[..., Any]]] = {
+    "max_pool2d_saving": _pool_in_chunks, "avg_pool2d": _with_scratch, "avg_pool2d_grad": _with_scratch}
 
 
 class NumpyExecutor(ArrayExecutor):
@@ -109,7 +118,7 @@ class NumpyExecutor(ArrayExecutor):
                 and all(self.plan.buffers[name].dtype in ("float32", "float64") for name in step.inputs[:1]):
             return self._library_kernel(step)
         if step.op in SCRATCH_OPS:
-            return _with_scratch(fallback, self._workspace, dict(step.attrs))
+            return SCRATCH_OPS[step.op](fallback, self._workspace, dict(step.attrs))
         if step.op in conv_algorithms.CONV_OPS and config.flags.codegen == "numba" and numba_codegen.numba_available():
             kernel = numba_conv.ConvKernel(step.op, dict(step.attrs), config.flags.autotune, self._workspace)
             self._convolutions.append(kernel)

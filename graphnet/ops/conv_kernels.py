@@ -178,10 +178,13 @@ class _ConvGeom:
         view = _as_strided(xp, xpad, shape, strides)
         return _contiguous(xp, view, scratch).reshape(G, self.K, N * self.P)
 
-    def w_mat(self, w):
-        """Weights as ``(G, Og, K)`` in the column order of :meth:`cols`."""
+    def w_mat(self, xp, w, scratch=None):
+        """Weights as ``(G, Og, K)`` in the column order of :meth:`cols` (a channels-last
+        copy, into scratch memory when given, for the nhwc layout)."""
         if self.layout == "nhwc":
-            w = w.transpose(0, 2, 3, 1)
+            moved = w.transpose(0, 2, 3, 1)
+            w = _empty(xp, scratch, moved.shape, w.dtype)
+            xp.copyto(w, moved)
         return w.reshape(self.G, self.Og, self.K)
 
     def w_from_mat(self, xp, gw, target=None):
@@ -263,7 +266,7 @@ def conv2d(xp, x, w, *, stride, padding, dilation, groups, out=None, scratch=Non
     """
     geo = _ConvGeom(x.shape, w.shape, stride, padding, dilation, groups)
     cols = geo.cols(xp, x, scratch)
-    wm = geo.w_mat(w)                                        # (G, Og, K)
+    wm = geo.w_mat(xp, w, scratch)                           # (G, Og, K)
     if geo.layout == "nhwc":
         product = _matmul(xp, cols, wm.transpose(0, 2, 1), scratch)  # (G, N*P, Og)
     else:
@@ -353,12 +356,12 @@ def conv2d_grad_weight(xp, x, g, w, *, stride, padding, dilation, groups, out=No
     cols = geo.cols(xp, x, scratch)
     gm = geo.g_to_mat(xp, g, scratch)                        # (G, Og, N*P)
     if geo.layout == "nhwc":
-        gw = _matmul(xp, gm, cols)                           # (G, Og, K)
+        gw = _matmul(xp, gm, cols, scratch)                  # (G, Og, K)
     elif geo.K <= 64:
         # small K: (K, NP) @ (NP, Og) is the faster BLAS shape here
-        gw = _matmul(xp, cols, gm.transpose(0, 2, 1)).transpose(0, 2, 1)
+        gw = _matmul(xp, cols, gm.transpose(0, 2, 1), scratch).transpose(0, 2, 1)
     else:
-        gw = _matmul(xp, gm, cols.transpose(0, 2, 1))        # (G, Og, K)
+        gw = _matmul(xp, gm, cols.transpose(0, 2, 1), scratch)  # (G, Og, K)
     return geo.w_from_mat(xp, gw, out)
 
 
@@ -385,22 +388,29 @@ def _neg_inf(xp, dtype):
     return xp.iinfo(dtype).min
 
 
-def _window_reduce(xp, xpad, kh, kw, sh, sw, Ho, Wo, ufunc):
+def _window_reduce(xp, xpad, kh, kw, sh, sw, Ho, Wo, ufunc, scratch=None, result=None):
     """Separable reduction of every (kh, kw) window: first along H (whole
-    contiguous rows), then along W on the already smaller array."""
+    contiguous rows), then along W on the already smaller array. ``scratch``: where
+    the row reduction comes from; ``result``: a C-contiguous (N, C, Ho, Wo) array to
+    write the windows' values into."""
     hspan = sh * (Ho - 1) + 1
     wspan = sw * (Wo - 1) + 1
     xr = xpad[:, :, :, :wspan + kw - 1]
     if kh == 1:
         r = xr[:, :, 0:hspan:sh]
     else:
-        r = ufunc(xr[:, :, 0:hspan:sh], xr[:, :, 1:1 + hspan:sh])
+        r = _empty(xp, scratch, xr[:, :, 0:hspan:sh].shape, xpad.dtype)
+        ufunc(xr[:, :, 0:hspan:sh], xr[:, :, 1:1 + hspan:sh], out=r)
         for i in range(2, kh):
             ufunc(r, xr[:, :, i:i + hspan:sh], out=r)
     if kw == 1:
-        out = r[:, :, :, 0:wspan:sw]
-        return out.copy() if kh == 1 else xp.ascontiguousarray(out)
-    out = ufunc(r[:, :, :, 0:wspan:sw], r[:, :, :, 1:1 + wspan:sw])
+        view = r[:, :, :, 0:wspan:sw]
+        if result is not None:
+            xp.copyto(result, view)
+            return result
+        return view.copy() if kh == 1 else xp.ascontiguousarray(view)
+    out = result if result is not None else xp.empty(r[:, :, :, 0:wspan:sw].shape, xpad.dtype)
+    ufunc(r[:, :, :, 0:wspan:sw], r[:, :, :, 1:1 + wspan:sw], out=out)
     for j in range(2, kw):
         ufunc(out, r[:, :, :, j:j + wspan:sw], out=out)
     return out
@@ -605,24 +615,29 @@ def max_pool2d_select(xp, h, x, *, kernel_size, stride, padding):
     return _select(xp, [per_row[:, :, i:i + hspan:sh] for i in range(kh)], iidx, kh)
 
 
-def avg_pool2d(xp, x, *, kernel_size, stride, padding):
-    """PyTorch ``AvgPool2d`` (count_include_pad=True, ceil_mode=False)."""
+def avg_pool2d(xp, x, *, kernel_size, stride, padding, out=None, scratch=None):
+    """PyTorch ``AvgPool2d`` (count_include_pad=True, ceil_mode=False). ``out``: where
+    to write the result; ``scratch``: where the temporaries come from."""
     N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo = _pool_geom(
         x.shape, kernel_size, stride, padding)
-    xpad = x if (ph == 0 and pw == 0) else _pad_hw(xp, x, ph, pw)
-    s = _window_reduce(xp, xpad, kh, kw, sh, sw, Ho, Wo, xp.add)
+    xpad = x if (ph == 0 and pw == 0) else _pad_hw(xp, x, ph, pw, scratch=scratch)
+    result = out if out is not None and out.flags.c_contiguous else None
+    s = _window_reduce(xp, xpad, kh, kw, sh, sw, Ho, Wo, xp.add, scratch=scratch, result=result)
     if kh * kw != 1:
         xp.multiply(s, s.dtype.type(1.0 / (kh * kw)), out=s)
-    return s
+    return _into(xp, s, out) if out is not None and s is not out else s
 
 
-def avg_pool2d_grad(xp, g, x, *, kernel_size, stride, padding):
+def avg_pool2d_grad(xp, g, x, *, kernel_size, stride, padding, out=None, scratch=None):
     """Gradient of ``avg_pool2d`` w.r.t. ``x`` (adjoint of the separable sum:
-    spread along W on the small array, then along H with whole rows)."""
+    spread along W on the small array, then along H with whole rows); ``x`` is read
+    for its shape only. ``out``: where to write the result; ``scratch``: where the
+    temporaries come from."""
     N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo = _pool_geom(
         x.shape, kernel_size, stride, padding)
     dtype = g.dtype
-    gs = xp.multiply(g, dtype.type(1.0 / (kh * kw)))
+    gs = _empty(xp, scratch, g.shape, dtype)
+    xp.multiply(g, dtype.type(1.0 / (kh * kw)), out=gs)
     Hp, Wp = H + 2 * ph, W + 2 * pw
     hspan = sh * (Ho - 1) + 1
     wspan = sw * (Wo - 1) + 1
@@ -630,23 +645,32 @@ def avg_pool2d_grad(xp, g, x, *, kernel_size, stride, padding):
     if kw == 1 and sw == 1:
         r = gs
     else:
-        r = (xp.empty if kw == sw else xp.zeros)((N, C, Ho, cols), dtype=dtype)
+        r = _empty(xp, scratch, (N, C, Ho, cols), dtype)
+        if kw != sw:
+            r.fill(0)
         for j in range(kw):
             if kw > sw:
                 r[:, :, :, j:j + wspan:sw] += gs
             else:
                 r[:, :, :, j:j + wspan:sw] = gs
     exact = kh == sh and kw == sw and hspan + kh - 1 == Hp and cols == Wp
-    dxpad = (xp.empty if exact else xp.zeros)((N, C, Hp, Wp), dtype=dtype)
+    direct = not (ph or pw) and out is not None and out.flags.c_contiguous
+    dxpad = out if direct else _empty(xp, scratch, (N, C, Hp, Wp), dtype) if out is not None \
+        else xp.empty((N, C, Hp, Wp), dtype=dtype)
+    if not exact:
+        dxpad.fill(0)
     dc = dxpad[:, :, :, :cols]
     for i in range(kh):
         if kh > sh:
             dc[:, :, i:i + hspan:sh] += r
         else:
             dc[:, :, i:i + hspan:sh] = r
-    if ph or pw:
-        dxpad = xp.ascontiguousarray(dxpad[:, :, ph:ph + H, pw:pw + W])
-    return dxpad
+    if direct:
+        return out
+    cropped = dxpad[:, :, ph:ph + H, pw:pw + W]
+    if out is not None:
+        return _into(xp, cropped, out)
+    return xp.ascontiguousarray(cropped) if (ph or pw) else dxpad
 
 
 # ----------------------------------------------------------------------------

@@ -158,9 +158,9 @@ defop("max_pool2d_grad_saved", attrs={"kernel_size": "pair", "stride": "pair", "
       category="conv", accepts_out=True, infer=_saved_grad_infer, kernel=K.max_pool2d_grad_saved,
       grad=lambda h, out, ins, **a: (declare("max_pool2d_select", [h, ins[3]], a), None, None, None),
       doc="max_pool2d_grad from the arg-max max_pool2d_saving kept; x only for its shape.")
-defop("avg_pool2d", attrs={"kernel_size": "pair", "stride": "pair", "padding": "pair"}, category="conv", infer=_pool_infer, kernel=K.avg_pool2d,
+defop("avg_pool2d", attrs={"kernel_size": "pair", "stride": "pair", "padding": "pair"}, category="conv", infer=_pool_infer, kernel=K.avg_pool2d, accepts_out=True,
       grad=lambda g, out, ins, **a: (declare("avg_pool2d_grad", [g, ins[0]], a),))
-defop("avg_pool2d_grad", attrs={"kernel_size": "pair", "stride": "pair", "padding": "pair"}, shape_only=(1,), category="conv", infer=lambda g, x, **a: x, kernel=K.avg_pool2d_grad,
+defop("avg_pool2d_grad", attrs={"kernel_size": "pair", "stride": "pair", "padding": "pair"}, shape_only=(1,), category="conv", infer=lambda g, x, **a: x, kernel=K.avg_pool2d_grad, accepts_out=True,
       grad=lambda h, out, ins, **a: (declare("avg_pool2d", [h], a), None))
 
 
