@@ -88,10 +88,10 @@ def test_compile_reports_every_pass_with_node_counts():
     names = [r.name for r in plan.report]
     assert names == ["verify", "resolve_modes", "fuse_batch_norm", "state_updates", "fold_batch_norm",
                      "fuse_cross_entropy",
-                     "decompose", "autodiff",
+                     "decompose", "pool_before_bias", "autodiff",
                      "optimizer_updates", "save_pool_argmax", "constant_fold", "simplify", "cse", "dce"] + [
         "fuse", "fuse_updates"] * gn.config.flags.fuse + ["schedule"]
-    autodiff = plan.report[7]
+    autodiff = plan.report[8]
     assert autodiff.nodes_after > autodiff.nodes_before
     assert plan.report[-1].nodes_after == len(plan.graph.nodes)
 

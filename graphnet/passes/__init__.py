@@ -10,6 +10,7 @@ from .fold_batch_norm import fold_batch_norm  # noqa: F401
 from .fuse_batch_norm import fuse_batch_norm  # noqa: F401
 from .save_pool_argmax import save_pool_argmax  # noqa: F401
 from .fuse_cross_entropy import fuse_cross_entropy  # noqa: F401
+from .pool_before_bias import pool_before_bias  # noqa: F401
 from .fuse_updates import fuse_updates  # noqa: F401
 from .lower import lower  # noqa: F401
 from .plan_memory import check_memory_plan, plan_memory  # noqa: F401

@@ -33,6 +33,7 @@ from .fuse_updates import fuse_updates
 from .optimizer_updates import OptimizerVariables, optimizer_updates
 from .resolve_modes import resolve_modes
 from .save_pool_argmax import save_pool_argmax
+from .pool_before_bias import pool_before_bias
 from .schedule import schedule
 from .simplify import simplify
 from .state_updates import state_updates
@@ -96,6 +97,7 @@ def default_pipeline(optimizer: Any = None, mode: str | None = None) -> list[Pas
         Pass("fold_batch_norm", fold_batch_norm, requires=("state_effects",), optional=True),
         Pass("fuse_cross_entropy", fuse_cross_entropy, requires=("modes",), optional=True),
         Pass("decompose", decompose, requires=("state_effects",), provides=("primitive",)),
+        Pass("pool_before_bias", pool_before_bias, requires=("primitive",), optional=True),
     ]
     if optimizer is not None:
         variables = OptimizerVariables.create(optimizer)
