@@ -86,8 +86,9 @@ def test_workspace_arrays_are_aligned_and_grow_once():
 
 @pytest.mark.parametrize("op,algorithm", ALL)
 def test_algorithm_float32_and_strided_inputs(op, algorithm):
-    # groups 2, stride (2, 1), padding (1, 2); for pointwise, the strided 1x1 case
-    index = len(CONV_CASES) - 1 if algorithm == "pointwise" else 1
+    # groups 2, stride (2, 1), padding (1, 2); for pointwise, the strided 1x1 case; for nhwc (one
+    # group only), stride (3, 2), padding (1, 0), dilation (1, 2)
+    index = {"pointwise": len(CONV_CASES) - 1, "nhwc": 5}.get(algorithm, 1)
     x, w = _conv_inputs(CONV_CASES[index], seed=3)
     attrs = _conv_attrs(CONV_CASES[index])
     y = ref_conv2d(x, w, attrs["stride"], attrs["padding"], attrs["dilation"], attrs["groups"])
@@ -106,11 +107,18 @@ def test_algorithm_float32_and_strided_inputs(op, algorithm):
 def test_cost_rule_and_candidates():
     attrs = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1}
     assert numba_conv.rule("conv2d", (64, 1, 28, 28), (10, 1, 5, 5), attrs) == "batched_gemm"
-    assert numba_conv.rule("conv2d", (128, 64, 4, 4), (64, 64, 3, 3), attrs) == "xp"
-    assert numba_conv.rule("conv2d_grad_input", (64, 10, 12, 12), (20, 10, 5, 5), attrs) == "batched_gemm"
-    assert set(numba_conv.candidates("conv2d", (2, 3, 8, 8), (4, 3, 3, 3), attrs)) == {"xp", "batched_gemm", "shifted"}
+    assert numba_conv.rule("conv2d", (128, 64, 4, 4), (64, 64, 3, 3), attrs) == "nhwc"
+    assert numba_conv.rule("conv2d_grad_input", (64, 10, 12, 12), (20, 10, 5, 5), attrs) == "nhwc"
+    assert numba_conv.rule("conv2d", (64, 4, 12, 12), (8, 4, 3, 3), attrs) == "xp"
+    assert numba_conv.rule("conv2d_grad_input", (64, 4, 12, 12), (8, 4, 3, 3), attrs) == "batched_gemm"
+    grouped = dict(attrs, groups=2)
+    assert numba_conv.rule("conv2d", (64, 32, 8, 8), (32, 16, 3, 3), grouped) == "xp"
+    assert "nhwc" not in numba_conv.candidates("conv2d", (64, 32, 8, 8), (32, 16, 3, 3), grouped)
+    assert set(numba_conv.candidates("conv2d", (2, 3, 8, 8), (4, 3, 3, 3), attrs)) == {
+        "xp", "batched_gemm", "shifted", "nhwc"}
     pointwise = (128, 16, 28, 28), (16, 16, 1, 1)
-    assert set(numba_conv.candidates("conv2d", *pointwise, attrs)) == {"xp", "batched_gemm", "pointwise", "shifted"}
+    assert set(numba_conv.candidates("conv2d", *pointwise, attrs)) == {
+        "xp", "batched_gemm", "pointwise", "shifted", "nhwc"}
     strided = dict(attrs, stride=(2, 2))
     assert [numba_conv.rule(op, *pointwise, strided) for op in conv_algorithms.CONV_OPS] == [
         "pointwise", "batched_gemm", "pointwise"]  # a strided 1x1's input gradient scatters through col2im

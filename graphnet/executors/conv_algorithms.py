@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..ops import conv_kernels
-from . import conv_shifted
+from . import conv_nhwc, conv_shifted
 from .conv_common import Workspace, _aligned, _Geometry, _geometry, _result, _scratch, _target, _weights, shapes_of
 
 CONV_OPS = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")
@@ -242,17 +242,20 @@ ALGORITHMS: dict[str, dict[str, tuple[Callable[..., np.ndarray], Callable[..., b
         "batched_gemm": (gemm_forward, lambda xs, ws, a: True),
         "pointwise": (pointwise_forward, _pointwise),
         "shifted": (conv_shifted.shifted_forward, lambda xs, ws, a: True),
+        "nhwc": (conv_nhwc.nhwc_forward, conv_nhwc.applies),
     },
     "conv2d_grad_input": {
         "xp": (_shared("conv2d_grad_input"), lambda xs, ws, a: True),
         "batched_gemm": (gemm_grad_input, lambda xs, ws, a: True),
         "pointwise": (pointwise_grad_input, _pointwise),
         "shifted": (conv_shifted.shifted_grad_input, lambda xs, ws, a: True),
+        "nhwc": (conv_nhwc.nhwc_grad_input, conv_nhwc.applies),
     },
     "conv2d_grad_weight": {
         "xp": (_shared("conv2d_grad_weight"), lambda xs, ws, a: True),
         "batched_gemm": (gemm_grad_weight, lambda xs, ws, a: True),
         "pointwise": (pointwise_grad_weight, _pointwise),
         "shifted": (conv_shifted.shifted_grad_weight, lambda xs, ws, a: True),
+        "nhwc": (conv_nhwc.nhwc_grad_weight, conv_nhwc.applies),
     },
 }

@@ -9,7 +9,8 @@ import numpy as np
 from ..ops.conv_kernels import _ConvGeom, _out_size
 from ..ops.registry import get_op
 from ..plan import Plan, last_reads
-from .conv_algorithms import chunk_images, xp_chunk_images
+from . import conv_nhwc
+from .conv_algorithms import _geometry, chunk_images, xp_chunk_images
 from .numba_conv import rule
 
 
@@ -67,6 +68,9 @@ def _conv_scratch(op: str, shapes: list[tuple[int, ...]], attrs: Mapping[str, An
         weight_sum = x_shape[1] * w_shape[0] * 8 // itemsize if op == "conv2d_grad_weight" else 0  # float64
         return ((cols if strided else 0) + (per_image + weight_sum if op == "conv2d_grad_weight" else 0)) \
             * itemsize + 3 * ALIGNMENT, 0
+    if algorithm == "nhwc":
+        geo = _geometry(tuple(x_shape), tuple(w_shape), dict(attrs))
+        return conv_nhwc.scratch_bytes(op, geo, itemsize), 0
     if algorithm == "batched_gemm":
         n, groups = max(int(x_shape[0]), 1), int(attrs["groups"])
         o, cg, kh, kw = w_shape

@@ -27,21 +27,25 @@ def candidates(op: str, x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -
     return sorted(usable, key=lambda name: _RULE_ORDER.index(name))
 
 
-_RULE_ORDER = ("xp", "batched_gemm", "pointwise", "shifted")
+_RULE_ORDER = ("xp", "batched_gemm", "pointwise", "shifted", "nhwc")
 
 
 def rule(op: str, x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -> str:
     """The cost rule (used when autotuning is off), from timings of this project's reference
     networks (benchmarks/conv_algorithms.py): 1x1 convolutions as plain products per image
     (no columns); per-image columns for other 1x1 and single-channel
-    convolutions, whose columns are no bigger than the input, and for input gradients
-    (one scatter pass instead of one per tap) unless the images are small, where per-image
-    products are too small for BLAS; the shared kernel's single large product otherwise."""
+    convolutions, whose columns are no bigger than the input; channels-last columns for 8
+    channels or more in one group (runs of kw * C values); per-image columns for input
+    gradients (one scatter pass instead of one per tap) unless the images are small, where
+    per-image products are too small for BLAS; the shared kernel's single large product
+    otherwise."""
     geo = _geometry(x_shape, w_shape, attrs)
     if _pointwise(x_shape, w_shape, attrs) and (op != "conv2d_grad_input" or (geo.sh, geo.sw) == (1, 1)):
         return "pointwise"  # (a strided 1x1's input gradient scatters faster through col2im)
     if geo.kh * geo.kw == 1 or geo.cg == 1:
         return "batched_gemm"
+    if geo.groups == 1 and geo.cg >= 8:
+        return "nhwc"
     if op == "conv2d_grad_input" and (max(geo.sh, geo.sw) > 1 or geo.p >= 64):
         return "batched_gemm"
     return "xp"

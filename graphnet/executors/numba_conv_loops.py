@@ -172,3 +172,86 @@ def shifted_add(cols, phases, kh, kw, sh, sw, dh, dw, hq, wq):  # pragma: no cov
                     src = cols[(c * kh + i) * kw + j, n]
                     for q in range(pq):
                         dst[np.uint64(start + q)] += src[np.uint64(q)]
+
+
+# --- channels-last columns (graphnet/executors/conv_nhwc.py) ----------------------------------
+# Images copied to zero-padded NHWC (flat: image, row, column, channel), whose column-matrix
+# row for one output pixel is kh runs of kw * C contiguous values (kh * kw runs of C with
+# dilation): long copies where NCHW columns are runs of one output row.
+
+
+@jit
+def to_padded_nhwc(x, xh, ph, pw, hp, wp):  # pragma: no cover - compiled
+    """xh (flat n * hp * wp * C) <- x (n, C, H, W), zero in the padding."""
+    n_count, channels, height, width = x.shape
+    for t in range(n_count * hp * wp * channels):
+        xh[np.uint64(t)] = 0
+    for n in range(n_count):
+        for c in range(channels):
+            for y in range(height):
+                row = x[n, c, y]
+                base = ((n * hp + y + ph) * wp + pw) * channels + c
+                for v in range(width):
+                    xh[np.uint64(base + v * channels)] = row[np.uint64(v)]
+
+
+@jit
+def from_padded_nhwc(xh, dx, ph, pw, hp, wp):  # pragma: no cover - compiled
+    """dx (n, C, H, W) <- the unpadded part of xh (flat n * hp * wp * C)."""
+    n_count, channels, height, width = dx.shape
+    for n in range(n_count):
+        for c in range(channels):
+            for y in range(height):
+                row = dx[n, c, y]
+                base = ((n * hp + y + ph) * wp + pw) * channels + c
+                for v in range(width):
+                    row[np.uint64(v)] = xh[np.uint64(base + v * channels)]
+
+
+@jit
+def im2col_nhwc(xh, cols, n_count, hp, wp, channels, kh, kw, sh, sw, dh, dw, ho, wo):  # pragma: no cover
+    """cols (flat n * ho * wo * K, K = kh * kw * C ordered (i, j, c)) <- xh."""
+    run = kw * channels
+    k = kh * run
+    for n in range(n_count):
+        for yo in range(ho):
+            for xo in range(wo):
+                dst0 = ((n * ho + yo) * wo + xo) * k
+                for i in range(kh):
+                    src0 = ((n * hp + yo * sh + i * dh) * wp + xo * sw) * channels
+                    if dw == 1:
+                        d = dst0 + i * run
+                        for t in range(run):
+                            cols[np.uint64(d + t)] = xh[np.uint64(src0 + t)]
+                    else:
+                        for j in range(kw):
+                            d = dst0 + (i * kw + j) * channels
+                            s0 = src0 + j * dw * channels
+                            for t in range(channels):
+                                cols[np.uint64(d + t)] = xh[np.uint64(s0 + t)]
+
+
+@jit
+def col2im_nhwc(cols, xh, n_count, hp, wp, channels, kh, kw, sh, sw, dh, dw, ho, wo):  # pragma: no cover
+    """The adjoint of im2col_nhwc: every column row added back where it was read (into a
+    zeroed xh)."""
+    run = kw * channels
+    k = kh * run
+    for t in range(n_count * hp * wp * channels):
+        xh[np.uint64(t)] = 0
+    for n in range(n_count):
+        for yo in range(ho):
+            for xo in range(wo):
+                src0 = ((n * ho + yo) * wo + xo) * k
+                for i in range(kh):
+                    dst0 = ((n * hp + yo * sh + i * dh) * wp + xo * sw) * channels
+                    if dw == 1:
+                        s = src0 + i * run
+                        for t in range(run):
+                            xh[np.uint64(dst0 + t)] += cols[np.uint64(s + t)]
+                    else:
+                        for j in range(kw):
+                            s = src0 + (i * kw + j) * channels
+                            d0 = dst0 + j * dw * channels
+                            for t in range(channels):
+                                xh[np.uint64(d0 + t)] += cols[np.uint64(s + t)]
