@@ -1,34 +1,17 @@
-"""How many threads the CPU kernels use: BLAS (matrix products, the convolutions' products),
-numba's loops, and the kernels that split their work among threads (``split``: training
-batch norm shares its channels). ``GRAPHNET_NUM_THREADS`` sets them all (default: the cores
-this process may run on).
-
-The executor runs one step at a time, and a kernel that splits its work runs BLAS
-single-threaded meanwhile (``split`` arranges it), so the threads never outnumber the count
-asked for. The split runs on plain Python threads (numba loops release the GIL) that wait on
-a lock between steps, so they do not spin the way an OpenMP pool does. Handing work to
-another thread and back costs some 80 microseconds on this project's machines, so kernels
-split only large work. (Splitting the convolutions' images among threads was tried: OpenBLAS's
-own worker spins for a while after each multi-threaded product and takes the second core, so
-it gained on some layers and lost on others.)
-"""
+"""How many threads the CPU kernels use: BLAS (matrix products, the convolutions' products) and
+numba's parallel loops. ``GRAPHNET_NUM_THREADS`` sets both (default: the cores this process may
+run on). The executor runs one step at a time, so BLAS and numba never run at once: each may
+use every core without the two oversubscribing them."""
 
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Any, TypeVar
+from typing import Any
 
 from ..errors import ExecutorError
 
 _applied: list[int] = []
 _limiter: list[Any] = []  # threadpoolctl's controller, kept so the limit lasts
-_blas: list[Any] = []  # threadpoolctl's controllers of the BLAS libraries, for quick changes
-_pool: list[ThreadPoolExecutor] = []
-_pool_lock = threading.Lock()
-Result = TypeVar("Result")
 
 
 def available_cores() -> int:
@@ -60,7 +43,6 @@ def set_num_threads(count: int) -> None:
 
     controller = ThreadpoolController()
     _limiter[:] = [controller.limit(limits=count, user_api="blas")]
-    _blas[:] = [lib for lib in controller.lib_controllers if lib.user_api == "blas"]
     try:
         import numba
 
@@ -89,44 +71,3 @@ def current() -> dict[str, int]:
     except ImportError:
         pass
     return counts
-
-
-def count() -> int:
-    """The thread count in force (GRAPHNET_NUM_THREADS or ``set_num_threads``)."""
-    apply_once()
-    return _applied[0]
-
-
-def _workers(size: int) -> ThreadPoolExecutor:
-    with _pool_lock:
-        if not _pool or _pool[0]._max_workers < size:
-            if _pool:
-                _pool[0].shutdown(wait=False)
-            _pool[:] = [ThreadPoolExecutor(max_workers=size, thread_name_prefix="graphnet")]
-        return _pool[0]
-
-
-def split(task: Callable[[int], Result], parts: int) -> list[Result]:
-    """``[task(0), ..., task(parts - 1)]``, run at once on ``parts`` threads (this one runs
-    ``task(0)``), with BLAS single-threaded meanwhile so that the parts are the only threads
-    at work. The tasks must release the GIL to gain anything (numba loops, BLAS products)."""
-    if parts <= 1:
-        return [task(k) for k in range(parts)]
-    pool = _workers(parts - 1)
-    for lib in _blas:
-        lib.set_num_threads(1)
-    futures: list[Any] = []
-    try:
-        futures = [pool.submit(task, k) for k in range(1, parts)]
-        first = task(0)
-    finally:
-        wait(futures)  # no part may still be writing when this returns or raises
-        for lib in _blas:
-            lib.set_num_threads(_applied[0])
-    return [first] + [future.result() for future in futures]
-
-
-def spans(total: int, parts: int) -> Sequence[tuple[int, int]]:
-    """``total`` items cut into ``parts`` contiguous, near-equal (start, stop) ranges."""
-    cuts = [total * k // parts for k in range(parts + 1)]
-    return [(cuts[k], cuts[k + 1]) for k in range(parts)]
