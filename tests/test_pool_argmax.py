@@ -130,3 +130,28 @@ def test_the_executor_pools_in_chunks_of_images_bit_identically(planned):
         np.testing.assert_array_equal(got, want)
     if planned:
         assert all(got is target for got, target in zip(result, out))
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (2, 3, 9, 7), (1, 2, 2, 2), (3, 1, 5, 6)])
+def test_the_numba_halving_pool_computes_what_the_op_kernel_does(shape, dtype):
+    """The 2x2, stride-2 loops: the same maxima and arg-max bit for bit (ties: the first; NaN:
+    numpy's maximum), odd rows and columns no window reads, and the backward from them."""
+    attrs = {"kernel_size": (2, 2), "stride": (2, 2), "padding": (0, 0)}
+    rng = np.random.default_rng(0)
+    for x in (rng.standard_normal(shape).astype(dtype), rng.integers(0, 3, shape).astype(dtype)):
+        x.flat[::7] = np.nan if dtype == "float32" else x.flat[::7]
+        want = K.max_pool2d_saving(np, x, **attrs)
+        got = numba_pool.max_pool2d_saving(x, **attrs)
+        for a, b in zip(got, want):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_array_equal(a, b)
+        out = tuple(np.full_like(w, 7) for w in want)
+        assert all(a is b for a, b in zip(numba_pool.max_pool2d_saving(x, out=out, **attrs), out))
+        g = rng.standard_normal(want[0].shape).astype(dtype)
+        dx = np.full(shape, np.nan, dtype)  # every element written, the unread ones zero
+        numba_pool.max_pool2d_grad_saved(g, want[1], want[2], x, out=dx, **attrs)
+        np.testing.assert_array_equal(dx, K.max_pool2d_grad_saved(np, g, want[1], want[2], x, **attrs))
+    with pytest.raises(ValueError, match="2x2 windows"):
+        numba_pool.max_pool2d_saving(x, kernel_size=(3, 3), stride=(2, 2), padding=(0, 0))

@@ -9,7 +9,8 @@ import numpy as np
 from ..ops.conv_kernels import _ConvGeom, _out_size
 from ..ops.registry import get_op
 from ..plan import Plan, last_reads
-from . import conv_nhwc
+from .. import config
+from . import conv_nhwc, numba_codegen, numba_pool
 from .conv_algorithms import _geometry, chunk_images, xp_chunk_images
 from .numba_conv import rule
 
@@ -137,11 +138,20 @@ def pool_chunk_images(x_shape: tuple[int, ...], attrs: Mapping[str, Any], itemsi
     return max(1, -(-n // max(chunks, 1)))
 
 
+def _pool_saving_held(x_shape: tuple[int, ...], attrs: Mapping[str, Any], itemsize: int) -> int:
+    """The max-pool forward's workspace: none for the numba loop of 2x2 windows at stride 2
+    (it writes straight into its results), else a chunk of images' temporaries."""
+    if numba_pool.halves(attrs["kernel_size"], attrs["stride"], attrs["padding"]) \
+            and config.flags.codegen == "numba" and numba_codegen.numba_available():
+        return 0
+    return _pool_saving_scratch((pool_chunk_images(x_shape, attrs, itemsize), *x_shape[1:]), attrs, itemsize)
+
+
 #: op -> (bytes held across runs in a shared workspace, bytes of scratch while it runs), from
 #: its inputs' shapes, its attributes and the itemsize
 WORKSPACE: dict[str, Callable[[list[tuple[int, ...]], Mapping[str, Any], int], tuple[int, int]]] = {
     **{op: (lambda s, a, i, op=op: _conv_scratch(op, s, a, i)) for op in _CONV_OPERANDS},
-    "max_pool2d_saving": lambda s, a, i: (_pool_saving_scratch((pool_chunk_images(s[0], a, i), *s[0][1:]), a, i), 0),
+    "max_pool2d_saving": lambda s, a, i: (_pool_saving_held(s[0], a, i), 0),
     **{op: (lambda s, a, i, op=op: (_avg_pool_scratch(op, s, a, i), 0)) for op in ("avg_pool2d", "avg_pool2d_grad")},
 }
 

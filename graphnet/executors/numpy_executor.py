@@ -20,6 +20,13 @@ from .base import ArrayExecutor
 LIBRARY: dict[str, Callable[..., Any]] = {**numba_batch_norm.KERNELS, **numba_pool.KERNELS, **numba_losses.KERNELS}
 
 
+def library_applies(op: str, attrs: dict[str, Any]) -> bool:
+    """Whether the executor runs ``op`` with its hand-written numba kernel (``LIBRARY``) at
+    these attributes (numba installed, generated kernels on, the kernel takes them)."""
+    return op in LIBRARY and config.flags.codegen == "numba" and numba_codegen.numba_available() \
+        and numba_pool.APPLIES.get(op, lambda **_: True)(**attrs)
+
+
 def _with_scratch(kernel: Callable[..., Any], workspace: conv_algorithms.Workspace, attrs: dict[str, Any]
                   ) -> Callable[..., Any]:
     """A kernel with its temporaries from the workspace."""
@@ -114,7 +121,7 @@ class NumpyExecutor(ArrayExecutor):
 
     def kernel_for(self, step: Step) -> Callable[..., Any]:
         fallback = super().kernel_for(step)
-        if step.op in LIBRARY and config.flags.codegen == "numba" and numba_codegen.numba_available() \
+        if step.op in LIBRARY and library_applies(step.op, dict(step.attrs)) \
                 and all(self.plan.buffers[name].dtype in ("float32", "float64") for name in step.inputs[:1]):
             return self._library_kernel(step)
         if step.op in SCRATCH_OPS:
