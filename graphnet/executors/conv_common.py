@@ -77,6 +77,14 @@ class Workspace:
         return allocate
 
 
+def allocator(workspace: Workspace | None) -> Callable[[tuple[int, ...], Any], np.ndarray]:
+    """Successive, non-overlapping arrays of ``workspace`` (``Workspace.bump``), or fresh
+    arrays without one."""
+    if workspace is None:
+        return lambda shape, dtype: np.empty(shape, dtype)
+    return workspace.bump()
+
+
 def _scratch(workspace: Workspace | None, shape: tuple[int, ...], dtype: Any, offset: int = 0) -> np.ndarray:
     return np.empty(shape, dtype) if workspace is None else workspace.array(shape, dtype, offset)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .conv_common import Workspace, _Geometry, _geometry, _result, _target
+from .conv_common import Workspace, _Geometry, _geometry, _result, _target, allocator
 
 #: images go through in chunks whose columns take about this many bytes
 CHUNK_BYTES = 512 * 1024
@@ -65,7 +65,7 @@ class _Chunks:
         self.geo, self.dtype = geo, np.dtype(dtype)
         self.hp, self.wp = geo.h + 2 * geo.ph, geo.w + 2 * geo.pw
         self.step = chunk_images(geo, self.dtype.itemsize)
-        self.allocate = workspace.bump() if workspace is not None else (lambda shape, dt: np.empty(shape, dt))
+        self.allocate = allocator(workspace)
         self.padded = self.allocate((self.step * self.hp * self.wp * geo.c,), self.dtype)
         self.cols = self.allocate((self.step * geo.p * geo.k,), self.dtype)
         self.pixels = self.allocate((self.step * geo.p * geo.o,), self.dtype)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .conv_common import Workspace, _aligned, _Geometry, _geometry, _result, _target, _weights
+from .conv_common import Workspace, _Geometry, _geometry, _result, _target, _weights, allocator
 
 #: images go through in chunks whose columns take about this many bytes (they stay in cache
 #: between the copy and the product)
@@ -67,20 +67,6 @@ def scratch_bytes(op: str, geo: _Geometry, itemsize: int) -> int:
     return (phases + columns + product + partial) * itemsize + 4 * 64 * 2
 
 
-class _Scratch:
-    """Successive aligned arrays of one workspace (or fresh arrays without one)."""
-
-    def __init__(self, workspace: Workspace | None) -> None:
-        self.workspace, self.used = workspace, 0
-
-    def __call__(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        if self.workspace is None:
-            return np.empty(shape, dtype)
-        array = self.workspace.array(shape, dtype, self.used)
-        self.used += _aligned(array.nbytes)
-        return array
-
-
 def _leading(buffer: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """The first values of a flat scratch buffer as a C-contiguous array of ``shape`` (a chunk
     with fewer images than the buffer was sized for stays contiguous)."""
@@ -121,7 +107,7 @@ def shifted_forward(x: np.ndarray, w: np.ndarray, *, out: np.ndarray | None = No
     y = _target(out, (geo.n, geo.o, geo.ho, geo.wo), x.dtype)
     images, weights = np.ascontiguousarray(x), _weights(geo, w)
     step, spans = _spans(geo, x.dtype.itemsize)
-    scratch = _Scratch(workspace)
+    scratch = allocator(workspace)
     phases = scratch((step * geo.c * grid.length,), x.dtype)
     cols = scratch((geo.groups * geo.k * step * grid.pq,), x.dtype)
     product = scratch((geo.o * step * grid.pq,), x.dtype)
@@ -144,7 +130,7 @@ def shifted_grad_input(g: np.ndarray, w: np.ndarray, x: Any, *, out: np.ndarray 
     dx = _target(out, (geo.n, geo.c, geo.h, geo.w), g.dtype)
     transposed = _weights(geo, w).transpose(0, 2, 1)  # (G, K, Og)
     step, spans = _spans(geo, g.dtype.itemsize)
-    scratch = _Scratch(workspace)
+    scratch = allocator(workspace)
     phases = scratch((step * geo.c * grid.length,), g.dtype)
     cols = scratch((geo.groups * geo.k * step * grid.pq,), g.dtype)
     grads = scratch((geo.o * step * grid.pq,), g.dtype)
@@ -167,7 +153,7 @@ def shifted_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, *, out: np.ndarray
     grid = Phases(geo)
     images = np.ascontiguousarray(x)
     step, spans = _spans(geo, x.dtype.itemsize)
-    scratch = _Scratch(workspace)
+    scratch = allocator(workspace)
     phases = scratch((step * geo.c * grid.length,), x.dtype)
     cols = scratch((geo.groups * geo.k * step * grid.pq,), x.dtype)
     grads = scratch((geo.o * step * grid.pq,), g.dtype)
