@@ -203,3 +203,19 @@ def test_inputs_no_window_reads_do_not_reach_the_result(op, algorithm):
     x[:, :, 6, :] = np.nan
     x[:, :, :, 6] = np.inf
     np.testing.assert_allclose(kernel(*_arguments(op, x, w, g), **attrs), clean, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("op,algorithm", ALL)
+def test_algorithms_with_sixteen_channels_or_more(op, algorithm):
+    """16 channels and up take the channels-last copies' pixel-at-a-time loops."""
+    case = (2, 16, 7, 6, 5, 3, 3, (2, 1), (1, 1), (1, 1), 1)
+    x, w = _conv_inputs(case, seed=11)
+    attrs = _conv_attrs(case)
+    y = ref_conv2d(x, w, attrs["stride"], attrs["padding"], attrs["dilation"], attrs["groups"])
+    g = np.random.default_rng(12).standard_normal(y.shape)
+    dx, dw = ref_conv2d_grads(x, w, g, attrs["stride"], attrs["padding"], attrs["dilation"], attrs["groups"])
+    kernel = _applicable(op, algorithm, x, w, g, attrs)
+    if kernel is None:
+        return
+    expected = {"conv2d": y, "conv2d_grad_input": dx, "conv2d_grad_weight": dw}[op]
+    np.testing.assert_allclose(kernel(*_arguments(op, x, w, g), **attrs), expected, rtol=0, atol=1e-11)

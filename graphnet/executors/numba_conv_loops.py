@@ -182,30 +182,60 @@ def shifted_add(cols, phases, kh, kw, sh, sw, dh, dw, hq, wq):  # pragma: no cov
 
 @jit
 def to_padded_nhwc(x, xh, ph, pw, hp, wp):  # pragma: no cover - compiled
-    """xh (flat n * hp * wp * C) <- x (n, C, H, W), zero in the padding."""
+    """xh (flat n * hp * wp * C) <- x (n, C, H, W), zero in the padding. From 16 channels on,
+    each pixel's channels are written together (three times faster on 28x28x16 images);
+    below, each channel's rows are read together."""
     n_count, channels, height, width = x.shape
-    for t in range(n_count * hp * wp * channels):
-        xh[np.uint64(t)] = 0
+    if channels < 16:
+        for t in range(n_count * hp * wp * channels):
+            xh[np.uint64(t)] = 0
+        for n in range(n_count):
+            for c in range(channels):
+                for y in range(height):
+                    row = x[n, c, y]
+                    base = ((n * hp + y + ph) * wp + pw) * channels + c
+                    for v in range(width):
+                        xh[np.uint64(base + v * channels)] = row[np.uint64(v)]
+        return
     for n in range(n_count):
-        for c in range(channels):
-            for y in range(height):
-                row = x[n, c, y]
-                base = ((n * hp + y + ph) * wp + pw) * channels + c
-                for v in range(width):
-                    xh[np.uint64(base + v * channels)] = row[np.uint64(v)]
+        image = n * hp * wp * channels
+        for t in range(ph * wp * channels):  # the padding rows above and below
+            xh[np.uint64(image + t)] = 0
+        for t in range((ph + height) * wp * channels, hp * wp * channels):
+            xh[np.uint64(image + t)] = 0
+        for y in range(height):
+            row = image + (y + ph) * wp * channels
+            for t in range(pw * channels):  # the padding columns
+                xh[np.uint64(row + t)] = 0
+            for t in range((pw + width) * channels, wp * channels):
+                xh[np.uint64(row + t)] = 0
+            for v in range(width):
+                pixel = row + (v + pw) * channels
+                for c in range(channels):
+                    xh[np.uint64(pixel + c)] = x[n, c, y, v]
 
 
 @jit
 def from_padded_nhwc(xh, dx, ph, pw, hp, wp):  # pragma: no cover - compiled
-    """dx (n, C, H, W) <- the unpadded part of xh (flat n * hp * wp * C)."""
+    """dx (n, C, H, W) <- the unpadded part of xh (flat n * hp * wp * C), in the order
+    to_padded_nhwc writes."""
     n_count, channels, height, width = dx.shape
+    if channels < 16:
+        for n in range(n_count):
+            for c in range(channels):
+                for y in range(height):
+                    row = dx[n, c, y]
+                    base = ((n * hp + y + ph) * wp + pw) * channels + c
+                    for v in range(width):
+                        row[np.uint64(v)] = xh[np.uint64(base + v * channels)]
+        return
     for n in range(n_count):
-        for c in range(channels):
-            for y in range(height):
-                row = dx[n, c, y]
-                base = ((n * hp + y + ph) * wp + pw) * channels + c
-                for v in range(width):
-                    row[np.uint64(v)] = xh[np.uint64(base + v * channels)]
+        for y in range(height):
+            row = ((n * hp + y + ph) * wp + pw) * channels
+            for v in range(width):
+                pixel = row + v * channels
+                for c in range(channels):
+                    dx[n, c, y, v] = xh[np.uint64(pixel + c)]
 
 
 @jit
