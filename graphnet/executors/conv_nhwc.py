@@ -20,8 +20,11 @@ import numpy as np
 
 from .conv_common import Workspace, _Geometry, _geometry, _result, _target, allocator
 
-#: images go through in chunks whose columns take about this many bytes
-CHUNK_BYTES = 512 * 1024
+#: images go through in chunks whose columns take about this many bytes, per op (timed on the
+#: reference layers: the weight gradient's (O, pixels) @ (pixels, K) product is fastest while
+#: OpenBLAS runs it on one thread; the input gradient's (pixels, O) @ (O, K) gains from more
+#: pixels)
+CHUNK_BYTES = {"conv2d": 256 * 1024, "conv2d_grad_weight": 256 * 1024, "conv2d_grad_input": 1024 * 1024}
 
 
 @functools.lru_cache(maxsize=1)
@@ -42,16 +45,16 @@ def _checked(x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -> _Geometry
     return _geometry(x_shape, w_shape, attrs)
 
 
-def chunk_images(geo: _Geometry, itemsize: int) -> int:
-    """How many images one chunk takes."""
-    return max(1, min(geo.n, CHUNK_BYTES // max(1, geo.p * geo.k * itemsize)))
+def chunk_images(op: str, geo: _Geometry, itemsize: int) -> int:
+    """How many images one chunk of ``op`` takes."""
+    return max(1, min(geo.n, CHUNK_BYTES[op] // max(1, geo.p * geo.k * itemsize)))
 
 
 def scratch_bytes(op: str, geo: _Geometry, itemsize: int) -> int:
     """Bytes one call takes from its workspace: the weights as (K, O), a chunk's padded NHWC
     images, columns and (pixels, O) product or gradient; the weight gradient also its chunk's
     product and float64 sum."""
-    n = chunk_images(geo, itemsize)
+    n = chunk_images(op, geo, itemsize)
     padded = n * (geo.h + 2 * geo.ph) * (geo.w + 2 * geo.pw) * geo.c
     weights = geo.k * geo.o
     extra = 3 * weights if op == "conv2d_grad_weight" else 0  # (float64 sum: two itemsizes)
@@ -61,10 +64,10 @@ def scratch_bytes(op: str, geo: _Geometry, itemsize: int) -> int:
 class _Chunks:
     """A call's chunks of images and its scratch arrays."""
 
-    def __init__(self, geo: _Geometry, dtype: Any, workspace: Workspace | None) -> None:
+    def __init__(self, op: str, geo: _Geometry, dtype: Any, workspace: Workspace | None) -> None:
         self.geo, self.dtype = geo, np.dtype(dtype)
         self.hp, self.wp = geo.h + 2 * geo.ph, geo.w + 2 * geo.pw
-        self.step = chunk_images(geo, self.dtype.itemsize)
+        self.step = chunk_images(op, geo, self.dtype.itemsize)
         self.allocate = allocator(workspace)
         self.padded = self.allocate((self.step * self.hp * self.wp * geo.c,), self.dtype)
         self.cols = self.allocate((self.step * geo.p * geo.k,), self.dtype)
@@ -105,7 +108,7 @@ def nhwc_forward(x: np.ndarray, w: np.ndarray, *, out: np.ndarray | None = None,
                  workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
     """conv2d: (N, C, H, W), (O, C, kh, kw) -> (N, O, Ho, Wo)."""
     geo = _checked(x.shape, w.shape, attrs)
-    chunks = _Chunks(geo, x.dtype, workspace)
+    chunks = _Chunks("conv2d", geo, x.dtype, workspace)
     weights = _weight_columns(w, geo, chunks.allocate)
     y = _target(out, (geo.n, geo.o, geo.ho, geo.wo), x.dtype)
     for start, stop in chunks.spans():
@@ -120,7 +123,7 @@ def nhwc_grad_input(g: np.ndarray, w: np.ndarray, x: Any, *, out: np.ndarray | N
                     workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
     """conv2d's input gradient: (N, O, Ho, Wo), weight, x (read for its shape) -> (N, C, H, W)."""
     geo = _checked(x.shape, w.shape, attrs)
-    chunks = _Chunks(geo, g.dtype, workspace)
+    chunks = _Chunks("conv2d_grad_input", geo, g.dtype, workspace)
     weights = _weight_columns(w, geo, chunks.allocate)
     dx = _target(out, (geo.n, geo.c, geo.h, geo.w), g.dtype)
     loops = _loops()
@@ -139,7 +142,7 @@ def nhwc_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, *, out: np.ndarray | 
     """conv2d's weight gradient, summed over chunks in float64: x, (N, O, Ho, Wo), weight
     (read for its shape) -> (O, C, kh, kw)."""
     geo = _checked(x.shape, w.shape, attrs)
-    chunks = _Chunks(geo, x.dtype, workspace)
+    chunks = _Chunks("conv2d_grad_weight", geo, x.dtype, workspace)
     part = chunks.allocate((geo.o, geo.k), g.dtype)
     total = chunks.allocate((geo.o, geo.k), np.float64)
     total.fill(0)
