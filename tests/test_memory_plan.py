@@ -110,24 +110,31 @@ def test_planned_runs_are_bit_identical_to_unplanned(name):
         np.testing.assert_array_equal(a, b)
 
 
+def _one_steady_run(plan, feeds) -> tuple[int, int]:
+    """(bytes of array memory one run leaves allocated, the most bytes it had allocated at once
+    above what was allocated before it), by tracemalloc."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        base = tracemalloc.get_traced_memory()[0]
+        plan.run(feeds)
+        peak = tracemalloc.get_traced_memory()[1] - base
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    only_arrays = [tracemalloc.DomainFilter(True, np.lib.tracemalloc_domain)]
+    grown = sum(stat.size_diff for stat in after.filter_traces(only_arrays).compare_to(
+        before.filter_traces(only_arrays), "filename") if stat.size_diff > 0)
+    return grown, peak
+
+
 def test_a_training_step_allocates_no_array_memory_in_the_steady_state():
     loss, optimizer, shape = _network("mlp")
     plan = gn.compile(loss, optimizer=optimizer)
     feeds = _feeds(shape, 32)
     for _ in range(3):
         plan.run(feeds)
-    domain = np.lib.tracemalloc_domain
-    tracemalloc.start()
-    try:
-        before = tracemalloc.take_snapshot()
-        plan.run(feeds)
-        after = tracemalloc.take_snapshot()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    only_arrays = [tracemalloc.DomainFilter(True, domain)]
-    grown = sum(stat.size_diff for stat in after.filter_traces(only_arrays).compare_to(
-        before.filter_traces(only_arrays), "filename") if stat.size_diff > 0)
+    grown, peak = _one_steady_run(plan, feeds)
     assert grown == 0
     # what a step allocates at most: the (32, 10) scores softmax cross-entropy works on, and the loss
     assert peak < 6 * 32 * 10 * 4 + 4096
@@ -146,19 +153,7 @@ def test_conv_nets_allocate_only_numpy_buffers_in_the_steady_state(name):
     feeds = _feeds(shape, 32)
     for _ in range(3):
         plan.run(feeds)
-    domain = np.lib.tracemalloc_domain
-    tracemalloc.start()
-    try:
-        before = tracemalloc.take_snapshot()
-        base = tracemalloc.get_traced_memory()[0]
-        plan.run(feeds)
-        peak = tracemalloc.get_traced_memory()[1] - base
-        after = tracemalloc.take_snapshot()
-    finally:
-        tracemalloc.stop()
-    only_arrays = [tracemalloc.DomainFilter(True, domain)]
-    grown = sum(stat.size_diff for stat in after.filter_traces(only_arrays).compare_to(
-        before.filter_traces(only_arrays), "filename") if stat.size_diff > 0)
+    grown, peak = _one_steady_run(plan, feeds)
     assert grown == 0
     assert peak < 128 * 1024, peak
 

@@ -26,7 +26,8 @@ import numpy as np
 
 from ..ops import conv_kernels
 from . import conv_nhwc, conv_shifted
-from .conv_common import Workspace, _aligned, _Geometry, _geometry, _result, _scratch, _target, _weights, shapes_of
+from .conv_common import (Workspace, _aligned, _Geometry, _geometry, _result, _scratch, _target, _weights, allocator,
+                          shapes_of, weight_result)
 
 CONV_OPS = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")
 
@@ -107,11 +108,7 @@ def gemm_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, *, out: np.ndarray | 
         np.matmul(grads[start:stop], part.transpose(0, 1, 3, 2), out=products)  # (n, G, Og, K)
         np.sum(products, axis=0, dtype=np.float64, out=chunk_sum)
         total += chunk_sum
-    total = total.reshape(geo.o, geo.cg, geo.kh, geo.kw)
-    if out is None:
-        return total.astype(g.dtype)
-    np.copyto(out, total, casting="same_kind")
-    return out
+    return weight_result(total.reshape(geo.o, geo.cg, geo.kh, geo.kw), out, g.dtype)
 
 
 # --- pointwise: a 1x1 convolution is a matrix product per image, with no columns at all -----
@@ -173,11 +170,7 @@ def pointwise_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, *, out: np.ndarr
     np.matmul(grads, sampled.transpose(0, 2, 1), out=per_image)  # (N, O, C)
     total = _scratch(workspace, (geo.o, geo.c), np.float64, _aligned(sampled.nbytes) + _aligned(per_image.nbytes))
     np.sum(per_image, axis=0, dtype=np.float64, out=total)
-    total = total.reshape(geo.o, geo.c, 1, 1)
-    if out is None:
-        return total.astype(g.dtype)
-    np.copyto(out, total, casting="same_kind")
-    return out
+    return weight_result(total.reshape(geo.o, geo.c, 1, 1), out, g.dtype)
 
 
 # --- xp: the shared kernel's single large product, over chunks of about XP_CHUNK_BYTES of
@@ -209,7 +202,7 @@ def _shared(op: str) -> Callable[..., np.ndarray]:
         if op == "conv2d_grad_weight":
             x, g, w = arrays
             # the float64 sum first in the workspace, each chunk's temporaries after it
-            total = np.empty(w.shape, np.float64) if workspace is None else workspace.bump()(w.shape, np.float64)
+            total = allocator(workspace)(w.shape, np.float64)
             total.fill(0)
             part = None
             for start, stop in spans:
@@ -217,10 +210,7 @@ def _shared(op: str) -> Callable[..., np.ndarray]:
                 if allocate is not None:  # the chunk's result sits past what the kernel takes
                     part = allocate(w.shape, g.dtype)
                 total += kernel(x[start:stop], g[start:stop], w, out=part, scratch=allocate, **attrs)
-            if out is None:
-                return total.astype(g.dtype)
-            np.copyto(out, total, casting="same_kind")
-            return out
+            return weight_result(total, out, g.dtype)
         if op == "conv2d":
             x, w = arrays
             result = out if out is not None else np.empty((geo.n, geo.o, geo.ho, geo.wo), x.dtype)

@@ -116,6 +116,15 @@ def _result(value: np.ndarray, out: np.ndarray | None, shape: tuple[int, ...]) -
     return out
 
 
+def weight_result(total: np.ndarray, out: np.ndarray | None, dtype: Any) -> np.ndarray:
+    """A weight gradient summed in float64 (any layout), rounded once to ``dtype``: written
+    into ``out`` when given, else a new C-contiguous array."""
+    if out is None:
+        return np.ascontiguousarray(total, dtype=dtype)
+    np.copyto(out, total, casting="same_kind")
+    return out
+
+
 def shapes_of(op: str, arrays: tuple[Any, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(input shape, weight shape) of a convolution step from its input arrays."""
     if op == "conv2d":

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .conv_common import Workspace, _Geometry, _geometry, _result, _target, allocator
+from .conv_common import Workspace, _Geometry, _geometry, _result, _target, allocator, weight_result
 
 #: images go through in chunks whose columns take about this many bytes, per op (timed on the
 #: reference layers: the weight gradient's (O, pixels) @ (pixels, K) product is fastest while
@@ -150,8 +150,4 @@ def nhwc_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, *, out: np.ndarray | 
         cols = chunks.columns(x[start:stop])
         np.matmul(chunks.gradient(g[start:stop]).T, cols, out=part)  # (O, K)
         total += part
-    gradient = total.reshape(geo.o, geo.kh, geo.kw, geo.c).transpose(0, 3, 1, 2)
-    if out is None:
-        return np.ascontiguousarray(gradient, dtype=g.dtype)
-    np.copyto(out, gradient, casting="same_kind")
-    return out
+    return weight_result(total.reshape(geo.o, geo.kh, geo.kw, geo.c).transpose(0, 3, 1, 2), out, g.dtype)

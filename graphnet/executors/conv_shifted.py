@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .conv_common import Workspace, _Geometry, _geometry, _result, _target, _weights, allocator
+from .conv_common import Workspace, _Geometry, _geometry, _result, _target, _weights, allocator, weight_result
 
 #: images go through in chunks whose columns take about this many bytes (they stay in cache
 #: between the copy and the product)
@@ -55,27 +55,37 @@ def chunk_images(geo: _Geometry, itemsize: int) -> int:
     return max(1, min(geo.n, CHUNK_BYTES // max(per_image, 1)))
 
 
-def scratch_bytes(op: str, geo: _Geometry, itemsize: int) -> int:
-    """Bytes one call takes from its workspace: a chunk's phases, columns and product-sized
-    grid (the weight gradient also its chunk's sum)."""
-    grid = Phases(geo)
-    n = chunk_images(geo, itemsize)
-    phases = n * geo.c * grid.length
-    columns = n * geo.groups * geo.k * grid.pq
-    product = n * geo.o * grid.pq
-    partial = geo.o * geo.k if op == "conv2d_grad_weight" else 0
-    return (phases + columns + product + partial) * itemsize + 4 * 64 * 2
-
-
 def _leading(buffer: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """The first values of a flat scratch buffer as a C-contiguous array of ``shape`` (a chunk
     with fewer images than the buffer was sized for stays contiguous)."""
     return buffer[:math.prod(shape)].reshape(shape)
 
 
-def _spans(geo: _Geometry, itemsize: int) -> tuple[int, list[tuple[int, int]]]:
-    step = chunk_images(geo, itemsize)
-    return step, [(start, min(start + step, geo.n)) for start in range(0, geo.n, step)]
+class _Chunks:
+    """A call's chunks of images and its flat scratch buffers (phases, columns, and one
+    (O, images, Ho * wq) grid: the forward's product or the gradients' zero-padded g), each
+    handed out per chunk as C-contiguous arrays of the chunk's size."""
+
+    def __init__(self, geo: _Geometry, dtype: Any, workspace: Workspace | None) -> None:
+        self.geo, self.grid = geo, Phases(geo)
+        self.step = chunk_images(geo, np.dtype(dtype).itemsize)
+        self.allocate = allocator(workspace)
+        grid = self.grid
+        self._phases = self.allocate((self.step * geo.c * grid.length,), dtype)
+        self._cols = self.allocate((geo.groups * geo.k * self.step * grid.pq,), dtype)
+        self._pixels = self.allocate((geo.o * self.step * grid.pq,), dtype)
+
+    def spans(self) -> list[tuple[int, int]]:
+        return [(start, min(start + self.step, self.geo.n)) for start in range(0, self.geo.n, self.step)]
+
+    def phases(self, n: int) -> np.ndarray:
+        return _leading(self._phases, (n, self.geo.c, self.grid.length))
+
+    def columns(self, n: int) -> np.ndarray:
+        return _leading(self._cols, (self.geo.groups * self.geo.k, n, self.grid.pq))
+
+    def pixels(self, n: int) -> np.ndarray:
+        return _leading(self._pixels, (self.geo.o, n, self.grid.pq))
 
 
 def _columns(images: np.ndarray, phases: np.ndarray, columns: np.ndarray, geo: _Geometry, grid: Phases) -> None:
@@ -103,20 +113,14 @@ def shifted_forward(x: np.ndarray, w: np.ndarray, *, out: np.ndarray | None = No
                     workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
     """conv2d: (N, C, H, W), (O, C/groups, kh, kw) -> (N, O, Ho, Wo)."""
     geo = _geometry(x.shape, w.shape, attrs)
-    grid = Phases(geo)
+    chunks = _Chunks(geo, x.dtype, workspace)
+    grid = chunks.grid
     y = _target(out, (geo.n, geo.o, geo.ho, geo.wo), x.dtype)
     images, weights = np.ascontiguousarray(x), _weights(geo, w)
-    step, spans = _spans(geo, x.dtype.itemsize)
-    scratch = allocator(workspace)
-    phases = scratch((step * geo.c * grid.length,), x.dtype)
-    cols = scratch((geo.groups * geo.k * step * grid.pq,), x.dtype)
-    product = scratch((geo.o * step * grid.pq,), x.dtype)
-    for start, stop in spans:
+    for start, stop in chunks.spans():
         n = stop - start
-        part = _leading(phases, (n, geo.c, grid.length))
-        columns = _leading(cols, (geo.groups * geo.k, n, grid.pq))
-        result = _leading(product, (geo.o, n, grid.pq))
-        _columns(images[start:stop], part, columns, geo, grid)
+        columns, result = chunks.columns(n), chunks.pixels(n)
+        _columns(images[start:stop], chunks.phases(n), columns, geo, grid)
         np.matmul(weights, columns.reshape(geo.groups, geo.k, -1), out=result.reshape(geo.groups, geo.og, -1))
         np.copyto(y[start:stop], result.reshape(geo.o, n, geo.ho, grid.wq)[..., :geo.wo].transpose(1, 0, 2, 3))
     return _result(y, out, (geo.n, geo.o, geo.ho, geo.wo))
@@ -126,19 +130,14 @@ def shifted_grad_input(g: np.ndarray, w: np.ndarray, x: Any, *, out: np.ndarray 
                        workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
     """conv2d's input gradient: (N, O, Ho, Wo), weight, x (read for its shape) -> (N, C, H, W)."""
     geo = _geometry(x.shape, w.shape, attrs)
-    grid, loops = Phases(geo), _loops()
+    chunks, loops = _Chunks(geo, g.dtype, workspace), _loops()
+    grid = chunks.grid
     dx = _target(out, (geo.n, geo.c, geo.h, geo.w), g.dtype)
     transposed = _weights(geo, w).transpose(0, 2, 1)  # (G, K, Og)
-    step, spans = _spans(geo, g.dtype.itemsize)
-    scratch = allocator(workspace)
-    phases = scratch((step * geo.c * grid.length,), g.dtype)
-    cols = scratch((geo.groups * geo.k * step * grid.pq,), g.dtype)
-    grads = scratch((geo.o * step * grid.pq,), g.dtype)
-    for start, stop in spans:
+    for start, stop in chunks.spans():
         n = stop - start
-        part = _leading(phases, (n, geo.c, grid.length))
-        columns = _leading(cols, (geo.groups * geo.k, n, grid.pq))
-        gathered = _fill_grid(_leading(grads, (geo.o, n, grid.pq)), g[start:stop], geo)
+        part, columns = chunks.phases(n), chunks.columns(n)
+        gathered = _fill_grid(chunks.pixels(n), g[start:stop], geo)
         np.matmul(transposed, gathered, out=columns.reshape(geo.groups, geo.k, -1))
         loops["shifted_add"](columns, part, *grid.args)
         loops["phase_merge"](part, dx[start:stop], *grid.split_args)
@@ -150,25 +149,16 @@ def shifted_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, *, out: np.ndarray
     """conv2d's weight gradient, summed over chunks in float64: x, (N, O, Ho, Wo), weight (read
     for its shape) -> (O, C/groups, kh, kw)."""
     geo = _geometry(x.shape, w.shape, attrs)
-    grid = Phases(geo)
+    chunks = _Chunks(geo, x.dtype, workspace)
     images = np.ascontiguousarray(x)
-    step, spans = _spans(geo, x.dtype.itemsize)
-    scratch = allocator(workspace)
-    phases = scratch((step * geo.c * grid.length,), x.dtype)
-    cols = scratch((geo.groups * geo.k * step * grid.pq,), x.dtype)
-    grads = scratch((geo.o * step * grid.pq,), g.dtype)
-    partial = scratch((geo.groups, geo.og, geo.k), g.dtype)
-    total = np.zeros((geo.groups, geo.og, geo.k), np.float64)
-    for start, stop in spans:
+    partial = chunks.allocate((geo.groups, geo.og, geo.k), g.dtype)
+    total = chunks.allocate((geo.groups, geo.og, geo.k), np.float64)
+    total.fill(0)
+    for start, stop in chunks.spans():
         n = stop - start
-        part = _leading(phases, (n, geo.c, grid.length))
-        columns = _leading(cols, (geo.groups * geo.k, n, grid.pq))
-        _columns(images[start:stop], part, columns, geo, grid)
-        gathered = _fill_grid(_leading(grads, (geo.o, n, grid.pq)), g[start:stop], geo)
+        columns = chunks.columns(n)
+        _columns(images[start:stop], chunks.phases(n), columns, geo, chunks.grid)
+        gathered = _fill_grid(chunks.pixels(n), g[start:stop], geo)
         np.matmul(gathered, columns.reshape(geo.groups, geo.k, -1).transpose(0, 2, 1), out=partial)
         total += partial
-    total = total.reshape(geo.o, geo.cg, geo.kh, geo.kw)
-    if out is None:
-        return total.astype(g.dtype)
-    np.copyto(out, total, casting="same_kind")
-    return out
+    return weight_result(total.reshape(geo.o, geo.cg, geo.kh, geo.kw), out, g.dtype)

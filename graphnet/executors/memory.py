@@ -9,8 +9,7 @@ import numpy as np
 from ..ops.conv_kernels import _ConvGeom, _out_size
 from ..ops.registry import get_op
 from ..plan import Plan, last_reads
-from .. import config
-from . import conv_nhwc, numba_codegen, numba_pool
+from . import conv_nhwc, library
 from .conv_algorithms import _geometry, chunk_images, xp_chunk_images
 from .numba_conv import rule
 
@@ -141,8 +140,7 @@ def pool_chunk_images(x_shape: tuple[int, ...], attrs: Mapping[str, Any], itemsi
 def _pool_saving_held(x_shape: tuple[int, ...], attrs: Mapping[str, Any], itemsize: int) -> int:
     """The max-pool forward's workspace: none for the numba loop of 2x2 windows at stride 2
     (it writes straight into its results), else a chunk of images' temporaries."""
-    if numba_pool.halves(attrs["kernel_size"], attrs["stride"], attrs["padding"]) \
-            and config.flags.codegen == "numba" and numba_codegen.numba_available():
+    if library.applies("max_pool2d_saving", dict(attrs)):
         return 0
     return _pool_saving_scratch((pool_chunk_images(x_shape, attrs, itemsize), *x_shape[1:]), attrs, itemsize)
 

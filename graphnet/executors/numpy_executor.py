@@ -11,20 +11,8 @@ import numpy as np
 from .. import config
 from ..errors import GraphnetError
 from ..plan import Step
-from . import (conv_algorithms, memory, numba_batch_norm, numba_codegen, numba_conv, numba_losses, numba_pool,
-               threads)
+from . import conv_algorithms, library, memory, numba_codegen, numba_conv, threads
 from .base import ArrayExecutor
-
-
-#: op -> a hand-written numba kernel the NumPy executor runs instead of the op's xp kernel
-LIBRARY: dict[str, Callable[..., Any]] = {**numba_batch_norm.KERNELS, **numba_pool.KERNELS, **numba_losses.KERNELS}
-
-
-def library_applies(op: str, attrs: dict[str, Any]) -> bool:
-    """Whether the executor runs ``op`` with its hand-written numba kernel (``LIBRARY``) at
-    these attributes (numba installed, generated kernels on, the kernel takes them)."""
-    return op in LIBRARY and config.flags.codegen == "numba" and numba_codegen.numba_available() \
-        and numba_pool.APPLIES.get(op, lambda **_: True)(**attrs)
 
 
 def _with_scratch(kernel: Callable[..., Any], workspace: conv_algorithms.Workspace, attrs: dict[str, Any]
@@ -99,7 +87,7 @@ class NumpyExecutor(ArrayExecutor):
     def _library_kernel(self, step: Step) -> Callable[..., Any]:
         """A hand-written numba kernel for ``step``'s op, compiled (or loaded) now on tiny inputs
         (ones, and zeros for integer inputs such as a saved arg-max)."""
-        kernel = functools.partial(LIBRARY[step.op], **dict(step.attrs))
+        kernel = functools.partial(library.LIBRARY[step.op], **dict(step.attrs))
         if step.op not in self._library:
             start = time.perf_counter()
             probes = []
@@ -121,7 +109,7 @@ class NumpyExecutor(ArrayExecutor):
 
     def kernel_for(self, step: Step) -> Callable[..., Any]:
         fallback = super().kernel_for(step)
-        if step.op in LIBRARY and library_applies(step.op, dict(step.attrs)) \
+        if library.applies(step.op, dict(step.attrs)) \
                 and all(self.plan.buffers[name].dtype in ("float32", "float64") for name in step.inputs[:1]):
             return self._library_kernel(step)
         if step.op in SCRATCH_OPS:
