@@ -219,3 +219,27 @@ def test_algorithms_with_sixteen_channels_or_more(op, algorithm):
         return
     expected = {"conv2d": y, "conv2d_grad_input": dx, "conv2d_grad_weight": dw}[op]
     np.testing.assert_allclose(kernel(*_arguments(op, x, w, g), **attrs), expected, rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("op,algorithm", ALL)
+def test_algorithm_split_by_images_among_threads(case, op, algorithm, monkeypatch):
+    """Inside a splitting run every convolution, however small, cuts its images into one part
+    per thread, each part in its own workspace: the results match the reference, and
+    ``out=`` (contiguous or not) is written."""
+    from graphnet.executors import threads
+
+    x, w, g, attrs, expected = case
+    if _applicable(op, algorithm, x, w, g, attrs) is None:
+        return
+    monkeypatch.setattr(numba_conv, "SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr(threads, "count", lambda: 3)  # three parts, on any machine
+    kernel = numba_conv.ConvKernel(op, attrs, autotune=False)
+    kernel._chosen[(x.shape, w.shape, x.dtype.str)] = conv_algorithms.ALGORITHMS[op][algorithm][0]
+    with threads.splitting():
+        assert numba_conv.parts(op, x.shape, w.shape, attrs) == min(3, x.shape[0])
+        fresh = kernel(*_arguments(op, x, w, g))
+        strided = np.full(expected[op].shape[::-1], np.nan).T
+        assert kernel(*_arguments(op, x, w, g), out=strided) is strided
+    assert len(kernel.workspaces) == min(3, x.shape[0])
+    for result in (fresh, strided):
+        np.testing.assert_allclose(result, expected[op], rtol=0, atol=1e-11)

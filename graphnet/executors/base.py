@@ -7,6 +7,7 @@ only in their array module ``xp`` and how arrays move to and from the host.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import signal
 import threading
@@ -209,7 +210,15 @@ class ArrayExecutor:
             bufs[self._feed_slots[name]] = self.from_host(value)
         return bufs
 
+    def running(self) -> Any:
+        """A context manager around every run (a backend's per-run settings); none here."""
+        return contextlib.nullcontext()
+
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        with self.running():
+            return self._run(feeds)
+
+    def _run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         bufs = self._buffers(feeds)
         key = self._shapes_key(bufs)
         fns = self._planned.get(key) or self._fresh  # None: these shapes could not be planned
@@ -312,16 +321,19 @@ class ArrayExecutor:
         """Run once, step by step, and return each step with host copies of its results (the
         effects run too). For debugging: ``gn.debug.bisect_passes`` compares two plans' traces."""
         record: list[tuple[Step, tuple[np.ndarray, ...]]] = []
-        bufs = self._buffers(feeds)
-        self._run_checked(bufs, record, fns=self._planned.get(self._shapes_key(bufs)))
+        with self.running():
+            bufs = self._buffers(feeds)
+            self._run_checked(bufs, record, fns=self._planned.get(self._shapes_key(bufs)))
         return record
 
     def time_steps(self, feeds: Mapping[str, Any]) -> dict[str, float]:
         """Run once, step by step (the effects too), and return the seconds spent in each op.
         For profiling: benchmarks/step_profile.py sums it over runs."""
         seconds: dict[str, float] = {}
-        bufs = self._buffers(feeds)
-        for elapsed, step in self._run_checked(bufs, fns=self._planned.get(self._shapes_key(bufs))):
+        with self.running():
+            bufs = self._buffers(feeds)
+            timings = self._run_checked(bufs, fns=self._planned.get(self._shapes_key(bufs)))
+        for elapsed, step in timings:
             seconds[step.op] = seconds.get(step.op, 0.0) + elapsed
         return seconds
 

@@ -3,8 +3,8 @@
 ``batch_norm_train`` and ``batch_norm_train_grad`` are defined once, in graphnet/ops/norm.py,
 with kernels written against ``xp`` (NumPy, CuPy). Written with whole-array operations those
 kernels pass over the activation some ten times forward and eighteen times backward; these
-loops do it in two each way (the forward takes both moments in one pass, about a shift), one
-channel at a time, and accumulate in float64. The NumPy executor uses them where numba is installed (they are
+loops do it in two each way (the forward takes both moments in one pass, about a shift), the
+channels shared among the threads, and accumulate in float64. The NumPy executor uses them where numba is installed (they are
 compiled once per machine and cached beside this file, or in numba's user cache), and
 tests hold them to the ``xp`` kernels.
 """
@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..ops.common import into_each
+from . import threads
 
 
 @functools.lru_cache(maxsize=1)
@@ -25,10 +26,10 @@ def _kernels() -> tuple[Callable[..., None], Callable[..., None]]:
     import numba  # only plans with training batch norm pay for importing it
 
     @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc"})
-    def forward(x, gamma, beta, eps, relu, y, mean, var, unbiased):  # pragma: no cover - compiled
+    def forward(x, gamma, beta, eps, relu, y, mean, var, unbiased, first, stop):  # pragma: no cover - compiled
         n_count, channels, inner = x.shape
         count = n_count * inner
-        for c in range(channels):
+        for c in range(first, stop):
             # one pass for both moments, in float64 about a shift (the channel's first value)
             # so that a large mean does not cancel the variance away
             shift0 = np.float64(x[0, c, 0]) if count > 0 else 0.0
@@ -54,10 +55,10 @@ def _kernels() -> tuple[Callable[..., None], Callable[..., None]]:
                     y[n, c, s] = v if not relu or v > 0 or v != v else 0.0
 
     @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc"})
-    def backward(g, x, mean, var, gamma, eps, out, relu, dx, dgamma, dbeta):  # pragma: no cover - compiled
+    def backward(g, x, mean, var, gamma, eps, out, relu, dx, dgamma, dbeta, first, stop):  # pragma: no cover
         n_count, channels, inner = x.shape
         count = n_count * inner
-        for c in range(channels):
+        for c in range(first, stop):
             inv = 1.0 / math.sqrt(np.float64(var[c]) + eps)
             m = np.float64(mean[c])
             sum_g = 0.0
@@ -79,6 +80,17 @@ def _kernels() -> tuple[Callable[..., None], Callable[..., None]]:
                     dx[n, c, s] = k * (count * gv - mean_g - xhat * sum_gx)
 
     return forward, backward
+
+
+#: a smaller activation is normalised on one thread
+SPLIT_MIN_ELEMENTS = 1 << 16
+
+
+def _by_channels(loop: Callable[[int, int], None], channels: int, elements: int) -> None:
+    """``loop(first, stop)`` over every channel, the channels shared among the threads (each
+    channel's work is independent, and the loops release the GIL)."""
+    parts = threads.parts_for(elements, SPLIT_MIN_ELEMENTS, channels)
+    threads.run_parts([lambda s=s, e=e: loop(s, e) for s, e in threads.spans(channels, parts)])
 
 
 def _as_3d(x: Any) -> Any:
@@ -103,8 +115,8 @@ def batch_norm_train(x: Any, *rest: Any, eps: float, momentum: float, stats: boo
     gamma = affine[0] if weight else np.ones(channels, x.dtype)
     beta = affine[-1] if bias else np.zeros(channels, x.dtype)
     y, mean, var, unbiased = _results(out, (x.shape,) + ((channels,),) * 3, x.dtype)
-    forward(_as_3d(x), gamma, beta, float(eps), bool(relu), y.reshape(x.shape[0], channels, -1), mean, var,
-            unbiased)
+    args = (_as_3d(x), gamma, beta, float(eps), bool(relu), y.reshape(x.shape[0], channels, -1), mean, var, unbiased)
+    _by_channels(lambda first, stop: forward(*args, first, stop), channels, x.size)
     return into_each(np, (y, mean, var, unbiased), out)
 
 
@@ -117,8 +129,9 @@ def batch_norm_train_grad(g: Any, x: Any, mean: Any, var: Any, *rest: Any, eps: 
     gamma = rest[0] if weight else np.ones(channels, x.dtype)
     dx, dgamma, dbeta = _results(out, (x.shape, (channels,), (channels,)), x.dtype)
     x3 = _as_3d(x)
-    backward(_as_3d(g), x3, mean, var, gamma, float(eps), _as_3d(rest[-1]) if relu else x3,
-             bool(relu), dx.reshape(x.shape[0], channels, -1), dgamma, dbeta)
+    args = (_as_3d(g), x3, mean, var, gamma, float(eps), _as_3d(rest[-1]) if relu else x3, bool(relu),
+            dx.reshape(x.shape[0], channels, -1), dgamma, dbeta)
+    _by_channels(lambda first, stop: backward(*args, first, stop), channels, x.size)
     return into_each(np, (dx, dgamma, dbeta), out)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import os
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from .. import dtypes
 from ..ir import TensorType
 from ..ops.fused import REDUCING
 from ..ops.registry import get_op
+from . import threads
 
 #: Python names of dtypes inside generated code (numba understands NumPy's scalar types).
 _TYPE_NAMES = {"float16": "np.float16", "float32": "np.float32", "float64": "np.float64", "int8": "np.int8",
@@ -358,7 +360,7 @@ class FusedKernel:
         if self.results is not None:  # writes its first inputs (variables: contiguous, owning their memory)
             if fn is None or not all(arrays[j].flags.c_contiguous for j in range(len(self.results))):
                 return self.fallback(*arrays)
-            fn(*_views(arrays, views))
+            _split_rows(fn, extents, _views(arrays, views))
             return None
         if fn is None:
             return self.fallback(*arrays, out=out)
@@ -373,11 +375,29 @@ class FusedKernel:
                 return out
             return result
         target = out if out is not None and out.flags.c_contiguous else np.empty(out_shape, self.out_dtype)
-        fn(target.reshape(extents), *_views(arrays, views))
+        _split_rows(fn, extents, [target.reshape(extents), *_views(arrays, views)])
         if out is not None and target is not out:
             np.copyto(out, target)
             return out
         return target
+
+
+#: elementwise loops over fewer elements run on one thread
+SPLIT_MIN_ELEMENTS = 1 << 17
+
+
+def _split_rows(fn: Callable[..., None], extents: tuple[int, ...], arrays: list[Any]) -> None:
+    """``fn(*arrays)``, the loop's first (collapsed) dim shared among the threads: every array
+    spanning that dim is sliced alike, a broadcast one passed whole. Each element is computed
+    as it is on one thread, and an input written in place is only read at its own slice."""
+    rows = extents[0] if extents else 1
+    parts = threads.parts_for(math.prod(extents), SPLIT_MIN_ELEMENTS, rows)
+    if parts == 1:
+        fn(*arrays)
+        return
+    tasks = [lambda s=s, e=e: fn(*[a[s:e] if a.shape[0] == rows and rows > 1 else a for a in arrays])
+             for s, e in threads.spans(rows, parts)]
+    threads.run_parts(tasks)
 
 
 def _views(arrays: Sequence[Any], shapes: Sequence[tuple[int, ...]]) -> list[Any]:

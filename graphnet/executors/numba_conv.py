@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import threads
 from .conv_algorithms import ALGORITHMS, Workspace, _geometry, _pointwise, shapes_of
 from .numba_codegen import cache_dir
 
@@ -88,6 +89,25 @@ def _save_decision(key: str, algorithm: str) -> None:
 
 _lock = threading.Lock()
 
+#: convolutions with fewer multiply-adds than this run on one thread
+SPLIT_MIN_MACS = 1 << 20
+
+
+def parts(op: str, x_shape: tuple, w_shape: tuple, attrs: dict[str, Any], inside: bool | None = None) -> int:
+    """How many parts a convolution's images are cut into, one per thread (``inside``: as in
+    a run that splits its kernels, else as where it is called; threads.parts_for)."""
+    geo = _geometry(x_shape, w_shape, attrs)
+    return threads.parts_for(geo.n * geo.p * geo.o * geo.k, SPLIT_MIN_MACS, geo.n, inside)
+
+
+def _images(op: str, arrays: tuple[Any, ...], start: int, stop: int) -> tuple[Any, ...]:
+    """The step's inputs for images ``start:stop`` (the weight whole)."""
+    if op == "conv2d":
+        return arrays[0][start:stop], arrays[1]
+    if op == "conv2d_grad_input":
+        return arrays[0][start:stop], arrays[1], arrays[2][start:stop]
+    return arrays[0][start:stop], arrays[1][start:stop], arrays[2]
+
 
 class ConvKernel:
     """A convolution step's kernel: picks an algorithm per distinct (input, weight, dtype)
@@ -98,11 +118,14 @@ class ConvKernel:
     and attributes); off, the cost rule decides. ``decisions`` lists what was picked and how,
     for the report."""
 
-    def __init__(self, op: str, attrs: dict[str, Any], autotune: bool, workspace: Workspace | None = None) -> None:
+    def __init__(self, op: str, attrs: dict[str, Any], autotune: bool,
+                 workspaces: list[Workspace] | None = None) -> None:
         self.op = op
         self.attrs = attrs
         self.autotune = autotune
-        self.workspace = workspace
+        # one workspace per part: the executor's list, shared by its convolutions and grown here
+        self.workspaces = workspaces if workspaces is not None else [Workspace()]
+        self._partials: dict[tuple, list[np.ndarray]] = {}  # the weight gradient's other parts' sums
         self._chosen: dict[tuple, Callable[..., np.ndarray]] = {}
         self.decisions: dict[str, tuple[str, str]] = {}  # shape key -> (algorithm, "rule"|"timed"|"cached")
 
@@ -116,7 +139,52 @@ class ConvKernel:
                 return result
             np.copyto(out, result)
             return out
-        return kernel(*arrays, out=out, workspace=self.workspace, **self.attrs)
+        return self._split(kernel, arrays, out, x_shape, w_shape)
+
+    def _split(self, kernel: Callable[..., np.ndarray], arrays: tuple[Any, ...], out: np.ndarray | None,
+               x_shape: tuple, w_shape: tuple) -> np.ndarray:
+        """``kernel`` over the images cut into one part per thread, each part with its own
+        workspace: the forward and the input gradient write disjoint images of the result;
+        the weight gradient's parts each sum their images, and the parts' sums are added."""
+        count = parts(self.op, x_shape, w_shape, self.attrs)
+        if count == 1:
+            self.workspaces[0].for_part = False
+            return kernel(*arrays, out=out, workspace=self.workspaces[0], **self.attrs)
+        while len(self.workspaces) < count:
+            self.workspaces.append(Workspace())
+        for workspace in self.workspaces[:count]:
+            workspace.for_part = True
+        spans = threads.spans(x_shape[0], count)
+        if self.op != "conv2d_grad_weight":
+            target = out if out is not None and out.flags.c_contiguous else \
+                np.empty((x_shape[0], *self._result_shape(arrays)[1:]), arrays[0].dtype)
+            threads.run_parts([
+                lambda k=k, s=s, e=e: kernel(*_images(self.op, arrays, s, e), out=target[s:e],
+                                             workspace=self.workspaces[k], **self.attrs)
+                for k, (s, e) in enumerate(spans)])
+        else:
+            key = (w_shape, arrays[0].dtype.str)
+            partials = self._partials.get(key)
+            if partials is None or len(partials) < count - 1:
+                partials = self._partials[key] = [np.empty(w_shape, arrays[0].dtype) for _ in range(count - 1)]
+            target = out if out is not None else np.empty(w_shape, arrays[0].dtype)
+            sums = [target, *partials]
+            threads.run_parts([
+                lambda k=k, s=s, e=e: kernel(*_images(self.op, arrays, s, e), out=sums[k],
+                                             workspace=self.workspaces[k], **self.attrs)
+                for k, (s, e) in enumerate(spans)])
+            for partial in partials[:count - 1]:
+                np.add(target, partial, out=target)
+        if out is not None and target is not out:
+            np.copyto(out, target)
+            return out
+        return target
+
+    def _result_shape(self, arrays: tuple[Any, ...]) -> tuple[int, ...]:
+        if self.op == "conv2d_grad_input":
+            return tuple(arrays[2].shape)
+        geo = _geometry(tuple(arrays[0].shape), tuple(arrays[1].shape), self.attrs)
+        return geo.n, geo.o, geo.ho, geo.wo
 
     def _choose(self, shape_key: tuple, arrays: tuple[Any, ...]) -> np.ndarray:
         x_shape, w_shape, dtype = shape_key
@@ -136,8 +204,9 @@ class ConvKernel:
                 times = []
                 for _ in range(TIMED_RUNS):  # the best of a few: this machine's speed wanders
                     start = time.perf_counter()
-                    value = kernel(*arrays, **self.attrs)  # (its own scratch: the result is kept)
+                    value = self._split(kernel, arrays, None, x_shape, w_shape)  # as it will run
                     times.append(time.perf_counter() - start)
+                    value = np.array(value)  # (it may lie in a workspace the next candidate uses)
                 seconds[candidate] = min(times)
                 if result is None or seconds[candidate] == min(seconds.values()):
                     result = value
@@ -145,4 +214,4 @@ class ConvKernel:
             _save_decision(text, name)
         self._chosen[shape_key] = ALGORITHMS[self.op][name][0]
         self.decisions[text] = (name, how)
-        return result if result is not None else self._chosen[shape_key](*arrays, **self.attrs)
+        return result if result is not None else self._chosen[shape_key](*arrays, **self.attrs)  # (its own scratch)

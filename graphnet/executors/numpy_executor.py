@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from typing import Any, Callable
@@ -11,7 +12,7 @@ import numpy as np
 from .. import config
 from ..errors import GraphnetError
 from ..plan import Step
-from . import conv_algorithms, library, memory, numba_codegen, numba_conv, threads
+from . import conv_algorithms, library, memory, numba_codegen, numba_conv, parallel, threads
 from .base import ArrayExecutor
 
 
@@ -61,11 +62,19 @@ class NumpyExecutor(ArrayExecutor):
         self._library: dict[str, float] = {}  # op -> seconds its numba kernel took to compile or load
         self._convolutions: list[numba_conv.ConvKernel] = []
         self._workspace = conv_algorithms.Workspace()  # the convolutions' column matrices, shared
+        self._part_workspaces = [self._workspace]  # one per part of a convolution split among threads
         threads.apply_once()
         super().__init__(*args, **kwargs)
+        self._splits = any(step.op in conv_algorithms.CONV_OPS for step in self.plan.steps)
+
+    def running(self) -> Any:
+        # plans with convolutions split their kernels' work among graphnet's threads, BLAS
+        # products included; the others leave the threads to BLAS (threads.py says why)
+        return threads.splitting() if self._splits else contextlib.nullcontext()
 
     def held_bytes(self) -> int:
-        return super().held_bytes() + self._workspace.nbytes
+        return super().held_bytes() + sum(w.nbytes for w in self._part_workspaces) \
+            + sum(p.nbytes for kernel in self._convolutions for ps in kernel._partials.values() for p in ps)
 
     def codegen_summary(self) -> dict[str, Any]:
         """How this executor runs its fused groups: numba kernels (compiled now, loaded from the
@@ -112,10 +121,12 @@ class NumpyExecutor(ArrayExecutor):
         if library.applies(step.op, dict(step.attrs)) \
                 and all(self.plan.buffers[name].dtype in ("float32", "float64") for name in step.inputs[:1]):
             return self._library_kernel(step)
+        if step.op == "matmul":
+            return parallel.matmul
         if step.op in SCRATCH_OPS:
             return SCRATCH_OPS[step.op](fallback, self._workspace, dict(step.attrs))
         if step.op in conv_algorithms.CONV_OPS and config.flags.codegen == "numba" and numba_codegen.numba_available():
-            kernel = numba_conv.ConvKernel(step.op, dict(step.attrs), config.flags.autotune, self._workspace)
+            kernel = numba_conv.ConvKernel(step.op, dict(step.attrs), config.flags.autotune, self._part_workspaces)
             self._convolutions.append(kernel)
             return kernel
         if step.op not in ("fused", "fused_assign"):

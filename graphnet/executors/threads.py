@@ -1,22 +1,39 @@
-"""How many threads the CPU kernels use: BLAS (matrix products, the convolutions' products) and
-numba's parallel loops. ``GRAPHNET_NUM_THREADS`` sets both (default: the cores this process may
-run on). The executor runs one step at a time, so BLAS and numba never run at once: each may
-use every core without the two oversubscribing them.
+"""How many threads the CPU kernels use, and how the large ones share their work.
 
-Splitting the single-threaded kernels' work among Python threads (batch norm by channels, a
-convolution's images, the flat optimizer update) was measured and left out: alone each ran
-up to 1.7x faster, but inside a training step OpenBLAS's worker, which spins for a while
-after every multi-threaded product, holds the second core, and the steps got 2-5% slower."""
+``GRAPHNET_NUM_THREADS`` (default: the cores this process may run on) or
+``gn.set_num_threads`` sets the count. Plans with convolutions split their large kernels'
+work themselves (matrix products by rows, convolutions by images, batch norm by channels,
+generated elementwise loops by ranges: ``run_parts``), on a team of plain Python threads
+that wait on a lock between tasks, while BLAS runs single-threaded for the length of each
+run (``splitting``). Other plans, whose work is mostly matrix products, leave the threads
+to BLAS: on the reference MLP, OpenBLAS's own threading was as fast as splitting the
+products here, and splitting its elementwise kernels besides made its steps 3-8% slower.
+
+Why not leave the products to BLAS's own threads: OpenBLAS's worker spins for a while after
+every multi-threaded product, holding the second core, so any of graphnet's own kernels
+split among threads in the same step lost that core (splitting batch norm alone, with BLAS
+threaded, made ResNet steps 2-5% slower). With BLAS single-threaded and each product split
+by rows here, the products run about as fast as OpenBLAS's own threading (0.59 against 0.68 ms for
+256x784 @ 784x512 alone), and every other kernel may use the cores too: the ResNet's step
+took 0.73 of its time with everything on one thread but BLAS, the seed CNN's 0.89. Handing a task to a helper and back costs some 6 microseconds, so only work
+well above that is split.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..errors import ExecutorError
 
 _applied: list[int] = []
-_limiter: list[Any] = []  # threadpoolctl's controller, kept so the limit lasts
+_limiter: list[Any] = []  # threadpoolctl's limit, kept so that it lasts
+_blas: list[Any] = []  # threadpoolctl's controllers of the loaded BLAS libraries, for quick changes
+_state_lock = threading.Lock()
+_single_depth = [0]  # plan runs in progress that asked for single-threaded BLAS
 
 
 def available_cores() -> int:
@@ -41,20 +58,26 @@ def requested() -> int:
 
 
 def set_num_threads(count: int) -> None:
-    """Use ``count`` threads in BLAS and in numba's parallel loops from now on."""
+    """Use ``count`` threads from now on: in graphnet's split kernels, in BLAS outside plan
+    runs, and in numba's parallel loops."""
     if not isinstance(count, int) or count < 1:
         raise ExecutorError(f"the thread count must be a positive integer, got {count!r}")
     from threadpoolctl import ThreadpoolController  # imported when first applied: it scans loaded libraries
 
     controller = ThreadpoolController()
-    _limiter[:] = [controller.limit(limits=count, user_api="blas")]
+    with _state_lock:
+        _limiter[:] = [controller.limit(limits=count, user_api="blas")]
+        _blas[:] = [lib for lib in controller.lib_controllers if lib.user_api == "blas"]
+        if _single_depth[0]:  # a run in progress keeps BLAS single-threaded until it ends
+            for lib in _blas:
+                lib.set_num_threads(1)
+        _applied[:] = [count]
     try:
         import numba
 
         numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
     except ImportError:
         pass
-    _applied[:] = [count]
 
 
 def apply_once() -> None:
@@ -63,16 +86,148 @@ def apply_once() -> None:
         set_num_threads(requested())
 
 
+def count() -> int:
+    """The thread count in force: how many parts a split kernel makes at most."""
+    apply_once()
+    return _applied[0]
+
+
 def current() -> dict[str, int]:
-    """Threads per library now: {"blas": n, "numba": m} (for the compile report and tests)."""
+    """Threads per library now: {"blas": n, "numba": m, "graphnet": k} (for the compile report
+    and tests); ``blas`` is what BLAS uses outside plan runs."""
     from threadpoolctl import threadpool_info
 
     counts = {"blas": max((info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"),
                           default=0)}
+    if _single_depth[0] and counts["blas"] and _applied:
+        counts["blas"] = _applied[0]
     try:
         import numba
 
         counts["numba"] = numba.get_num_threads()
     except ImportError:
         pass
+    if _applied:
+        counts["graphnet"] = _applied[0]
     return counts
+
+
+_local = threading.local()  # .splitting: whether this thread is inside ``splitting()``
+
+
+@contextlib.contextmanager
+def splitting() -> Iterator[None]:
+    """While the block runs, this thread's kernels split their work (``parts_for``) and BLAS
+    runs single-threaded (the products are split too); nested and concurrent blocks restore
+    BLAS's count when the last one ends."""
+    apply_once()
+    if _applied[0] == 1 or getattr(_local, "splitting", False):
+        yield
+        return
+    _local.splitting = True
+    with _state_lock:
+        _single_depth[0] += 1
+        if _single_depth[0] == 1:
+            for lib in _blas:
+                lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        _local.splitting = False
+        with _state_lock:
+            _single_depth[0] -= 1
+            if _single_depth[0] == 0:
+                for lib in _blas:
+                    lib.set_num_threads(_applied[0])
+
+
+class _Helper:
+    """One helper thread: runs a task each time it is started, blocking on a lock between."""
+
+    def __init__(self, name: str) -> None:
+        self._go = threading.Lock()
+        self._go.acquire()
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._task: Callable[[], Any] | None = None
+        self._result: Any = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._serve, name=name, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            self._go.acquire()
+            try:
+                self._result, self._error = self._task(), None  # type: ignore[misc]
+            except BaseException as exc:  # handed to the caller of finish()
+                self._result, self._error = None, exc
+            self._task = None
+            self._done.release()
+
+    def start(self, task: Callable[[], Any]) -> None:
+        self._task = task
+        self._go.release()
+
+    def finish(self) -> tuple[Any, BaseException | None]:
+        self._done.acquire()
+        result, error = self._result, self._error
+        self._result = self._error = None
+        return result, error
+
+
+_helpers: list[_Helper] = []
+_team_lock = threading.Lock()  # held while the helpers work for one caller
+_grow_lock = threading.Lock()
+
+
+def run_parts(tasks: Sequence[Callable[[], Any]]) -> list[Any]:
+    """``[task() for task in tasks]``, the first on this thread and the others at once on
+    helper threads; returns when every task has finished, raising the first error then (so
+    no task is still writing). Where the helpers are busy (another thread's run, or a task
+    that splits again) the tasks run one after another here. The tasks should release the
+    GIL (BLAS products, numba loops) to gain anything."""
+    if len(tasks) <= 1:
+        return [task() for task in tasks]
+    if not _team_lock.acquire(blocking=False):
+        return [task() for task in tasks]
+    try:
+        with _grow_lock:
+            while len(_helpers) < len(tasks) - 1:
+                _helpers.append(_Helper(f"graphnet-{len(_helpers) + 1}"))
+        started = []
+        try:
+            for helper, task in zip(_helpers, tasks[1:]):
+                helper.start(task)
+                started.append(helper)
+            first: Any = tasks[0]()
+            error: BaseException | None = None
+        except BaseException as exc:
+            first, error = None, exc
+        results = [first]
+        for helper in started:
+            result, failed = helper.finish()
+            results.append(result)
+            error = error or failed
+        if error is not None:
+            raise error
+        return results
+    finally:
+        _team_lock.release()
+
+
+def spans(total: int, parts: int) -> list[tuple[int, int]]:
+    """``total`` items cut into ``parts`` contiguous, near-equal (start, stop) ranges."""
+    cuts = [total * k // parts for k in range(parts + 1)]
+    return [(cuts[k], cuts[k + 1]) for k in range(parts)]
+
+
+def parts_for(work: int, minimum: int, items: int, inside: bool | None = None) -> int:
+    """How many parts to cut ``items`` into: the thread count inside ``splitting()`` (or where
+    ``inside`` says so: the memory formula asks ahead of a run), no more parts than items,
+    and one part outside it or where ``work`` (in the caller's unit) is under ``minimum``."""
+    if inside is None:
+        inside = getattr(_local, "splitting", False)
+    if work < minimum or not inside:
+        return 1
+    return max(1, min(count(), items))
+
