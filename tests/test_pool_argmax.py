@@ -155,3 +155,22 @@ def test_the_numba_halving_pool_computes_what_the_op_kernel_does(shape, dtype):
         np.testing.assert_array_equal(dx, K.max_pool2d_grad_saved(np, g, want[1], want[2], x, **attrs))
     with pytest.raises(ValueError, match="2x2 windows"):
         numba_pool.max_pool2d_saving(x, kernel_size=(3, 3), stride=(2, 2), padding=(0, 0))
+
+
+@needs_numba
+@pytest.mark.parametrize("k,s,p", [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1))])
+def test_the_numba_pools_split_by_images_among_threads_bit_identically(k, s, p, monkeypatch):
+    from graphnet.executors import threads
+
+    attrs = {"kernel_size": k, "stride": s, "padding": p}
+    x = np.random.default_rng(5).integers(0, 3, (7, 2, 9, 8)).astype(np.float32)  # ties too
+    saved = K.max_pool2d_saving(np, x, **attrs)
+    g = np.random.default_rng(6).standard_normal(saved[0].shape).astype(np.float32)
+    monkeypatch.setattr(numba_pool, "SPLIT_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(threads, "count", lambda: 3)
+    with threads.splitting():
+        dx = numba_pool.max_pool2d_grad_saved(g, *saved[1:], x, **attrs)
+        got = numba_pool.max_pool2d_saving(x, **attrs) if k == (2, 2) else saved
+    np.testing.assert_allclose(dx, K.max_pool2d_grad_saved(np, g, *saved[1:], x, **attrs), rtol=1e-6, atol=1e-6)
+    for a, b in zip(got, saved):
+        np.testing.assert_array_equal(a, b)

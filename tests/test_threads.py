@@ -155,9 +155,9 @@ def test_conv_plans_train_alike_on_one_thread_and_on_several(monkeypatch):
     pytest.importorskip("numba")
     from test_memory_plan import _feeds, _network
 
-    from graphnet.executors import numba_batch_norm, numba_codegen, numba_conv, parallel
+    from graphnet.executors import numba_batch_norm, numba_codegen, numba_conv, numba_pool, parallel
 
-    for module, name in ((numba_conv, "SPLIT_MIN_MACS"), (numba_batch_norm, "SPLIT_MIN_ELEMENTS"),
+    for module, name in ((numba_conv, "SPLIT_MIN_MACS"), (numba_batch_norm, "SPLIT_MIN_ELEMENTS"), (numba_pool, "SPLIT_MIN_ELEMENTS"),
                          (numba_codegen, "SPLIT_MIN_ELEMENTS"), (parallel, "MATMUL_SPLIT_MIN")):
         monkeypatch.setattr(module, name, 0)
     split = []
@@ -167,11 +167,13 @@ def test_conv_plans_train_alike_on_one_thread_and_on_several(monkeypatch):
     for count in (1, 2):
         gn.set_num_threads(count)
         try:
-            loss, optimizer, shape = _network("resnet")
-            plan = gn.compile(loss, optimizer=optimizer, seed=0)
-            losses[count] = [float(plan.run(_feeds(shape, 16, seed))["loss"]) for seed in range(3)]
+            for name in ("resnet", "cnn"):  # (batch norm; max pools)
+                loss, optimizer, shape = _network(name)
+                plan = gn.compile(loss, optimizer=optimizer, seed=0)
+                losses[count, name] = [float(plan.run(_feeds(shape, 16, seed))["loss"]) for seed in range(3)]
         finally:
             gn.set_num_threads(threads.requested())
         assert max(split, default=1) == count
         split.clear()
-    np.testing.assert_allclose(losses[2], losses[1], rtol=1e-5)
+    for name in ("resnet", "cnn"):
+        np.testing.assert_allclose(losses[2, name], losses[1, name], rtol=1e-5)

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..ops.common import into_each
 from ..ops.conv_kernels import _pair
+from . import threads
 
 
 @functools.lru_cache(maxsize=1)
@@ -116,11 +117,11 @@ def max_pool2d_grad_saved(g: np.ndarray, column_arg: np.ndarray, row_arg: np.nda
     kh, kw = _pair(kernel_size)
     (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
     dx = out if out is not None and out.flags.c_contiguous else np.empty(x.shape, g.dtype)
-    arrays = np.ascontiguousarray(g), np.ascontiguousarray(column_arg), np.ascontiguousarray(row_arg)
+    arrays = np.ascontiguousarray(g), np.ascontiguousarray(column_arg), np.ascontiguousarray(row_arg), dx
     if halves(kernel_size, stride, padding):
-        _halving()[1](*arrays, dx)
+        _by_images(_halving()[1], arrays)
     else:
-        _kernel()(*arrays, dx, kh, kw, sh, sw, ph, pw)
+        _by_images(lambda *parts: _kernel()(*parts, kh, kw, sh, sw, ph, pw), arrays)
     if out is not None and dx is not out:
         np.copyto(out, dx)
         return out
@@ -139,8 +140,19 @@ def max_pool2d_saving(x: np.ndarray, *, kernel_size: Any, stride: Any, padding: 
     given = out if out is not None else (None,) * 3
     results = [target if target is not None and target.flags.c_contiguous else np.empty(shape, dtype)
                for target, shape, dtype in zip(given, shapes, (x.dtype, np.uint8, np.uint8))]
-    _halving()[0](np.ascontiguousarray(x), *results)
+    _by_images(_halving()[0], (np.ascontiguousarray(x), *results))
     return into_each(np, tuple(results), out)
+
+
+#: pools over fewer input elements run on one thread
+SPLIT_MIN_ELEMENTS = 1 << 17
+
+
+def _by_images(loop: Callable[..., None], arrays: tuple[np.ndarray, ...]) -> None:
+    """``loop(*arrays)``, the images (every array's first dim) shared among the threads."""
+    n = arrays[0].shape[0]
+    parts = threads.parts_for(max(a.size for a in arrays), SPLIT_MIN_ELEMENTS, n)
+    threads.run_parts([lambda s=s, e=e: loop(*(a[s:e] for a in arrays)) for s, e in threads.spans(n, parts)])
 
 
 #: op name -> the NumPy executor's numba implementation
