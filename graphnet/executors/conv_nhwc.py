@@ -45,18 +45,23 @@ def _checked(x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -> _Geometry
     return _geometry(x_shape, w_shape, attrs)
 
 
-#: the chunks of one part of a convolution split among threads (numba_conv.ConvKernel): bigger
-#: for the forward and the weight gradient, so that the parts, each a few Python calls per
-#: chunk, hand the GIL back and forth less often (the ResNet's split step took 0.71 of the
-#: unsplit one's time with 512 KB chunks, 0.78 with 256 KB), and no more columns in all than
-#: one thread's for the input gradient
-SPLIT_CHUNK_BYTES = {"conv2d": 512 * 1024, "conv2d_grad_weight": 512 * 1024, "conv2d_grad_input": 512 * 1024}
+#: the chunks of one part of a convolution split among threads (numba_conv.ConvKernel): an
+#: eighth of the part's columns, within these bounds. Bigger chunks than one thread's mean
+#: fewer Python calls per part, so the parts hand the GIL back and forth less often (the
+#: ResNet's split step took 0.73 of the unsplit one's time with 512 KB chunks, 0.82 with
+#: 256 KB); the eighth keeps small layers' workspaces small (the seed CNN's stays under
+#: what one thread's took, so its peak memory stays under PyTorch's).
+SPLIT_CHUNK_BYTES = (256 * 1024, 512 * 1024)
 
 
 def chunk_images(op: str, geo: _Geometry, itemsize: int, for_part: bool = False) -> int:
     """How many images one chunk of ``op`` takes (``for_part``: in one part of a split)."""
-    limit = (SPLIT_CHUNK_BYTES if for_part else CHUNK_BYTES)[op]
-    return max(1, min(geo.n, limit // max(1, geo.p * geo.k * itemsize)))
+    per_image = max(1, geo.p * geo.k * itemsize)
+    limit = CHUNK_BYTES[op]
+    if for_part:
+        low, high = SPLIT_CHUNK_BYTES
+        limit = max(low, min(high, geo.n * per_image // 8))
+    return max(1, min(geo.n, limit // per_image))
 
 
 def scratch_bytes(op: str, geo: _Geometry, itemsize: int, for_part: bool = False) -> int:
