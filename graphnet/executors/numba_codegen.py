@@ -387,17 +387,13 @@ SPLIT_MIN_ELEMENTS = 1 << 17
 
 
 def _split_rows(fn: Callable[..., None], extents: tuple[int, ...], arrays: list[Any]) -> None:
-    """``fn(*arrays)``, the loop's first (collapsed) dim shared among the threads: every array
-    spanning that dim is sliced alike, a broadcast one passed whole. Each element is computed
-    as it is on one thread, and an input written in place is only read at its own slice."""
-    rows = extents[0] if extents else 1
-    parts = threads.parts_for(math.prod(extents), SPLIT_MIN_ELEMENTS, rows)
-    if parts == 1:
+    """``fn(*arrays)``, the loop's first (collapsed) dim shared among the threads. Each element
+    is computed as it is on one thread, and an input written in place is only read at its own
+    slice."""
+    if not extents:
         fn(*arrays)
         return
-    tasks = [lambda s=s, e=e: fn(*[a[s:e] if a.shape[0] == rows and rows > 1 else a for a in arrays])
-             for s, e in threads.spans(rows, parts)]
-    threads.run_parts(tasks)
+    threads.split_first_dim(fn, arrays, extents[0], math.prod(extents), SPLIT_MIN_ELEMENTS)
 
 
 def _views(arrays: Sequence[Any], shapes: Sequence[tuple[int, ...]]) -> list[Any]:

@@ -93,11 +93,15 @@ _lock = threading.Lock()
 SPLIT_MIN_MACS = 1 << 20
 
 
+def _multiply_adds(x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -> int:
+    geo = _geometry(x_shape, w_shape, attrs)
+    return geo.n * geo.p * geo.o * geo.k
+
+
 def parts(op: str, x_shape: tuple, w_shape: tuple, attrs: dict[str, Any], inside: bool | None = None) -> int:
     """How many parts a convolution's images are cut into, one per thread (``inside``: as in
     a run that splits its kernels, else as where it is called; threads.parts_for)."""
-    geo = _geometry(x_shape, w_shape, attrs)
-    return threads.parts_for(geo.n * geo.p * geo.o * geo.k, SPLIT_MIN_MACS, geo.n, inside)
+    return threads.parts_for(_multiply_adds(x_shape, w_shape, attrs), SPLIT_MIN_MACS, x_shape[0], inside)
 
 
 def _images(op: str, arrays: tuple[Any, ...], start: int, stop: int) -> tuple[Any, ...]:
@@ -126,6 +130,7 @@ class ConvKernel:
         # one workspace per part: the executor's list, shared by its convolutions and grown here
         self.workspaces = workspaces if workspaces is not None else [Workspace()]
         self._partials: dict[tuple, list[np.ndarray]] = {}  # the weight gradient's other parts' sums
+        self._work: dict[tuple, int] = {}  # (input, weight shape) -> multiply-adds, for ``parts``
         self._chosen: dict[tuple, Callable[..., np.ndarray]] = {}
         self.decisions: dict[str, tuple[str, str]] = {}  # shape key -> (algorithm, "rule"|"timed"|"cached")
 
@@ -146,7 +151,10 @@ class ConvKernel:
         """``kernel`` over the images cut into one part per thread, each part with its own
         workspace: the forward and the input gradient write disjoint images of the result;
         the weight gradient's parts each sum their images, and the parts' sums are added."""
-        count = parts(self.op, x_shape, w_shape, self.attrs)
+        work = self._work.get((x_shape, w_shape))
+        if work is None:
+            work = self._work[x_shape, w_shape] = _multiply_adds(x_shape, w_shape, self.attrs)
+        count = threads.parts_for(work, SPLIT_MIN_MACS, x_shape[0])
         if count == 1:
             self.workspaces[0].for_part = False
             return kernel(*arrays, out=out, workspace=self.workspaces[0], **self.attrs)
@@ -179,6 +187,11 @@ class ConvKernel:
             np.copyto(out, target)
             return out
         return target
+
+    def held_bytes(self) -> int:
+        """What the kernel keeps between runs besides the shared workspaces (the weight
+        gradient's part sums)."""
+        return sum(partial.nbytes for partials in self._partials.values() for partial in partials)
 
     def _result_shape(self, arrays: tuple[Any, ...]) -> tuple[int, ...]:
         if self.op == "conv2d_grad_input":

@@ -150,9 +150,7 @@ SPLIT_MIN_ELEMENTS = 1 << 17
 
 def _by_images(loop: Callable[..., None], arrays: tuple[np.ndarray, ...]) -> None:
     """``loop(*arrays)``, the images (every array's first dim) shared among the threads."""
-    n = arrays[0].shape[0]
-    parts = threads.parts_for(max(a.size for a in arrays), SPLIT_MIN_ELEMENTS, n)
-    threads.run_parts([lambda s=s, e=e: loop(*(a[s:e] for a in arrays)) for s, e in threads.spans(n, parts)])
+    threads.split_first_dim(loop, arrays, arrays[0].shape[0], max(a.size for a in arrays), SPLIT_MIN_ELEMENTS)
 
 
 #: op name -> the NumPy executor's numba implementation

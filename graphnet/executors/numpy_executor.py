@@ -61,8 +61,9 @@ class NumpyExecutor(ArrayExecutor):
         self._fallbacks: dict[str, int] = {}
         self._library: dict[str, float] = {}  # op -> seconds its numba kernel took to compile or load
         self._convolutions: list[numba_conv.ConvKernel] = []
-        self._workspace = conv_algorithms.Workspace()  # the convolutions' column matrices, shared
-        self._part_workspaces = [self._workspace]  # one per part of a convolution split among threads
+        # scratch the convolutions and pools share (their column matrices), one workspace per
+        # part of a convolution split among threads; the first also serves unsplit kernels
+        self._workspaces = [conv_algorithms.Workspace()]
         threads.apply_once()
         super().__init__(*args, **kwargs)
         self._splits = any(step.op in conv_algorithms.CONV_OPS for step in self.plan.steps)
@@ -73,8 +74,8 @@ class NumpyExecutor(ArrayExecutor):
         return threads.splitting() if self._splits else contextlib.nullcontext()
 
     def held_bytes(self) -> int:
-        return super().held_bytes() + sum(w.nbytes for w in self._part_workspaces) \
-            + sum(p.nbytes for kernel in self._convolutions for ps in kernel._partials.values() for p in ps)
+        return super().held_bytes() + sum(w.nbytes for w in self._workspaces) \
+            + sum(kernel.held_bytes() for kernel in self._convolutions)
 
     def codegen_summary(self) -> dict[str, Any]:
         """How this executor runs its fused groups: numba kernels (compiled now, loaded from the
@@ -124,9 +125,9 @@ class NumpyExecutor(ArrayExecutor):
         if step.op == "matmul":
             return parallel.matmul
         if step.op in SCRATCH_OPS:
-            return SCRATCH_OPS[step.op](fallback, self._workspace, dict(step.attrs))
+            return SCRATCH_OPS[step.op](fallback, self._workspaces[0], dict(step.attrs))
         if step.op in conv_algorithms.CONV_OPS and config.flags.codegen == "numba" and numba_codegen.numba_available():
-            kernel = numba_conv.ConvKernel(step.op, dict(step.attrs), config.flags.autotune, self._part_workspaces)
+            kernel = numba_conv.ConvKernel(step.op, dict(step.attrs), config.flags.autotune, self._workspaces)
             self._convolutions.append(kernel)
             return kernel
         if step.op not in ("fused", "fused_assign"):

@@ -176,8 +176,7 @@ class _Helper:
 
 
 _helpers: list[_Helper] = []
-_team_lock = threading.Lock()  # held while the helpers work for one caller
-_grow_lock = threading.Lock()
+_team_lock = threading.Lock()  # held while the helpers work for one caller (and while they grow)
 
 
 def run_parts(tasks: Sequence[Callable[[], Any]]) -> list[Any]:
@@ -191,9 +190,8 @@ def run_parts(tasks: Sequence[Callable[[], Any]]) -> list[Any]:
     if not _team_lock.acquire(blocking=False):
         return [task() for task in tasks]
     try:
-        with _grow_lock:
-            while len(_helpers) < len(tasks) - 1:
-                _helpers.append(_Helper(f"graphnet-{len(_helpers) + 1}"))
+        while len(_helpers) < len(tasks) - 1:
+            _helpers.append(_Helper(f"graphnet-{len(_helpers) + 1}"))
         started = []
         try:
             for helper, task in zip(_helpers, tasks[1:]):
@@ -213,6 +211,18 @@ def run_parts(tasks: Sequence[Callable[[], Any]]) -> list[Any]:
         return results
     finally:
         _team_lock.release()
+
+
+def split_first_dim(fn: Callable[..., Any], arrays: Sequence[Any], rows: int, work: int, minimum: int) -> None:
+    """``fn(*arrays)``, the ``rows`` of the arrays' first dim shared among the threads (see
+    ``parts_for``): every array spanning that dim is sliced alike, any other (broadcast along
+    it) passed whole. For loops whose rows are independent."""
+    parts = parts_for(work, minimum, rows)
+    if parts == 1:
+        fn(*arrays)
+        return
+    run_parts([lambda s=s, e=e: fn(*[a[s:e] if a.shape[0] == rows else a for a in arrays])
+               for s, e in spans(rows, parts)])
 
 
 def spans(total: int, parts: int) -> list[tuple[int, int]]:
