@@ -151,7 +151,7 @@ def test_executor_records_its_choices(tmp_path, monkeypatch, autotune):
     assert len(chosen) == 2 * 5  # 2 forward convs, 2 weight gradients, 1 input gradient; at 2 batch sizes
     how = {entry.split("(")[1].rstrip(")") for entry in chosen.values()}
     assert how == ({"timed"} if autotune else {"rule"})
-    stored = tmp_path / "kernels" / "conv_algorithms.json"
+    stored = tmp_path / "kernels" / numba_conv.DECISIONS_FILE
     assert stored.exists() == autotune
     if autotune:
         assert set(json.loads(stored.read_text())) == set(chosen)
@@ -164,13 +164,13 @@ def test_executor_records_its_choices(tmp_path, monkeypatch, autotune):
 def test_stored_choices_are_untrusted(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHNET_CACHE_DIR", str(tmp_path))
     (tmp_path / "kernels").mkdir()
-    (tmp_path / "kernels" / "conv_algorithms.json").write_text("[1, 2")
+    (tmp_path / "kernels" / numba_conv.DECISIONS_FILE).write_text("[1, 2")
     with gn.config.options(autotune=True):
         plan = _training_plan()
         plan.run(_feeds(4))
-    stored = json.loads((tmp_path / "kernels" / "conv_algorithms.json").read_text())
+    stored = json.loads((tmp_path / "kernels" / numba_conv.DECISIONS_FILE).read_text())
     stored = {key: "__import__('os')" for key in stored}
-    (tmp_path / "kernels" / "conv_algorithms.json").write_text(json.dumps(stored))
+    (tmp_path / "kernels" / numba_conv.DECISIONS_FILE).write_text(json.dumps(stored))
     with gn.config.options(autotune=True):
         plan = _training_plan()
         plan.run(_feeds(4))
@@ -243,3 +243,25 @@ def test_algorithm_split_by_images_among_threads(case, op, algorithm, monkeypatc
     assert len(kernel.workspaces) == min(3, x.shape[0])
     for result in (fresh, strided):
         np.testing.assert_allclose(result, expected[op], rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+@pytest.mark.parametrize("op", list(conv_algorithms.ALGORITHMS))
+def test_channels_last_chunk_loop_compiled_and_in_python(case, op, compiled, monkeypatch):
+    """The channels-last loop over chunks, one image per chunk: compiled whole (BLAS called
+    from numba) and in Python (where numpy's BLAS cannot be called by address) agree with
+    the reference."""
+    from graphnet.executors import conv_nhwc
+
+    x, w, g, attrs, expected = case
+    kernel = _applicable(op, "nhwc", x, w, g, attrs)
+    if kernel is None:
+        return
+    if compiled and not conv_nhwc._gemm_address(x):
+        pytest.skip("numpy's BLAS here is not an OpenBLAS with 64-bit integers: the chunks run in Python")
+    if not compiled:
+        monkeypatch.setattr(conv_nhwc, "_gemm_address", lambda *arrays: 0)
+    monkeypatch.setitem(conv_nhwc.CHUNK_BYTES, op, 1)
+    out = np.full(expected[op].shape, np.nan)
+    assert kernel(*_arguments(op, x, w, g), out=out, workspace=conv_algorithms.Workspace(), **attrs) is out
+    np.testing.assert_allclose(out, expected[op], rtol=0, atol=1e-11)

@@ -46,9 +46,6 @@ class Workspace:
     def __init__(self) -> None:
         self._buffer = np.empty(0, np.uint8)
         self._start = 0  # where the buffer's first 64-byte boundary is
-        # whether the kernels using it run one part of a convolution split among threads (the
-        # channels-last kernels then take their chunk sizes for parts)
-        self.for_part = False
 
     @property
     def nbytes(self) -> int:

@@ -20,19 +20,33 @@ import numpy as np
 
 from .conv_common import Workspace, _Geometry, _geometry, _result, _target, allocator, weight_result
 
-#: images go through in chunks whose columns take about this many bytes, per op (timed on the
-#: reference layers: the weight gradient's (O, pixels) @ (pixels, K) product is fastest while
-#: OpenBLAS runs it on one thread; the input gradient's (pixels, O) @ (O, K) gains from more
-#: pixels)
-CHUNK_BYTES = {"conv2d": 256 * 1024, "conv2d_grad_weight": 256 * 1024, "conv2d_grad_input": 1024 * 1024}
+#: images go through in chunks whose columns take about this many bytes, per op, on one thread
+#: or in each part of a split (timed with the compiled chunk loops on the reference layers, on
+#: one and two threads: small chunks keep the forward and weight gradient in the L2 cache,
+#: where the input gradient's (pixels, O) @ (O, K) product gains from more pixels)
+CHUNK_BYTES = {"conv2d": 64 * 1024, "conv2d_grad_weight": 128 * 1024, "conv2d_grad_input": 512 * 1024}
 
 
 @functools.lru_cache(maxsize=1)
 def _loops() -> dict[str, Callable[..., None]]:
-    from . import numba_conv_loops  # only plans with convolutions pay for importing numba
+    from . import numba_conv_loops, numba_nhwc_chunks  # only plans with convolutions pay for importing numba
 
-    return {name: getattr(numba_conv_loops, name)
-            for name in ("to_padded_nhwc", "from_padded_nhwc", "im2col_nhwc", "col2im_nhwc")}
+    loops = {name: getattr(numba_conv_loops, name)
+             for name in ("to_padded_nhwc", "from_padded_nhwc", "im2col_nhwc", "col2im_nhwc")}
+    loops.update({name: getattr(numba_nhwc_chunks, name)
+                  for name in ("forward_chunks", "grad_input_chunks", "grad_weight_chunks")})
+    return loops
+
+
+def _gemm_address(*arrays: np.ndarray) -> int:
+    """The BLAS product the compiled chunk loops call for these arrays' dtype, or 0 (then
+    the chunks run in Python: blas.py)."""
+    dtype = arrays[0].dtype
+    if any(a.dtype != dtype for a in arrays):
+        return 0
+    from .blas import gemm_address
+
+    return gemm_address(dtype)
 
 
 def applies(x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -> bool:
@@ -45,30 +59,17 @@ def _checked(x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -> _Geometry
     return _geometry(x_shape, w_shape, attrs)
 
 
-#: the chunks of one part of a convolution split among threads (numba_conv.ConvKernel): an
-#: eighth of the part's columns, within these bounds. Bigger chunks than one thread's mean
-#: fewer Python calls per part, so the parts hand the GIL back and forth less often (the
-#: ResNet's split step took 0.73 of the unsplit one's time with 512 KB chunks, 0.82 with
-#: 256 KB); the eighth keeps small layers' workspaces small (the seed CNN's stays under
-#: what one thread's took, so its peak memory stays under PyTorch's).
-SPLIT_CHUNK_BYTES = (256 * 1024, 512 * 1024)
-
-
-def chunk_images(op: str, geo: _Geometry, itemsize: int, for_part: bool = False) -> int:
-    """How many images one chunk of ``op`` takes (``for_part``: in one part of a split)."""
+def chunk_images(op: str, geo: _Geometry, itemsize: int) -> int:
+    """How many images one chunk of ``op`` takes."""
     per_image = max(1, geo.p * geo.k * itemsize)
-    limit = CHUNK_BYTES[op]
-    if for_part:
-        low, high = SPLIT_CHUNK_BYTES
-        limit = max(low, min(high, geo.n * per_image // 8))
-    return max(1, min(geo.n, limit // per_image))
+    return max(1, min(geo.n, CHUNK_BYTES[op] // per_image))
 
 
-def scratch_bytes(op: str, geo: _Geometry, itemsize: int, for_part: bool = False) -> int:
+def scratch_bytes(op: str, geo: _Geometry, itemsize: int) -> int:
     """Bytes one call takes from its workspace: the weights as (K, O), a chunk's padded NHWC
     images, columns and (pixels, O) product or gradient; the weight gradient also its chunk's
     product and float64 sum."""
-    n = chunk_images(op, geo, itemsize, for_part)
+    n = chunk_images(op, geo, itemsize)
     padded = n * (geo.h + 2 * geo.ph) * (geo.w + 2 * geo.pw) * geo.c
     weights = geo.k * geo.o
     extra = 3 * weights if op == "conv2d_grad_weight" else 0  # (float64 sum: two itemsizes)
@@ -81,7 +82,7 @@ class _Chunks:
     def __init__(self, op: str, geo: _Geometry, dtype: Any, workspace: Workspace | None) -> None:
         self.geo, self.dtype = geo, np.dtype(dtype)
         self.hp, self.wp = geo.h + 2 * geo.ph, geo.w + 2 * geo.pw
-        self.step = chunk_images(op, geo, self.dtype.itemsize, workspace is not None and workspace.for_part)
+        self.step = chunk_images(op, geo, self.dtype.itemsize)
         self.allocate = allocator(workspace)
         self.padded = self.allocate((self.step * self.hp * self.wp * geo.c,), self.dtype)
         self.cols = self.allocate((self.step * geo.p * geo.k,), self.dtype)
@@ -89,6 +90,12 @@ class _Chunks:
 
     def spans(self) -> list[tuple[int, int]]:
         return [(start, min(start + self.step, self.geo.n)) for start in range(0, self.geo.n, self.step)]
+
+    def compiled_args(self, address: int) -> tuple[Any, ...]:
+        """The scratch and sizes the compiled chunk loops (numba_nhwc_chunks) take."""
+        geo = self.geo
+        return (self.padded, self.cols, self.pixels, self.step, geo.ph, geo.pw, self.hp, self.wp, geo.kh, geo.kw,
+                geo.sh, geo.sw, geo.dh, geo.dw, address)
 
     def loop_args(self, n: int) -> tuple[int, ...]:
         geo = self.geo
@@ -125,6 +132,10 @@ def nhwc_forward(x: np.ndarray, w: np.ndarray, *, out: np.ndarray | None = None,
     chunks = _Chunks("conv2d", geo, x.dtype, workspace)
     weights = _weight_columns(w, geo, chunks.allocate)
     y = _target(out, (geo.n, geo.o, geo.ho, geo.wo), x.dtype)
+    address = _gemm_address(x, weights, y)
+    if address:
+        _loops()["forward_chunks"](x, weights, y, *chunks.compiled_args(address))
+        return _result(y, out, (geo.n, geo.o, geo.ho, geo.wo))
     for start, stop in chunks.spans():
         n = stop - start
         product = chunks.pixels[:n * geo.p * geo.o].reshape(n * geo.p, geo.o)
@@ -141,6 +152,10 @@ def nhwc_grad_input(g: np.ndarray, w: np.ndarray, x: Any, *, out: np.ndarray | N
     weights = _weight_columns(w, geo, chunks.allocate)
     dx = _target(out, (geo.n, geo.c, geo.h, geo.w), g.dtype)
     loops = _loops()
+    address = _gemm_address(g, weights, dx)
+    if address:
+        loops["grad_input_chunks"](g, weights, dx, *chunks.compiled_args(address))
+        return _result(dx, out, (geo.n, geo.c, geo.h, geo.w))
     for start, stop in chunks.spans():
         n = stop - start
         cols = chunks.cols[:n * geo.p * geo.k]
@@ -159,6 +174,10 @@ def nhwc_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, *, out: np.ndarray | 
     chunks = _Chunks("conv2d_grad_weight", geo, x.dtype, workspace)
     part = chunks.allocate((geo.o, geo.k), g.dtype)
     total = chunks.allocate((geo.o, geo.k), np.float64)
+    address = _gemm_address(x, g, part)
+    if address:
+        _loops()["grad_weight_chunks"](x, g, part, total, *chunks.compiled_args(address))
+        return weight_result(total.reshape(geo.o, geo.kh, geo.kw, geo.c).transpose(0, 3, 1, 2), out, g.dtype)
     total.fill(0)
     for start, stop in chunks.spans():
         cols = chunks.columns(x[start:stop])

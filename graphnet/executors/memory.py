@@ -56,21 +56,21 @@ def _conv_scratch(op: str, shapes: list[tuple[int, ...]], attrs: Mapping[str, An
                   ) -> tuple[int, int]:
     """(bytes held in the executor's convolution workspaces, bytes allocated and freed while
     the step runs). A convolution split among threads (numba_conv.parts) runs each part's
-    images in a workspace of its own, with bigger chunks; its weight gradient also keeps one
+    images in a workspace of its own; its weight gradient also keeps one
     sum per extra part."""
     x_at, w_at = _CONV_OPERANDS[op]
     count = parts(op, tuple(shapes[x_at]), tuple(shapes[w_at]), dict(attrs), inside=True)  # plans with convolutions split
     if count == 1:
-        return _conv_part_scratch(op, shapes, attrs, itemsize, False)
+        return _conv_part_scratch(op, shapes, attrs, itemsize)
     part_shapes = list(shapes)
     part_shapes[x_at] = (-(-int(shapes[x_at][0]) // count), *shapes[x_at][1:])
-    held, extra = _conv_part_scratch(op, part_shapes, attrs, itemsize, True)
+    held, extra = _conv_part_scratch(op, part_shapes, attrs, itemsize)
     sums = (count - 1) * int(np.prod(shapes[w_at])) * itemsize if op == "conv2d_grad_weight" else 0
     return held * count + sums, extra * count
 
 
-def _conv_part_scratch(op: str, shapes: list[tuple[int, ...]], attrs: Mapping[str, Any], itemsize: int,
-                       for_part: bool) -> tuple[int, int]:
+def _conv_part_scratch(op: str, shapes: list[tuple[int, ...]], attrs: Mapping[str, Any],
+                       itemsize: int) -> tuple[int, int]:
     """``_conv_scratch`` of one part, for the algorithm the cost rule picks (numba_conv.rule;
     with autotuning on, a layer may run another one). Per-image products keep their columns
     (and the weight gradient its per-image products) in the workspace and write the result
@@ -86,7 +86,7 @@ def _conv_part_scratch(op: str, shapes: list[tuple[int, ...]], attrs: Mapping[st
             * itemsize + 3 * ALIGNMENT, 0
     if algorithm == "nhwc":
         geo = _geometry(tuple(x_shape), tuple(w_shape), dict(attrs))
-        return conv_nhwc.scratch_bytes(op, geo, itemsize, for_part), 0
+        return conv_nhwc.scratch_bytes(op, geo, itemsize), 0
     if algorithm == "batched_gemm":
         n, groups = max(int(x_shape[0]), 1), int(attrs["groups"])
         o, cg, kh, kw = w_shape

@@ -55,8 +55,13 @@ def rule(op: str, x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -> str:
     return "xp"
 
 
+#: the file of timed choices; a new name whenever the algorithms' speeds change (2: the
+#: channels-last chunk loops compiled whole), so that choices timed before are timed again
+DECISIONS_FILE = "conv_algorithms.2.json"
+
+
 def _decisions_path() -> str:
-    return os.path.join(cache_dir(), "conv_algorithms.json")
+    return os.path.join(cache_dir(), DECISIONS_FILE)
 
 
 def _load_decisions() -> dict[str, str]:
@@ -156,12 +161,9 @@ class ConvKernel:
             work = self._work[x_shape, w_shape] = _multiply_adds(x_shape, w_shape, self.attrs)
         count = threads.parts_for(work, SPLIT_MIN_MACS, x_shape[0])
         if count == 1:
-            self.workspaces[0].for_part = False
             return kernel(*arrays, out=out, workspace=self.workspaces[0], **self.attrs)
         while len(self.workspaces) < count:
             self.workspaces.append(Workspace())
-        for workspace in self.workspaces[:count]:
-            workspace.for_part = True
         spans = threads.spans(x_shape[0], count)
         if self.op != "conv2d_grad_weight":
             target = out if out is not None and out.flags.c_contiguous else \
