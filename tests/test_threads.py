@@ -74,6 +74,36 @@ def test_run_parts_waits_for_every_task_before_raising():
     assert threads.run_parts([lambda: 1, lambda: 2]) == [1, 2]  # and the helpers still serve
 
 
+def test_counter_wait_returns_when_changed_or_after_its_time():
+    """The helpers' short poll (executors/spin.py): it sees another thread's change without
+    holding the GIL, and gives up after about the time asked for."""
+    import threading
+    import time
+
+    spin = pytest.importorskip("graphnet.executors.spin")
+    counter = spin.Counter()
+    start = time.perf_counter()
+    assert counter.wait_while(0, 0.02) is False  # nobody changes it
+    assert 0.005 < time.perf_counter() - start < 2.0
+    assert counter.wait_while(1, 10.0) is True  # already not 1: returns at once
+    changer = threading.Timer(0.01, lambda: counter.set(3))
+    changer.start()
+    start = time.perf_counter()
+    assert counter.wait_while(0, 10.0) is True and counter.value == 3
+    assert time.perf_counter() - start < 5.0  # (the Timer thread could run: the poll left the GIL)
+    changer.join()
+
+
+def test_helpers_serve_after_idling_past_their_poll(monkeypatch):
+    """A helper that stopped polling blocks on its lock and still takes the next task."""
+    import time
+
+    monkeypatch.setattr(threads, "SPIN_SECONDS", 1e-4)
+    assert threads.run_parts([lambda: 1, lambda: 2]) == [1, 2]
+    time.sleep(0.05)  # past the poll: the helper now waits on its lock
+    assert threads.run_parts([lambda: 3, lambda: time.sleep(0.01) or 4]) == [3, 4]
+
+
 def test_nested_splits_run_serially_on_the_caller():
     inner = []
     outer = threads.run_parts([lambda: threads.run_parts([lambda: inner.append("a"), lambda: inner.append("b")]),

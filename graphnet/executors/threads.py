@@ -15,13 +15,16 @@ split among threads in the same step lost that core (splitting batch norm alone,
 threaded, made ResNet steps 2-5% slower). With BLAS single-threaded and each product split
 by rows here, the products run about as fast as OpenBLAS's own threading (0.59 against 0.68 ms for
 256x784 @ 784x512 alone), and every other kernel may use the cores too: the ResNet's step
-took 0.73 of its time with everything on one thread but BLAS, the seed CNN's 0.89. Handing a task to a helper and back costs some 6 microseconds, so only work
-well above that is split.
+took 0.73 of its time with everything on one thread but BLAS, the seed CNN's 0.89. Handing
+a task to a helper and back costs some 10 microseconds, so only work well above that is
+split. Between tasks a helper polls for the next one for SPIN_SECONDS before it blocks (an
+idle core took 170 microseconds to wake here: spin.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -141,8 +144,25 @@ def splitting() -> Iterator[None]:
                     lib.set_num_threads(_applied[0])
 
 
+#: how long a helper polls for its next task, and a caller for a helper's result, before
+#: blocking on a lock (spin.py says why: an idle core is slow to wake here)
+SPIN_SECONDS = 3e-4
+
+
+@functools.lru_cache(maxsize=1)
+def _counter_type() -> Any:
+    """spin.Counter, or None without numba (then waits block at once)."""
+    try:
+        from .spin import Counter
+    except ImportError:
+        return None
+    return Counter
+
+
 class _Helper:
-    """One helper thread: runs a task each time it is started, blocking on a lock between."""
+    """One helper thread: runs a task each time it is started, polling for the next one a
+    short while and then blocking on a lock. The locks hand the tasks over; the counters
+    only let either side see, without blocking, that the other has moved on."""
 
     def __init__(self, name: str) -> None:
         self._go = threading.Lock()
@@ -152,23 +172,38 @@ class _Helper:
         self._task: Callable[[], Any] | None = None
         self._result: Any = None
         self._error: BaseException | None = None
+        counter = _counter_type()
+        self._started = counter() if counter else None  # tasks handed over so far
+        self._finished = counter() if counter else None  # tasks run so far
+        self._handed = 0
         threading.Thread(target=self._serve, name=name, daemon=True).start()
 
     def _serve(self) -> None:
+        finished = 0
         while True:
+            if self._started is not None:
+                self._started.wait_while(finished, SPIN_SECONDS)
             self._go.acquire()
             try:
                 self._result, self._error = self._task(), None  # type: ignore[misc]
             except BaseException as exc:  # handed to the caller of finish()
                 self._result, self._error = None, exc
             self._task = None
+            finished += 1
+            if self._finished is not None:
+                self._finished.set(finished)
             self._done.release()
 
     def start(self, task: Callable[[], Any]) -> None:
         self._task = task
+        self._handed += 1
+        if self._started is not None:
+            self._started.set(self._handed)
         self._go.release()
 
     def finish(self) -> tuple[Any, BaseException | None]:
+        if self._finished is not None:
+            self._finished.wait_while(self._handed - 1, SPIN_SECONDS)
         self._done.acquire()
         result, error = self._result, self._error
         self._result = self._error = None
