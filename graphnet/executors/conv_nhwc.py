@@ -22,10 +22,12 @@ from .conv_common import Workspace, _Geometry, _geometry, _result, _target, allo
 
 #: images go through in chunks whose columns take about this many bytes, per op, on one thread
 #: or in each part of a split (timed with the compiled chunk loops on the reference layers, on
-#: one and two threads: small chunks keep the forward and weight gradient in the L2 cache,
-#: where the input gradient's (pixels, O) @ (O, K) product gains from more pixels, up to
-#: 256 KB: 512 KB was 2% faster on the ResNet but took the seed CNN's peak memory over PyTorch's)
-CHUNK_BYTES = {"conv2d": 64 * 1024, "conv2d_grad_weight": 128 * 1024, "conv2d_grad_input": 256 * 1024}
+#: one and two threads: small chunks keep the forward and weight gradient in the L2 cache (the
+#: weight gradient's products accumulate over chunks before each float64 sum:
+#: numba_nhwc_chunks.FLUSH_PIXELS), where the input gradient's (pixels, O) @ (O, K) product
+#: gains from more pixels, up to 256 KB: 512 KB was 2% faster on the ResNet but took the seed
+#: CNN's peak memory over PyTorch's)
+CHUNK_BYTES = {"conv2d": 64 * 1024, "conv2d_grad_weight": 64 * 1024, "conv2d_grad_input": 256 * 1024}
 
 
 @functools.lru_cache(maxsize=1)

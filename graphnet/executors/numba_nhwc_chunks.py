@@ -67,11 +67,17 @@ def grad_input_chunks(g, weights, dx, padded, cols, pixels, step, ph, pw, hp, wp
         from_padded_nhwc(padded, dx[start:start + n], ph, pw, hp, wp)
 
 
+#: the weight gradient's chunk products accumulate in ``part`` (BLAS's beta = 1) until they
+#: cover this many output pixels, then go into the float64 sum: adding an (O, K) product per
+#: small chunk cost more than the products on the ResNet's 4x4 layer
+FLUSH_PIXELS = 512
+
+
 @jit
 def grad_weight_chunks(x, g, part, total, padded, cols, pixels, step, ph, pw, hp, wp, kh, kw, sh, sw, dh, dw,
                        address):  # pragma: no cover - compiled
     """total (O, K, float64) <- the sum over chunks of g's chunk (pixels, O) transposed times
-    x's columns (pixels, K); ``part`` (O, K) holds one chunk's product."""
+    x's columns (pixels, K); ``part`` (O, K) sums the chunks since the last flush."""
     n_total, channels = x.shape[0], x.shape[1]
     o, k = part.shape
     ho, wo = g.shape[2], g.shape[3]
@@ -80,11 +86,15 @@ def grad_weight_chunks(x, g, part, total, padded, cols, pixels, step, ph, pw, hp
     flat_total = total.reshape(o * k)
     for t in range(o * k):
         flat_total[np.uint64(t)] = 0
+    summed = 0  # output pixels in ``part``
     for start in range(0, n_total, step):
         n = min(step, n_total - start)
         to_padded_nhwc(x[start:start + n], padded, ph, pw, hp, wp)
         im2col_nhwc(padded, cols, n, hp, wp, channels, kh, kw, sh, sw, dh, dw, ho, wo)
         _chunk_gradient(g, pixels, start, n)
-        gemm(address, TRANS, NO_TRANS, o, k, n * p, 1.0, pixels, o, cols, k, 0.0, part, k)
-        for t in range(o * k):
-            flat_total[np.uint64(t)] += flat_part[np.uint64(t)]
+        gemm(address, TRANS, NO_TRANS, o, k, n * p, 1.0, pixels, o, cols, k, 1.0 if summed else 0.0, part, k)
+        summed += n * p
+        if summed >= FLUSH_PIXELS or start + n == n_total:
+            for t in range(o * k):
+                flat_total[np.uint64(t)] += flat_part[np.uint64(t)]
+            summed = 0
