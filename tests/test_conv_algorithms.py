@@ -246,22 +246,28 @@ def test_algorithm_split_by_images_among_threads(case, op, algorithm, monkeypatc
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+@pytest.mark.parametrize("algorithm", ["batched_gemm", "nhwc"])
 @pytest.mark.parametrize("op", list(conv_algorithms.ALGORITHMS))
-def test_channels_last_chunk_loop_compiled_and_in_python(case, op, compiled, monkeypatch):
-    """The channels-last loop over chunks, one image per chunk: compiled whole (BLAS called
-    from numba) and in Python (where numpy's BLAS cannot be called by address) agree with
-    the reference."""
+def test_chunk_loops_compiled_and_in_python(case, op, algorithm, compiled, monkeypatch):
+    """The per-image and channels-last loops over chunks, one image per chunk: compiled whole
+    (BLAS called from numba; the weight gradient summing images with beta = 1 between
+    flushes) and in Python (where numpy's BLAS cannot be called by address) agree with the
+    reference."""
     from graphnet.executors import conv_nhwc
 
     x, w, g, attrs, expected = case
-    kernel = _applicable(op, "nhwc", x, w, g, attrs)
+    kernel = _applicable(op, algorithm, x, w, g, attrs)
     if kernel is None:
         return
-    if compiled and not conv_nhwc._gemm_address(x):
+    module = conv_nhwc if algorithm == "nhwc" else conv_algorithms
+    if compiled and not module._gemm_address(x):
         pytest.skip("numpy's BLAS here is not an OpenBLAS with 64-bit integers: the chunks run in Python")
     if not compiled:
-        monkeypatch.setattr(conv_nhwc, "_gemm_address", lambda *arrays: 0)
-    monkeypatch.setitem(conv_nhwc.CHUNK_BYTES, op, 1)
+        monkeypatch.setattr(module, "_gemm_address", lambda *arrays: 0)
+    if algorithm == "nhwc":
+        monkeypatch.setitem(conv_nhwc.CHUNK_BYTES, op, 1)
+    else:
+        monkeypatch.setattr(conv_algorithms, "CHUNK_BYTES", 1)
     out = np.full(expected[op].shape, np.nan)
     assert kernel(*_arguments(op, x, w, g), out=out, workspace=conv_algorithms.Workspace(), **attrs) is out
     np.testing.assert_allclose(out, expected[op], rtol=0, atol=1e-11)

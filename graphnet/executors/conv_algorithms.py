@@ -11,7 +11,8 @@ NCHW. On the CPU that memory traffic costs more than the arithmetic. The algorit
 * ``batched_gemm``: one numba pass gathers each image's columns ``(K, Ho*Wo)`` straight from
   the NCHW input (padding written as zeros, no padded copy), and one BLAS product per image
   writes the NCHW result in place; the input gradient scatters the columns' gradient back
-  in one numba pass (col2im), and the weight gradient sums per-image products.
+  in one numba pass (col2im), and the weight gradient sums per-image products. With numpy's
+  own OpenBLAS the whole loop over chunks is one compiled call (numba_image_chunks.py).
 * ``pointwise``: a 1x1 convolution without padding as a plain product per image.
 * ``xp``: the shared kernel, over chunks of images.
 """
@@ -26,17 +27,19 @@ import numpy as np
 
 from ..ops import conv_kernels
 from . import conv_nhwc, conv_shifted
-from .conv_common import (Workspace, _aligned, _Geometry, _geometry, _result, _scratch, _target, _weights, allocator,
-                          shapes_of, weight_result)
+from .conv_common import (Workspace, _aligned, _gemm_address, _Geometry, _geometry, _result, _scratch, _target,
+                          _weights, allocator, shapes_of, weight_result)
 
 CONV_OPS = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")
 
 
 @functools.lru_cache(maxsize=1)
 def _loops() -> dict[str, Callable[..., None]]:
-    from . import numba_conv_loops  # only plans with convolutions pay for importing numba
+    from . import numba_conv_loops, numba_image_chunks  # only plans with convolutions pay for importing numba
 
-    return {"im2col": numba_conv_loops.im2col, "col2im": numba_conv_loops.col2im}
+    return {"im2col": numba_conv_loops.im2col, "col2im": numba_conv_loops.col2im,
+            **{name: getattr(numba_image_chunks, name)
+               for name in ("forward_images", "grad_input_images", "grad_weight_images")}}
 
 
 # --- batched_gemm: per-image columns and one BLAS product per image ------------------------
@@ -64,6 +67,10 @@ def gemm_forward(x: np.ndarray, w: np.ndarray, *, out: np.ndarray | None = None,
     weights, images = _weights(geo, w), np.ascontiguousarray(x)
     step, chunks = _chunks(geo, x.dtype.itemsize)
     cols = _scratch(workspace, (step, geo.groups, geo.k, geo.p), x.dtype)
+    address = _gemm_address(images, weights, product)
+    if address:  # the whole loop compiled, without the GIL
+        _loops()["forward_images"](images, weights, product, cols.reshape(-1), step, *geo.loop_args(), address)
+        return _result(product, out, (geo.n, geo.o, geo.ho, geo.wo))
     for start, stop in chunks:
         part = cols[:stop - start]
         _loops()["im2col"](images[start:stop], part.reshape(stop - start, geo.groups * geo.k, geo.p),
@@ -80,6 +87,11 @@ def gemm_grad_input(g: np.ndarray, w: np.ndarray, x: Any, *, out: np.ndarray | N
     dx = _target(out, (geo.n, geo.c, geo.h, geo.w), g.dtype)
     step, chunks = _chunks(geo, g.dtype.itemsize)
     cols = _scratch(workspace, (step, geo.groups, geo.k, geo.p), g.dtype)
+    weights = _weights(geo, w)
+    address = _gemm_address(grads, weights, dx)
+    if address:
+        _loops()["grad_input_images"](grads, weights, dx, cols.reshape(-1), step, *geo.loop_args(), address)
+        return _result(dx, out, (geo.n, geo.c, geo.h, geo.w))
     for start, stop in chunks:
         part = cols[:stop - start]
         np.matmul(transposed, grads[start:stop], out=part)  # (n, G, K, P)
@@ -100,6 +112,11 @@ def gemm_grad_weight(x: np.ndarray, g: np.ndarray, w: Any, *, out: np.ndarray | 
     offset += _aligned(per_image.nbytes)
     total = _scratch(workspace, (geo.groups, geo.og, geo.k), np.float64, offset)  # summed in float64
     chunk_sum = _scratch(workspace, total.shape, np.float64, offset + _aligned(total.nbytes))
+    address = _gemm_address(images, grads, per_image)
+    if address:
+        part = per_image.reshape(-1)[:total.size].reshape(total.shape)  # the images' float32 sums
+        _loops()["grad_weight_images"](images, grads, part, total, cols.reshape(-1), step, *geo.loop_args(), address)
+        return weight_result(total.reshape(geo.o, geo.cg, geo.kh, geo.kw), out, g.dtype)
     total.fill(0)
     for start, stop in chunks:
         part, products = cols[:stop - start], per_image[:stop - start]

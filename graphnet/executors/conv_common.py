@@ -125,6 +125,17 @@ def weight_result(total: np.ndarray, out: np.ndarray | None, dtype: Any) -> np.n
     return out
 
 
+def _gemm_address(*arrays: np.ndarray) -> int:
+    """The BLAS product the compiled chunk loops (numba_nhwc_chunks, numba_image_chunks) call
+    for these arrays' dtype, or 0: then the chunks run in Python (blas.py says where)."""
+    dtype = arrays[0].dtype
+    if any(a.dtype != dtype for a in arrays):
+        return 0
+    from .blas import gemm_address
+
+    return gemm_address(dtype)
+
+
 def shapes_of(op: str, arrays: tuple[Any, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(input shape, weight shape) of a convolution step from its input arrays."""
     if op == "conv2d":

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .conv_common import Workspace, _Geometry, _geometry, _result, _target, allocator, weight_result
+from .conv_common import Workspace, _gemm_address, _Geometry, _geometry, _result, _target, allocator, weight_result
 
 #: images go through in chunks whose columns take about this many bytes, per op, on one thread
 #: or in each part of a split (timed with the compiled chunk loops on the reference layers, on
@@ -39,17 +39,6 @@ def _loops() -> dict[str, Callable[..., None]]:
     loops.update({name: getattr(numba_nhwc_chunks, name)
                   for name in ("forward_chunks", "grad_input_chunks", "grad_weight_chunks")})
     return loops
-
-
-def _gemm_address(*arrays: np.ndarray) -> int:
-    """The BLAS product the compiled chunk loops call for these arrays' dtype, or 0 (then
-    the chunks run in Python: blas.py)."""
-    dtype = arrays[0].dtype
-    if any(a.dtype != dtype for a in arrays):
-        return 0
-    from .blas import gemm_address
-
-    return gemm_address(dtype)
 
 
 def applies(x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -> bool:
