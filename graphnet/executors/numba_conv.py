@@ -55,9 +55,10 @@ def rule(op: str, x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -> str:
     return "xp"
 
 
-#: the file of timed choices; a new name whenever the algorithms' speeds change (2: the
-#: channels-last chunk loops compiled whole), so that choices timed before are timed again
-DECISIONS_FILE = "conv_algorithms.2.json"
+#: the file of timed choices; a new name whenever the algorithms' speeds change (3: the
+#: channels-last and per-image chunk loops compiled whole), so that choices timed before are
+#: timed again
+DECISIONS_FILE = "conv_algorithms.3.json"
 
 
 def _decisions_path() -> str:
