@@ -13,7 +13,7 @@ Why not leave the products to BLAS's own threads: OpenBLAS's worker spins for a 
 every multi-threaded product, holding the second core, so any of graphnet's own kernels
 split among threads in the same step lost that core (splitting batch norm alone, with BLAS
 threaded, made ResNet steps 2-5% slower). With BLAS single-threaded and each product split
-by rows here, the products run about as fast as OpenBLAS's own threading (0.59 against 0.68 ms for
+here, the products run about as fast as OpenBLAS's own threading (0.59 against 0.68 ms for
 256x784 @ 784x512 alone), and every other kernel may use the cores too: the ResNet's step
 took 0.73 of its time with everything on one thread but BLAS, the seed CNN's 0.89. Handing
 a task to a helper and back costs some 10 microseconds, so only work well above that is
@@ -151,10 +151,13 @@ SPIN_SECONDS = 3e-4
 
 @functools.lru_cache(maxsize=1)
 def _counter_type() -> Any:
-    """spin.Counter, or None without numba (then waits block at once)."""
+    """spin.Counter, or None without numba or where its poll cannot be compiled (then waits
+    block at once: slower to wake, never wrong)."""
     try:
         from .spin import Counter
-    except ImportError:
+
+        Counter().wait_while(1, 0.0)  # compiles (or loads) and calibrates the poll here
+    except Exception:  # noqa: BLE001 - any failure only costs the poll, so it is not fatal
         return None
     return Counter
 
