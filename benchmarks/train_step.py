@@ -11,7 +11,9 @@ eager and torch.compile with .venv-torch, JAX (+optax) with .venv-jax (see bench
 a side whose interpreter is missing is skipped with a note). BLAS and OpenMP thread pools
 that spin after work would otherwise steal the cores from the next side. Prints ms per step
 per side, the best peer and graphnet's ratio to it, and the number of steps in graphnet's
-compiled training plan; --first-call also times building the ResNet's step plus its first
+compiled training plan; then the MLP b256 step's GFLOP/s against numpy's own GEMM peak
+measured in the same process, and the share of its matrix products alone (timed op by op
+inside the step); --first-call also times building the ResNet's step plus its first
 call in a fresh process per side (torch.compile takes tens of seconds there); --json prints
 everything as one JSON object; --check prints each side's loss over a few steps.
 
@@ -63,7 +65,8 @@ def median_ms(step: Callable[[], object], warmup: int, repeats: int) -> float:
 
 
 def graphnet_step(name: str, batch: int, steps: dict[str, int] | None = None,
-                  predicted: dict[str, int] | None = None, held: dict | None = None) -> Callable[[], object]:
+                  predicted: dict[str, int] | None = None, held: dict | None = None,
+                  per_op: dict | None = None) -> Callable[[], object]:
     import numpy as np
 
     import graphnet as gn
@@ -98,6 +101,8 @@ def graphnet_step(name: str, batch: int, steps: dict[str, int] | None = None,
         predicted[f"{name}/{batch}"] = a + b * batch + state
     if held is not None:  # variables, the batch, and what the executor keeps (arena, convolution workspace)
         held["bytes"] = lambda: state + train.executor.held_bytes()
+    if per_op is not None:  # one step run step by step: seconds per op
+        per_op["seconds"] = lambda: train.executor.time_steps({"x": xb, "labels": yb})
 
     def step() -> object:
         out = train.run(x=xb, labels=yb)
@@ -224,8 +229,18 @@ def child(side: str, task: str, threads: int, warmup: int, repeats: int) -> dict
             w = max(w, 2)  # the first call compiles, the second may recompile
         ms[f"{name}/{batch}"] = median_ms(step, w, max(5, repeats // 4) if quarter else repeats)
     if side == "graphnet":  # numpy's GEMM speed in this same process, right after the steps
-        return {"ms": ms, "steps": steps, "gemm_gflops": gemm_peak()}
+        return {"ms": ms, "steps": steps, "mlp_b256_products_ms": products_ms(repeats), "gemm_gflops": gemm_peak()}
     return {"ms": ms}
+
+
+def products_ms(repeats: int) -> float:
+    """The median ms the MLP's matrix products take inside one b256 step, run op by op."""
+    import numpy as np
+
+    per_op: dict = {}
+    graphnet_step("mlp", 256, per_op=per_op)
+    seconds = [per_op["seconds"]().get("matmul", 0.0) for _ in range(max(10, repeats))]
+    return float(np.median(seconds[5:])) * 1e3
 
 
 # --- the parent ----------------------------------------------------------------------------
@@ -330,6 +345,10 @@ def main() -> None:
     if gemm and "mlp/256" in results["graphnet"]["ms"]:
         gflops = MLP_FLOPS_PER_EXAMPLE * 256 / (results["graphnet"]["ms"]["mlp/256"] * 1e-3) / 1e9
         mlp = {"gflops": gflops, "peak_gflops": max(gemm.values()), "fraction_of_peak": gflops / max(gemm.values())}
+        products = results["graphnet"].get("mlp_b256_products_ms")
+        if products:
+            mlp["products_ms"] = products
+            mlp["products_fraction_of_peak"] = MLP_FLOPS_PER_EXAMPLE * 256 / (products * 1e-3) / 1e9 / max(gemm.values())
 
     table = {}
     for name, batch in CASES:
@@ -362,6 +381,10 @@ def main() -> None:
         print(f"MLP b256: {MLP_FLOPS_PER_EXAMPLE * 256 / 1e9:.2f} GFLOP per step, {mlp['gflops']:.0f} GFLOP/s = "
               f"{100 * mlp['fraction_of_peak']:.0f}% of numpy's float32 GEMM peak measured in this run ("
               + ", ".join(f"{label} {v:.0f}" for label, v in gemm.items()) + " GFLOP/s)")
+        if "products_ms" in mlp:
+            print(f"  its matrix products alone, inside the step: {mlp['products_ms']:.2f} ms = "
+                  f"{100 * mlp['products_fraction_of_peak']:.0f}% of that peak; everything else "
+                  f"{results['graphnet']['ms']['mlp/256'] - mlp['products_ms']:.2f} ms")
     if memory:
         print("peak memory of tensors per training step, MiB: kept between steps + allocated during one "
               "(kept in brackets); graphnet's prediction from its compile report:")
