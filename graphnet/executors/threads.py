@@ -2,12 +2,14 @@
 
 ``GRAPHNET_NUM_THREADS`` (default: the cores this process may run on) or
 ``gn.set_num_threads`` sets the count. Plans with convolutions split their large kernels'
-work themselves (matrix products by rows, convolutions by images, batch norm by channels,
-generated elementwise loops by ranges: ``run_parts``), on a team of plain Python threads
-that wait on a lock between tasks, while BLAS runs single-threaded for the length of each
-run (``splitting``). Other plans, whose work is mostly matrix products, leave the threads
-to BLAS: on the reference MLP, OpenBLAS's own threading was as fast as splitting the
-products here, and splitting its elementwise kernels besides made its steps 3-8% slower.
+work themselves (matrix products by columns or rows, convolutions by images, batch norm by
+channels, generated elementwise loops by ranges: ``run_parts``), on a team of plain Python
+threads that poll and then wait on a lock between tasks, while BLAS runs single-threaded for
+the length of each run (``splitting``). Other plans, whose work is mostly matrix products,
+leave the threads to BLAS: on the reference MLP, splitting everything was level with
+OpenBLAS's own threading (per-round ratio 1.00 at batch 256, 1.01 at 128: the split products
+lose what the split update gains), and splitting only the optimizer update, after setting
+BLAS to one thread, made steps 10-17% slower (OpenBLAS's worker goes on spinning a while).
 
 Why not leave the products to BLAS's own threads: OpenBLAS's worker spins for a while after
 every multi-threaded product, holding the second core, so any of graphnet's own kernels
