@@ -31,7 +31,7 @@ _SYMBOLS = {np.dtype(np.float32): ("scipy_cblas_sgemm64_", "cblas_sgemm64_"),
             np.dtype(np.float64): ("scipy_cblas_dgemm64_", "cblas_dgemm64_")}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gemm_address(dtype: np.dtype) -> int:
     """The address of the 64-bit-integer ``cblas_sgemm`` (float32) or ``cblas_dgemm``
     (float64) of the BLAS numpy uses, or 0 where there is none to call safely."""

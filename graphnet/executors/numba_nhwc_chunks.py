@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .blas import NO_TRANS, TRANS, gemm
-from .numba_conv_loops import col2im_nhwc, im2col_nhwc, jit, to_padded_nhwc, from_padded_nhwc
+from .numba_conv_loops import col2im_nhwc, from_padded_nhwc, im2col_nhwc, jit, to_padded_nhwc
 
 
 @jit
