@@ -83,18 +83,17 @@ def gemm_grad_input(g: np.ndarray, w: np.ndarray, x: Any, *, out: np.ndarray | N
                     workspace: Workspace | None = None, **attrs: Any) -> np.ndarray:
     geo = _geometry(x.shape, w.shape, attrs)
     grads = np.ascontiguousarray(g).reshape(geo.n, geo.groups, geo.og, geo.p)
-    transposed = _weights(geo, w).transpose(0, 2, 1)
+    weights = _weights(geo, w)
     dx = _target(out, (geo.n, geo.c, geo.h, geo.w), g.dtype)
     step, chunks = _chunks(geo, g.dtype.itemsize)
     cols = _scratch(workspace, (step, geo.groups, geo.k, geo.p), g.dtype)
-    weights = _weights(geo, w)
     address = _gemm_address(grads, weights, dx)
     if address:
         _loops()["grad_input_images"](grads, weights, dx, cols.reshape(-1), step, *geo.loop_args(), address)
         return _result(dx, out, (geo.n, geo.c, geo.h, geo.w))
     for start, stop in chunks:
         part = cols[:stop - start]
-        np.matmul(transposed, grads[start:stop], out=part)  # (n, G, K, P)
+        np.matmul(weights.transpose(0, 2, 1), grads[start:stop], out=part)  # (n, G, K, P)
         _loops()["col2im"](part.reshape(stop - start, geo.groups * geo.k, geo.p), dx[start:stop],
                            *geo.loop_args())
     return _result(dx, out, (geo.n, geo.c, geo.h, geo.w))
