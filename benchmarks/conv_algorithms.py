@@ -3,7 +3,7 @@
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/conv_algorithms.py
 
 Prints one row per layer: forward, weight gradient and input gradient for every algorithm
-of graphnet/executors/conv_algorithms.py, the one the cost rule (numba_conv.rule) picks
+of graphnet/executors/conv_algorithms.py, the one the cost rule (chooser.rule) picks
 marked with '*'. The cost rule (used with GRAPHNET_AUTOTUNE=0) was read off this table.
 """
 
@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from graphnet.executors import conv_algorithms, numba_conv
+from graphnet.kernels.cpu.conv import algorithms, chooser
 
 #: layer -> (input shape, weight shape, stride, padding): the seed CNN at batch 64, the ResNet at 128
 LAYERS = {
@@ -51,13 +51,13 @@ def main() -> None:
         attrs = {"stride": (stride, stride), "padding": (padding, padding), "dilation": (1, 1), "groups": 1}
         x = rng.standard_normal(x_shape, dtype=np.float32)
         w = rng.standard_normal(w_shape, dtype=np.float32)
-        g = rng.standard_normal(conv_algorithms.gemm_forward(x, w, **attrs).shape, dtype=np.float32)
+        g = rng.standard_normal(algorithms.gemm_forward(x, w, **attrs).shape, dtype=np.float32)
         inputs = {"conv2d": (x, w), "conv2d_grad_weight": (x, g, w), "conv2d_grad_input": (g, w, x)}
         cells = []
         for op, arrays in inputs.items():
-            picked = numba_conv.rule(op, x_shape, w_shape, attrs)
-            for name in numba_conv.candidates(op, x_shape, w_shape, attrs):
-                kernel = conv_algorithms.ALGORITHMS[op][name][0]
+            picked = chooser.rule(op, x_shape, w_shape, attrs)
+            for name in chooser.candidates(op, x_shape, w_shape, attrs):
+                kernel = algorithms.ALGORITHMS[op][name][0]
                 ms = median_ms(lambda: kernel(*arrays, **attrs), args.repeats)
                 cells.append(f"{op.removeprefix('conv2d_') if op != 'conv2d' else 'forward'}:{name}{'*' if name == picked else ''} {ms:.2f}")
         print(f"{layer:<14} " + "  ".join(cells), flush=True)

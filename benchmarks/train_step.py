@@ -95,9 +95,9 @@ def graphnet_step(name: str, batch: int, steps: dict[str, int] | None = None,
     yb = rng.integers(0, 10, batch)
     state = sum(var.data.nbytes for var in train.plan.variables.values()) + xb.nbytes + yb.nbytes
     if predicted is not None:  # the compile report's peak (storage blocks and temporaries) plus the state
-        from graphnet.executors.memory import peak_formula
+        from graphnet.backends.numpy.executor import NumpyExecutor
 
-        a, b = peak_formula(train.plan)
+        a, b = NumpyExecutor.peak_formula(train.plan)
         predicted[f"{name}/{batch}"] = a + b * batch + state
     if held is not None:  # variables, the batch, and what the executor keeps (arena, convolution workspace)
         held["bytes"] = lambda: state + train.executor.held_bytes()

@@ -15,7 +15,8 @@ from .errors import (  # noqa: F401
     DTypeError, ExecutorError, FeedError, GradientError, GraphError, GraphnetError, MemoryLimitError, ModeWarning,
     NumericsError, OptimizerError, PlanFileError, PlanVersionError, ShapeError,
 )
-from .executors.threads import set_num_threads  # noqa: F401
+from . import backends  # noqa: F401,E402  (registers the backends graphnet ships)
+from .kernels.cpu.threads import set_num_threads  # noqa: F401
 from .grad import grad  # noqa: F401
 from .ir import Graph, Node, TensorType  # noqa: F401
 from .nn.init import manual_seed  # noqa: F401

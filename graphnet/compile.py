@@ -12,7 +12,6 @@ import numpy as np
 from . import config
 from .errors import GraphnetError, ModeWarning, OptimizerError
 from .executors import get_executor
-from .executors.memory import peak_formula
 from .export import load_parts, save_plan
 from .ir import Graph, Node
 from .modes import check_mode, plan_mode
@@ -131,7 +130,7 @@ class CompiledPlan:
         """What compiling did: each pass's node counts and time, the fusion groups and what was
         left alone and why, kernel counts, and how the executor runs the groups (see
         graphnet.report). Iterating over it gives the PassRecords."""
-        return build_report(self.plan, self.executor.codegen_summary(), peak_formula(self.plan))
+        return build_report(self.plan, self.executor.codegen_summary(), self.executor.peak_formula(self.plan))
 
     @property
     def step_count(self) -> int:

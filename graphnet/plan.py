@@ -110,7 +110,7 @@ class MemoryPlan:
     #: (flat group, input position) -> the flat block gathering that position's per-parameter values
     flat: dict[tuple[int, int], int] = field(default_factory=dict)
     #: per block, the first step writing it and the last reading it: blocks whose spans do not
-    #: meet may share memory (the executor packs them into one arena, graphnet.executors.memory)
+    #: meet may share memory (the executor packs them into one arena, graphnet.executors.arena)
     spans: tuple[tuple[int, int], ...] = ()
 
 

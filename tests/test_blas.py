@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graphnet.executors import numba_codegen
+from graphnet.backends.numpy import fused_kernels
 
-pytestmark = pytest.mark.skipif(not numba_codegen.numba_available(), reason="numba is not installed")
+pytestmark = pytest.mark.skipif(not fused_kernels.numba_available(), reason="numba is not installed")
 
 
 @pytest.fixture(scope="module")
 def product():
     import numba
 
-    from graphnet.executors.blas import gemm
+    from graphnet.kernels.cpu.blas import gemm
 
     @numba.njit(nogil=True)
     def call(address, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
@@ -26,7 +26,7 @@ def product():
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
 def test_gemm_matches_matmul(product, dtype, trans_a, trans_b):
-    from graphnet.executors.blas import NO_TRANS, TRANS, gemm_address
+    from graphnet.kernels.cpu.blas import NO_TRANS, TRANS, gemm_address
 
     address = gemm_address(np.dtype(dtype))
     if not address:
@@ -48,7 +48,7 @@ def test_gemm_matches_matmul(product, dtype, trans_a, trans_b):
 
 
 def test_gemm_address_only_for_float32_and_float64():
-    from graphnet.executors.blas import gemm_address
+    from graphnet.kernels.cpu.blas import gemm_address
 
     assert gemm_address(np.dtype(np.float16)) == 0
     assert gemm_address(np.dtype(np.int64)) == 0

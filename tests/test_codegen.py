@@ -10,10 +10,10 @@ import os
 import numpy as np
 import pytest
 
-from graphnet.executors import numba_codegen
+from graphnet.backends.numpy import fused_kernels
 from graphnet.ops.registry import REGISTRY
 
-pytestmark = pytest.mark.skipif(not numba_codegen.numba_available(), reason="numba is not installed")
+pytestmark = pytest.mark.skipif(not fused_kernels.numba_available(), reason="numba is not installed")
 
 NUMPY_KERNEL = REGISTRY["fused"].kernel
 RNG = np.random.default_rng(11)
@@ -39,7 +39,7 @@ def _values(dtype: str, shape: tuple[int, ...], low: float = -3.0, high: float =
 def _both(body: tuple, arrays: list[np.ndarray], out_dtype: str) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(all="ignore"):
         expected = NUMPY_KERNEL(np, *[a.copy() for a in arrays], body=body)
-    kernel = numba_codegen.FusedKernel(body, out_dtype, lambda *a, out=None: NUMPY_KERNEL(np, *a, body=body, out=out))
+    kernel = fused_kernels.FusedKernel(body, out_dtype, lambda *a, out=None: NUMPY_KERNEL(np, *a, body=body, out=out))
     got = kernel(*arrays)
     return np.asarray(got), np.asarray(expected)
 
@@ -88,7 +88,7 @@ def test_where_with_a_mask_cast_and_float32_constants_stay_float32() -> None:
     body = (("sigmoid", (-1,), ()), ("mul", (0, -2), ()), ("gelu", (1,), (("approximate", "tanh"),)))
     got, expected = _both(body, [x, np.float32(0.7) * np.ones((), np.float32)], "float32")
     _close(got, expected)
-    source = numba_codegen.kernel_source(body, ["float32", "float32"], [(True,), (False,)], "float32")
+    source = fused_kernels.kernel_source(body, ["float32", "float32"], [(True,), (False,)], "float32")
     assert "np.float64" not in source and "np.float32(0.5)" in source
 
 
@@ -104,11 +104,11 @@ def test_broadcasting_edges(shapes: list[tuple[int, ...]]) -> None:
 
 
 def test_collapse_merges_dims_broadcast_alike() -> None:
-    extents, spans = numba_codegen.collapse((8, 16, 5, 5), [(8, 16, 5, 5), (1, 16, 1, 1)])
+    extents, spans = fused_kernels.collapse((8, 16, 5, 5), [(8, 16, 5, 5), (1, 16, 1, 1)])
     assert extents == (8, 16, 25) and spans == ((True, True, True), (False, True, False))
-    extents, spans = numba_codegen.collapse((128, 512), [(128, 512), (512,), ()])
+    extents, spans = fused_kernels.collapse((128, 512), [(128, 512), (512,), ()])
     assert extents == (128, 512) and spans == ((True, True), (False, True), (False, False))
-    extents, spans = numba_codegen.collapse((4, 6), [(4, 6), (4, 6)])
+    extents, spans = fused_kernels.collapse((4, 6), [(4, 6), (4, 6)])
     assert extents == (24,)
 
 
@@ -116,7 +116,7 @@ def test_writing_into_out_an_input_or_a_strided_array() -> None:
     body = (("mul", (-1, -2), ()), ("add", (0, -1), ()))
     a, b = _values("float32", (6, 4)), _values("float32", (6, 4))
     expected = a * b + a
-    kernel = numba_codegen.FusedKernel(body, "float32", None)
+    kernel = fused_kernels.FusedKernel(body, "float32", None)
     assert kernel(a.copy(), b, out=a) is a  # reads each element before writing it
     np.testing.assert_array_equal(a, expected)
     strided = np.zeros((6, 8), np.float32)[:, ::2]
@@ -129,7 +129,7 @@ def test_writing_into_out_an_input_or_a_strided_array() -> None:
 def test_a_dtype_numba_cannot_take_falls_back_to_numpy() -> None:
     body = (("add", (-1, -2), ()), ("neg", (0,), ()))
     a = _values("float32", (3, 3)).astype(np.float16)
-    kernel = numba_codegen.FusedKernel(body, "float16",
+    kernel = fused_kernels.FusedKernel(body, "float16",
                                        lambda *x, out=None: NUMPY_KERNEL(np, *x, body=body, out=out))
     np.testing.assert_array_equal(kernel(a, a), -(a + a))
 
@@ -140,7 +140,7 @@ def test_a_second_process_loads_kernels_from_the_disk_cache(tmp_path) -> None:
 
     script = (
         "import numpy as np, graphnet as gn\n"
-        "from graphnet.executors import numba_codegen as nc\n"
+        "from graphnet.backends.numpy import fused_kernels as nc\n"
         "x = gn.placeholder('x', (None, 5))\n"
         "with gn.config.options(fuse=True):\n"
         "    p = gn.compile(gn.tanh(x * 2.0 + 1.0) * x)\n"
@@ -159,7 +159,7 @@ def test_a_second_process_loads_kernels_from_the_disk_cache(tmp_path) -> None:
 @pytest.mark.parametrize("shape", [(4, 3, 5, 6), (7, 3), (1, 3, 2, 2)])
 @pytest.mark.parametrize("affine, relu", [(True, False), (False, False), (True, True)])
 def test_the_numba_batch_norm_kernels_compute_what_the_op_kernels_do(dtype, shape, affine, relu):
-    from graphnet.executors import numba_batch_norm
+    from graphnet.kernels.cpu import batch_norm as cpu_batch_norm
 
     x = (RNG.standard_normal(shape) * 2 + 1).astype(dtype)
     g = RNG.standard_normal(shape).astype(dtype)
@@ -168,7 +168,7 @@ def test_the_numba_batch_norm_kernels_compute_what_the_op_kernels_do(dtype, shap
     params = [gamma, beta] if affine else []
     forward = REGISTRY["batch_norm_train"].kernel
     expected = forward(np, x, *params, **attrs)
-    got = numba_batch_norm.batch_norm_train(x, *params, **attrs)
+    got = cpu_batch_norm.batch_norm_train(x, *params, **attrs)
     tol = {"rtol": 2e-5, "atol": 2e-5} if dtype == "float32" else {"rtol": 1e-11, "atol": 1e-11}
     for a, b in zip(got, expected):
         assert a.dtype == b.dtype and a.shape == b.shape
@@ -177,7 +177,7 @@ def test_the_numba_batch_norm_kernels_compute_what_the_op_kernels_do(dtype, shap
     grad_attrs = {"eps": 1e-3, "weight": affine, "relu": relu}
     rectified = [expected[0]] if relu else []
     expected = backward(np, g, x, expected[1], expected[2], *params[:1], *rectified, **grad_attrs)
-    got = numba_batch_norm.batch_norm_train_grad(g, x, got[1], got[2], *params[:1], *rectified, **grad_attrs)
+    got = cpu_batch_norm.batch_norm_train_grad(g, x, got[1], got[2], *params[:1], *rectified, **grad_attrs)
     for a, b in zip(got, expected):
         assert a.dtype == b.dtype and a.shape == b.shape
         np.testing.assert_allclose(a, b, **tol)
@@ -198,7 +198,7 @@ def test_a_group_ending_in_a_reduction_matches_numpy(shape, reduction, dtype):
     op, attrs = reduction
     body = (("sub", (-1, -2), ()), ("mul", (0, 0), ()), (op, (1,), attrs))
     a, b = _values(dtype, shape), _values(dtype, shape[-1:])
-    kernel = numba_codegen.FusedKernel(body, dtype, lambda *x, out=None: NUMPY_KERNEL(np, *x, body=body, out=out))
+    kernel = fused_kernels.FusedKernel(body, dtype, lambda *x, out=None: NUMPY_KERNEL(np, *x, body=body, out=out))
     with np.errstate(all="ignore"), __import__("warnings").catch_warnings():
         __import__("warnings").simplefilter("ignore", RuntimeWarning)  # the mean of nothing is NaN
         expected = NUMPY_KERNEL(np, a, b, body=body)
@@ -207,7 +207,7 @@ def test_a_group_ending_in_a_reduction_matches_numpy(shape, reduction, dtype):
     eps = float(np.finfo(dtype).eps)
     scale = max(1.0, float(np.abs(a).max()) ** 2) if a.size else 1.0
     np.testing.assert_allclose(got, expected, rtol=16 * eps, atol=16 * eps * scale)
-    source = numba_codegen.kernel_source(body, [dtype, dtype], [(True,) * 2, (False, True)], dtype,
+    source = fused_kernels.kernel_source(body, [dtype, dtype], [(True,) * 2, (False, True)], dtype,
                                          accumulate=(False, True))
     assert "acc[0, i1] += np.float64(v1)" in source
 
@@ -217,7 +217,7 @@ def test_an_unwritable_cache_directory_falls_back_to_one_private_directory(tmp_p
     blocked.write_text("")  # a file where the cache directory should be: makedirs fails
     monkeypatch.setenv("GRAPHNET_CACHE_DIR", str(blocked))
     body = (("mul", (-1, -1), ()), ("sub", (0, -1), ()), ("mul", (1, -1), ()))  # a source no test compiled
-    kernel = numba_codegen.FusedKernel(body, "float32", None)
+    kernel = fused_kernels.FusedKernel(body, "float32", None)
     x = np.arange(6, dtype=np.float32)
     np.testing.assert_array_equal(kernel(x), (x * x - x) * x)
-    assert numba_codegen._private and os.path.isdir(numba_codegen._private[0])
+    assert fused_kernels._private and os.path.isdir(fused_kernels._private[0])

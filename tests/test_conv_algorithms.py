@@ -11,11 +11,12 @@ import pytest
 from test_conv_kernels import CONV_CASES, _conv_attrs, _conv_inputs, ref_conv2d, ref_conv2d_grads
 
 import graphnet as gn
-from graphnet.executors import conv_algorithms, numba_codegen, numba_conv
+from graphnet.backends.numpy import fused_kernels
+from graphnet.kernels.cpu.conv import algorithms, chooser
 
-pytestmark = pytest.mark.skipif(not numba_codegen.numba_available(), reason="numba is not installed")
+pytestmark = pytest.mark.skipif(not fused_kernels.numba_available(), reason="numba is not installed")
 
-ALL = [(op, name) for op, table in conv_algorithms.ALGORITHMS.items() for name in table]
+ALL = [(op, name) for op, table in algorithms.ALGORITHMS.items() for name in table]
 
 
 def _arguments(op, x, w, g):
@@ -35,7 +36,7 @@ def case(request):
 def _applicable(op, algorithm, x, w, g, attrs):
     """The algorithm's kernel; None, after checking that it refuses them (ValueError) instead
     of computing something else, when it does not take these shapes."""
-    kernel, applies = conv_algorithms.ALGORITHMS[op][algorithm]
+    kernel, applies = algorithms.ALGORITHMS[op][algorithm]
     if not applies(x.shape, w.shape, attrs):
         with pytest.raises(ValueError):
             kernel(*_arguments(op, x, w, g), **attrs)
@@ -60,7 +61,7 @@ def test_algorithm_writes_into_out_with_a_shared_workspace(case, op, algorithm):
     kernel = _applicable(op, algorithm, x, w, g, attrs)
     if kernel is None:
         return
-    workspace = conv_algorithms.Workspace()
+    workspace = algorithms.Workspace()
     out = np.full(expected[op].shape, np.nan)
     for _ in range(2):  # the second call reuses the workspace the first one grew
         assert kernel(*_arguments(op, x, w, g), out=out, workspace=workspace, **attrs) is out
@@ -71,7 +72,7 @@ def test_algorithm_writes_into_out_with_a_shared_workspace(case, op, algorithm):
 
 
 def test_workspace_arrays_are_aligned_and_grow_once():
-    workspace = conv_algorithms.Workspace()
+    workspace = algorithms.Workspace()
     workspace.array((64,), np.float32)
     size = workspace.nbytes
     a = workspace.array((3, 5), np.float32)
@@ -99,30 +100,30 @@ def test_algorithm_float32_and_strided_inputs(op, algorithm):
     # a transposed-then-transposed-back input is not C-contiguous
     x32 = np.asfortranarray(x.astype(np.float32))
     g32 = np.asfortranarray(g.astype(np.float32))
-    result = conv_algorithms.ALGORITHMS[op][algorithm][0](*_arguments(op, x32, w.astype(np.float32), g32), **attrs)
+    result = algorithms.ALGORITHMS[op][algorithm][0](*_arguments(op, x32, w.astype(np.float32), g32), **attrs)
     assert result.dtype == np.float32
     np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_cost_rule_and_candidates():
     attrs = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1}
-    assert numba_conv.rule("conv2d", (64, 1, 28, 28), (10, 1, 5, 5), attrs) == "batched_gemm"
-    assert numba_conv.rule("conv2d", (128, 64, 4, 4), (64, 64, 3, 3), attrs) == "nhwc"
-    assert numba_conv.rule("conv2d_grad_input", (64, 10, 12, 12), (20, 10, 5, 5), attrs) == "nhwc"
-    assert numba_conv.rule("conv2d", (64, 4, 12, 12), (8, 4, 3, 3), attrs) == "xp"
-    assert numba_conv.rule("conv2d_grad_input", (64, 4, 12, 12), (8, 4, 3, 3), attrs) == "batched_gemm"
+    assert chooser.rule("conv2d", (64, 1, 28, 28), (10, 1, 5, 5), attrs) == "batched_gemm"
+    assert chooser.rule("conv2d", (128, 64, 4, 4), (64, 64, 3, 3), attrs) == "nhwc"
+    assert chooser.rule("conv2d_grad_input", (64, 10, 12, 12), (20, 10, 5, 5), attrs) == "nhwc"
+    assert chooser.rule("conv2d", (64, 4, 12, 12), (8, 4, 3, 3), attrs) == "xp"
+    assert chooser.rule("conv2d_grad_input", (64, 4, 12, 12), (8, 4, 3, 3), attrs) == "batched_gemm"
     grouped = dict(attrs, groups=2)
-    assert numba_conv.rule("conv2d", (64, 32, 8, 8), (32, 16, 3, 3), grouped) == "xp"
-    assert "nhwc" not in numba_conv.candidates("conv2d", (64, 32, 8, 8), (32, 16, 3, 3), grouped)
-    assert set(numba_conv.candidates("conv2d", (2, 3, 8, 8), (4, 3, 3, 3), attrs)) == {
+    assert chooser.rule("conv2d", (64, 32, 8, 8), (32, 16, 3, 3), grouped) == "xp"
+    assert "nhwc" not in chooser.candidates("conv2d", (64, 32, 8, 8), (32, 16, 3, 3), grouped)
+    assert set(chooser.candidates("conv2d", (2, 3, 8, 8), (4, 3, 3, 3), attrs)) == {
         "xp", "batched_gemm", "shifted", "nhwc"}
     pointwise = (128, 16, 28, 28), (16, 16, 1, 1)
-    assert set(numba_conv.candidates("conv2d", *pointwise, attrs)) == {
+    assert set(chooser.candidates("conv2d", *pointwise, attrs)) == {
         "xp", "batched_gemm", "pointwise", "shifted", "nhwc"}
     strided = dict(attrs, stride=(2, 2))
-    assert [numba_conv.rule(op, *pointwise, strided) for op in conv_algorithms.CONV_OPS] == [
+    assert [chooser.rule(op, *pointwise, strided) for op in algorithms.CONV_OPS] == [
         "pointwise", "batched_gemm", "pointwise"]  # a strided 1x1's input gradient scatters through col2im
-    assert numba_conv.rule("conv2d_grad_input", *pointwise, attrs) == "pointwise"
+    assert chooser.rule("conv2d_grad_input", *pointwise, attrs) == "pointwise"
 
 
 def _training_plan():
@@ -151,7 +152,7 @@ def test_executor_records_its_choices(tmp_path, monkeypatch, autotune):
     assert len(chosen) == 2 * 5  # 2 forward convs, 2 weight gradients, 1 input gradient; at 2 batch sizes
     how = {entry.split("(")[1].rstrip(")") for entry in chosen.values()}
     assert how == ({"timed"} if autotune else {"rule"})
-    stored = tmp_path / "kernels" / numba_conv.DECISIONS_FILE
+    stored = tmp_path / "kernels" / chooser.DECISIONS_FILE
     assert stored.exists() == autotune
     if autotune:
         assert set(json.loads(stored.read_text())) == set(chosen)
@@ -164,13 +165,13 @@ def test_executor_records_its_choices(tmp_path, monkeypatch, autotune):
 def test_stored_choices_are_untrusted(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHNET_CACHE_DIR", str(tmp_path))
     (tmp_path / "kernels").mkdir()
-    (tmp_path / "kernels" / numba_conv.DECISIONS_FILE).write_text("[1, 2")
+    (tmp_path / "kernels" / chooser.DECISIONS_FILE).write_text("[1, 2")
     with gn.config.options(autotune=True):
         plan = _training_plan()
         plan.run(_feeds(4))
-    stored = json.loads((tmp_path / "kernels" / numba_conv.DECISIONS_FILE).read_text())
+    stored = json.loads((tmp_path / "kernels" / chooser.DECISIONS_FILE).read_text())
     stored = {key: "__import__('os')" for key in stored}
-    (tmp_path / "kernels" / numba_conv.DECISIONS_FILE).write_text(json.dumps(stored))
+    (tmp_path / "kernels" / chooser.DECISIONS_FILE).write_text(json.dumps(stored))
     with gn.config.options(autotune=True):
         plan = _training_plan()
         plan.run(_feeds(4))
@@ -226,17 +227,17 @@ def test_algorithm_split_by_images_among_threads(case, op, algorithm, monkeypatc
     """Inside a splitting run every convolution, however small, cuts its images into one part
     per thread, each part in its own workspace: the results match the reference, and
     ``out=`` (contiguous or not) is written."""
-    from graphnet.executors import threads
+    from graphnet.kernels.cpu import threads
 
     x, w, g, attrs, expected = case
     if _applicable(op, algorithm, x, w, g, attrs) is None:
         return
-    monkeypatch.setattr(numba_conv, "SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr(chooser, "SPLIT_MIN_MACS", 0)
     monkeypatch.setattr(threads, "count", lambda: 3)  # three parts, on any machine
-    kernel = numba_conv.ConvKernel(op, attrs, autotune=False)
-    kernel._chosen[(x.shape, w.shape, x.dtype.str)] = conv_algorithms.ALGORITHMS[op][algorithm][0]
+    kernel = chooser.ConvKernel(op, attrs, autotune=False)
+    kernel._chosen[(x.shape, w.shape, x.dtype.str)] = algorithms.ALGORITHMS[op][algorithm][0]
     with threads.splitting():
-        assert numba_conv.parts(op, x.shape, w.shape, attrs) == min(3, x.shape[0])
+        assert chooser.parts(op, x.shape, w.shape, attrs) == min(3, x.shape[0])
         fresh = kernel(*_arguments(op, x, w, g))
         strided = np.full(expected[op].shape[::-1], np.nan).T
         assert kernel(*_arguments(op, x, w, g), out=strided) is strided
@@ -247,27 +248,27 @@ def test_algorithm_split_by_images_among_threads(case, op, algorithm, monkeypatc
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
 @pytest.mark.parametrize("algorithm", ["batched_gemm", "nhwc"])
-@pytest.mark.parametrize("op", list(conv_algorithms.ALGORITHMS))
+@pytest.mark.parametrize("op", list(algorithms.ALGORITHMS))
 def test_chunk_loops_compiled_and_in_python(case, op, algorithm, compiled, monkeypatch):
     """The per-image and channels-last loops over chunks, one image per chunk: compiled whole
     (BLAS called from numba; the weight gradient summing images with beta = 1 between
     flushes) and in Python (where numpy's BLAS cannot be called by address) agree with the
     reference."""
-    from graphnet.executors import conv_nhwc
+    from graphnet.kernels.cpu.conv import nhwc
 
     x, w, g, attrs, expected = case
     kernel = _applicable(op, algorithm, x, w, g, attrs)
     if kernel is None:
         return
-    module = conv_nhwc if algorithm == "nhwc" else conv_algorithms
+    module = nhwc if algorithm == "nhwc" else algorithms
     if compiled and not module._gemm_address(x):
         pytest.skip("numpy's BLAS here is not an OpenBLAS with 64-bit integers: the chunks run in Python")
     if not compiled:
         monkeypatch.setattr(module, "_gemm_address", lambda *arrays: 0)
     if algorithm == "nhwc":
-        monkeypatch.setitem(conv_nhwc.CHUNK_BYTES, op, 1)
+        monkeypatch.setitem(nhwc.CHUNK_BYTES, op, 1)
     else:
-        monkeypatch.setattr(conv_algorithms, "CHUNK_BYTES", 1)
+        monkeypatch.setattr(algorithms, "CHUNK_BYTES", 1)
     out = np.full(expected[op].shape, np.nan)
-    assert kernel(*_arguments(op, x, w, g), out=out, workspace=conv_algorithms.Workspace(), **attrs) is out
+    assert kernel(*_arguments(op, x, w, g), out=out, workspace=algorithms.Workspace(), **attrs) is out
     np.testing.assert_allclose(out, expected[op], rtol=0, atol=1e-11)

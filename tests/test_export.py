@@ -150,7 +150,7 @@ def test_inference_only_export_drops_gradients_and_optimizer_state(tmp_path):
 
 def test_plan_saved_on_one_executor_loads_on_another(tmp_path):
     from graphnet.executors import register_executor
-    from graphnet.executors.numpy_executor import NumpyExecutor
+    from graphnet.backends.numpy.executor import NumpyExecutor
 
     class CopyingExecutor(NumpyExecutor):
         """A backend with its own device arrays (copies), like CuPy's."""

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import graphnet as gn
-from graphnet.executors import numba_codegen
+from graphnet.backends.numpy import fused_kernels
 from graphnet.ir import Graph
 from graphnet.ops import registry
 from graphnet.passes import fuse
@@ -22,7 +22,7 @@ from graphnet.passes.fuse import plan_groups
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "examples"))
 sys.path.insert(0, HERE)
-CODEGENS = ["numpy"] + (["numba"] if numba_codegen.numba_available() else [])
+CODEGENS = ["numpy"] + (["numba"] if fused_kernels.numba_available() else [])
 
 
 def _graph(**outputs: gn.Tensor) -> Graph:
@@ -126,7 +126,7 @@ def test_the_report_lists_passes_groups_what_was_left_and_kernel_counts():
     assert data["kernels"] == report.kernels and data["groups"] == report.groups
     text = str(report)
     assert "fused groups" in text and "not fused" in text and "kernels per run" in text
-    if numba_codegen.numba_available():
+    if fused_kernels.numba_available():
         kernels = sum(1 for s in plan.plan.steps if s.op in ("fused", "fused_assign"))
         assert report.codegen["numba_groups"] == kernels
         assert report.codegen["compiled"] + report.codegen["loaded_from_disk_cache"] \
@@ -214,7 +214,7 @@ def _tanh_case():
     return loss, {"x": np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32)}
 
 
-@pytest.mark.skipif(not numba_codegen.numba_available(), reason="numba is not installed")
+@pytest.mark.skipif(not fused_kernels.numba_available(), reason="numba is not installed")
 def test_bisection_names_a_wrong_generated_kernel_with_its_op_and_line(monkeypatch):
     wrong = dataclasses.replace(registry.REGISTRY["tanh"], scalar=lambda c, x: f"math.sin({x})")
     monkeypatch.setitem(registry.REGISTRY, "tanh", wrong)

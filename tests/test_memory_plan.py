@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import graphnet as gn
-from graphnet.executors import threads
+from graphnet.kernels.cpu import threads
 from graphnet.errors import GraphError
-from graphnet.executors.memory import peak_formula
+from graphnet.backends.numpy.executor import NumpyExecutor
 from graphnet.passes import check_memory_plan, plan_memory
 from graphnet.passes.plan_memory import last_reads
 from graphnet.plan import MemoryPlan
@@ -166,7 +166,7 @@ def test_peak_formula_matches_tracemalloc(name):
     loss, optimizer, shape = _network(name, reference=True)
     with gn.config.options(autotune=False):  # the algorithms the formula assumes (the cost rule's)
         plan = gn.compile(loss, optimizer=optimizer)
-    a, b = peak_formula(plan.plan)
+    a, b = NumpyExecutor.peak_formula(plan.plan)
     assert plan.report.memory["peak_bytes"] == a and plan.report.memory["peak_bytes_per_batch_item"] == b
     for batch in (32, 64, 128):
         feeds = _feeds(shape, batch)
@@ -216,7 +216,7 @@ def test_an_input_read_only_for_its_shape_does_not_keep_its_block():
 
 
 def test_packed_blocks_never_overlap_while_both_alive():
-    from graphnet.executors.memory import ALIGNMENT, pack_blocks
+    from graphnet.executors.arena import ALIGNMENT, pack_blocks
 
     rng = np.random.default_rng(0)
     for _ in range(200):

@@ -10,7 +10,7 @@ import pytest
 import graphnet as gn
 from graphnet.ops import losses
 
-numba_losses = pytest.importorskip("graphnet.executors.numba_losses")
+numba_losses = pytest.importorskip("graphnet.kernels.cpu.losses")
 pytest.importorskip("numba")
 
 

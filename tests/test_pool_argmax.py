@@ -85,8 +85,8 @@ def test_inference_plans_pool_without_saving():
     assert "max_pool2d_saving" not in plan.plan.op_counts()
 
 
-numba_pool = pytest.importorskip("graphnet.executors.numba_pool")
-needs_numba = pytest.mark.skipif(not __import__("graphnet.executors.numba_codegen", fromlist=["x"]).numba_available(),
+pooling = pytest.importorskip("graphnet.kernels.cpu.pooling")
+needs_numba = pytest.mark.skipif(not __import__("graphnet.backends.numpy.fused_kernels", fromlist=["x"]).numba_available(),
                                  reason="numba is not installed")
 
 
@@ -103,7 +103,7 @@ def test_the_numba_pool_gradient_computes_what_the_op_kernel_does(shape, k, s, p
         g = rng.standard_normal(saved[0].shape).astype(dtype)
         expected = K.max_pool2d_grad_saved(np, g, *saved[1:], x, **attrs)
         out = np.full_like(x, np.nan)
-        assert numba_pool.max_pool2d_grad_saved(g, *saved[1:], x, out=out, **attrs) is out
+        assert pooling.max_pool2d_grad_saved(g, *saved[1:], x, out=out, **attrs) is out
         overlapping = k[0] > s[0] or k[1] > s[1]  # then sums meet in another order
         if overlapping or np.isnan(x).any():
             np.testing.assert_allclose(out, np.nan_to_num(expected) if np.isnan(x).any() else expected,
@@ -116,14 +116,15 @@ def test_the_numba_pool_gradient_computes_what_the_op_kernel_does(shape, k, s, p
 def test_the_executor_pools_in_chunks_of_images_bit_identically(planned):
     """The NumPy executor runs the saving pool over chunks of images (its temporaries are a
     few times the input's size); results and arg-max are the whole batch's, exactly."""
-    from graphnet.executors import conv_algorithms, memory, numpy_executor
+    from graphnet.backends.numpy import kernel_table, workspace
+    from graphnet.kernels.cpu.conv import common
 
     attrs = {"kernel_size": (2, 2), "stride": (2, 2), "padding": (0, 0)}
     x = np.random.default_rng(3).integers(0, 4, (45, 8, 24, 24)).astype(np.float32)  # ties too
-    assert memory.pool_chunk_images(x.shape, attrs, 4) < x.shape[0]  # several chunks
+    assert workspace.pool_chunk_images(x.shape, attrs, 4) < x.shape[0]  # several chunks
     expected = K.max_pool2d_saving(np, x, **attrs)
-    kernel = numpy_executor._pool_in_chunks(lambda *a, **k: K.max_pool2d_saving(np, *a, **attrs, **k),
-                                          conv_algorithms.Workspace(), attrs)
+    kernel = kernel_table.pool_in_chunks(lambda *a, **k: K.max_pool2d_saving(np, *a, **attrs, **k),
+                                        common.Workspace(), attrs)
     out = tuple(np.full_like(e, 7) for e in expected) if planned else None
     result = kernel(x, out=out)
     for got, want in zip(result, expected):
@@ -143,34 +144,34 @@ def test_the_numba_halving_pool_computes_what_the_op_kernel_does(shape, dtype):
     for x in (rng.standard_normal(shape).astype(dtype), rng.integers(0, 3, shape).astype(dtype)):
         x.flat[::7] = np.nan if dtype == "float32" else x.flat[::7]
         want = K.max_pool2d_saving(np, x, **attrs)
-        got = numba_pool.max_pool2d_saving(x, **attrs)
+        got = pooling.max_pool2d_saving(x, **attrs)
         for a, b in zip(got, want):
             assert a.dtype == b.dtype and a.shape == b.shape
             np.testing.assert_array_equal(a, b)
         out = tuple(np.full_like(w, 7) for w in want)
-        assert all(a is b for a, b in zip(numba_pool.max_pool2d_saving(x, out=out, **attrs), out))
+        assert all(a is b for a, b in zip(pooling.max_pool2d_saving(x, out=out, **attrs), out))
         g = rng.standard_normal(want[0].shape).astype(dtype)
         dx = np.full(shape, np.nan, dtype)  # every element written, the unread ones zero
-        numba_pool.max_pool2d_grad_saved(g, want[1], want[2], x, out=dx, **attrs)
+        pooling.max_pool2d_grad_saved(g, want[1], want[2], x, out=dx, **attrs)
         np.testing.assert_array_equal(dx, K.max_pool2d_grad_saved(np, g, want[1], want[2], x, **attrs))
     with pytest.raises(ValueError, match="2x2 windows"):
-        numba_pool.max_pool2d_saving(x, kernel_size=(3, 3), stride=(2, 2), padding=(0, 0))
+        pooling.max_pool2d_saving(x, kernel_size=(3, 3), stride=(2, 2), padding=(0, 0))
 
 
 @needs_numba
 @pytest.mark.parametrize("k,s,p", [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1))])
 def test_the_numba_pools_split_by_images_among_threads_bit_identically(k, s, p, monkeypatch):
-    from graphnet.executors import threads
+    from graphnet.kernels.cpu import threads
 
     attrs = {"kernel_size": k, "stride": s, "padding": p}
     x = np.random.default_rng(5).integers(0, 3, (7, 2, 9, 8)).astype(np.float32)  # ties too
     saved = K.max_pool2d_saving(np, x, **attrs)
     g = np.random.default_rng(6).standard_normal(saved[0].shape).astype(np.float32)
-    monkeypatch.setattr(numba_pool, "SPLIT_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(pooling, "SPLIT_MIN_ELEMENTS", 0)
     monkeypatch.setattr(threads, "count", lambda: 3)
     with threads.splitting():
-        dx = numba_pool.max_pool2d_grad_saved(g, *saved[1:], x, **attrs)
-        got = numba_pool.max_pool2d_saving(x, **attrs) if k == (2, 2) else saved
+        dx = pooling.max_pool2d_grad_saved(g, *saved[1:], x, **attrs)
+        got = pooling.max_pool2d_saving(x, **attrs) if k == (2, 2) else saved
     np.testing.assert_allclose(dx, K.max_pool2d_grad_saved(np, g, *saved[1:], x, **attrs), rtol=1e-6, atol=1e-6)
     for a, b in zip(got, saved):
         np.testing.assert_array_equal(a, b)

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import graphnet as gn
-from graphnet.executors import threads
+from graphnet.kernels.cpu import threads
 
 
 def _run(code: str, env: dict) -> subprocess.CompletedProcess:
@@ -80,7 +80,7 @@ def test_counter_wait_returns_when_changed_or_after_its_time():
     import threading
     import time
 
-    spin = pytest.importorskip("graphnet.executors.spin")
+    spin = pytest.importorskip("graphnet.kernels.cpu.spin")
     counter = spin.Counter()
     start = time.perf_counter()
     assert counter.wait_while(0, 0.02) is False  # nobody changes it
@@ -132,22 +132,23 @@ def test_splitting_makes_blas_single_threaded_and_restores_it(monkeypatch):
 
 def test_split_matmul_and_elementwise_kernels_match_one_thread(monkeypatch):
     np = pytest.importorskip("numpy")
-    from graphnet.executors import numba_codegen, parallel
+    from graphnet.backends.numpy import fused_kernels
+    from graphnet.kernels.cpu import matmul as cpu_matmul
 
     monkeypatch.setattr(threads, "count", lambda: 3)
-    monkeypatch.setattr(parallel, "MATMUL_SPLIT_MIN", 0)
-    monkeypatch.setattr(parallel, "MATMUL_MIN_SLICE", 1)
+    monkeypatch.setattr(cpu_matmul, "MATMUL_SPLIT_MIN", 0)
+    monkeypatch.setattr(cpu_matmul, "MATMUL_MIN_SLICE", 1)
     rng = np.random.default_rng(0)
     for a_shape, b_shape in (((50, 7), (7, 4)), ((4, 7), (7, 50)), ((9, 3), (3, 9))):
         a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
         with threads.splitting():
-            fresh = parallel.matmul(a, b)
-            into = parallel.matmul(a, b, out=np.empty((a_shape[0], b_shape[1])))
+            fresh = cpu_matmul.matmul(a, b)
+            into = cpu_matmul.matmul(a, b, out=np.empty((a_shape[0], b_shape[1])))
         for result in (fresh, into):
             np.testing.assert_allclose(result, a @ b, rtol=1e-14, atol=1e-14)
-    if not numba_codegen.numba_available():
+    if not fused_kernels.numba_available():
         return
-    monkeypatch.setattr(numba_codegen, "SPLIT_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(fused_kernels, "SPLIT_MIN_ELEMENTS", 0)
     x = gn.placeholder("x", (None, 5))
     bias = gn.placeholder("bias", (5,))
     plan = gn.compile(gn.relu(x * 2.0 + bias) - 1.0)
@@ -161,18 +162,18 @@ def test_split_matmul_and_elementwise_kernels_match_one_thread(monkeypatch):
 
 def test_batch_norm_split_by_channels_is_bit_identical(monkeypatch):
     np = pytest.importorskip("numpy")
-    numba_batch_norm = pytest.importorskip("graphnet.executors.numba_batch_norm")
+    cpu_batch_norm = pytest.importorskip("graphnet.kernels.cpu.batch_norm")
     monkeypatch.setattr(threads, "count", lambda: 4)
     x = np.random.default_rng(0).standard_normal((16, 6, 9, 9)).astype(np.float32)
     g = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
     gamma, beta = np.full(6, 1.5, np.float32), np.full(6, 0.1, np.float32)
     results = []
     for limit in (1 << 40, 0):  # one thread, then the channels shared among threads
-        monkeypatch.setattr(numba_batch_norm, "SPLIT_MIN_ELEMENTS", limit)
+        monkeypatch.setattr(cpu_batch_norm, "SPLIT_MIN_ELEMENTS", limit)
         with threads.splitting():
-            y, mean, var, _ = numba_batch_norm.batch_norm_train(x, gamma, beta, eps=1e-5, momentum=0.1, stats=False,
+            y, mean, var, _ = cpu_batch_norm.batch_norm_train(x, gamma, beta, eps=1e-5, momentum=0.1, stats=False,
                                                                 weight=True, bias=True, relu=True)
-            grads = numba_batch_norm.batch_norm_train_grad(g, x, mean, var, gamma, y, eps=1e-5, weight=True, relu=True)
+            grads = cpu_batch_norm.batch_norm_train_grad(g, x, mean, var, gamma, y, eps=1e-5, weight=True, relu=True)
         results.append((y, mean, var, *grads))
     for serial, shared in zip(*results):
         np.testing.assert_array_equal(serial, shared)
@@ -185,10 +186,12 @@ def test_conv_plans_train_alike_on_one_thread_and_on_several(monkeypatch):
     pytest.importorskip("numba")
     from test_memory_plan import _feeds, _network
 
-    from graphnet.executors import numba_batch_norm, numba_codegen, numba_conv, numba_pool, parallel
+    from graphnet.backends.numpy import fused_kernels
+    from graphnet.kernels.cpu import batch_norm as cpu_batch_norm, matmul as cpu_matmul, pooling
+    from graphnet.kernels.cpu.conv import chooser
 
-    for module, name in ((numba_conv, "SPLIT_MIN_MACS"), (numba_batch_norm, "SPLIT_MIN_ELEMENTS"), (numba_pool, "SPLIT_MIN_ELEMENTS"),
-                         (numba_codegen, "SPLIT_MIN_ELEMENTS"), (parallel, "MATMUL_SPLIT_MIN")):
+    for module, name in ((chooser, "SPLIT_MIN_MACS"), (cpu_batch_norm, "SPLIT_MIN_ELEMENTS"), (pooling, "SPLIT_MIN_ELEMENTS"),
+                         (fused_kernels, "SPLIT_MIN_ELEMENTS"), (cpu_matmul, "MATMUL_SPLIT_MIN")):
         monkeypatch.setattr(module, name, 0)
     split = []
     real = threads.run_parts

@@ -1,8 +1,10 @@
-"""The executor protocol, shared by every array backend, and the executor registry.
+"""The executor protocol, shared by every array backend: the runtime half of a backend.
 
 An executor interprets a Plan: it binds buffers to slots once, turns each step into a
-pre-bound kernel call, and then runs the steps in order on every ``run``. Backends differ
-only in their array module ``xp`` and how arrays move to and from the host.
+pre-bound kernel call, and then runs the steps in order on every ``run``. A backend is this
+runtime plus a kernel table (graphnet.executors.kernel_table): its array module ``xp``, how
+arrays move to and from the host, where a variable's value lives, and, per op, which kernel
+runs and what memory it needs. Nothing here imports a kernel.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .. import config, dtypes
-from ..errors import ExecutorError, FeedError, GraphnetError, MemoryLimitError, NumericsError
+from ..errors import ExecutorError, GraphnetError, MemoryLimitError, NumericsError
 from ..ops.fused import first_nonfinite_member
 from ..ops.registry import get_op
 from ..plan import FlatGroup, Plan, Step
+from .arena import ALIGNMENT, arena_address, describe_bytes, pack_blocks
+from .feeds import RunResult, check_feeds
 from .flat_state import FlatUpdate
-from .memory import ALIGNMENT, describe_bytes, dim_values, pack_blocks, peak_bytes
+from .kernel_table import KernelTable
+from .peak import dim_values, peak_bytes, peak_formula
 
 
 class ArrayExecutor:
@@ -35,6 +40,8 @@ class ArrayExecutor:
 
     name = "abstract"
     xp: Any = None
+    #: the backend's kernels (the reference kernels only, unless a backend says otherwise)
+    table: KernelTable = KernelTable()
     PLANNED_SHAPES = 4  # storage blocks are kept for this many distinct sets of feed shapes
 
     def __init__(self, plan: Plan, seed: int | None = None, check_numerics: bool = False) -> None:
@@ -94,13 +101,19 @@ class ArrayExecutor:
 
     def kernel_for(self, step: Step) -> Callable[..., Any]:
         """The callable computing ``step`` from its input arrays (and ``out=`` where the op takes
-        it): the op's kernel bound to ``xp`` and the step's attributes. Backends override it to
-        substitute generated kernels (fused groups)."""
-        opdef = get_op(step.op)
-        attrs = dict(step.attrs)
-        if opdef.random:
-            attrs["rng"] = self.rng
-        return functools.partial(opdef.kernel, self.xp, **attrs)
+        it), from the backend's kernel table."""
+        return self.table.make(self, step)
+
+    @classmethod
+    def peak_bytes(cls, plan: Plan, shapes: Mapping[str, tuple[int, ...]]) -> int:
+        """The most bytes a run of ``plan`` on this backend holds at once besides variables,
+        feeds and constants, for feeds of these shapes (graphnet.executors.peak)."""
+        return peak_bytes(plan, shapes, cls.table)
+
+    @classmethod
+    def peak_formula(cls, plan: Plan) -> tuple[int, int]:
+        """This backend's peak bytes for ``plan`` as ``a + b * batch`` (graphnet.executors.peak)."""
+        return peak_formula(plan, cls.table)
 
     def held_bytes(self) -> int:
         """Bytes this executor keeps between runs besides the variables: its storage arenas
@@ -257,7 +270,7 @@ class ArrayExecutor:
         key = tuple(sorted(shapes.items()))
         if key in self._memory_checked:
             return
-        need = peak_bytes(self.plan, shapes)
+        need = self.peak_bytes(self.plan, shapes)
         limit = config.flags.memory_limit
         if limit is None:
             limit = config.available_memory()
@@ -401,82 +414,7 @@ def _root(array: Any) -> Any:
     return array
 
 
-def arena_address(array: Any) -> int:
-    """The address of an array's first byte (NumPy and CuPy alike)."""
-    data = getattr(array, "data", None)
-    pointer = getattr(data, "ptr", None)  # CuPy
-    return int(pointer) if pointer is not None else int(array.__array_interface__["data"][0])
-
-
 def _nothing() -> None:
     """A flat group's later members: the group's update ran at its first member."""
 
 
-class RunResult(dict):
-    """A run's outputs by name; a missing name raises a KeyError that lists the outputs."""
-
-    def __missing__(self, key: Any) -> Any:
-        raise KeyError(f"{key!r} is not an output of this plan; its outputs are {sorted(self)}")
-
-
-def _dim_ok(expected: Any, got: int, bindings: dict[str, int]) -> bool:
-    if expected is None:
-        return True
-    if isinstance(expected, str):
-        return bindings.setdefault(expected, got) == got
-    return expected == got
-
-
-def check_feeds(plan: Plan, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Validate feeds against the plan's placeholders; return them as arrays of the right dtype.
-
-    Missing and unexpected names, wrong ranks, sizes, inconsistent symbolic dims and
-    dtypes of the wrong kind (a float fed to an integer placeholder) raise FeedError.
-    Values of the same kind are converted (float64 data to a float32 placeholder).
-    """
-    expected = plan.feeds
-    missing = [n for n in expected if n not in feeds]
-    unexpected = [n for n in feeds if n not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing feed(s) {missing}")
-        if unexpected:
-            parts.append(f"unexpected feed(s) {unexpected}")
-        raise FeedError("; ".join(parts) + f"; this plan takes {sorted(expected)}")
-    bindings: dict[str, int] = {}
-    arrays = {}
-    for name, value in feeds.items():
-        spec = plan.buffers[expected[name]]
-        array = value if isinstance(value, np.ndarray) else np.asarray(value)
-        want = dtypes.DTYPES[spec.dtype]
-        if array.dtype != want:
-            same_kind = (array.dtype.kind == "f" and want.kind == "f") or (
-                array.dtype.kind in "iu" and want.kind in "iu") or (array.dtype.kind == want.kind)
-            if not same_kind:
-                raise FeedError(f"feed {name!r}: expected dtype {spec.dtype}, got {array.dtype}")
-            array = array.astype(want)
-        shape_text = "(" + ", ".join("None" if d is None else repr(d) if isinstance(d, str) else str(d)
-                                     for d in spec.shape) + ")"
-        if array.ndim != len(spec.shape) or not all(
-                _dim_ok(e, g, bindings) for e, g in zip(spec.shape, array.shape)):
-            raise FeedError(f"feed {name!r}: expected shape {shape_text}, got {tuple(array.shape)}"
-                            + (f" (bound so far: {bindings})" if bindings else ""))
-        arrays[name] = array
-    if plan.dims is not None:
-        plan.dims.check({name: array.shape for name, array in arrays.items()})
-    return arrays
-
-
-_EXECUTORS: dict[str, Callable[[], type[ArrayExecutor]]] = {}
-
-
-def register_executor(name: str, loader: Callable[[], type[ArrayExecutor]]) -> None:
-    """Register a backend by name; ``loader`` imports it lazily (CuPy only when asked for)."""
-    _EXECUTORS[name] = loader
-
-
-def get_executor(name: str) -> type[ArrayExecutor]:
-    if name not in _EXECUTORS:
-        raise ExecutorError(f"unknown executor {name!r}; available: {sorted(_EXECUTORS)}")
-    return _EXECUTORS[name]()

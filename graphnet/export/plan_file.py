@@ -34,7 +34,6 @@ from ..version import __version__
 from ..dtypes import DTYPES
 from ..errors import ExecutorError, GraphnetError, OptimizerError, PlanFileError, PlanVersionError
 from ..executors import get_executor
-from ..executors.memory import peak_bytes, peak_formula
 from ..modes import plan_mode
 from ..ir import Graph
 from ..passes import (default_pipeline, dim_constraints, flatten_state, lower, mode_switches, plan_memory,
@@ -513,7 +512,7 @@ def _plan(data: Any, graph: Graph, variables: Mapping[str, Variable]) -> Plan:
 def file_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
     """What ``graphnet inspect`` prints: version, kind, feeds, outputs, parameters, op counts, size."""
     loaded, header, size = _load(path, "numpy")
-    plan = loaded.plan
+    plan, backend = loaded.plan, type(loaded.executor)
     return {
         "path": os.fspath(path), "format_version": header["version"],
         "graphnet_version": header.get("graphnet_version"), "kind": header["kind"], "bytes": size,
@@ -530,10 +529,10 @@ def file_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
         "step_count": plan.step_count,
         "steps": len(plan.steps),
         "op_counts": plan.op_counts(),
-        "memory_at_batch_1": peak_bytes(plan, {name: tuple(1 if not isinstance(d, int) else d
+        "memory_at_batch_1": backend.peak_bytes(plan, {name: tuple(1 if not isinstance(d, int) else d
                                                            for d in plan.buffers[buf].shape)
                                                for name, buf in plan.feeds.items()}),
-        "peak_memory": dict(zip(("bytes", "bytes_per_batch_item"), peak_formula(plan))),
+        "peak_memory": dict(zip(("bytes", "bytes_per_batch_item"), backend.peak_formula(plan))),
     }
 
 

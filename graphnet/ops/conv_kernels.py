@@ -69,7 +69,7 @@ def _as_strided(xp, a, shape, strides):
 
 def _empty(xp, scratch, shape, dtype):
     """An uninitialised array: from ``scratch(shape, dtype)`` (a caller's reusable memory,
-    graphnet.executors.conv_algorithms.Workspace) or newly allocated."""
+    graphnet.kernels.cpu.conv.common.Workspace) or newly allocated."""
     return xp.empty(shape, dtype=dtype) if scratch is None else scratch(shape, dtype)
 
 

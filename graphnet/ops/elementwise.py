@@ -34,11 +34,11 @@ def _unbroadcast(grads: tuple[Tensor | None, ...], inputs: tuple[Tensor, ...]) -
 
 # --- binary arithmetic --------------------------------------------------------------------
 
-defop("add", scalar=lambda c, a, b: f"({a} + {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.add(a, b, out=out),
+defop("add", recompute=True, scalar=lambda c, a, b: f"({a} + {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.add(a, b, out=out),
       grad=lambda g, out, ins: _unbroadcast((g, g), ins))
-defop("sub", scalar=lambda c, a, b: f"({a} - {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.subtract(a, b, out=out),
+defop("sub", recompute=True, scalar=lambda c, a, b: f"({a} - {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.subtract(a, b, out=out),
       grad=lambda g, out, ins: _unbroadcast((g, neg(g)), ins))
-defop("mul", scalar=lambda c, a, b: f"({a} * {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.multiply(a, b, out=out),
+defop("mul", recompute=True, scalar=lambda c, a, b: f"({a} * {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.multiply(a, b, out=out),
       grad=lambda g, out, ins: _unbroadcast((g * ins[1], g * ins[0]), ins))
 def _div_infer(a: TensorType, b: TensorType) -> TensorType:
     out = _binary_infer(a, b)
@@ -46,7 +46,7 @@ def _div_infer(a: TensorType, b: TensorType) -> TensorType:
     return out if dtypes.is_float(out.dtype) else TensorType(out.shape, "float64")
 
 
-defop("div", scalar=lambda c, a, b: f"({a} / {b})", attrs={}, category="elementwise", infer=_div_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.divide(a, b, out=out),
+defop("div", recompute=True, scalar=lambda c, a, b: f"({a} / {b})", attrs={}, category="elementwise", infer=_div_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.divide(a, b, out=out),
       grad=lambda g, out, ins: _unbroadcast((g / ins[1], neg(g * out / ins[1])), ins))
 
 
@@ -58,10 +58,10 @@ def _pow_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...]) -> tuple[Tensor |
 
 
 defop("pow", scalar=lambda c, a, b: f"({a} ** {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.power(a, b, out=out), grad=_pow_grad)
-defop("maximum", scalar=lambda c, a, b: f"({a} if {a} >= {b} or {a} != {a} else {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.maximum(a, b, out=out),
+defop("maximum", recompute=True, scalar=lambda c, a, b: f"({a} if {a} >= {b} or {a} != {a} else {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.maximum(a, b, out=out),
       grad=lambda g, out, ins: _unbroadcast(
           (where(ins[0] >= ins[1], g, 0.0), where(ins[0] >= ins[1], 0.0, g)), ins))
-defop("minimum", scalar=lambda c, a, b: f"({a} if {a} <= {b} or {a} != {a} else {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.minimum(a, b, out=out),
+defop("minimum", recompute=True, scalar=lambda c, a, b: f"({a} if {a} <= {b} or {a} != {a} else {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.minimum(a, b, out=out),
       grad=lambda g, out, ins: _unbroadcast(
           (where(ins[0] <= ins[1], g, 0.0), where(ins[0] <= ins[1], 0.0, g)), ins))
 
@@ -110,7 +110,7 @@ _COMPARISONS = {
 _COMPARISON_SYMBOLS = {"equal": "==", "not_equal": "!=", "less": "<", "less_equal": "<=", "greater": ">",
                        "greater_equal": ">="}
 for _name, _ufunc in _COMPARISONS.items():
-    defop(_name, attrs={}, category="elementwise", infer=_compare_infer, accepts_out=True,
+    defop(_name, attrs={}, category="elementwise", infer=_compare_infer, accepts_out=True, operands="common", recompute=True,
           kernel=(lambda u: lambda xp, a, b, out=None: getattr(xp, u)(a, b, out=out))(_ufunc),
           scalar=(lambda sym: lambda c, a, b: f"({a} {sym} {b})")(_COMPARISON_SYMBOLS[_name]))
 
@@ -150,7 +150,7 @@ def _where_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...]) -> tuple[Tensor
     return (None,) + _unbroadcast((where(c, g, 0.0), where(c, 0.0, g)), (a, b))
 
 
-defop("where", scalar=lambda c, cond, a, b: f"({a} if {cond} else {b})", attrs={}, category="elementwise", infer=_where_infer, kernel=lambda xp, c, a, b: xp.where(c, a, b), grad=_where_grad)
+defop("where", recompute=True, operands="condition", scalar=lambda c, cond, a, b: f"({a} if {cond} else {b})", attrs={}, category="elementwise", infer=_where_infer, kernel=lambda xp, c, a, b: xp.where(c, a, b), grad=_where_grad)
 
 
 def where(condition: Any, a: Any, b: Any) -> Tensor:
@@ -169,7 +169,7 @@ def _cast_infer(t: TensorType, *, dtype: str) -> TensorType:
     return TensorType(t.shape, dtype)
 
 
-defop("cast", scalar=lambda c, x, dtype: x, attrs={"dtype": "dtype"}, category="elementwise", infer=_cast_infer, kernel=lambda xp, x, dtype: x.astype(dtype),
+defop("cast", recompute=True, operands="as_is", scalar=lambda c, x, dtype: x, attrs={"dtype": "dtype"}, category="elementwise", infer=_cast_infer, kernel=lambda xp, x, dtype: x.astype(dtype),
       grad=lambda g, out, ins, dtype: (cast(g, ins[0].dtype) if dtypes.is_float(ins[0].dtype) else None,))
 
 
@@ -178,14 +178,14 @@ def cast(x: Tensor, dtype: Any) -> Tensor:
     return declare("cast", [x], {"dtype": dtypes.canonical(dtype)})
 
 
-defop("neg", scalar=lambda c, x: f"(-{x})", attrs={}, category="elementwise", infer=unary_same, accepts_out=True, kernel=lambda xp, x, out=None: xp.negative(x, out=out), grad=lambda g, out, ins: (neg(g),))
+defop("neg", recompute=True, scalar=lambda c, x: f"(-{x})", attrs={}, category="elementwise", infer=unary_same, accepts_out=True, kernel=lambda xp, x, out=None: xp.negative(x, out=out), grad=lambda g, out, ins: (neg(g),))
 defop("exp", scalar=lambda c, x: f"math.exp({x})", attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.exp(x, out=out), grad=lambda g, out, ins: (g * out,))
 defop("log", scalar=lambda c, x: f"math.log({x})", attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.log(x, out=out), grad=lambda g, out, ins: (g / ins[0],))
-defop("sqrt", scalar=lambda c, x: f"math.sqrt({x})", attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.sqrt(x, out=out), grad=lambda g, out, ins: (g * 0.5 / out,))
-defop("sign", scalar=lambda c, x: f"({c(1)} if {x} > 0 else {c(-1)} if {x} < 0 else {x})", attrs={}, category="elementwise", infer=unary_same, accepts_out=True, kernel=lambda xp, x, out=None: xp.sign(x, out=out), grad=lambda g, out, ins: (None,))
-defop("abs", scalar=lambda c, x: f"abs({x})", attrs={}, category="elementwise", infer=unary_same, accepts_out=True, kernel=lambda xp, x, out=None: xp.abs(x, out=out), grad=lambda g, out, ins: (g * sign(ins[0]),))
+defop("sqrt", recompute=True, scalar=lambda c, x: f"math.sqrt({x})", attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.sqrt(x, out=out), grad=lambda g, out, ins: (g * 0.5 / out,))
+defop("sign", recompute=True, scalar=lambda c, x: f"({c(1)} if {x} > 0 else {c(-1)} if {x} < 0 else {x})", attrs={}, category="elementwise", infer=unary_same, accepts_out=True, kernel=lambda xp, x, out=None: xp.sign(x, out=out), grad=lambda g, out, ins: (None,))
+defop("abs", recompute=True, scalar=lambda c, x: f"abs({x})", attrs={}, category="elementwise", infer=unary_same, accepts_out=True, kernel=lambda xp, x, out=None: xp.abs(x, out=out), grad=lambda g, out, ins: (g * sign(ins[0]),))
 # g * mask rather than where(mask, g, 0): NumPy multiplies by a bool mask ~15x faster
-defop("relu", scalar=lambda c, x: f"({x} if {x} > 0 or {x} != {x} else {c(0)})", attrs={}, category="elementwise", infer=unary_same, accepts_out=True,
+defop("relu", recompute=True, scalar=lambda c, x: f"({x} if {x} > 0 or {x} != {x} else {c(0)})", attrs={}, category="elementwise", infer=unary_same, accepts_out=True,
       kernel=lambda xp, x, out=None: xp.maximum(x, x.dtype.type(0), out=out),
       # masked by the output (out > 0 exactly where x > 0): the input then has one reader, the
       # ReLU, and fuses with whatever computed it (a residual add)

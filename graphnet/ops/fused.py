@@ -20,7 +20,7 @@ from typing import Any, Iterator
 from ..errors import ShapeError
 from ..ir import TensorType
 from .attrs import check_attrs
-from .registry import defop, get_op
+from .registry import REGISTRY, defop, get_op
 
 Instruction = tuple[str, tuple[int, ...], tuple[tuple[str, Any], ...]]
 
@@ -35,8 +35,15 @@ def _members(body: Any, minimum: int = 2) -> list[Instruction]:
     return list(body)
 
 
-#: Reductions a fused group may end in (its last member): the loop accumulates into the result.
-REDUCING = frozenset({"sum", "mean", "sum_to"})
+def reduces(op: str) -> bool:
+    """Whether a fused group may end in ``op`` (``OpDef.reduction``): its loop then accumulates
+    into the reduced result."""
+    return get_op(op).reduction is not None
+
+
+def reductions() -> list[str]:
+    """The ops a fused group may end in."""
+    return sorted(name for name, opdef in REGISTRY.items() if opdef.reduction is not None)
 
 
 def _infer(*types: TensorType, body: Any) -> TensorType:
@@ -46,13 +53,13 @@ def _infer(*types: TensorType, body: Any) -> TensorType:
 def member_types(types: tuple[TensorType, ...], body: list[Instruction],
                  reduction_last: bool = False) -> list[TensorType]:
     """Each member's result type, by its own rule (raising ShapeError for a malformed body).
-    Members are elementwise; with ``reduction_last`` the last may be one of ``REDUCING``."""
+    Members are elementwise; with ``reduction_last`` the last may be a reduction (``reduces``)."""
     values: list[TensorType] = []
     for i, (op, args, attrs) in enumerate(body):
         opdef = get_op(op)
-        if opdef.category != "elementwise" and not (reduction_last and i == len(body) - 1 and op in REDUCING):
+        if opdef.category != "elementwise" and not (reduction_last and i == len(body) - 1 and reduces(op)):
             raise ShapeError(f"fused member {i} is {op!r}, not an elementwise op"
-                             + (f" (a group may end in one of {sorted(REDUCING)})" if reduction_last else ""))
+                             + (f" (a group may end in one of {reductions()})" if reduction_last else ""))
         if not all(isinstance(a, int) and not isinstance(a, bool) and -len(types) <= a < i for a in args):
             raise ShapeError(f"fused member {i} ({op}) reads {args}: an input or an earlier member only")
         if not all(isinstance(kv, tuple) and len(kv) == 2 and isinstance(kv[0], str) for kv in attrs):

@@ -73,8 +73,8 @@ def _max_kernel(xp: Any, x: Any, axes: tuple[int, ...], keepdims: bool) -> Any:
 
 from .registry import defop  # noqa: E402
 
-defop("sum", attrs={"axes": "ints", "keepdims": "bool"}, category="reduction", infer=_reduce_infer, kernel=_sum_kernel, grad=_sum_grad)
-defop("mean", attrs={"axes": "ints", "keepdims": "bool"}, category="reduction", infer=lambda t, **a: (require_float(t), _reduce_infer(t, **a))[1], kernel=_mean_kernel, grad=_mean_grad)
+defop("sum", reduction="sum", attrs={"axes": "ints", "keepdims": "bool"}, category="reduction", infer=_reduce_infer, kernel=_sum_kernel, grad=_sum_grad)
+defop("mean", reduction="mean", attrs={"axes": "ints", "keepdims": "bool"}, category="reduction", infer=lambda t, **a: (require_float(t), _reduce_infer(t, **a))[1], kernel=_mean_kernel, grad=_mean_grad)
 defop("max", attrs={"axes": "ints", "keepdims": "bool"}, category="reduction", infer=_reduce_infer, kernel=_max_kernel, grad=_max_grad)
 
 
@@ -213,7 +213,7 @@ defop("broadcast_to", attrs={"shape": "ints"}, category="layout", views=((0, 0),
 defop("broadcast_like", attrs={}, shape_only=(1,), category="layout", views=((0, 0),), infer=_broadcast_like_infer,
       kernel=lambda xp, x, like: xp.broadcast_to(x, xp.broadcast_shapes(x.shape, like.shape)),
       grad=lambda g, out, ins: (_sum_to(g, ins[0]), None))
-defop("sum_to", attrs={"shape": "ints"}, category="reduction", views=((0, 0),), infer=_sum_to_infer, kernel=_sum_to_kernel,
+defop("sum_to", reduction="sum_to", attrs={"shape": "ints"}, category="reduction", views=((0, 0),), infer=_sum_to_infer, kernel=_sum_to_kernel,
       accepts_out=True,
       grad=lambda g, out, ins, shape: (broadcast_like(g, ins[0]),))
 

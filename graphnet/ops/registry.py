@@ -47,6 +47,13 @@ class OpDef:
     one run writes; the ``state_updates`` pass turns them into ordered ``assign`` effects.
     ``scalar``: for an elementwise op, its form on one element (see ``ScalarForm``); ops
     without one still fuse, but their groups run through the NumPy fallback.
+    ``operands``: how a generated kernel types an elementwise op's operands before its scalar
+    form reads them: "result" (cast to the result's dtype), "common" (to the operands'
+    promoted dtype: comparisons), "condition" (the first is a bool, the rest cast to the
+    result's: ``where``), "as_is" (``cast``). ``recompute``: cheap enough that fusion may
+    compute it again in each group that reads it rather than keep its value. ``reduction``:
+    for a reduction a fused group may end in, how its loop accumulates ("sum", "mean",
+    "sum_to"); None for every other op.
     ``shape_only``: indices of inputs the kernel reads only the shape and dtype of (the
     ``like`` of ``sum_like``, ``x`` of ``conv2d_grad_input``): reading them does not keep
     their values alive, so the memory plan may reuse their storage before such a step.
@@ -66,6 +73,9 @@ class OpDef:
     attrs: Mapping[str, str] | None = None
     scalar: ScalarForm | None = None
     shape_only: tuple[int, ...] = ()
+    operands: str = "result"
+    recompute: bool = False
+    reduction: str | None = None
 
     @property
     def random(self) -> bool:
@@ -79,6 +89,9 @@ class OpDef:
 
 
 REGISTRY: dict[str, OpDef] = {}
+
+#: How generated kernels type an elementwise op's operands (``OpDef.operands``).
+OPERAND_RULES = ("result", "common", "condition", "as_is")
 
 
 def defop(
@@ -96,15 +109,21 @@ def defop(
     attrs: Mapping[str, str] | None = None,
     scalar: ScalarForm | None = None,
     shape_only: Sequence[int] = (),
+    operands: str = "result",
+    recompute: bool = False,
+    reduction: str | None = None,
     doc: str = "",
 ) -> OpDef:
     """Register an op. Names are unique; re-registering is a programming error."""
     if name in REGISTRY:
         raise GraphError(f"op {name!r} is already registered")
+    if operands not in OPERAND_RULES:
+        raise GraphError(f"op {name!r}: operands {operands!r} is not one of {OPERAND_RULES}")
     if category not in CATEGORIES:
         raise GraphError(f"op {name!r}: category {category!r} is not one of {CATEGORIES}")
     opdef = OpDef(name, infer, kernel, grad, doc, category, tuple(views), tuple(writes), accepts_out, decompose,
-                  state_updates, None if attrs is None else dict(attrs), scalar, tuple(shape_only))
+                  state_updates, None if attrs is None else dict(attrs), scalar, tuple(shape_only), operands,
+                  recompute, reduction)
     REGISTRY[name] = opdef
     return opdef
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from ..ir import Attrs, Graph, Node, next_uid, topological_order, with_inputs
-from ..ops.fused import REDUCING
+from ..ops.fused import reduces
 from ..ops.registry import get_op
 
 #: Elementwise ops that are never fused (none yet: random and effect ops are other categories).
 NEVER_FUSED: frozenset[str] = frozenset({"fused"})
-#: Ops cheap enough to recompute for every element of a broadcast: a producer of a smaller
-#: shape than its reader (a per-channel scale) joins the reader's group only when it is one
-#: of these; transcendental functions stay separate steps over the small shape.
-CHEAP_TO_RECOMPUTE: frozenset[str] = frozenset({
-    "add", "sub", "mul", "div", "neg", "maximum", "minimum", "abs", "sign", "relu", "cast", "where", "sqrt",
-    "equal", "not_equal", "less", "less_equal", "greater", "greater_equal"})
+
+
+def _cheap(op: str) -> bool:
+    """Cheap enough to recompute for every element of a broadcast (``OpDef.recompute``): a
+    producer of a smaller shape than its reader (a per-channel scale) joins the reader's group
+    only then; transcendental functions stay separate steps over the small shape."""
+    return get_op(op).recompute
 
 
 def _fusible(node: Node) -> bool:
@@ -25,7 +26,7 @@ def _joins(node: Node, reader: Node) -> str | None:
     """Why ``node`` may not be computed inside ``reader``'s loop, or None when it may."""
     if node.type.shape == reader.type.shape:
         return None
-    if node.op in CHEAP_TO_RECOMPUTE:
+    if _cheap(node.op):
         return None
     return f"{node.op} over {node.type.shape} would be recomputed for each element of {reader.type.shape}"
 
@@ -46,7 +47,7 @@ def plan_groups(graph: Graph) -> tuple[dict[int, list[Node]], list[tuple[Node, s
         roots = frozenset().union(*(group_of.get(r.uid, frozenset()) for r in readers))
         refusals = [reason for r in readers if r.uid in group_of and (reason := _joins(node, r)) is not None]
         # a cheap scalar (a hyperparameter cast) is computed inside each group reading it
-        copied = len(roots) > 1 and node.type.shape == () and node.op in CHEAP_TO_RECOMPUTE
+        copied = len(roots) > 1 and node.type.shape == () and _cheap(node.op)
         if node.uid in kept or not readers or outside or (len(roots) > 1 and not copied) or refusals:
             group_of[node.uid] = frozenset({node.uid})
             if node.uid in kept:
@@ -60,7 +61,7 @@ def plan_groups(graph: Graph) -> tuple[dict[int, list[Node]], list[tuple[Node, s
         else:
             group_of[node.uid] = roots
     for node in graph.nodes:  # a reduction of a group's result, read by nothing else, ends that group
-        if node.op in REDUCING and node.inputs and get_op(node.op).kernel is not None:
+        if reduces(node.op) and node.inputs and get_op(node.op).kernel is not None:
             source = node.inputs[0]
             if group_of.get(source.uid) == frozenset({source.uid}) and source.uid not in kept \
                     and [r.uid for r in users[source.uid]] == [node.uid] and node.type.dtype == source.type.dtype:

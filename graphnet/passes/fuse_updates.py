@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from ..ir import Attrs, Graph, Node, next_uid, topological_order
-from ..ops.fused import REDUCING
+from ..ops.fused import reduces
 from ..ops.registry import get_op
 
 
 def _elementwise_value(node: Node) -> bool:
     opdef = get_op(node.op)
     if node.op == "fused":
-        return node.attrs["body"][-1][0] not in REDUCING  # a group ending in a reduction stays a value
+        return not reduces(node.attrs["body"][-1][0])  # a group ending in a reduction stays a value
     return opdef.category == "elementwise" and opdef.kernel is not None
 
 

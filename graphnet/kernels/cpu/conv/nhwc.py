@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from .conv_common import Workspace, _gemm_address, _Geometry, _geometry, _result, _target, allocator, weight_result
+from .common import Workspace, _gemm_address, _Geometry, _geometry, _result, _target, allocator, weight_result
 
 #: images go through in chunks whose columns take about this many bytes, per op, on one thread
 #: or in each part of a split (timed with the compiled chunk loops on the reference layers, on
 #: one and two threads: small chunks keep the forward and weight gradient in the L2 cache (the
 #: weight gradient's products accumulate over chunks before each float64 sum:
-#: numba_nhwc_chunks.FLUSH_PIXELS), where the input gradient's (pixels, O) @ (O, K) product
+#: nhwc_chunks.FLUSH_PIXELS), where the input gradient's (pixels, O) @ (O, K) product
 #: gains from more pixels, up to 256 KB: 512 KB was 2% faster on the ResNet but took the seed
 #: CNN's peak memory over PyTorch's)
 CHUNK_BYTES = {"conv2d": 64 * 1024, "conv2d_grad_weight": 64 * 1024, "conv2d_grad_input": 256 * 1024}
@@ -32,11 +32,11 @@ CHUNK_BYTES = {"conv2d": 64 * 1024, "conv2d_grad_weight": 64 * 1024, "conv2d_gra
 
 @functools.lru_cache(maxsize=1)
 def _loops() -> dict[str, Callable[..., None]]:
-    from . import numba_conv_loops, numba_nhwc_chunks  # only plans with convolutions pay for importing numba
+    from . import loops as compiled_loops, nhwc_chunks  # only plans with convolutions pay for importing numba
 
-    loops = {name: getattr(numba_conv_loops, name)
+    loops = {name: getattr(compiled_loops, name)
              for name in ("to_padded_nhwc", "from_padded_nhwc", "im2col_nhwc", "col2im_nhwc")}
-    loops.update({name: getattr(numba_nhwc_chunks, name)
+    loops.update({name: getattr(nhwc_chunks, name)
                   for name in ("forward_chunks", "grad_input_chunks", "grad_weight_chunks")})
     return loops
 
@@ -84,7 +84,7 @@ class _Chunks:
         return [(start, min(start + self.step, self.geo.n)) for start in range(0, self.geo.n, self.step)]
 
     def compiled_args(self, address: int) -> tuple[Any, ...]:
-        """The scratch and sizes the compiled chunk loops (numba_nhwc_chunks) take."""
+        """The scratch and sizes the compiled chunk loops (nhwc_chunks) take."""
         geo = self.geo
         return (self.padded, self.cols, self.pixels, self.step, geo.ph, geo.pw, self.hp, self.wp, geo.kh, geo.kw,
                 geo.sh, geo.sw, geo.dh, geo.dw, address)

@@ -17,8 +17,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..ops.common import into_each
-from ..ops.conv_kernels import _pair
+from ...ops.common import into_each
+from ...ops.conv_kernels import _pair
 from . import threads
 
 
@@ -154,10 +154,7 @@ def _by_images(loop: Callable[..., None], arrays: tuple[np.ndarray, ...]) -> Non
 
 
 #: op name -> the NumPy executor's numba implementation
-KERNELS: dict[str, Callable[..., Any]] = {"max_pool2d_grad_saved": max_pool2d_grad_saved,
-                                          "max_pool2d_saving": max_pool2d_saving}
-
-#: op name -> whether its numba implementation takes a step's attributes (else the executor
-#: runs the op's xp kernel)
-APPLIES: dict[str, Callable[..., bool]] = {
-    "max_pool2d_saving": lambda kernel_size, stride, padding, **_: halves(kernel_size, stride, padding)}
+def takes_attrs(kernel_size: Any, stride: Any, padding: Any, **_: Any) -> bool:
+    """Whether ``max_pool2d_saving``'s numba loop takes these attributes (2x2 windows at stride
+    2 without padding; else the reference kernel runs)."""
+    return halves(kernel_size, stride, padding)

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FeedError
-from ..ops.common import into_each
+from ...errors import FeedError
+from ...ops.common import into_each
 
 
 @functools.lru_cache(maxsize=1)
@@ -81,4 +81,3 @@ def softmax_cross_entropy(logits: Any, labels: Any, *, label_smoothing: float, r
 
 
 #: op name -> the NumPy executor's numba implementation
-KERNELS: dict[str, Callable[..., Any]] = {"softmax_cross_entropy": softmax_cross_entropy}

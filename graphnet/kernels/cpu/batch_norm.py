@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..ops.common import into_each
+from ...ops.common import into_each
 from . import threads
 
 
@@ -136,5 +136,3 @@ def batch_norm_train_grad(g: Any, x: Any, mean: Any, var: Any, *rest: Any, eps: 
 
 
 #: op name -> the NumPy executor's numba implementation
-KERNELS: dict[str, Callable[..., Any]] = {"batch_norm_train": batch_norm_train,
-                                          "batch_norm_train_grad": batch_norm_train_grad}

@@ -33,11 +33,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .. import dtypes
-from ..ir import TensorType
-from ..ops.fused import REDUCING
-from ..ops.registry import get_op
-from . import threads
+from ... import dtypes
+from ...codegen.cache import cache_dir
+from ...codegen.fused_body import collapse, member_dtypes, operand_dtypes, reduced_shape
+from ...ops.registry import get_op
+from ...kernels.cpu import threads
 
 #: Python names of dtypes inside generated code (numba understands NumPy's scalar types).
 _TYPE_NAMES = {"float16": "np.float16", "float32": "np.float32", "float64": "np.float64", "int8": "np.int8",
@@ -45,7 +45,6 @@ _TYPE_NAMES = {"float16": "np.float16", "float32": "np.float32", "float64": "np.
                "bool": "np.bool_"}
 _NUMBA_TYPES = {"float32": "float32", "float64": "float64", "int8": "int8", "int16": "int16", "int32": "int32",
                 "int64": "int64", "uint8": "uint8", "bool": "boolean"}
-_COMPARISONS = frozenset({"equal", "not_equal", "less", "less_equal", "greater", "greater_equal"})
 
 
 @dataclass
@@ -67,67 +66,6 @@ _compiled: dict[str, Any] = {}  # source hash -> numba dispatcher
 
 def numba_available() -> bool:
     return importlib.util.find_spec("numba") is not None
-
-
-def cache_dir() -> str:
-    """Where generated sources and numba's compiled kernels are kept."""
-    root = os.environ.get("GRAPHNET_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "graphnet")
-    return os.path.join(root, "kernels")
-
-
-def unsupported_member(body: Sequence[tuple[str, tuple[int, ...], tuple]]) -> str | None:
-    """The first member op without a scalar form (such a group runs through NumPy), or None;
-    a final reduction is the loop's accumulation, not a scalar form."""
-    for i, (op, _, _) in enumerate(body):
-        if get_op(op).scalar is None and not (i == len(body) - 1 and i > 0 and op in REDUCING):
-            return op
-    return None
-
-
-def reduced_shape(body: Sequence[tuple], loop_shape: tuple[int, ...]) -> tuple[int, ...] | None:
-    """For a group ending in a reduction, the result's shape with the reduced dims kept as 1
-    (aligned with ``loop_shape``); None for a group without one."""
-    op, _, attrs = body[-1]
-    if op not in REDUCING or len(body) < 2:
-        return None
-    named = dict(attrs)
-    if op == "sum_to":
-        target = tuple(named["shape"])
-        return (1,) * (len(loop_shape) - len(target)) + target
-    return tuple(1 if d in named["axes"] else size for d, size in enumerate(loop_shape))
-
-
-def member_dtypes(body: Sequence[tuple[str, tuple[int, ...], tuple]], input_dtypes: Sequence[str]) -> list[str]:
-    """The dtype of each member's result, by the members' own rules."""
-    values: list[str] = []
-    for op, args, attrs in body:
-        types = [TensorType((), input_dtypes[-a - 1] if a < 0 else values[a]) for a in args]
-        values.append(get_op(op).infer(*types, **dict(attrs)).dtype)
-    return values
-
-
-def collapse(out_shape: tuple[int, ...], in_shapes: Sequence[tuple[int, ...]]
-             ) -> tuple[tuple[int, ...], tuple[tuple[bool, ...], ...]]:
-    """The collapsed iteration space for a result of ``out_shape``: its extents and, per
-    input, which of them the input spans (False: broadcast along that dim)."""
-    rank = len(out_shape)
-    padded = [(1,) * (rank - len(s)) + tuple(s) for s in in_shapes]
-    extents: list[int] = []
-    spans: list[list[bool]] = [[] for _ in in_shapes]
-    for d, size in enumerate(out_shape):
-        if size == 1:
-            continue
-        span = [p[d] == size for p in padded]
-        if extents and all(s[-1] == f for s, f in zip(spans, span)):
-            extents[-1] *= size
-        else:
-            extents.append(size)
-            for s, f in zip(spans, span):
-                s.append(f)
-    if not extents:  # a single element
-        return (1,), tuple((True,) for _ in in_shapes)
-    return tuple(extents), tuple(tuple(s) for s in spans)
 
 
 def kernel_source(body: Sequence[tuple[str, tuple[int, ...], tuple]], input_dtypes: Sequence[str],
@@ -167,15 +105,8 @@ def kernel_source(body: Sequence[tuple[str, tuple[int, ...], tuple]], input_dtyp
         lines.append(f"{indent}x{k} = a{k}[{at}]")
     for i, ((op, args, attrs), result) in enumerate(zip(body, member_dtype)):
         operands = [(f"x{-a - 1}", input_dtypes[-a - 1]) if a < 0 else (f"v{a}", member_dtype[a]) for a in args]
-        if op in _COMPARISONS:
-            common = dtypes.promote(*(d for _, d in operands))
-            texts = [cast(e, d, common) for e, d in operands]
-        elif op == "where":
-            texts = [operands[0][0]] + [cast(e, d, result) for e, d in operands[1:]]
-        elif op == "cast":
-            texts = [operands[0][0]]
-        else:
-            texts = [cast(e, d, result) for e, d in operands]
+        wanted = operand_dtypes(op, [d for _, d in operands], result)
+        texts = [e if want is None else cast(e, d, want) for (e, d), want in zip(operands, wanted)]
         constant = (lambda value, t=result: f"{_TYPE_NAMES[t]}({_literal(value)})")
         expr = get_op(op).scalar(constant, *texts, **dict(attrs))
         lines.append(f"{indent}v{i} = {_TYPE_NAMES[result]}({expr})")

@@ -1,4 +1,4 @@
-"""Convolution algorithms for the CPU, compiled with numba: the candidates graphnet.executors.numba_conv
+"""Convolution algorithms for the CPU, compiled with numba: the candidates graphnet.kernels.cpu.conv.chooser
 chooses among per shape.
 
 ``conv2d``, ``conv2d_grad_input`` and ``conv2d_grad_weight`` are defined once, in
@@ -12,7 +12,7 @@ NCHW. On the CPU that memory traffic costs more than the arithmetic. The algorit
   the NCHW input (padding written as zeros, no padded copy), and one BLAS product per image
   writes the NCHW result in place; the input gradient scatters the columns' gradient back
   in one numba pass (col2im), and the weight gradient sums per-image products. With numpy's
-  own OpenBLAS the whole loop over chunks is one compiled call (numba_image_chunks.py).
+  own OpenBLAS the whole loop over chunks is one compiled call (image_chunks.py).
 * ``pointwise``: a 1x1 convolution without padding as a plain product per image.
 * ``xp``: the shared kernel, over chunks of images.
 """
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from ..ops import conv_kernels
-from . import conv_nhwc, conv_shifted
-from .conv_common import (Workspace, _aligned, _gemm_address, _Geometry, _geometry, _result, _scratch, _target,
+from ....ops import conv_kernels
+from . import nhwc, shifted
+from .common import (Workspace, _aligned, _gemm_address, _Geometry, _geometry, _result, _scratch, _target,
                           _weights, allocator, shapes_of, weight_result)
 
 CONV_OPS = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")
@@ -35,10 +35,10 @@ CONV_OPS = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")
 
 @functools.lru_cache(maxsize=1)
 def _loops() -> dict[str, Callable[..., None]]:
-    from . import numba_conv_loops, numba_image_chunks  # only plans with convolutions pay for importing numba
+    from . import image_chunks, loops as compiled_loops  # only plans with convolutions pay for importing numba
 
-    return {"im2col": numba_conv_loops.im2col, "col2im": numba_conv_loops.col2im,
-            **{name: getattr(numba_image_chunks, name)
+    return {"im2col": compiled_loops.im2col, "col2im": compiled_loops.col2im,
+            **{name: getattr(image_chunks, name)
                for name in ("forward_images", "grad_input_images", "grad_weight_images")}}
 
 
@@ -247,21 +247,21 @@ ALGORITHMS: dict[str, dict[str, tuple[Callable[..., np.ndarray], Callable[..., b
         "xp": (_shared("conv2d"), lambda xs, ws, a: True),
         "batched_gemm": (gemm_forward, lambda xs, ws, a: True),
         "pointwise": (pointwise_forward, _pointwise),
-        "shifted": (conv_shifted.shifted_forward, lambda xs, ws, a: True),
-        "nhwc": (conv_nhwc.nhwc_forward, conv_nhwc.applies),
+        "shifted": (shifted.shifted_forward, lambda xs, ws, a: True),
+        "nhwc": (nhwc.nhwc_forward, nhwc.applies),
     },
     "conv2d_grad_input": {
         "xp": (_shared("conv2d_grad_input"), lambda xs, ws, a: True),
         "batched_gemm": (gemm_grad_input, lambda xs, ws, a: True),
         "pointwise": (pointwise_grad_input, _pointwise),
-        "shifted": (conv_shifted.shifted_grad_input, lambda xs, ws, a: True),
-        "nhwc": (conv_nhwc.nhwc_grad_input, conv_nhwc.applies),
+        "shifted": (shifted.shifted_grad_input, lambda xs, ws, a: True),
+        "nhwc": (nhwc.nhwc_grad_input, nhwc.applies),
     },
     "conv2d_grad_weight": {
         "xp": (_shared("conv2d_grad_weight"), lambda xs, ws, a: True),
         "batched_gemm": (gemm_grad_weight, lambda xs, ws, a: True),
         "pointwise": (pointwise_grad_weight, _pointwise),
-        "shifted": (conv_shifted.shifted_grad_weight, lambda xs, ws, a: True),
-        "nhwc": (conv_nhwc.nhwc_grad_weight, conv_nhwc.applies),
+        "shifted": (shifted.shifted_grad_weight, lambda xs, ws, a: True),
+        "nhwc": (nhwc.nhwc_grad_weight, nhwc.applies),
     },
 }

@@ -1,8 +1,8 @@
 """The per-image-columns convolution's loop over chunks of images, compiled whole
-(conv_algorithms.py's ``batched_gemm``).
+(algorithms.py's ``batched_gemm``).
 
-Like numba_nhwc_chunks.py for the channels-last columns: one call builds each chunk's NCHW
-columns (numba_conv_loops.im2col) and runs one BLAS product per image and group
+Like nhwc_chunks.py for the channels-last columns: one call builds each chunk's NCHW
+columns (compiled_loops.im2col) and runs one BLAS product per image and group
 (blas.gemm), without taking the GIL. ``weights`` is (G, Og, K); results and gradients are
 (N, G, Og, P) with P = Ho * Wo; ``cols`` is flat, one chunk's (n, G * K, P) columns.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .blas import NO_TRANS, TRANS, gemm
-from .numba_conv_loops import col2im, im2col, jit
-from .numba_nhwc_chunks import FLUSH_PIXELS
+from ..blas import NO_TRANS, TRANS, gemm
+from .loops import col2im, im2col, jit
+from .nhwc_chunks import FLUSH_PIXELS
 
 
 @jit
@@ -55,7 +55,7 @@ def grad_weight_images(x, g, part, total, cols, step, kh, kw, sh, sw, ph, pw, dh
                        address):  # pragma: no cover - compiled
     """total (G, Og, K, float64) <- the sum over images of g's image (Og, P) times its
     columns (K, P) transposed, per group; ``part`` (G, Og, K) sums the images since the last
-    flush (BLAS's beta = 1), as in numba_nhwc_chunks.grad_weight_chunks."""
+    flush (BLAS's beta = 1), as in nhwc_chunks.grad_weight_chunks."""
     n_total = x.shape[0]
     groups, og, k = part.shape
     p = ho * wo

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ops import conv_kernels
+from ....ops import conv_kernels
 
 
 class _Geometry:
@@ -126,12 +126,12 @@ def weight_result(total: np.ndarray, out: np.ndarray | None, dtype: Any) -> np.n
 
 
 def _gemm_address(*arrays: np.ndarray) -> int:
-    """The BLAS product the compiled chunk loops (numba_nhwc_chunks, numba_image_chunks) call
+    """The BLAS product the compiled chunk loops (nhwc_chunks, image_chunks) call
     for these arrays' dtype, or 0: then the chunks run in Python (blas.py says where)."""
     dtype = arrays[0].dtype
     if any(a.dtype != dtype for a in arrays):
         return 0
-    from .blas import gemm_address
+    from ..blas import gemm_address
 
     return gemm_address(dtype)
 

@@ -1,19 +1,19 @@
-"""The channels-last convolution's loop over chunks of images, compiled whole (conv_nhwc.py).
+"""The channels-last convolution's loop over chunks of images, compiled whole (nhwc.py).
 
 One call runs every chunk of a call's images: copy to padded NHWC, columns, one BLAS
 product (blas.gemm), and the copy out, without taking the GIL, so the parts of a
-convolution split among threads never wait for each other (conv_nhwc.py keeps the same loop
+convolution split among threads never wait for each other (nhwc.py keeps the same loop
 in Python for where blas.gemm_address finds no BLAS to call). The flat scratch arrays are
 the chunk's: padded images, columns (pixels, K) and product (pixels, O); ``weights`` is the
-(K, O) matrix of conv_nhwc._weight_columns.
+(K, O) matrix of nhwc._weight_columns.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .blas import NO_TRANS, TRANS, gemm
-from .numba_conv_loops import col2im_nhwc, from_padded_nhwc, im2col_nhwc, jit, to_padded_nhwc
+from ..blas import NO_TRANS, TRANS, gemm
+from .loops import col2im_nhwc, from_padded_nhwc, im2col_nhwc, jit, to_padded_nhwc
 
 
 @jit

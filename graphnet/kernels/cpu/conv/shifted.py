@@ -3,7 +3,7 @@
 The per-image algorithm (``batched_gemm``) gathers every column row output row by output row:
 for a 3x3 kernel on 14x14 images that is a loop of 14 values, restarted 14 times per tap and
 channel, and its cost is in the loop, not the bytes. Here each chunk of images is first copied
-once into its zero-padded *phases* (numba_conv_loops.phase_split: for stride s, the s*s
+once into its zero-padded *phases* (compiled_loops.phase_split: for stride s, the s*s
 sub-grids of rows and columns that one tap reads, each ``(hq, wq)``), after which the column
 row of tap (i, j) is one contiguous run of ``Ho * wq`` values at a fixed shift. The product
 then covers ``wq`` output columns per row instead of ``Wo``: the extra ``wq - Wo`` (2 for a
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .conv_common import Workspace, _Geometry, _geometry, _result, _target, _weights, allocator, weight_result
+from .common import Workspace, _Geometry, _geometry, _result, _target, _weights, allocator, weight_result
 
 #: images go through in chunks whose columns take about this many bytes (they stay in cache
 #: between the copy and the product)
@@ -31,9 +31,9 @@ CHUNK_BYTES = 1024 * 1024
 
 @functools.lru_cache(maxsize=1)
 def _loops() -> dict[str, Callable[..., None]]:
-    from . import numba_conv_loops  # only plans with convolutions pay for importing numba
+    from . import loops as compiled_loops  # only plans with convolutions pay for importing numba
 
-    return {name: getattr(numba_conv_loops, name)
+    return {name: getattr(compiled_loops, name)
             for name in ("phase_split", "phase_merge", "shifted_columns", "shifted_add")}
 
 

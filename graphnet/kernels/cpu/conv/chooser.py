@@ -1,6 +1,6 @@
 """Which CPU convolution algorithm runs, per step and per input shape.
 
-The candidates are in graphnet/executors/conv_algorithms.py (per-image products with numba
+The candidates are in graphnet/kernels/cpu/conv/algorithms.py (per-image products with numba
 im2col/col2im, plain products for 1x1 convolutions, the shared ``xp`` kernel). Which runs is
 decided by a cost rule, or, with autotuning on (``GRAPHNET_AUTOTUNE=1``, the default), by
 timing each candidate once on the real shapes at the first run and keeping the fastest,
@@ -17,9 +17,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import threads
-from .conv_algorithms import ALGORITHMS, Workspace, _geometry, _pointwise, shapes_of
-from .numba_codegen import cache_dir
+from .. import threads
+from .algorithms import ALGORITHMS, Workspace, _geometry, _pointwise, shapes_of
+from ....codegen.cache import cache_dir
 
 
 def candidates(op: str, x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -> list[str]:

@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ..errors import ExecutorError
+from ...errors import ExecutorError
 
 _applied: list[int] = []
 _limiter: list[Any] = []  # threadpoolctl's limit, kept so that it lasts

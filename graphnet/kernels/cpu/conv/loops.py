@@ -1,4 +1,4 @@
-"""The numba loops of graphnet.executors.numba_conv: im2col and col2im straight from NCHW.
+"""The numba loops of graphnet.kernels.cpu.conv.chooser: im2col and col2im straight from NCHW.
 
 They live at module level, in a module of their own, so that numba's on-disk cache keeps
 them between processes (a function defined inside another is compiled again in every
@@ -73,7 +73,7 @@ def col2im(cols, dx, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):  # pragma: no cove
                             dst[np.uint64(o * sw + off)] += src[np.uint64(base + o)]
 
 
-# --- the shifted-columns algorithm (graphnet/executors/conv_shifted.py) -----------------------
+# --- the shifted-columns algorithm (graphnet/kernels/cpu/conv/shifted.py) -----------------------
 # An image's input, zero-padded, is split into stride_h * stride_w phases, phase (a, b) holding
 # padded rows a, a + sh, ... and columns b, b + sw, ..., each phase a (hq, wq) grid, one after
 # another in a row of ``length`` values per channel (the tail, past the last phase, is zeros).
@@ -174,7 +174,7 @@ def shifted_add(cols, phases, kh, kw, sh, sw, dh, dw, hq, wq):  # pragma: no cov
                         dst[np.uint64(start + q)] += src[np.uint64(q)]
 
 
-# --- channels-last columns (graphnet/executors/conv_nhwc.py) ----------------------------------
+# --- channels-last columns (graphnet/kernels/cpu/conv/nhwc.py) ----------------------------------
 # Images copied to zero-padded NHWC (flat: image, row, column, channel), whose column-matrix
 # row for one output pixel is kh runs of kw * C contiguous values (kh * kw runs of C with
 # dilation): long copies where NCHW columns are runs of one output row.

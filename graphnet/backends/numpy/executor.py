@@ -1,0 +1,76 @@
+"""The NumPy backend's runtime: NumPy arrays on the host; variables are updated in place.
+
+Which kernel runs each step is the kernel table's (kernel_table.py); this file holds what
+the runtime keeps for those kernels (the shared workspaces, the generated kernels and what
+they cost, graphnet's threads while a plan with convolutions runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable
+
+import numpy as np
+
+from ... import config
+from ...executors.base import ArrayExecutor
+from ...kernels.cpu import threads
+from ...kernels.cpu.conv.algorithms import CONV_OPS
+from ...kernels.cpu.conv.common import Workspace
+from . import fused_kernels
+from .kernel_table import TABLE
+
+
+class NumpyExecutor(ArrayExecutor):
+    """Interprets plans with NumPy. Parameters are the Variables' own arrays, so every
+    plan compiled from the same parameters shares their values. Fused groups run as
+    numba kernels generated from their members' scalar forms (fused_kernels.py) unless numba
+    is missing or ``GRAPHNET_CODEGEN=numpy``."""
+
+    name = "numpy"
+    xp = np
+    table = TABLE
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.generated: list[fused_kernels.FusedKernel] = []
+        self.fallbacks: dict[str, int] = {}
+        self.library_seconds: dict[str, float] = {}  # op -> seconds its numba loop took to compile or load
+        self.convolutions: list[Any] = []
+        # scratch the convolutions and pools share (their column matrices), one workspace per
+        # part of a convolution split among threads; the first also serves unsplit kernels
+        self.workspaces = [Workspace()]
+        threads.apply_once()
+        super().__init__(*args, **kwargs)
+        self._splits = any(step.op in CONV_OPS for step in self.plan.steps)
+
+    def running(self) -> Any:
+        # plans with convolutions split their kernels' work among graphnet's threads, BLAS
+        # products included; the others leave the threads to BLAS (threads.py says why)
+        return threads.splitting() if self._splits else contextlib.nullcontext()
+
+    def held_bytes(self) -> int:
+        return super().held_bytes() + sum(w.nbytes for w in self.workspaces) \
+            + sum(kernel.held_bytes() for kernel in self.convolutions)
+
+    def fall_back(self, reason: str, fallback: Callable[..., Any]) -> Callable[..., Any]:
+        """Run a fused group with its reference kernel, and say why in the compile report."""
+        self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
+        fused_kernels.stats.fell_back(reason)
+        return fallback
+
+    def codegen_summary(self) -> dict[str, Any]:
+        """How this executor runs its fused groups: numba kernels (compiled now, loaded from the
+        disk cache, or shared with a plan compiled earlier in this process, and the seconds
+        that took) or the NumPy fallback (and why)."""
+        loads = [load for kernel in self.generated for load in kernel.loads]
+        return {"codegen": config.flags.codegen if fused_kernels.numba_available() else "numpy (numba missing)",
+                "numba_groups": len(self.generated),
+                "threads": threads.current(),
+                "compiled": sum(1 for origin, _ in loads if origin == "compiled"),
+                "loaded_from_disk_cache": sum(1 for origin, _ in loads if origin == "disk"),
+                "shared_in_process": sum(1 for origin, _ in loads if origin == "memory"),
+                "seconds": round(sum(seconds for _, seconds in loads), 4),
+                "numpy_groups": dict(self.fallbacks),
+                "numba_library": {op: round(seconds, 4) for op, seconds in self.library_seconds.items()},
+                "conv_algorithms": {shape: f"{name} ({how})" for kernel in self.convolutions
+                                    for shape, (name, how) in kernel.decisions.items()}}

@@ -1,0 +1,88 @@
+"""A fused group's body as every kernel generator sees it: member dtypes, operand typing,
+the collapsed iteration space and the reduction that may end the group.
+
+A ``fused`` step's ``body`` is a tuple of members ``(op, args, attrs)``; an arg ``a >= 0``
+is member ``a``'s value, ``a < 0`` the step's input ``-a - 1`` (graphnet.ops.fused).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .. import dtypes
+from ..ir import TensorType
+from ..ops.fused import reduces
+from ..ops.registry import get_op
+
+
+def unsupported_member(body: Sequence[tuple[str, tuple[int, ...], tuple]]) -> str | None:
+    """The first member op without a scalar form (such a group runs through NumPy), or None;
+    a final reduction is the loop's accumulation, not a scalar form."""
+    for i, (op, _, _) in enumerate(body):
+        if get_op(op).scalar is None and not (i == len(body) - 1 and i > 0 and reduces(op)):
+            return op
+    return None
+
+
+def reduced_shape(body: Sequence[tuple], loop_shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """For a group ending in a reduction, the result's shape with the reduced dims kept as 1
+    (aligned with ``loop_shape``); None for a group without one."""
+    op, _, attrs = body[-1]
+    if not reduces(op) or len(body) < 2:
+        return None
+    named = dict(attrs)
+    if op == "sum_to":
+        target = tuple(named["shape"])
+        return (1,) * (len(loop_shape) - len(target)) + target
+    return tuple(1 if d in named["axes"] else size for d, size in enumerate(loop_shape))
+
+
+def member_dtypes(body: Sequence[tuple[str, tuple[int, ...], tuple]], input_dtypes: Sequence[str]) -> list[str]:
+    """The dtype of each member's result, by the members' own rules."""
+    values: list[str] = []
+    for op, args, attrs in body:
+        types = [TensorType((), input_dtypes[-a - 1] if a < 0 else values[a]) for a in args]
+        values.append(get_op(op).infer(*types, **dict(attrs)).dtype)
+    return values
+
+
+def collapse(out_shape: tuple[int, ...], in_shapes: Sequence[tuple[int, ...]]
+             ) -> tuple[tuple[int, ...], tuple[tuple[bool, ...], ...]]:
+    """The collapsed iteration space for a result of ``out_shape``: its extents and, per
+    input, which of them the input spans (False: broadcast along that dim)."""
+    rank = len(out_shape)
+    padded = [(1,) * (rank - len(s)) + tuple(s) for s in in_shapes]
+    extents: list[int] = []
+    spans: list[list[bool]] = [[] for _ in in_shapes]
+    for d, size in enumerate(out_shape):
+        if size == 1:
+            continue
+        span = [p[d] == size for p in padded]
+        if extents and all(s[-1] == f for s, f in zip(spans, span)):
+            extents[-1] *= size
+        else:
+            extents.append(size)
+            for s, f in zip(spans, span):
+                s.append(f)
+    if not extents:  # a single element
+        return (1,), tuple((True,) for _ in in_shapes)
+    return tuple(extents), tuple(tuple(s) for s in spans)
+
+
+
+
+def operand_dtypes(op: str, operands: Sequence[str], result: str) -> list[str | None]:
+    """The dtype each operand is cast to before ``op``'s scalar form reads it (None: read as it
+    is), by the op's ``operands`` rule (``OpDef.operands``): "result" (the default) casts
+    every operand to the result's dtype, "common" to the operands' promoted dtype
+    (comparisons), "condition" leaves the first (a bool) and casts the rest to the result's
+    (``where``), "as_is" leaves them all (``cast``)."""
+    rule = get_op(op).operands
+    if rule == "common":
+        common = dtypes.promote(*operands)
+        return [common] * len(operands)
+    if rule == "condition":
+        return [None] + [result] * (len(operands) - 1)
+    if rule == "as_is":
+        return [None] * len(operands)
+    return [result] * len(operands)

@@ -1,0 +1,67 @@
+"""Checking a run's feeds against the plan's placeholders, and the dict a run returns."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from .. import dtypes
+from ..errors import FeedError
+from ..plan import Plan
+
+
+class RunResult(dict):
+    """A run's outputs by name; a missing name raises a KeyError that lists the outputs."""
+
+    def __missing__(self, key: Any) -> Any:
+        raise KeyError(f"{key!r} is not an output of this plan; its outputs are {sorted(self)}")
+
+
+def _dim_ok(expected: Any, got: int, bindings: dict[str, int]) -> bool:
+    if expected is None:
+        return True
+    if isinstance(expected, str):
+        return bindings.setdefault(expected, got) == got
+    return expected == got
+
+
+def check_feeds(plan: Plan, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Validate feeds against the plan's placeholders; return them as arrays of the right dtype.
+
+    Missing and unexpected names, wrong ranks, sizes, inconsistent symbolic dims and
+    dtypes of the wrong kind (a float fed to an integer placeholder) raise FeedError.
+    Values of the same kind are converted (float64 data to a float32 placeholder).
+    """
+    expected = plan.feeds
+    missing = [n for n in expected if n not in feeds]
+    unexpected = [n for n in feeds if n not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing feed(s) {missing}")
+        if unexpected:
+            parts.append(f"unexpected feed(s) {unexpected}")
+        raise FeedError("; ".join(parts) + f"; this plan takes {sorted(expected)}")
+    bindings: dict[str, int] = {}
+    arrays = {}
+    for name, value in feeds.items():
+        spec = plan.buffers[expected[name]]
+        array = value if isinstance(value, np.ndarray) else np.asarray(value)
+        want = dtypes.DTYPES[spec.dtype]
+        if array.dtype != want:
+            same_kind = (array.dtype.kind == "f" and want.kind == "f") or (
+                array.dtype.kind in "iu" and want.kind in "iu") or (array.dtype.kind == want.kind)
+            if not same_kind:
+                raise FeedError(f"feed {name!r}: expected dtype {spec.dtype}, got {array.dtype}")
+            array = array.astype(want)
+        shape_text = "(" + ", ".join("None" if d is None else repr(d) if isinstance(d, str) else str(d)
+                                     for d in spec.shape) + ")"
+        if array.ndim != len(spec.shape) or not all(
+                _dim_ok(e, g, bindings) for e, g in zip(spec.shape, array.shape)):
+            raise FeedError(f"feed {name!r}: expected shape {shape_text}, got {tuple(array.shape)}"
+                            + (f" (bound so far: {bindings})" if bindings else ""))
+        arrays[name] = array
+    if plan.dims is not None:
+        plan.dims.check({name: array.shape for name, array in arrays.items()})
+    return arrays

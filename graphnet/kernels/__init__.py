@@ -1,0 +1,1 @@
+"""Kernel libraries the backends draw on; ``cpu/`` is the NumPy backend's."""
