@@ -17,7 +17,7 @@ from .ir import Graph, Node
 from .modes import check_mode, plan_mode
 from .nn.init import next_plan_seed
 from .optim import Optimizer
-from .passes import default_pipeline, dim_constraints, lower, mode_switches, run_pipeline
+from .passes import Pass, default_pipeline, dim_constraints, finish_plan, mode_switches, run_to_plan
 from .report import CompileReport, build_report
 from .plan import Plan
 from .tensor import Tensor
@@ -201,6 +201,7 @@ def compile(  # noqa: A001 - the public name
     seed: int | None = None,
     effects: Sequence[Tensor] = (),
     mode: str | None = None,
+    passes: Sequence[Pass] = (),
 ) -> CompiledPlan:
     """Compile ``outputs`` (a tensor, list, or dict name -> tensor) into a runnable plan.
 
@@ -216,6 +217,9 @@ def compile(  # noqa: A001 - the public name
     An inference plan (no optimizer) compiled with modules in training mode and ``mode=None``
     warns (``gn.ModeWarning``) naming them; ``mode="train"`` says it is meant (Monte-Carlo
     dropout).
+
+    ``passes``: extra compile passes (``gn.passes.Pass``), graph passes run just before
+    scheduling and plan passes just after the lowering (docs/architecture.md, "The pipeline").
 
     Output names: a dict's keys; else each tensor's name (``.named()``, a placeholder's or
     parameter's), else the caller's variable bound to it (``gn.compile(logits)`` gives
@@ -240,16 +244,13 @@ def compile(  # noqa: A001 - the public name
         warnings.warn(f"compiling an inference plan while {', '.join(training)} {'is' if len(training) == 1 else 'are'} "
                       f"in training mode (dropout on, batch statistics); call model.eval() first, or pass "
                       f"mode='train' if that is meant", ModeWarning, stacklevel=2)
-    graph, records = run_pipeline(source, default_pipeline(optimizer, mode))
-    plan = lower(graph)
-    plan.passes = records
-    plan.mode = plan_mode(switches, mode)
-    plan.dims = dim_constraints(source)
+    graph, plan, records = run_to_plan(source, default_pipeline(optimizer, mode, passes))
+    described = None if optimizer is None else {"name": optimizer.name, "hyper": optimizer.hyperparams(),
+                                                 "structure": optimizer.structure()}
+    plan = finish_plan(plan, records, mode=plan_mode(switches, mode), dims=dim_constraints(source),
+                       optimizer=described)
     if seed is None:
         seed = next_plan_seed()
-    if optimizer is not None:
-        plan.optimizer = {"name": optimizer.name, "hyper": optimizer.hyperparams(),
-                          "structure": optimizer.structure()}
     compiled = CompiledPlan(plan, graph, executor_cls(plan, seed, check_numerics), optimizer, source)
     if config.flags.debug >= 1:
         if plan.mode:

@@ -8,8 +8,8 @@
   4  also time every executed step (printed per run)
 ``GRAPHNET_VERIFY=1`` runs the IR checker between every pair of passes.
 ``GRAPHNET_DISABLE_PASSES=cse,constant_fold`` skips optional passes by name.
-``GRAPHNET_FUSE=0`` turns elementwise fusion off (``=1`` on). By default it is on where fused
-groups become generated kernels (numba installed and ``GRAPHNET_CODEGEN`` not ``numpy``).
+``GRAPHNET_FUSE=0`` turns elementwise fusion off (on by default: the pipeline is the same
+whatever is installed, and each backend decides how a fused step runs).
 ``GRAPHNET_CODEGEN=numba`` (default) compiles fused groups to numba kernels; ``numpy`` runs
 them as NumPy ufunc calls (also what happens where numba is not installed).
 ``GRAPHNET_CACHE_DIR`` is where generated kernels are kept (default ``~/.cache/graphnet``).
@@ -25,7 +25,6 @@ suffixes); by default the machine's available memory when the plan is first run.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -63,14 +62,10 @@ class Flags:
 
 
 def _fuse_default() -> bool:
-    """GRAPHNET_FUSE=0/1 if set; else fuse when fused groups become generated kernels (numba
-    installed, GRAPHNET_CODEGEN not "numpy"): run by the NumPy fallback they gain little."""
+    """GRAPHNET_FUSE=0/1 if set, else on: the pass pipeline does not depend on what is
+    installed (a backend without generated kernels runs a fused group's reference kernel)."""
     value = os.environ.get("GRAPHNET_FUSE", "").strip()
-    if value:
-        return value not in ("0", "false", "no", "off")
-    if os.environ.get("GRAPHNET_CODEGEN", "numba").strip().lower() == "numpy":
-        return False
-    return importlib.util.find_spec("numba") is not None
+    return not value or value not in ("0", "false", "no", "off")
 
 
 def _env_bytes(name: str) -> int | None:

@@ -19,11 +19,12 @@ import numpy as np
 
 from . import config
 from .compile import CompiledPlan, compile
+from .passes import optional_passes
 from .plan import Step
 
-#: The optimisations, in the order they are switched on (passes by name; "codegen" is the
-#: NumPy executor's generated kernels for fused groups).
-OPTIMISATIONS = ("fuse_batch_norm", "fold_batch_norm", "fuse_cross_entropy", "constant_fold", "simplify", "cse", "fuse", "fuse_updates", "codegen")
+#: The optimisations, in the order they are switched on: the pipeline's optional passes (one
+#: list, graphnet.passes.optional_passes), then "codegen" (the NumPy backend's generated kernels).
+OPTIMISATIONS = optional_passes() + ("codegen",)
 
 
 @dataclass

@@ -156,15 +156,17 @@ class PassRecord:
         return f"{self.name:<18} {self.nodes_before:>5} -> {self.nodes_after:<5} ({delta:+d})  {self.seconds * 1e3:.1f} ms"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
     """Ordered steps over named buffers, plus the values those buffers start with.
 
     ``feeds`` and ``outputs`` map the user's names to buffers; ``variables`` maps variable
     buffers to the Variables that hold their values. ``release[i]`` lists the temp buffers
     whose last reader is step ``i``: an executor may free them after it, which bounds peak
-    memory. ``mode`` says how the modules' train/eval switches were resolved. ``optimizer`` describes a training plan's optimizer (name, hyperparameters,
-    the structure its update was compiled for).
+    memory. ``mode`` says how the modules' train/eval switches were resolved. ``optimizer``
+    describes a training plan's optimizer (name, hyperparameters, the structure its update
+    was compiled for). A Plan is made by the pipeline's passes, each returning a new one,
+    and completed once (``passes.finish_plan``); nothing changes it afterwards.
     """
 
     buffers: dict[str, Buffer]
@@ -178,13 +180,13 @@ class Plan:
     optimizer: dict[str, Any] | None = None
     mode: str | None = None  # "train", "eval" or "mixed" for plans with mode-dependent ops
     dims: DimConstraints | None = None  # what the feeds' unknown dims must satisfy
-    passes: list[PassRecord] = field(default_factory=list)
+    passes: tuple[PassRecord, ...] = ()
     memory: MemoryPlan | None = None  # None: every step's result is a fresh array
     flat: tuple[FlatGroup, ...] = ()  # effects run as one kernel over flat state
 
     def __post_init__(self) -> None:
         if self.first_effect < 0:
-            self.first_effect = len(self.steps)
+            object.__setattr__(self, "first_effect", len(self.steps))
 
     @property
     def trainable(self) -> bool:

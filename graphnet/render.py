@@ -489,10 +489,13 @@ def _save(source: str, path: Path, fmt: str) -> str:
     return str(path)
 
 
-def _stages(graph: Graph, optimizer: Any) -> list[tuple[str, Graph, int]]:
-    """(pass name, graph after it, node count before) for each pass, as ``run_pipeline`` runs them."""
+def _stages(graph: Graph, optimizer: Any, mode: str | None = None) -> list[tuple[str, Graph, int]]:
+    """(pass name, graph after it, node count before) for each graph pass, as ``run_pipeline``
+    runs them, in the compiled plan's mode (its lowering and plan passes make no graph)."""
     stages = [("source", graph, len(graph.nodes))]
-    for p in default_pipeline(optimizer):
+    for p in default_pipeline(optimizer, mode):
+        if p.level != "graph":
+            break
         if p.optional and p.name in config.flags.disabled_passes:
             continue
         before = len(graph.nodes)
@@ -522,12 +525,14 @@ def render(obj: Any, path: str | os.PathLike, format: str | None = None, *,  # n
     if not passes:
         return _save(to_dot(obj, collapse=collapse, **kw), target, fmt)
     _, optimizer, source = _graph_of(obj, kw.pop("inputs", None))
+    # replay in the plan's mode: "train" or "eval" for every module; per module otherwise
+    mode = obj.plan.mode if isinstance(obj, CompiledPlan) and obj.plan.mode in ("train", "eval") else None
     depth = max(1, int(kw.pop("collapse_depth", 1))) if collapse else 0
     prefix, stubs = kw.pop("title", None), kw.pop("stubs", None)
     if kw:
         raise RenderError(f"unexpected keyword arguments: {sorted(kw)}")
     written = []
-    for i, (name, stage, before) in enumerate(_stages(source, optimizer)):
+    for i, (name, stage, before) in enumerate(_stages(source, optimizer, mode)):
         counts = f"{len(stage.nodes)} nodes" if name == "source" else f"{before} -> {len(stage.nodes)} nodes"
         title = f"{prefix + ': ' if prefix else ''}{i:02d} {name}: {counts}"
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)

@@ -326,8 +326,16 @@ def test_the_pipeline_is_an_explicit_list_with_checked_requirements():
     check_pipeline(passes[:at] + [allreduce] + passes[at:])  # a pass between autodiff and clipping fits
     with pytest.raises(GraphError, match="needs"):
         check_pipeline([passes[0], allreduce] + passes[1:])
+    without_schedule = [p for p in passes if p.name != "schedule"]
     with pytest.raises(GraphError, match="schedule"):
-        check_pipeline(passes[:-1])
+        check_pipeline(without_schedule)
+    graph_passes = [p for p in passes if p.level == "graph"]
+    with pytest.raises(GraphError, match="schedule"):
+        check_pipeline(graph_passes[:-1])
+    memory = next(p for p in passes if p.name == "plan_memory")
+    with pytest.raises(GraphError, match="needs|side of the lowering"):
+        check_pipeline(graph_passes + [memory] + passes[len(graph_passes):])
+    assert [p.level for p in passes][-3:] == ["lower", "plan", "plan"]
 
 
 def test_graph_equality_compares_structure():

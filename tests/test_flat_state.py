@@ -156,12 +156,10 @@ def test_the_checker_refuses_a_gradient_placed_outside_its_slice():
     memory = plan.memory
     name, (block, offset) = next(iter(memory.placed.items()))
     moved = dict(memory.placed, **{name: (block, offset + 1)})
-    plan.memory = replace(memory, placed=moved)
     with pytest.raises(GraphError, match="not its slice"):
-        check_memory_plan(plan)
-    plan.memory = replace(memory, storage=dict(memory.storage, **{name: block}))
+        check_memory_plan(replace(plan, memory=replace(memory, placed=moved)))
     with pytest.raises(GraphError, match="flat block"):
-        check_memory_plan(plan)
+        check_memory_plan(replace(plan, memory=replace(memory, storage=dict(memory.storage, **{name: block}))))
 
 
 def test_updates_numbered_differently_by_fusion_still_form_one_group():

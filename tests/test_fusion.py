@@ -115,7 +115,7 @@ def _mlp_plan(**options):
 def test_the_report_lists_passes_groups_what_was_left_and_kernel_counts():
     plan = _mlp_plan()
     report = plan.report
-    assert [r.name for r in report][-3:] == ["fuse", "fuse_updates", "schedule"]
+    assert [r.name for r in report][-6:] == ["fuse", "fuse_updates", "schedule", "lower", "flatten_state", "plan_memory"]
     assert report.kernels == len(plan.plan.steps) < report.kernels_unfused
     assert report.groups and all(len(g["members"]) >= 2 for g in report.groups if not g["group"].startswith("writes"))
     assert any(g["group"] == "writes optimizer.step" and g["members"] == [["add", g["members"][0][1]]]

@@ -90,10 +90,11 @@ def test_compile_reports_every_pass_with_node_counts():
                      "fuse_cross_entropy",
                      "decompose", "pool_before_bias", "autodiff",
                      "optimizer_updates", "save_pool_argmax", "constant_fold", "simplify", "cse", "dce"] + [
-        "fuse", "fuse_updates"] * gn.config.flags.fuse + ["schedule"]
+        "fuse", "fuse_updates"] * gn.config.flags.fuse + ["schedule", "lower", "flatten_state", "plan_memory"]
     autodiff = plan.report[8]
     assert autodiff.nodes_after > autodiff.nodes_before
-    assert plan.report[-1].nodes_after == len(plan.graph.nodes)
+    assert plan.report[-1].nodes_after == len(plan.plan.steps)
+    assert next(r for r in plan.report if r.name == "schedule").nodes_after == len(plan.graph.nodes)
 
 
 def test_disabled_passes_flag():

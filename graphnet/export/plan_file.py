@@ -36,8 +36,7 @@ from ..errors import ExecutorError, GraphnetError, OptimizerError, PlanFileError
 from ..executors import get_executor
 from ..modes import plan_mode
 from ..ir import Graph
-from ..passes import (default_pipeline, dim_constraints, flatten_state, lower, mode_switches, plan_memory,
-                      run_pipeline, strip_training)
+from ..passes import default_pipeline, dim_constraints, finish_plan, mode_switches, run_to_plan, strip_training
 from ..plan import PREFIXES, PassRecord, Plan
 from ..optim import from_config
 from ..passes import verify
@@ -138,11 +137,8 @@ def _inference_view(compiled: Any, outputs: Sequence[str] | None) -> tuple[Plan,
                                 "keeps, e.g. plan.save(path, outputs=['logits']) after compiling them with the loss")
     kept = strip_training(source, outputs)
     mode = "eval"
-    graph, records = run_pipeline(kept, default_pipeline(None, mode))
-    plan = lower(graph)
-    plan.passes = records
-    plan.mode = plan_mode(mode_switches(kept), mode)
-    plan.dims = dim_constraints(kept)
+    graph, plan, records = run_to_plan(kept, default_pipeline(None, mode))
+    plan = finish_plan(plan, records, mode=plan_mode(mode_switches(kept), mode), dims=dim_constraints(kept))
     return plan, graph, kept
 
 
@@ -450,15 +446,16 @@ def _build(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], executo
     _check_tensor_keys(header, tensors, used)
     verify(graph)
     verify(source)  # render --passes replays it into autodiff
-    plan = _plan(header.get("schedule"), graph, variables)
-    plan.dims = dim_constraints(source)
-    plan.passes = _passes(header.get("passes", []), header["version"])
-    plan.mode = header.get("mode")
-    expect(plan.mode in (None, "train", "eval", "mixed"), f"bad plan mode {str(plan.mode)[:32]!r}")
-    optimizer = _optimizer(header, plan)
-    if optimizer is not None:
-        plan.optimizer = {"name": optimizer.name, "hyper": optimizer.hyperparams(),
-                          "structure": optimizer.structure()}
+    stored = _plan(header.get("schedule"), graph, variables)
+    mode = header.get("mode")
+    expect(mode in (None, "train", "eval", "mixed"), f"bad plan mode {str(mode)[:32]!r}")
+    optimizer = _optimizer(header, stored)
+    described = None if optimizer is None else {"name": optimizer.name, "hyper": optimizer.hyperparams(),
+                                                 "structure": optimizer.structure()}
+    # which updates run flat, and where values are written, are derived, not stored: the plan
+    # passes that derive them run again on the checked steps
+    plan = finish_plan(stored, _passes(header.get("passes", []), header["version"]), mode=mode,
+                       dims=dim_constraints(source), optimizer=described, derive=True)
     options = header.get("compile")
     expect(isinstance(options, dict), "'compile' must be an object")
     seed, check_numerics = options.get("seed"), options.get("check_numerics", False)
@@ -503,10 +500,7 @@ def _plan(data: Any, graph: Graph, variables: Mapping[str, Variable]) -> Plan:
         elif node.op == "constant":
             constants[name] = node.attrs["value"].array
     expect(set(plan_variables.values()) <= set(variables.values()), "the schedule reads undeclared variables")
-    # where values are written, and which updates run flat, are derived, not stored: planned
-    # again from the checked steps
-    return plan_memory(flatten_state(Plan(buffers, steps, dict(feeds), dict(outputs), constants, plan_variables,
-                                          release_t, first_effect)))
+    return Plan(buffers, steps, dict(feeds), dict(outputs), constants, plan_variables, release_t, first_effect)
 
 
 def file_summary(path: str | os.PathLike[str]) -> dict[str, Any]:

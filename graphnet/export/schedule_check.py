@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ..errors import GraphnetError
 from ..ir import Graph, Node
 from ..ops.fused import written_inputs
 from ..passes.lower import releases
+from ..passes.pipeline import STEP_RULES
 from ..plan import BUFFER_KINDS, PREFIXES, Buffer, Step
 from .graph_json import check_dtype, check_shape, check_str, expect
 
@@ -93,12 +95,22 @@ def check_schedule(graph: Graph, buffers: dict[str, Buffer], steps: list[Step], 
             expect(name in buffers and buffers[name].kind == "temp" and name not in defined,
                    f"{where} writes {name!r}, which is not a fresh temp buffer")
         if step.node == -1:
-            expect(step.op == "copy" and len(step.inputs) == 1 and len(step.outputs) == 1 and not step.attrs,
-                   f"{where}: only copy steps may stand without a graph node")
-            src, dst = buffers[step.inputs[0]], buffers[step.outputs[0]]
-            expect((src.shape, src.dtype) == (dst.shape, dst.dtype) and i < first_effect,
-                   f"{where}: a copy keeps its type and runs before the effects")
-            copies[dst.name] = src.name
+            # copies of outputs the lowering adds, and the steps plan passes declare (Pass.adds_steps)
+            rule = STEP_RULES.get(step.op)
+            expect(rule is not None, f"{where}: no pass declares {step.op!r} steps without a graph node")
+            expect(i < first_effect and len(step.outputs) == 1,
+                   f"{where}: a step without a graph node writes one buffer and runs before the effects")
+            try:
+                rule.check(step, buffers)
+            except (GraphnetError, KeyError, IndexError, TypeError, ValueError) as exc:
+                expect(False, f"{where}: {exc}")
+            if rule.stands_for is not None:
+                expect(0 <= rule.stands_for < len(step.inputs), f"{where}: it stands for no input")
+                source = step.inputs[rule.stands_for]
+                src, dst = buffers[source], buffers[step.outputs[0]]
+                expect((src.shape, src.dtype) == (dst.shape, dst.dtype),
+                       f"{where}: a step standing for its input keeps the input's type")
+                copies[dst.name] = copies.get(source, source)
         else:
             expect(step.node < len(nodes), f"{where}: node {step.node} does not exist")
             node = nodes[step.node]

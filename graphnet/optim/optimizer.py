@@ -61,6 +61,7 @@ import numpy as np
 
 from graphnet.errors import OptimizerError
 from graphnet.ops import cast
+from graphnet.ops.casting import scalar  # noqa: F401 - optimizers import it from here
 from graphnet.tensor import Tensor, constant
 
 __all__ = [
@@ -146,13 +147,6 @@ class HyperParams:
         except KeyError:
             raise OptimizerError(f"no numeric hyperparameter {name!r}; "
                                  f"the optimizer has {sorted(self.__dict__['_values'])}") from None
-
-
-def scalar(value: Any, like: Any) -> Any:
-    """A float64 scalar tensor (or Python number) as a scalar of ``like``'s dtype."""
-    if isinstance(value, Tensor):
-        return value if value.dtype == like.dtype else cast(value, like.dtype)
-    return constant(float(value), like.dtype)
 
 
 class Optimizer(ABC):

@@ -15,7 +15,9 @@ from .fuse_updates import fuse_updates  # noqa: F401
 from .lower import lower  # noqa: F401
 from .plan_memory import check_memory_plan, plan_memory  # noqa: F401
 from .flatten_state import flatten_state  # noqa: F401
-from .pipeline import Pass, check_pipeline, default_pipeline, run_pipeline  # noqa: F401
+from .pipeline import (  # noqa: F401
+    STEP_RULES, Pass, StepRule, check_pipeline, default_pipeline, finish_plan, optional_passes, plan_passes,
+    register_step_rule, run_pipeline, run_to_plan)
 from .resolve_modes import mode_switches, resolve_modes  # noqa: F401
 from .schedule import schedule  # noqa: F401
 from .simplify import simplify  # noqa: F401

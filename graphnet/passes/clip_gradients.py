@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..ir import Graph
 from ..ops import maximum, sqrt, sum as reduce_sum
 from ..ops.registry import derived_from
-from ..optim.optimizer import scalar
+from ..ops.casting import scalar
 from ..tensor import Tensor
 
 

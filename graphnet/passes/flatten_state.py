@@ -17,6 +17,8 @@ own hyperparameters read other hyperparameter buffers, so they form groups of th
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .. import config
 from ..plan import FlatGroup, Plan
 
@@ -83,8 +85,7 @@ def _canonical(plan: Plan, index: int) -> tuple[tuple, list[int]] | None:
 def flatten_state(plan: Plan) -> Plan:
     """Fill ``plan.flat`` with the groups of two or more effects that can run as one kernel."""
     if "flatten_state" in config.flags.disabled_passes:
-        plan.flat = ()
-        return plan
+        return replace(plan, flat=())
     candidates: dict[tuple, list[tuple[int, list[int]]]] = {}
     for index in range(plan.first_effect, len(plan.steps)):
         found = _canonical(plan, index)
@@ -120,8 +121,7 @@ def flatten_state(plan: Plan) -> Plan:
             continue
         taken |= names
         kept.append(group)
-    plan.flat = tuple(kept)
-    return plan
+    return replace(plan, flat=tuple(kept))
 
 
 def _size(shape: tuple) -> int:

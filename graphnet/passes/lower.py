@@ -8,8 +8,6 @@ from ..ops.fused import written_inputs
 from ..ops.registry import get_op
 from ..plan import PREFIXES, Buffer, Plan, Step, view_roots
 from ..tensor import Variable
-from .flatten_state import flatten_state
-from .plan_memory import plan_memory
 from .verify import verify_effects
 
 
@@ -30,6 +28,7 @@ def lower(graph: Graph) -> Plan:
     constant (``transpose(w)``), and effect values that may share memory with a variable
     some effect writes, are copied by ``copy`` steps before the first effect, so no run
     hands out a live view of state or reads a value an earlier effect has overwritten.
+    The plan passes (flat optimizer state, the memory plan) run after it in the pipeline.
     """
     verify_effects(graph)
     names: dict[int, tuple[str, ...]] = {}  # node uid -> its buffer(s)
@@ -120,8 +119,8 @@ def lower(graph: Graph) -> Plan:
         effect_steps.append(step)
     steps = steps[:first_effect] + copy_steps + effect_steps
     first_effect += len(copy_steps)
-    return plan_memory(flatten_state(Plan(buffers, steps, feeds, outputs_map, constants, variables,
-                                          releases(steps, buffers, outputs_map), first_effect)))
+    return Plan(buffers, steps, feeds, outputs_map, constants, variables, releases(steps, buffers, outputs_map),
+                first_effect)
 
 
 def releases(steps: list[Step], buffers: dict[str, Buffer], outputs: dict[str, str]) -> list[tuple[str, ...]]:

@@ -24,6 +24,8 @@ a block.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .. import config
 from ..errors import GraphError
 from ..ops.registry import get_op
@@ -51,8 +53,7 @@ def plan_memory(plan: Plan) -> Plan:
     ``GRAPHNET_DISABLE_PASSES=plan_memory`` leaves it None (every result a fresh array);
     ``GRAPHNET_VERIFY=1`` checks the result with ``check_memory_plan``."""
     if "plan_memory" in config.flags.disabled_passes:
-        plan.memory = None
-        return plan
+        return replace(plan, memory=None)
     last, roots = last_reads(plan)
     kept = {root for name in plan.outputs.values() for root in roots[name]}
     blocks: list[tuple[tuple, str]] = []
@@ -88,8 +89,8 @@ def plan_memory(plan: Plan) -> Plan:
             block = storage.get(name)
             if block is not None and block not in taken:
                 free.setdefault(blocks[block], []).append(block)
-    plan.memory = MemoryPlan(tuple(blocks), storage, inplace, placed, flat, _spans(plan, len(blocks), storage, placed,
-                                                                                 flat, last))
+    plan = replace(plan, memory=MemoryPlan(tuple(blocks), storage, inplace, placed, flat,
+                                           _spans(plan, len(blocks), storage, placed, flat, last)))
     if config.flags.verify:
         check_memory_plan(plan)
     return plan
