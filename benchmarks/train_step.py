@@ -93,7 +93,7 @@ def graphnet_step(name: str, batch: int, steps: dict[str, int] | None = None,
     if steps is not None:
         steps[f"{name}/{batch}"] = len(train.plan.steps)
     yb = rng.integers(0, 10, batch)
-    state = sum(var.data.nbytes for var in train.plan.variables.values()) + xb.nbytes + yb.nbytes
+    state = sum(var.data.nbytes for var in train.variables.values()) + xb.nbytes + yb.nbytes
     if predicted is not None:  # the compile report's peak (storage blocks and temporaries) plus the state
         from graphnet.backends.numpy.executor import NumpyExecutor
 

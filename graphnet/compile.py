@@ -19,8 +19,9 @@ from .nn.init import next_plan_seed
 from .optim import Optimizer
 from .passes import Pass, default_pipeline, dim_constraints, finish_plan, mode_switches, run_to_plan
 from .report import CompileReport, build_report
-from .plan import Plan
-from .tensor import Tensor
+from .plan import DISPLAY as PLAN_DISPLAY
+from .plan import Plan, bind_variables
+from .tensor import Tensor, Variable
 
 
 def _guess_name(tensor: Tensor, caller_locals: Mapping[str, Any] | None) -> str | None:
@@ -69,6 +70,8 @@ class CompiledPlan:
     optimizer object whose hyperparameters the plan reads at each run (``None`` for an
     inference plan): its numeric hyperparameters are copied into the plan's hyper
     variables before every run, so ``plan.lr = 0.01`` or a schedule takes effect at once.
+    ``variables`` maps the plan's variable buffers to the Variables holding their values (the
+    plan itself is plain data: it names them).
     """
 
     def __init__(self, plan: Plan, graph: Graph, executor: Any, optimizer: Any = None,
@@ -78,11 +81,12 @@ class CompiledPlan:
         self.executor = executor
         self.optimizer = optimizer
         self.source = source if source is not None else graph
-        self._hyper = {var.key: var for var in plan.variables_of_kind("hyper").values()}
+        self.variables: dict[str, Variable] = executor.variables
+        self._hyper = {self.variables[name].key: self.variables[name] for name in plan.variables_of_kind("hyper")}
         self._synced: dict[str, float] | None = None
         self._lock = threading.Lock()
         # variables in one global order, so plans sharing parameters never deadlock on them
-        self._var_locks = [v.lock for v in sorted(plan.variables.values(), key=lambda v: v.id)]
+        self._var_locks = [v.lock for v in sorted(self.variables.values(), key=lambda v: v.id)]
 
     def run(self, feeds: Mapping[str, Any] | None = None, /, **kwargs: Any) -> dict[str, np.ndarray]:
         """Run one step. Feeds by keyword (``x=xb``) or as one dict; returns NumPy arrays by name.
@@ -134,15 +138,17 @@ class CompiledPlan:
 
     @property
     def step_count(self) -> int:
-        """Optimizer updates applied so far (0 for an inference plan)."""
-        return self.plan.step_count
+        """Optimizer updates applied so far (0 for an inference plan): the step counter's value."""
+        counter = next(iter(self.plan.variables_of_kind("step")), None)
+        return 0 if counter is None else int(self.variables[counter].data)
 
     @property
     def optimizer_state(self) -> dict[str, dict[str, np.ndarray]]:
         """Each parameter's optimizer state, by parameter buffer and slot (live arrays)."""
-        owners = {id(var): name for name, var in self.plan.variables.items()}
+        owners = {id(var): name for name, var in self.variables.items()}
         state: dict[str, dict[str, np.ndarray]] = {}
-        for var in self.plan.variables_of_kind("optimizer_state").values():
+        for name in self.plan.variables_of_kind("optimizer_state"):
+            var = self.variables[name]
             state.setdefault(owners[id(var.owner)], {})[var.key] = var.data
         return state
 
@@ -168,7 +174,9 @@ class CompiledPlan:
         return save_plan(self, path, inference=inference, outputs=outputs)
 
     def __str__(self) -> str:
-        return str(self.plan)
+        text = PLAN_DISPLAY.get("text")
+        hyper = {key: float(var.data) for key, var in self._hyper.items()}
+        return text(self.plan, hyper) if text is not None else repr(self.plan)
 
     def _repr_svg_(self) -> str | None:
         """Notebooks draw it (None without Graphviz's ``dot``, so they fall back to text)."""
@@ -251,7 +259,8 @@ def compile(  # noqa: A001 - the public name
                        optimizer=described)
     if seed is None:
         seed = next_plan_seed()
-    compiled = CompiledPlan(plan, graph, executor_cls(plan, seed, check_numerics), optimizer, source)
+    executor = executor_cls(plan, seed, check_numerics, variables=bind_variables(plan, graph))
+    compiled = CompiledPlan(plan, graph, executor, optimizer, source)
     if config.flags.debug >= 1:
         if plan.mode:
             print(f"mode: {plan.mode}")

@@ -80,14 +80,14 @@ def _compile(outputs: Any, optimizer: Any, enabled: tuple[str, ...], mode: str |
 
 def _results(plan: CompiledPlan, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
     out = {f"output {k}": np.array(v) for k, v in plan.run(dict(feeds)).items()}
-    out.update({f"variable {name}": np.array(var.data) for name, var in plan.plan.variables.items()
+    out.update({f"variable {name}": np.array(var.data) for name, var in plan.variables.items()
                 if var.kind in ("parameter", "buffer")})
     return out
 
 
 def _snapshot(plan: CompiledPlan) -> Callable[[], None]:
     """A function putting every variable of ``plan`` back to its value now."""
-    saved = [(var, var.data.copy()) for var in {id(v): v for v in plan.plan.variables.values()}.values()]
+    saved = [(var, var.data.copy()) for var in {id(v): v for v in plan.variables.values()}.values()]
 
     def restore() -> None:
         for var, value in saved:

@@ -19,13 +19,29 @@ import numpy as np
 
 from .dims import DimConstraints
 from .ir import Shape
-from .tensor import Variable
 
 BUFFER_KINDS = ("feed", "variable", "constant", "temp")
 PREFIXES = {"feed": "in:", "variable": "var:", "constant": "const:", "temp": "%"}
 
 #: The text printer, registered by graphnet.printing (the plan does not import the layer above it).
 DISPLAY: dict[str, Callable[[Any], str]] = {}
+
+
+@dataclass(frozen=True)
+class VariableSpec:
+    """What a plan knows of a variable it reads or writes: plain facts, never its value. The
+    arrays (and the locks runs take) are the Variables', which the compiled plan binds
+    (``bind_variables``); ``id`` is the Variable's number in this process."""
+
+    name: str
+    kind: str
+    key: str | None
+    trainable: bool
+    id: int
+
+    @classmethod
+    def of(cls, var: Any) -> VariableSpec:
+        return cls(var.name or f"var{var.id}", var.kind, var.key, bool(var.trainable), var.id)
 
 
 @dataclass(frozen=True)
@@ -161,7 +177,8 @@ class Plan:
     """Ordered steps over named buffers, plus the values those buffers start with.
 
     ``feeds`` and ``outputs`` map the user's names to buffers; ``variables`` maps variable
-    buffers to the Variables that hold their values. ``release[i]`` lists the temp buffers
+    buffers to what the plan knows of the variables holding their values (``VariableSpec``:
+    names and kinds; the arrays are bound by the compiled plan, ``bind_variables``). ``release[i]`` lists the temp buffers
     whose last reader is step ``i``: an executor may free them after it, which bounds peak
     memory. ``mode`` says how the modules' train/eval switches were resolved. ``optimizer``
     describes a training plan's optimizer (name, hyperparameters, the structure its update
@@ -174,7 +191,7 @@ class Plan:
     feeds: dict[str, str]
     outputs: dict[str, str]
     constants: dict[str, np.ndarray]
-    variables: dict[str, Variable]
+    variables: dict[str, VariableSpec]
     release: list[tuple[str, ...]]
     first_effect: int = -1
     optimizer: dict[str, Any] | None = None
@@ -208,13 +225,7 @@ class Plan:
     def effects(self) -> list[Step]:
         return self.steps[self.first_effect:]
 
-    @property
-    def step_count(self) -> int:
-        """Optimizer updates applied so far: the step-counter variable (0 without one)."""
-        counter = next(iter(self.variables_of_kind("step").values()), None)
-        return 0 if counter is None else int(counter.data)
-
-    def variables_of_kind(self, kind: str) -> dict[str, Variable]:
+    def variables_of_kind(self, kind: str) -> dict[str, VariableSpec]:
         """Variable buffers of one kind (parameter, buffer, optimizer_state, hyper, step)."""
         return {name: var for name, var in self.variables.items() if var.kind == kind}
 
@@ -230,3 +241,13 @@ class Plan:
 
     def __repr__(self) -> str:
         return f"<Plan {len(self.steps)} steps, feeds {sorted(self.feeds)}, outputs {list(self.outputs)}>"
+
+
+def bind_variables(plan: Plan, graph: Any) -> dict[str, Any]:
+    """The Variables holding the values of ``plan``'s variable buffers, found in ``graph`` (the
+    graph the plan was lowered from, or one reading the same Variables)."""
+    by_id = {node.attrs["var"].id: node.attrs["var"] for node in graph.nodes if node.op == "variable"}
+    missing = [name for name, spec in plan.variables.items() if spec.id not in by_id]
+    if missing:
+        raise KeyError(f"the graph reads no Variable for {missing}")
+    return {name: by_id[spec.id] for name, spec in plan.variables.items()}

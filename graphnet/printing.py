@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from . import ir, plan as plan_module
 from .compile import normalize_outputs
@@ -52,7 +52,7 @@ def format_graph(graph: Graph) -> str:
     return "\n".join([head] + lines + [tail])
 
 
-def format_plan(plan: Plan) -> str:
+def format_plan(plan: Plan, hyper: Mapping[str, float] | None = None) -> str:
     """The plan's buffers and steps, one step a line, with the buffers freed after it."""
     lines = ["plan {" + (f"  # mode {plan.mode}" if plan.mode else "")]
     for name, buf in plan.buffers.items():
@@ -76,9 +76,8 @@ def format_plan(plan: Plan) -> str:
             attrs = f" {{{step.attrs.get('kind', '')}}}"
         lines.append(f"  {i:>4}: {target}{step.op}{attrs} {' '.join(step.inputs)}{tag}{free}")
     lines.append("  outputs " + ", ".join(f"{k}={v}" for k, v in plan.outputs.items()))
-    if plan.optimizer:
-        hyper = {var.key: float(var.data) for var in plan.variables_of_kind("hyper").values()}
-        lines.append(f"  optimizer {plan.optimizer['name']} {hyper or plan.optimizer['hyper']}")
+    if plan.optimizer:  # ``hyper``: the values the last run read; else those compiled in
+        lines.append(f"  optimizer {plan.optimizer['name']} {dict(hyper) if hyper else plan.optimizer['hyper']}")
     lines.append("}")
     return "\n".join(lines)
 

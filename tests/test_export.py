@@ -101,8 +101,8 @@ def test_loaded_training_plan_continues_bit_identically(tmp_path, make_optimizer
         a, b = train.run(x=xb, labels=yb), loaded.run(x=xb, labels=yb)
         for key in ("loss", "logits"):
             assert np.array_equal(a[key], b[key]), key  # bit-identical, dropout included
-    for name, var in train.plan.variables.items():
-        assert np.array_equal(var.data, loaded.plan.variables[name].data), name
+    for name, var in train.variables.items():
+        assert np.array_equal(var.data, loaded.variables[name].data), name
     for param, slots in train.optimizer_state.items():
         for slot, value in slots.items():
             assert np.array_equal(value, loaded.optimizer_state[param][slot])
@@ -143,9 +143,9 @@ def test_inference_only_export_drops_gradients_and_optimizer_state(tmp_path):
     table, _ = _split(lean.read_bytes())
     assert not any("@" in key or key.startswith("var/optimizer.") for key in table)
     assert lean.stat().st_size < full.stat().st_size
-    before = {n: v.data.copy() for n, v in loaded.plan.variables.items()}
+    before = {n: v.data.copy() for n, v in loaded.variables.items()}
     loaded.run(x=xb)
-    assert all(np.array_equal(before[n], v.data) for n, v in loaded.plan.variables.items())  # nothing written
+    assert all(np.array_equal(before[n], v.data) for n, v in loaded.variables.items())  # nothing written
 
 
 def test_plan_saved_on_one_executor_loads_on_another(tmp_path):

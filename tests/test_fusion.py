@@ -362,7 +362,7 @@ def test_an_interrupt_during_a_fused_update_is_delivered_after_the_phase(monkeyp
     executor = plan.executor
     first = plan.plan.first_effect
     fn, *rest = executor._program[first]
-    weight = [v for n, v in plan.plan.variables.items() if n.endswith("0.weight")][0]
+    weight = [v for n, v in plan.variables.items() if n.endswith("0.weight")][0]
     before = weight.data.copy()
 
     def interrupted(*args):
@@ -378,7 +378,7 @@ def test_an_interrupt_during_a_fused_update_is_delivered_after_the_phase(monkeyp
     assert not np.array_equal(weight.data, before)
     reference = _mlp_plan()  # the same model and step without the interrupt: updated exactly once alike
     reference.run(batch)
-    expected = [v for n, v in reference.plan.variables.items() if n.endswith("0.weight")][0]
+    expected = [v for n, v in reference.variables.items() if n.endswith("0.weight")][0]
     np.testing.assert_array_equal(weight.data, expected.data)
 
 

@@ -103,7 +103,7 @@ def test_planned_runs_are_bit_identical_to_unplanned(name):
         assert (plan.plan.memory is not None) == planned
         losses = [float(plan.run(_feeds(shape, batch, seed))["loss"]) for seed, batch in
                   enumerate([8, 8, 8, 5, 8])]  # a new batch size in between: its own blocks
-        results[planned] = losses, [v.data.copy() for v in plan.plan.variables.values()]
+        results[planned] = losses, [v.data.copy() for v in plan.variables.values()]
     assert results[True][0] == results[False][0]
     for a, b in zip(results[True][1], results[False][1]):
         np.testing.assert_array_equal(a, b)

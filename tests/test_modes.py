@@ -99,7 +99,7 @@ def test_saving_for_inference_writes_an_eval_plan_without_loss_labels_or_state(t
     loaded = gn.load(tmp_path / "infer.gnp")
     assert list(loaded.plan.outputs) == ["logits"] and list(loaded.plan.feeds) == ["x"]
     assert loaded.plan.mode == "eval" and loaded.optimizer is None
-    assert {v.kind for v in loaded.plan.variables.values()} == {"parameter"}
+    assert {v.kind for v in loaded.variables.values()} == {"parameter"}
     xb = np.ones((2, 3), np.float32)
     np.testing.assert_array_equal(loaded.run(x=xb)["logits"], loaded.run(x=xb)["logits"])
 

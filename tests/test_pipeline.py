@@ -15,7 +15,7 @@ from graphnet.ir import TensorType
 from graphnet.ops.registry import REGISTRY, defop
 from graphnet.passes import STEP_RULES, Pass, StepRule, default_pipeline, optional_passes
 from graphnet.passes.lower import releases
-from graphnet.plan import Buffer, Step
+from graphnet.plan import Buffer, Step, VariableSpec
 
 # --- a toy data-parallel all-reduce: a plan pass that adds node-less steps ---------------------
 
@@ -162,3 +162,16 @@ def test_a_plan_is_not_changed_once_built():
         plan.memory = None  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         plan.mode = "eval"  # type: ignore[misc]
+
+
+def test_a_plan_is_plain_data_and_the_compiled_plan_binds_the_variables():
+    loss, model = _mlp_loss()
+    compiled = gn.compile(loss, optimizer=gn.optim.Adam(lr=1e-2))
+    plan = compiled.plan
+    assert plan.variables and all(isinstance(spec, VariableSpec) for spec in plan.variables.values())
+    held = [value for spec in plan.variables.values() for value in dataclasses.astuple(spec)]
+    assert all(isinstance(value, (str, int, bool, type(None))) for value in held)  # no arrays, no locks
+    assert set(compiled.variables) == set(plan.variables)
+    weight = next(p for p in model.parameters() if p.var.name.endswith("0.weight")).var
+    assert any(var is weight for var in compiled.variables.values())
+    assert {spec.kind for spec in plan.variables.values()} >= {"parameter", "optimizer_state", "hyper", "step"}

@@ -62,7 +62,7 @@ def _train(enabled: bool):
     rng = np.random.default_rng(3)
     feeds = {"x": rng.standard_normal((16, 1, 28, 28)).astype(np.float32), "y": rng.integers(0, 10, 16)}
     losses = [float(plan.run(feeds)["loss"]) for _ in range(3)]
-    return plan, losses, {name: v.data.copy() for name, v in plan.plan.variables.items()}
+    return plan, losses, {name: v.data.copy() for name, v in plan.variables.items()}
 
 
 def test_training_matches_the_plan_without_the_pass():

@@ -150,7 +150,7 @@ def test_learning_rate_changes_between_steps():
     xb, tb, w, b, history, train = _linear_regression(optimizer, steps=1)
     optimizer.lr = 0.0
     train.run(x=xb, t=tb)
-    np.testing.assert_array_equal(train.plan.variables["var:weight"].data, history[0][0])
+    np.testing.assert_array_equal(train.variables["var:weight"].data, history[0][0])
     optimizer.lr = 0.2
     schedule = gn.optim.StepLR(optimizer, step_size=1, gamma=0.5)
     schedule.step()

@@ -44,8 +44,15 @@ class ArrayExecutor:
     table: KernelTable = KernelTable()
     PLANNED_SHAPES = 4  # storage blocks are kept for this many distinct sets of feed shapes
 
-    def __init__(self, plan: Plan, seed: int | None = None, check_numerics: bool = False) -> None:
+    def __init__(self, plan: Plan, seed: int | None = None, check_numerics: bool = False,
+                 variables: Mapping[str, Any] | None = None) -> None:
+        """``variables``: the Variables holding the plan's variable buffers (``bind_variables``);
+        the plan itself holds only their names and kinds."""
         self.plan = plan
+        self.variables = dict(variables or {})
+        unbound = sorted(set(plan.variables) - set(self.variables))
+        if unbound:
+            raise ExecutorError(f"no Variable is bound to {unbound[:3]}: pass variables=bind_variables(plan, graph)")
         self.check_numerics = check_numerics
         self.seed = seed
         self.rng = self.make_rng(seed)
@@ -53,7 +60,7 @@ class ArrayExecutor:
         self._template: list[Any] = [None] * len(self.slots)
         for name, value in plan.constants.items():
             self._template[self.slots[name]] = self.from_host(value)
-        self._var_slots = [(self.slots[n], var) for n, var in plan.variables.items()]
+        self._var_slots = [(self.slots[n], self.variables[n]) for n in plan.variables]
         self._var_types = {self.slots[n]: (tuple(plan.buffers[n].shape), np.dtype(plan.buffers[n].dtype))
                            for n in plan.variables}
         self._feed_slots = {feed: self.slots[buf] for feed, buf in plan.feeds.items()}

@@ -33,7 +33,7 @@ class FlatUpdate:
             flat = self.xp.empty(group.total, self.dtype)
             self.arrays[position] = flat
             for member, view in zip(group.inputs, self.slices(flat)):
-                var = plan.variables[member[position]]
+                var = executor.variables[member[position]]
                 executor.adopt_variable(var, view)
                 self.members.append((var, view))
 

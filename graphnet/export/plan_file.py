@@ -37,7 +37,7 @@ from ..executors import get_executor
 from ..modes import plan_mode
 from ..ir import Graph
 from ..passes import default_pipeline, dim_constraints, finish_plan, mode_switches, run_to_plan, strip_training
-from ..plan import PREFIXES, PassRecord, Plan
+from ..plan import PREFIXES, PassRecord, Plan, VariableSpec, bind_variables
 from ..optim import from_config
 from ..passes import verify
 from ..tensor import VARIABLE_KINDS, ConstValue, Variable
@@ -99,7 +99,7 @@ def encode_schedule(plan: Plan, graph: Graph) -> dict[str, Any]:
 
     index = {node.uid: i for i, node in enumerate(graph.nodes)}
     leaves: dict[str, int] = {}
-    var_buffers = {var.id: name for name, var in plan.variables.items()}
+    var_buffers = {spec.id: name for name, spec in plan.variables.items()}
     constants = iter(name for name, buf in plan.buffers.items() if buf.kind == "constant")
     for node in graph.nodes:
         if node.op == "placeholder":
@@ -152,8 +152,9 @@ def plan_bytes(compiled: Any, *, inference: bool = False, outputs: Sequence[str]
     else:
         plan, graph, source = compiled.plan, compiled.graph, compiled.source
         optimizer = compiled.optimizer
-    tensors = _Tensors(plan.variables)
-    for var in plan.variables.values():  # every variable of the plan, even one only the schedule names
+    bound = bind_variables(plan, graph)
+    tensors = _Tensors(bound)
+    for var in bound.values():  # every variable of the plan, even one only the schedule names
         tensors.variable(var)
     tensors.start_graph("graph")
     graph_json = encode_graph(graph, tensors.reference)
@@ -332,7 +333,7 @@ def _check_tensor_keys(header: Mapping[str, Any], tensors: Mapping[str, np.ndarr
         expect(array.dtype.name in DTYPES, f"tensor {key!r} has dtype {array.dtype.name}, not one graphnet allows")
 
 
-def _optimizer(header: Mapping[str, Any], plan: Plan) -> Any:
+def _optimizer(header: Mapping[str, Any], plan: Plan, bound: Mapping[str, Variable]) -> Any:
     spec = header.get("optimizer")
     if not plan.trainable:
         expect(spec is None, "an inference plan must not carry an optimizer")
@@ -340,7 +341,7 @@ def _optimizer(header: Mapping[str, Any], plan: Plan) -> Any:
     expect(isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("hyper"), dict),
            "a training plan needs its optimizer's name and hyperparameters")
     try:
-        names = {var.name: var for var in plan.variables.values() if var.kind == "parameter"}
+        names = {var.name: var for var in bound.values() if var.kind == "parameter"}
         optimizer = from_config(spec["name"], spec["hyper"], names)
     except OptimizerError as exc:
         raise PlanFileError(f"the plan's optimizer cannot be rebuilt: {exc}") from None
@@ -449,7 +450,7 @@ def _build(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], executo
     stored = _plan(header.get("schedule"), graph, variables)
     mode = header.get("mode")
     expect(mode in (None, "train", "eval", "mixed"), f"bad plan mode {str(mode)[:32]!r}")
-    optimizer = _optimizer(header, stored)
+    optimizer = _optimizer(header, stored, bind_variables(stored, graph))
     described = None if optimizer is None else {"name": optimizer.name, "hyper": optimizer.hyperparams(),
                                                  "structure": optimizer.structure()}
     # which updates run flat, and where values are written, are derived, not stored: the plan
@@ -463,7 +464,7 @@ def _build(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], executo
            f"bad seed {seed!r}")
     expect(isinstance(check_numerics, bool), "check_numerics must be true or false")
     try:
-        executor = executor_cls(plan, seed, check_numerics)
+        executor = executor_cls(plan, seed, check_numerics, variables=bind_variables(plan, graph))
         if header.get("rng") is not None:
             executor.set_rng_state(header["rng"])
     except ExecutorError as exc:
@@ -496,17 +497,18 @@ def _plan(data: Any, graph: Graph, variables: Mapping[str, Variable]) -> Plan:
         if node.op == "variable":
             var = node.attrs["var"]
             expect(name == PREFIXES["variable"] + (var.name or ""), f"variable buffer {name!r} holds {var.name!r}")
-            plan_variables[name] = var
+            plan_variables[name] = VariableSpec.of(var)
         elif node.op == "constant":
             constants[name] = node.attrs["value"].array
-    expect(set(plan_variables.values()) <= set(variables.values()), "the schedule reads undeclared variables")
+    declared = {var.id for var in variables.values()}
+    expect(all(spec.id in declared for spec in plan_variables.values()), "the schedule reads undeclared variables")
     return Plan(buffers, steps, dict(feeds), dict(outputs), constants, plan_variables, release_t, first_effect)
 
 
 def file_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
     """What ``graphnet inspect`` prints: version, kind, feeds, outputs, parameters, op counts, size."""
     loaded, header, size = _load(path, "numpy")
-    plan, backend = loaded.plan, type(loaded.executor)
+    plan, backend, bound = loaded.plan, type(loaded.executor), loaded.executor.variables
     return {
         "path": os.fspath(path), "format_version": header["version"],
         "graphnet_version": header.get("graphnet_version"), "kind": header["kind"], "bytes": size,
@@ -515,12 +517,11 @@ def file_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
         "outputs": {name: _spec(plan.buffers[buf]) for name, buf in plan.outputs.items()},
         "parameters": {name[len(PREFIXES["variable"]):]: {"shape": list(var.data.shape), "dtype": var.data.dtype.name,
                               "trainable": var.trainable, "kind": var.kind}
-                       for name, var in plan.variables.items() if var.kind in ("parameter", "buffer")},
-        "parameter_count": int(sum(var.data.size for var in plan.variables.values()
-                                   if var.kind in ("parameter", "buffer"))),
+                       for name, var in bound.items() if var.kind in ("parameter", "buffer")},
+        "parameter_count": int(sum(var.data.size for var in bound.values() if var.kind in ("parameter", "buffer"))),
         "optimizer": None if loaded.optimizer is None else {"name": loaded.optimizer.name,
                                                               "hyper": loaded.optimizer.hyperparams()},
-        "step_count": plan.step_count,
+        "step_count": sum(int(bound[name].data) for name in plan.variables_of_kind("step")),
         "steps": len(plan.steps),
         "op_counts": plan.op_counts(),
         "memory_at_batch_1": backend.peak_bytes(plan, {name: tuple(1 if not isinstance(d, int) else d

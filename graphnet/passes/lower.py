@@ -6,7 +6,7 @@ from ..errors import GraphError
 from ..ir import Graph
 from ..ops.fused import written_inputs
 from ..ops.registry import get_op
-from ..plan import PREFIXES, Buffer, Plan, Step, view_roots
+from ..plan import PREFIXES, Buffer, Plan, Step, VariableSpec, view_roots
 from ..tensor import Variable
 from .verify import verify_effects
 
@@ -63,7 +63,7 @@ def lower(graph: Graph) -> Plan:
                 display = _unique(var.name or f"var{var.id}", var_names)
                 var_names.add(display)
                 var_buffer[var.id] = add_buffer(PREFIXES["variable"] + display, node.type, "variable")
-                variables[var_buffer[var.id]] = var
+                variables[var_buffer[var.id]] = VariableSpec.of(var)
             names[node.uid] = (var_buffer[var.id],)
         elif node.op == "constant":
             name = add_buffer(f"{PREFIXES['constant']}{len(constants)}", node.type, "constant")
