@@ -20,11 +20,10 @@ from .kernels.cpu.threads import set_num_threads  # noqa: F401
 from .grad import grad  # noqa: F401
 from .ir import Graph, Node, TensorType  # noqa: F401
 from .nn.init import manual_seed  # noqa: F401
+from .ops.elementwise import *  # noqa: F401,F403,E402  (every elementwise op: gn.relu, gn.where, ...)
 from .ops import (  # noqa: F401
-    abs, add, batch_norm, broadcast_like, broadcast_to, cast, concat, div, dropout, elu, equal,
-    erf, exp, expand_dims, flatten, gelu, greater, greater_equal, leaky_relu, less, less_equal, log, log_softmax,
-    matmul, max, maximum, mean, min, minimum, mul, neg, not_equal, one_hot, pad, pow, relu, reshape,
-    sigmoid, sign, softmax, sqrt, squeeze, stop_gradient, sub, sum, swapaxes, tanh, transpose, tuple_get, where,
+    batch_norm, broadcast_like, broadcast_to, concat, dropout, expand_dims, flatten, log_softmax, matmul, max, mean,
+    min, one_hot, pad, reshape, softmax, squeeze, stop_gradient, sum, swapaxes, transpose, tuple_get,
 )
 from .ops import (  # noqa: F401  (the public forms take PyTorch's options: padding="same", ceil_mode, ...)
     adaptive_avg_pool2d, avg_pool1d, conv1d, conv_transpose2d, embedding, group_norm, layer_norm, max_pool1d, silu,

@@ -16,6 +16,7 @@ import graphnet as gn
 from graphnet.backends.numpy import fused_kernels
 from graphnet.ir import Graph
 from graphnet.ops import registry
+from graphnet.ops import scalar as scalar_forms
 from graphnet.passes import fuse
 from graphnet.passes.fuse import plan_groups
 
@@ -216,7 +217,7 @@ def _tanh_case():
 
 @pytest.mark.skipif(not fused_kernels.numba_available(), reason="numba is not installed")
 def test_bisection_names_a_wrong_generated_kernel_with_its_op_and_line(monkeypatch):
-    wrong = dataclasses.replace(registry.REGISTRY["tanh"], scalar=lambda c, x: f"math.sin({x})")
+    wrong = dataclasses.replace(registry.REGISTRY["tanh"], scalar=lambda x: scalar_forms.erf(x))  # not tanh
     monkeypatch.setitem(registry.REGISTRY, "tanh", wrong)
     loss, feeds = _tanh_case()
     result = gn.debug.bisect_passes(loss, feeds, optimizer=gn.optim.SGD(lr=0.1))

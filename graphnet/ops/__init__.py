@@ -6,10 +6,7 @@ submodules; ``REGISTRY`` maps op names to them.
 
 from .registry import REGISTRY, OpDef, defop, get_op  # noqa: F401
 from . import leaves  # noqa: F401  (register the leaf ops)
-from .elementwise import (  # noqa: F401
-    abs, add, cast, div, elu, equal, erf, exp, gelu, greater, greater_equal, leaky_relu, less, less_equal,
-    log, maximum, minimum, mul, neg, not_equal, pow, relu, sigmoid, sign, silu, sqrt, sub, tanh, where,
-)
+from .elementwise import *  # noqa: F401,F403  (every elementwise op's function: elementwise.__all__)
 from .reduce import (  # noqa: F401
     broadcast_like, broadcast_to, expand_dims, max, mean, min, numel, squeeze, sum,
 )

@@ -11,6 +11,7 @@ from ..ir import TensorType
 from ..tensor import Tensor
 from .common import broadcast_shapes, declare, require_float, sum_to, unary_float, unary_same
 from .conv_kernels import erf as erf_kernel
+from . import scalar as S
 from .registry import defop
 
 
@@ -34,11 +35,11 @@ def _unbroadcast(grads: tuple[Tensor | None, ...], inputs: tuple[Tensor, ...]) -
 
 # --- binary arithmetic --------------------------------------------------------------------
 
-defop("add", recompute=True, scalar=lambda c, a, b: f"({a} + {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.add(a, b, out=out),
+defop("add", recompute=True, scalar=lambda a, b: a + b, attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.add(a, b, out=out),
       grad=lambda g, out, ins: _unbroadcast((g, g), ins))
-defop("sub", recompute=True, scalar=lambda c, a, b: f"({a} - {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.subtract(a, b, out=out),
+defop("sub", recompute=True, scalar=lambda a, b: a - b, attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.subtract(a, b, out=out),
       grad=lambda g, out, ins: _unbroadcast((g, neg(g)), ins))
-defop("mul", recompute=True, scalar=lambda c, a, b: f"({a} * {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.multiply(a, b, out=out),
+defop("mul", recompute=True, scalar=lambda a, b: a * b, attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.multiply(a, b, out=out),
       grad=lambda g, out, ins: _unbroadcast((g * ins[1], g * ins[0]), ins))
 def _div_infer(a: TensorType, b: TensorType) -> TensorType:
     out = _binary_infer(a, b)
@@ -46,7 +47,7 @@ def _div_infer(a: TensorType, b: TensorType) -> TensorType:
     return out if dtypes.is_float(out.dtype) else TensorType(out.shape, "float64")
 
 
-defop("div", recompute=True, scalar=lambda c, a, b: f"({a} / {b})", attrs={}, category="elementwise", infer=_div_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.divide(a, b, out=out),
+defop("div", recompute=True, scalar=lambda a, b: a / b, attrs={}, category="elementwise", infer=_div_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.divide(a, b, out=out),
       grad=lambda g, out, ins: _unbroadcast((g / ins[1], neg(g * out / ins[1])), ins))
 
 
@@ -57,11 +58,11 @@ def _pow_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...]) -> tuple[Tensor |
     return _unbroadcast((da, db), ins)
 
 
-defop("pow", scalar=lambda c, a, b: f"({a} ** {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.power(a, b, out=out), grad=_pow_grad)
-defop("maximum", recompute=True, scalar=lambda c, a, b: f"({a} if {a} >= {b} or {a} != {a} else {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.maximum(a, b, out=out),
+defop("pow", scalar=lambda a, b: a ** b, attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.power(a, b, out=out), grad=_pow_grad)
+defop("maximum", recompute=True, scalar=lambda a, b: S.where(a.ge(b) | a.ne(a), a, b), attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.maximum(a, b, out=out),
       grad=lambda g, out, ins: _unbroadcast(
           (where(ins[0] >= ins[1], g, 0.0), where(ins[0] >= ins[1], 0.0, g)), ins))
-defop("minimum", recompute=True, scalar=lambda c, a, b: f"({a} if {a} <= {b} or {a} != {a} else {b})", attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.minimum(a, b, out=out),
+defop("minimum", recompute=True, scalar=lambda a, b: S.where(a.le(b) | a.ne(a), a, b), attrs={}, category="elementwise", infer=_binary_infer, accepts_out=True, kernel=lambda xp, a, b, out=None: xp.minimum(a, b, out=out),
       grad=lambda g, out, ins: _unbroadcast(
           (where(ins[0] <= ins[1], g, 0.0), where(ins[0] <= ins[1], 0.0, g)), ins))
 
@@ -112,7 +113,7 @@ _COMPARISON_SYMBOLS = {"equal": "==", "not_equal": "!=", "less": "<", "less_equa
 for _name, _ufunc in _COMPARISONS.items():
     defop(_name, attrs={}, category="elementwise", infer=_compare_infer, accepts_out=True, operands="common", recompute=True,
           kernel=(lambda u: lambda xp, a, b, out=None: getattr(xp, u)(a, b, out=out))(_ufunc),
-          scalar=(lambda sym: lambda c, a, b: f"({a} {sym} {b})")(_COMPARISON_SYMBOLS[_name]))
+          scalar=(lambda sym: lambda a, b: S.Compare(sym, a, b))(_COMPARISON_SYMBOLS[_name]))
 
 
 def equal(a: Any, b: Any) -> Tensor:
@@ -150,7 +151,7 @@ def _where_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...]) -> tuple[Tensor
     return (None,) + _unbroadcast((where(c, g, 0.0), where(c, 0.0, g)), (a, b))
 
 
-defop("where", recompute=True, operands="condition", scalar=lambda c, cond, a, b: f"({a} if {cond} else {b})", attrs={}, category="elementwise", infer=_where_infer, kernel=lambda xp, c, a, b: xp.where(c, a, b), grad=_where_grad)
+defop("where", recompute=True, operands="condition", scalar=lambda cond, a, b: S.where(cond, a, b), attrs={}, category="elementwise", infer=_where_infer, kernel=lambda xp, c, a, b: xp.where(c, a, b), grad=_where_grad)
 
 
 def where(condition: Any, a: Any, b: Any) -> Tensor:
@@ -169,7 +170,7 @@ def _cast_infer(t: TensorType, *, dtype: str) -> TensorType:
     return TensorType(t.shape, dtype)
 
 
-defop("cast", recompute=True, operands="as_is", scalar=lambda c, x, dtype: x, attrs={"dtype": "dtype"}, category="elementwise", infer=_cast_infer, kernel=lambda xp, x, dtype: x.astype(dtype),
+defop("cast", recompute=True, operands="as_is", scalar=lambda x, dtype: x, attrs={"dtype": "dtype"}, category="elementwise", infer=_cast_infer, kernel=lambda xp, x, dtype: x.astype(dtype),
       grad=lambda g, out, ins, dtype: (cast(g, ins[0].dtype) if dtypes.is_float(ins[0].dtype) else None,))
 
 
@@ -178,28 +179,28 @@ def cast(x: Tensor, dtype: Any) -> Tensor:
     return declare("cast", [x], {"dtype": dtypes.canonical(dtype)})
 
 
-defop("neg", recompute=True, scalar=lambda c, x: f"(-{x})", attrs={}, category="elementwise", infer=unary_same, accepts_out=True, kernel=lambda xp, x, out=None: xp.negative(x, out=out), grad=lambda g, out, ins: (neg(g),))
-defop("exp", scalar=lambda c, x: f"math.exp({x})", attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.exp(x, out=out), grad=lambda g, out, ins: (g * out,))
-defop("log", scalar=lambda c, x: f"math.log({x})", attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.log(x, out=out), grad=lambda g, out, ins: (g / ins[0],))
-defop("sqrt", recompute=True, scalar=lambda c, x: f"math.sqrt({x})", attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.sqrt(x, out=out), grad=lambda g, out, ins: (g * 0.5 / out,))
-defop("sign", recompute=True, scalar=lambda c, x: f"({c(1)} if {x} > 0 else {c(-1)} if {x} < 0 else {x})", attrs={}, category="elementwise", infer=unary_same, accepts_out=True, kernel=lambda xp, x, out=None: xp.sign(x, out=out), grad=lambda g, out, ins: (None,))
-defop("abs", recompute=True, scalar=lambda c, x: f"abs({x})", attrs={}, category="elementwise", infer=unary_same, accepts_out=True, kernel=lambda xp, x, out=None: xp.abs(x, out=out), grad=lambda g, out, ins: (g * sign(ins[0]),))
+defop("neg", recompute=True, scalar=lambda x: -x, attrs={}, category="elementwise", infer=unary_same, accepts_out=True, kernel=lambda xp, x, out=None: xp.negative(x, out=out), grad=lambda g, out, ins: (neg(g),))
+defop("exp", scalar=S.exp, attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.exp(x, out=out), grad=lambda g, out, ins: (g * out,))
+defop("log", scalar=S.log, attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.log(x, out=out), grad=lambda g, out, ins: (g / ins[0],))
+defop("sqrt", recompute=True, scalar=S.sqrt, attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.sqrt(x, out=out), grad=lambda g, out, ins: (g * 0.5 / out,))
+defop("sign", recompute=True, scalar=lambda x: S.where(x.gt(0), 1, S.where(x.lt(0), -1, x)), attrs={}, category="elementwise", infer=unary_same, accepts_out=True, kernel=lambda xp, x, out=None: xp.sign(x, out=out), grad=lambda g, out, ins: (None,))
+defop("abs", recompute=True, scalar=S.fabs, attrs={}, category="elementwise", infer=unary_same, accepts_out=True, kernel=lambda xp, x, out=None: xp.abs(x, out=out), grad=lambda g, out, ins: (g * sign(ins[0]),))
 # g * mask rather than where(mask, g, 0): NumPy multiplies by a bool mask ~15x faster
-defop("relu", recompute=True, scalar=lambda c, x: f"({x} if {x} > 0 or {x} != {x} else {c(0)})", attrs={}, category="elementwise", infer=unary_same, accepts_out=True,
+defop("relu", recompute=True, scalar=lambda x: S.where(x.gt(0) | x.ne(x), x, 0), attrs={}, category="elementwise", infer=unary_same, accepts_out=True,
       kernel=lambda xp, x, out=None: xp.maximum(x, x.dtype.type(0), out=out),
       # masked by the output (out > 0 exactly where x > 0): the input then has one reader, the
       # ReLU, and fuses with whatever computed it (a residual add)
       grad=lambda g, out, ins: (g * greater(out, 0.0),))
-defop("sigmoid", scalar=lambda c, x: f"((math.tanh({x} * {c(0.5)}) + {c(1)}) * {c(0.5)})", attrs={}, category="elementwise", infer=unary_float, kernel=lambda xp, x: (xp.tanh(x * 0.5) + 1) * 0.5,
+defop("sigmoid", scalar=lambda x: (S.tanh(x * 0.5) + 1) * 0.5, attrs={}, category="elementwise", infer=unary_float, kernel=lambda xp, x: (xp.tanh(x * 0.5) + 1) * 0.5,
       grad=lambda g, out, ins: (g * out * (1.0 - out),))
-defop("tanh", scalar=lambda c, x: f"math.tanh({x})", attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.tanh(x, out=out), grad=lambda g, out, ins: (g * (1.0 - out * out),))
+defop("tanh", scalar=S.tanh, attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.tanh(x, out=out), grad=lambda g, out, ins: (g * (1.0 - out * out),))
 
 
 def _leaky_kernel(xp: Any, x: Any, alpha: float) -> Any:
     return xp.where(x > 0, x, x * x.dtype.type(alpha))
 
 
-defop("leaky_relu", scalar=lambda c, x, alpha: f"({x} if {x} > 0 else {x} * {c(alpha)})", attrs={"alpha": "float"}, category="elementwise", infer=unary_float, kernel=_leaky_kernel,
+defop("leaky_relu", scalar=lambda x, alpha: S.where(x.gt(0), x, x * alpha), attrs={"alpha": "float"}, category="elementwise", infer=unary_float, kernel=_leaky_kernel,
       grad=lambda g, out, ins, alpha: (where(ins[0] > 0, g, g * alpha),))
 
 
@@ -207,9 +208,9 @@ def _elu_kernel(xp: Any, x: Any, alpha: float) -> Any:
     return xp.where(x > 0, x, xp.expm1(xp.minimum(x, 0)) * x.dtype.type(alpha))
 
 
-defop("elu", scalar=lambda c, x, alpha: f"({x} if {x} > 0 else math.expm1({x}) * {c(alpha)})", attrs={"alpha": "float"}, category="elementwise", infer=unary_float, kernel=_elu_kernel,
+defop("elu", scalar=lambda x, alpha: S.where(x.gt(0), x, S.expm1(x) * alpha), attrs={"alpha": "float"}, category="elementwise", infer=unary_float, kernel=_elu_kernel,
       grad=lambda g, out, ins, alpha: (where(ins[0] > 0, g, g * (out + alpha)),))
-defop("erf", scalar=lambda c, x: f"math.erf({x})", attrs={}, category="elementwise", infer=unary_float, kernel=erf_kernel,
+defop("erf", scalar=S.erf, attrs={}, category="elementwise", infer=unary_float, kernel=erf_kernel,
       grad=lambda g, out, ins: (g * (2.0 / math.sqrt(math.pi)) * exp(neg(ins[0] * ins[0])),))
 
 _SQRT_HALF = math.sqrt(0.5)
@@ -237,11 +238,10 @@ def _gelu_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...], approximate: str
     return (g * (cdf + x * pdf),)
 
 
-def _gelu_scalar(c: Any, x: str, approximate: str) -> str:
+def _gelu_scalar(x: S.Expr, approximate: str) -> S.Expr:
     if approximate == "tanh":
-        inner = f"{c(_TANH_C)} * ({x} + {c(0.044715)} * {x} * {x} * {x})"
-        return f"({c(0.5)} * {x} * ({c(1)} + math.tanh({inner})))"
-    return f"({c(0.5)} * {x} * ({c(1)} + math.erf({x} * {c(_SQRT_HALF)})))"
+        return 0.5 * x * (1 + S.tanh(_TANH_C * (x + 0.044715 * x * x * x)))
+    return 0.5 * x * (1 + S.erf(x * _SQRT_HALF))
 
 
 def _gelu_infer(t: TensorType, *, approximate: str) -> TensorType:
@@ -322,3 +322,9 @@ def silu(x: Tensor) -> Tensor:
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
     """Gaussian error linear unit ``x * Phi(x)``; ``approximate="tanh"`` as in PyTorch."""
     return declare("gelu", [x], {"approximate": approximate})
+
+
+#: the public functional forms of this file (graphnet.ops and graphnet export them all, so an
+#: elementwise op is one ``defop`` and its function here)
+__all__ = sorted(name for name, value in list(globals().items())
+                 if callable(value) and getattr(value, "__module__", None) == __name__ and not name.startswith("_"))

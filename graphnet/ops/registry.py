@@ -21,10 +21,9 @@ InferRule = Callable[..., ValueType]  # infer(*input_types, **attrs) -> TensorTy
 GradRule = Callable[..., Sequence[Any]]  # grad(g, out, inputs, **attrs) -> one Tensor|None per input
 Kernel = Callable[..., Any]  # kernel(xp, *arrays, **attrs) -> array (a tuple for multi-output ops)
 Decomposition = Callable[..., Any]  # decompose(*input_tensors, **attrs) -> Tensor or tuple of Tensors
-#: scalar(const, *operands, **attrs) -> expression text: an elementwise op on one element each of
-#: its operands (Python/numba syntax; ``math`` functions; ``const(0.5)`` a constant of the
-#: result's dtype), from which the executors generate fused kernels.
-ScalarForm = Callable[..., str]
+#: scalar(*operands, **attrs) -> an expression tree (graphnet.ops.scalar): an elementwise op on one
+#: element of each operand, from which kernel generators render fused loops in their languages.
+ScalarForm = Callable[..., Any]
 
 #: What an op is, for the passes and backends that treat kinds of ops alike (fusion, memory
 #: planning, ONNX export, the executors).

@@ -36,7 +36,9 @@ import numpy as np
 from ... import dtypes
 from ...codegen.cache import cache_dir
 from ...codegen.fused_body import collapse, member_dtypes, operand_dtypes, reduced_shape
+from ...codegen.scalar import render
 from ...ops.registry import get_op
+from ...ops.scalar import tree as scalar_tree
 from ...kernels.cpu import threads
 
 #: Python names of dtypes inside generated code (numba understands NumPy's scalar types).
@@ -108,7 +110,7 @@ def kernel_source(body: Sequence[tuple[str, tuple[int, ...], tuple]], input_dtyp
         wanted = operand_dtypes(op, [d for _, d in operands], result)
         texts = [e if want is None else cast(e, d, want) for (e, d), want in zip(operands, wanted)]
         constant = (lambda value, t=result: f"{_TYPE_NAMES[t]}({_literal(value)})")
-        expr = get_op(op).scalar(constant, *texts, **dict(attrs))
+        expr = render(scalar_tree(get_op(op).scalar, len(texts), dict(attrs)), "python", texts, constant)
         lines.append(f"{indent}v{i} = {_TYPE_NAMES[result]}({expr})")
         values.append((f"v{i}", result))
     if accumulate is not None:
