@@ -2,14 +2,18 @@
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/cold_start.py --rounds 3
 
-Each round makes an empty kernel cache (``GRAPHNET_CACHE_DIR`` and ``NUMBA_CACHE_DIR`` point
-into a fresh temporary folder), then starts a child process per network twice: the first
-finds the caches empty ("cold": every kernel it runs is compiled), the second finds what the
-first left ("warm"). A child times ``import graphnet``, building the training plan
-(declaring the network and ``gn.compile``), and its first step, and prints the loss so the
-two runs can be compared bit for bit. The table gives the median of the rounds per phase.
-Convolution algorithms are chosen by the cost rule (``GRAPHNET_AUTOTUNE=0``) so that the
-timing of candidates does not count as start-up.
+Every state starts child processes whose caches live in a fresh temporary folder
+(``GRAPHNET_CACHE_DIR``, ``NUMBA_CACHE_DIR``, and ``PYTHONPYCACHEPREFIX`` with bytecode on, as
+a user's Python has it; this machine's sessions set PYTHONDONTWRITEBYTECODE):
+
+* cold: empty caches, so every kernel the step runs is compiled (numba's and graphnet's);
+* prepared: caches filled by ``graphnet prepare`` (what scripts/setup.sh runs at install);
+* warm: the second process after a cold one.
+
+A child times ``import graphnet``, building the training plan (declaring the network and
+``gn.compile``) and its first step, with the default settings (convolution algorithms timed at
+a shape not seen before), and prints the loss: all runs must agree bit for bit. The table gives
+the median over the rounds per state and phase.
 """
 
 from __future__ import annotations
@@ -21,15 +25,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 NETWORKS = ("cnn", "resnet")
+STATES = ("cold", "prepared", "warm")
 
 
 def child(network: str) -> None:
-    import time
-
     start = time.perf_counter()
     import numpy as np
 
@@ -54,14 +58,30 @@ def child(network: str) -> None:
                       "total_s": stepped - start, "loss": float(loss).hex()}))
 
 
+def environment(cache: str) -> dict[str, str]:
+    """This process's environment with every cache in ``cache`` and bytecode written."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(GRAPHNET_CACHE_DIR=os.path.join(cache, "graphnet"), NUMBA_CACHE_DIR=os.path.join(cache, "numba"),
+               PYTHONPYCACHEPREFIX=os.path.join(cache, "pyc"))
+    return env
+
+
 def measure(network: str, cache: str) -> dict:
-    env = dict(os.environ, GRAPHNET_CACHE_DIR=os.path.join(cache, "graphnet"),
-               NUMBA_CACHE_DIR=os.path.join(cache, "numba"), GRAPHNET_AUTOTUNE="0")
-    done = subprocess.run([sys.executable, __file__, "--child", network], env=env, capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run([sys.executable, __file__, "--child", network], env=environment(cache),
+                          capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{network} child failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def prepare(cache: str) -> float:
+    """Run ``graphnet prepare`` with its caches in ``cache``; its seconds."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "graphnet.cli", "prepare"], env=environment(cache),
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"graphnet prepare failed:\n{done.stderr}")
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -73,20 +93,27 @@ def main() -> None:
         child(args.child)
         return
     results: dict[tuple[str, str], list[dict]] = {}
+    prepare_seconds = []
     for _ in range(args.rounds):
-        with tempfile.TemporaryDirectory(prefix="graphnet-cold-") as cache:
+        for network in NETWORKS:
+            with tempfile.TemporaryDirectory(prefix="graphnet-cold-") as cache:
+                results.setdefault((network, "cold"), []).append(measure(network, cache))
+                results.setdefault((network, "warm"), []).append(measure(network, cache))
+        with tempfile.TemporaryDirectory(prefix="graphnet-prepared-") as cache:
+            prepare_seconds.append(prepare(cache))
             for network in NETWORKS:
-                cold, warm = measure(network, cache), measure(network, cache)
-                if cold["loss"] != warm["loss"]:
-                    raise SystemExit(f"{network}: the cold and warm runs' losses differ ({cold['loss']} vs "
-                                     f"{warm['loss']}): results are not reproducible across processes")
-                results.setdefault((network, "cold"), []).append(cold)
-                results.setdefault((network, "warm"), []).append(warm)
-    print(f"median of {args.rounds} rounds, seconds (losses bit-identical cold and warm)")
-    print(f"{'network':<8} {'caches':<6} {'import':>7} {'build':>7} {'step':>7} {'total':>7}")
-    for (network, kind), runs in results.items():
+                results.setdefault((network, "prepared"), []).append(measure(network, cache))
+    for network in NETWORKS:
+        losses = {r["loss"] for (net, _), runs in results.items() if net == network for r in runs}
+        if len(losses) != 1:
+            raise SystemExit(f"{network}: the runs' losses differ ({sorted(losses)}): results are not "
+                             f"reproducible across processes")
+    print(f"median of {args.rounds} rounds, seconds (every run's loss bit-identical); graphnet prepare took "
+          f"{statistics.median(prepare_seconds):.1f} s")
+    print(f"{'network':<8} {'caches':<8} {'import':>7} {'build':>7} {'step':>7} {'total':>7}")
+    for (network, kind), runs in sorted(results.items(), key=lambda item: (item[0][0], STATES.index(item[0][1]))):
         row = [statistics.median(r[k] for r in runs) for k in ("import_s", "build_s", "step_s", "total_s")]
-        print(f"{network:<8} {kind:<6} " + " ".join(f"{v:7.2f}" for v in row))
+        print(f"{network:<8} {kind:<8} " + " ".join(f"{v:7.2f}" for v in row))
 
 
 if __name__ == "__main__":

@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="a feed, repeatable")
     run.add_argument("--output-dir", "-o", help="save each output as DIR/NAME.npy instead of printing it")
     run.add_argument("--executor", default="numpy")
+
+    commands.add_parser("prepare", help="compile the NumPy backend's kernels into their caches (install time)",
+                        description="Compile the CPU kernel library (every convolution algorithm, the "
+                                    "hand-written loops) and the common fused loops into numba's and "
+                                    "graphnet's caches, so that a first training step does not compile them.")
     return parser
 
 
@@ -157,6 +162,10 @@ def _command(args: argparse.Namespace) -> None:
         from .debug import bisect_passes
 
         print(bisect_passes(tolerance=args.tolerance, **_bisect_case(args.script, args.function)))
+    elif args.command == "prepare":
+        from .prepare import prepare
+
+        print(" ".join(f"{key}={value}" for key, value in prepare().items()))
     elif args.command == "run":
         outputs = load_plan(args.plan, executor=args.executor).run(_feeds(args.input))
         if args.output_dir:
