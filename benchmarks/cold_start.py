@@ -88,6 +88,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--child", choices=NETWORKS, help=argparse.SUPPRESS)
+    parser.add_argument("--no-prepare", action="store_true",
+                        help="skip the prepared state (a graphnet without the prepare command)")
     args = parser.parse_args()
     if args.child:
         child(args.child)
@@ -99,6 +101,8 @@ def main() -> None:
             with tempfile.TemporaryDirectory(prefix="graphnet-cold-") as cache:
                 results.setdefault((network, "cold"), []).append(measure(network, cache))
                 results.setdefault((network, "warm"), []).append(measure(network, cache))
+        if args.no_prepare:
+            continue
         with tempfile.TemporaryDirectory(prefix="graphnet-prepared-") as cache:
             prepare_seconds.append(prepare(cache))
             for network in NETWORKS:
@@ -109,7 +113,7 @@ def main() -> None:
             raise SystemExit(f"{network}: the runs' losses differ ({sorted(losses)}): results are not "
                              f"reproducible across processes")
     print(f"median of {args.rounds} rounds, seconds (every run's loss bit-identical); graphnet prepare took "
-          f"{statistics.median(prepare_seconds):.1f} s")
+          + (f"{statistics.median(prepare_seconds):.1f} s" if prepare_seconds else "-"))
     print(f"{'network':<8} {'caches':<8} {'import':>7} {'build':>7} {'step':>7} {'total':>7}")
     for (network, kind), runs in sorted(results.items(), key=lambda item: (item[0][0], STATES.index(item[0][1]))):
         row = [statistics.median(r[k] for r in runs) for k in ("import_s", "build_s", "step_s", "total_s")]

@@ -10,8 +10,9 @@ from typing import Any, Mapping, Sequence
 
 import networkx as nx
 
-from .errors import GraphError, ShapeError
+from .errors import GraphError, GraphnetError
 from .ir import Attrs, Graph, Node
+from .ops.attrs import check_attrs
 from .ops.registry import REGISTRY
 
 
@@ -44,9 +45,10 @@ def graph_from_records(records: Sequence[Mapping[str, Any]], outputs: Mapping[st
         rec = by_id[rid]
         inputs = tuple(nodes[s] for s in rec.get("inputs", ()))
         attrs = dict(rec.get("attrs", {}))
-        try:
+        try:  # the attribute checks and the shape rule a declared node passes
+            check_attrs(rec["op"], REGISTRY[rec["op"]].attrs, attrs)
             out_type = REGISTRY[rec["op"]].infer(*[i.type for i in inputs], **attrs)
-        except (ShapeError, TypeError) as exc:
+        except (GraphnetError, TypeError) as exc:
             raise GraphError(f"record {rid!r} ({rec['op']}) rejects its inputs: {exc}") from None
         nodes[rid] = Node(rec["op"], inputs, Attrs(attrs), out_type, name=rec.get("name"),
                           location=rec.get("location", ""), scope=rec.get("scope", ""), role=rec.get("role", "forward"))

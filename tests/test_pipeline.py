@@ -175,3 +175,16 @@ def test_a_plan_is_plain_data_and_the_compiled_plan_binds_the_variables():
     weight = next(p for p in model.parameters() if p.var.name.endswith("0.weight")).var
     assert any(var is weight for var in compiled.variables.values())
     assert {spec.kind for spec in plan.variables.values()} >= {"parameter", "optimizer_state", "hyper", "step"}
+
+
+def test_a_plan_file_written_before_the_backend_reshaping_loads_and_continues_exactly():
+    """tests/data/mlp_adam_v3_before_backends.gnp: format 3, saved by graphnet before backends
+    became kernel tables (a 6-5-3 MLP, Adam, one step taken); its next step's loss then was
+    0x1.e92ba60000000p-1."""
+    from pathlib import Path
+
+    loaded = gn.load(Path(__file__).parent / "data" / "mlp_adam_v3_before_backends.gnp")
+    assert loaded.step_count == 1
+    rng = np.random.default_rng(1)
+    feeds = {"x": rng.standard_normal((8, 6)).astype(np.float32), "y": rng.integers(0, 3, 8)}
+    assert float(loaded.run(feeds)["loss"]).hex() == "0x1.e92ba60000000p-1"

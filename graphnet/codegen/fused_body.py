@@ -31,7 +31,7 @@ def reduced_shape(body: Sequence[tuple], loop_shape: tuple[int, ...]) -> tuple[i
     if not reduces(op) or len(body) < 2:
         return None
     named = dict(attrs)
-    if op == "sum_to":
+    if get_op(op).reduction == "sum_to":  # onto a shape; the others over axes
         target = tuple(named["shape"])
         return (1,) * (len(loop_shape) - len(target)) + target
     return tuple(1 if d in named["axes"] else size for d, size in enumerate(loop_shape))

@@ -104,16 +104,13 @@ def minimum(a: Any, b: Any) -> Tensor:
 
 # --- comparisons and where ------------------------------------------------------------------
 
-_COMPARISONS = {
-    "equal": "equal", "not_equal": "not_equal", "less": "less",
-    "less_equal": "less_equal", "greater": "greater", "greater_equal": "greater_equal",
-}
-_COMPARISON_SYMBOLS = {"equal": "==", "not_equal": "!=", "less": "<", "less_equal": "<=", "greater": ">",
-                       "greater_equal": ">="}
-for _name, _ufunc in _COMPARISONS.items():
+#: comparison op (named as NumPy's ufunc) -> its symbol in scalar forms
+_COMPARISONS = {"equal": "==", "not_equal": "!=", "less": "<", "less_equal": "<=", "greater": ">",
+                "greater_equal": ">="}
+for _name, _symbol in _COMPARISONS.items():
     defop(_name, attrs={}, category="elementwise", infer=_compare_infer, accepts_out=True, operands="common", recompute=True,
-          kernel=(lambda u: lambda xp, a, b, out=None: getattr(xp, u)(a, b, out=out))(_ufunc),
-          scalar=(lambda sym: lambda a, b: S.Compare(sym, a, b))(_COMPARISON_SYMBOLS[_name]))
+          kernel=(lambda u: lambda xp, a, b, out=None: getattr(xp, u)(a, b, out=out))(_name),
+          scalar=(lambda sym: lambda a, b: S.Compare(sym, a, b))(_symbol))
 
 
 def equal(a: Any, b: Any) -> Tensor:

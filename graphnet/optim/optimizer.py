@@ -64,18 +64,6 @@ from graphnet.ops import cast
 from graphnet.ops.casting import scalar  # noqa: F401 - optimizers import it from here
 from graphnet.tensor import Tensor, constant
 
-__all__ = [
-    "Optimizer",
-    "HyperParams",
-    "scalar",
-    "register",
-    "get",
-    "from_config",
-    "available",
-    "check_number",
-]
-
-
 def check_number(
     owner: str,
     name: str,

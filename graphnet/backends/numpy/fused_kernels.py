@@ -20,6 +20,7 @@ Groups with a member that has no scalar form, and every group where numba is mis
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import math
@@ -66,7 +67,10 @@ _lock = threading.Lock()
 _compiled: dict[str, Any] = {}  # source hash -> numba dispatcher
 
 
+@functools.cache
 def numba_available() -> bool:
+    """Whether numba is installed (asked once: the kernel table and the peak-memory formula
+    ask it for every step)."""
     return importlib.util.find_spec("numba") is not None
 
 
@@ -237,8 +241,9 @@ class FusedKernel:
             count = int(np.prod(out_shape)) // max(1, int(np.prod(keep)))
             op, _, attrs = self.body[-1]
             named = dict(attrs)
-            scale = (1.0 / count if count else np.nan) if op == "mean" else 1.0
-            if op == "sum_to":
+            kind = get_op(op).reduction
+            scale = (1.0 / count if count else np.nan) if kind == "mean" else 1.0
+            if kind == "sum_to":
                 out_shape = tuple(named["shape"])
             elif named["keepdims"]:
                 out_shape = keep

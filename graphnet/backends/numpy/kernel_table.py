@@ -31,7 +31,7 @@ from ...errors import GraphnetError
 from ...codegen.fused_body import unsupported_member
 from ...executors.kernel_table import KernelEntry, KernelTable, reference_kernel
 from ...kernels.cpu import batch_norm, losses, matmul, pooling
-from ...kernels.cpu.conv.chooser import ConvKernel
+from ...kernels.cpu.conv.chooser import ConvKernel, preload_loops
 from ...plan import Plan, Step
 from . import fused_kernels, workspace
 from .fused_kernels import numba_available
@@ -103,6 +103,7 @@ def pool_in_chunks(kernel: Callable[..., Any], space: Any, attrs: dict[str, Any]
 
 
 def _convolution(executor: Any, step: Step) -> Callable[..., Any]:
+    preload_loops()  # import the compiled loops' modules now, not inside the first run's helper threads
     kernel = ConvKernel(step.op, dict(step.attrs), config.flags.autotune, executor.workspaces)
     executor.convolutions.append(kernel)
     return kernel

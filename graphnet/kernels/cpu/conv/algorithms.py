@@ -241,27 +241,22 @@ def _shared(op: str) -> Callable[..., np.ndarray]:
     return shared
 
 
+def _any_shape(x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -> bool:
+    return True
+
+
+#: algorithm -> (its kernels in CONV_OPS order: forward, input gradient, weight gradient;
+#: applies(x_shape, w_shape, attrs))
+_FAMILIES: dict[str, tuple[tuple[Callable[..., np.ndarray], ...], Callable[..., bool]]] = {
+    "xp": ((_shared("conv2d"), _shared("conv2d_grad_input"), _shared("conv2d_grad_weight")), _any_shape),
+    "batched_gemm": ((gemm_forward, gemm_grad_input, gemm_grad_weight), _any_shape),
+    "pointwise": ((pointwise_forward, pointwise_grad_input, pointwise_grad_weight), _pointwise),
+    "shifted": ((shifted.shifted_forward, shifted.shifted_grad_input, shifted.shifted_grad_weight), _any_shape),
+    "nhwc": ((nhwc.nhwc_forward, nhwc.nhwc_grad_input, nhwc.nhwc_grad_weight), nhwc.applies),
+}
+
 #: op -> algorithm -> (kernel taking the step's inputs and attributes, applies(x_shape, w_shape, attrs))
 ALGORITHMS: dict[str, dict[str, tuple[Callable[..., np.ndarray], Callable[..., bool]]]] = {
-    "conv2d": {
-        "xp": (_shared("conv2d"), lambda xs, ws, a: True),
-        "batched_gemm": (gemm_forward, lambda xs, ws, a: True),
-        "pointwise": (pointwise_forward, _pointwise),
-        "shifted": (shifted.shifted_forward, lambda xs, ws, a: True),
-        "nhwc": (nhwc.nhwc_forward, nhwc.applies),
-    },
-    "conv2d_grad_input": {
-        "xp": (_shared("conv2d_grad_input"), lambda xs, ws, a: True),
-        "batched_gemm": (gemm_grad_input, lambda xs, ws, a: True),
-        "pointwise": (pointwise_grad_input, _pointwise),
-        "shifted": (shifted.shifted_grad_input, lambda xs, ws, a: True),
-        "nhwc": (nhwc.nhwc_grad_input, nhwc.applies),
-    },
-    "conv2d_grad_weight": {
-        "xp": (_shared("conv2d_grad_weight"), lambda xs, ws, a: True),
-        "batched_gemm": (gemm_grad_weight, lambda xs, ws, a: True),
-        "pointwise": (pointwise_grad_weight, _pointwise),
-        "shifted": (shifted.shifted_grad_weight, lambda xs, ws, a: True),
-        "nhwc": (nhwc.nhwc_grad_weight, nhwc.applies),
-    },
+    op: {name: (kernels[k], applies) for name, (kernels, applies) in _FAMILIES.items()}
+    for k, op in enumerate(CONV_OPS)
 }

@@ -18,8 +18,17 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import threads
+from . import algorithms, nhwc, shifted
 from .algorithms import ALGORITHMS, Workspace, _geometry, _pointwise, shapes_of
 from ....codegen.cache import cache_dir
+
+
+def preload_loops() -> None:
+    """Import every algorithm's compiled-loop modules (numba dispatchers; nothing is compiled
+    here). Done when a plan with convolutions is bound, so that a first run does not import
+    them inside a helper thread while the other threads wait."""
+    for module in (algorithms, nhwc, shifted):
+        module._loops()
 
 
 def candidates(op: str, x_shape: tuple, w_shape: tuple, attrs: dict[str, Any]) -> list[str]:
