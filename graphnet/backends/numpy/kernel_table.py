@@ -147,8 +147,11 @@ _split_matmul = KernelEntry("BLAS products split among threads", lambda executor
 _generated = KernelEntry("generated numba loop", _fused)
 
 
-def _convolution_entry(op: str) -> KernelEntry:
-    return KernelEntry("chosen CPU convolution algorithm", _convolution, _numba_on, workspace.convolution(op))
+def _convolution_entries(op: str) -> list[KernelEntry]:
+    """The chosen CPU algorithm where numba runs; else the reference kernel, whose temporaries
+    the peak formula counts as scratch all the same."""
+    return [KernelEntry("chosen CPU convolution algorithm", _convolution, _numba_on, workspace.convolution(op)),
+            KernelEntry("xp", reference_kernel, workspace=workspace.reference_convolution(op))]
 
 
 TABLE = KernelTable({
@@ -163,7 +166,7 @@ TABLE = KernelTable({
     "avg_pool2d_grad": [KernelEntry("xp with workspace", _with_scratch,
                                     workspace=workspace.avg_pool("avg_pool2d_grad"))],
     "matmul": [_split_matmul],
-    **{op: [_convolution_entry(op)] for op in ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")},
+    **{op: _convolution_entries(op) for op in ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")},
     "fused": [_generated],
     "fused_assign": [_generated],
 })

@@ -151,6 +151,20 @@ def avg_pool(op: str) -> Callable[[list[tuple[int, ...]], Mapping[str, Any], int
     return lambda shapes, attrs, itemsize: (_avg_pool_scratch(op, shapes, attrs, itemsize), 0)
 
 
+def reference_convolution(op: str) -> Callable[[list[tuple[int, ...]], Mapping[str, Any], int], tuple[int, int]]:
+    """The op's reference convolution kernel (numba off): the whole batch's padded input, columns
+    and product allocated while the step runs (the input gradient also its transposed copy)."""
+    def rule(shapes: list[tuple[int, ...]], attrs: Mapping[str, Any], itemsize: int) -> tuple[int, int]:
+        x_at, w_at = _CONV_OPERANDS[op]
+        x_shape, w_shape, cols, output, _, padded = _conv_sizes(shapes, attrs, x_at, w_at)
+        layout = _ConvGeom(x_shape, w_shape, attrs["stride"], attrs["padding"], attrs["dilation"],
+                           int(attrs["groups"])).layout
+        copied = padded or (int(np.prod(x_shape)) if layout == "nhwc" else 0)
+        weights = int(np.prod(w_shape))
+        return 0, (cols + output * (2 if op == "conv2d_grad_input" else 1) + copied + weights) * itemsize
+    return rule
+
+
 def convolution(op: str) -> Callable[[list[tuple[int, ...]], Mapping[str, Any], int], tuple[int, int]]:
     """A convolution op's workspace rule, for the algorithm the cost rule picks."""
     return lambda shapes, attrs, itemsize: _conv_scratch(op, shapes, attrs, itemsize)
