@@ -19,12 +19,9 @@ they only have to parse.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -166,6 +163,8 @@ def _fetch(url: str, dest: Path, expected_md5: str, *, timeout: float, progress:
     Returns None on success or the MD5 actually received on a mismatch (the temp file is
     removed either way). Network errors propagate.
     """
+    import urllib.request  # (here, not at import: most runs read local files and never download)
+
     from tqdm.auto import tqdm
 
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
@@ -242,6 +241,9 @@ def download(name: str, folder: str | os.PathLike | None = None, split: str | No
     except OSError as e:
         raise DatasetError(f"cannot create the download folder {str(target)!r}: {e}\n"
                            + _missing_message(name, splits, looked, env, [])) from e
+    import http.client
+    import urllib.error
+
     bases = _mirrors(name, mirror, env)
     for s in splits:
         for base in FILES[s]:
