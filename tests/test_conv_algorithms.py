@@ -1,4 +1,4 @@
-"""Every CPU convolution algorithm (graphnet/executors/conv_algorithms.py) against the plain reference
+"""Every CPU convolution algorithm (graphnet/kernels/cpu/conv/algorithms.py) against the plain reference
 convolution of test_conv_kernels, on its table of shapes (stride, padding, dilation, groups),
 in float64 and float32; and how the executor picks among them."""
 

@@ -188,3 +188,17 @@ def test_a_plan_file_written_before_the_backend_reshaping_loads_and_continues_ex
     rng = np.random.default_rng(1)
     feeds = {"x": rng.standard_normal((8, 6)).astype(np.float32), "y": rng.integers(0, 3, 8)}
     assert float(loaded.run(feeds)["loss"]).hex() == "0x1.e92ba60000000p-1"
+
+
+def test_extra_graph_passes_run_before_scheduling_and_show_in_the_report():
+    seen = []
+
+    def count_nodes(graph):
+        seen.append(len(graph.nodes))
+        return graph
+
+    loss, _ = _mlp_loss()
+    compiled = gn.compile(loss, optimizer=gn.optim.SGD(lr=0.1), passes=[Pass("count_nodes", count_nodes)])
+    names = [r.name for r in compiled.report]
+    assert names.index("count_nodes") == names.index("schedule") - 1
+    assert seen and seen[0] == next(r for r in compiled.report if r.name == "count_nodes").nodes_before
