@@ -435,6 +435,19 @@ def _check_gradients(y: gn.Tensor, ph: dict, feeds: dict, wrt: list[str], eps: f
         assert err <= tol, f"d/d{n}: relative error {err:.3g} > {tol}\nanalytic\n{a}\nnumeric\n{numeric[n]}"
 
 
+# --- unary elementwise ops from the forward table ------------------------------------------------
+# Each row of test_op_forward's UNARY table (op: public function, NumPy reference, input domain)
+# is also a gradient case here, on inputs of that domain kept away from kinks at 0: a new unary
+# elementwise op needs that one row for both its forward values and its gradient rule.
+
+from test_op_forward import UNARY as FORWARD_UNARY  # noqa: E402 - the forward table, after this file's own
+
+_KINK_SAFE = {"normal": normal, "positive": positive, "ties": away}
+for _name, (_fn, _ref, _domain) in FORWARD_UNARY.items():
+    if REGISTRY[_name].grad is not None:
+        case(f"{_name}-forward-row", lambda x, f=_fn: f(x), x=_KINK_SAFE[_domain.__name__](3, 4))
+
+
 @pytest.mark.parametrize("case", [c.param() for c in CASES])
 def test_gradient_matches_finite_differences(case: Case) -> None:
     ph = placeholders(case.feeds, case.shapes)
