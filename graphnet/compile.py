@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from . import config
+from . import config, interrupts
 from .errors import GraphnetError, ModeWarning, OptimizerError
 from .executors import get_executor
 from .export import load_parts, save_plan
@@ -98,16 +98,18 @@ class CompiledPlan:
             raise GraphnetError("pass feeds either as one dict or as keyword arguments, not both")
         # Runs of one plan never overlap (they share buffers and state), nor do runs of plans
         # sharing variables: an inference run sees the parameters of one whole training step.
-        with self._lock:
-            for lock in self._var_locks:
-                lock.acquire()
+        # The locks are taken and given back with Ctrl-C held off (graphnet.interrupts), so an
+        # interrupt never leaves one held; the run between may be interrupted as always.
+        locks = [self._lock, *self._var_locks]
+        with interrupts.deferred():
+            interrupts.acquire_all(locks)
             try:
-                if self.optimizer is not None:
-                    self._sync_hyperparameters()
-                return self.executor.run(dict(feeds) if feeds is not None else kwargs)
+                with interrupts.allowed():
+                    if self.optimizer is not None:
+                        self._sync_hyperparameters()
+                    return self.executor.run(dict(feeds) if feeds is not None else kwargs)
             finally:
-                for lock in reversed(self._var_locks):
-                    lock.release()
+                interrupts.release_all(locks)
 
     __call__ = run
 

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "graphnet"
 
 #: graphnet's top-level modules and packages, lowest layer first (docs/architecture.md)
 LAYERS = [
-    {"version", "errors", "config", "dtypes", "dims", "modes"},            # what everything shares
+    {"version", "errors", "config", "dtypes", "dims", "modes", "interrupts"},  # what everything shares
     {"ir"},                                                                # graph IR
     {"tensor", "ops", "nn", "losses", "optim"},                            # declare
     {"plan", "records"},                                                   # plan (plain data)

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import signal
-import threading
 import time
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .. import config, dtypes
+from .. import config, dtypes, interrupts
 from ..errors import ExecutorError, GraphnetError, MemoryLimitError, NumericsError
 from ..ops.fused import first_nonfinite_member
 from ..ops.registry import get_op
@@ -290,25 +288,13 @@ class ArrayExecutor:
 
     def _apply_effects(self, bufs: list[Any], first: int, fns: list[Callable[..., Any]]) -> None:
         """Run the effects (every write to a variable), all of them: an interrupt (Ctrl-C) that
-        arrives meanwhile is held back until the last one has run, so a run leaves either the
-        old state or the new one, never half of each. On the main thread SIGINT is blocked for
-        the phase (a ``fused_assign`` updates state in place and must not run twice); the
-        operating system delivers it when the phase ends and Python raises it then. An
-        exception raised by a kernel itself (KeyboardInterrupt from a signal handler on another
-        thread) runs the remaining effects before it propagates."""
-        held: BaseException | None = None
-        index = first
-        masked = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if masked else None
-        try:
-            self._effect_steps(bufs, index, fns)
-        except BaseException as exc:  # noqa: B036 - re-raised below, after the mask is restored
-            held = exc
-        finally:
-            if masked:
-                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        if held is not None:
-            raise held
+        arrives meanwhile, whichever thread the signal reached, is held back until the last one
+        has run (graphnet.interrupts), so a run leaves either the old state or the new one,
+        never half of each, and no ``fused_assign`` (which updates state in place) runs twice.
+        A KeyboardInterrupt or SystemExit raised by a kernel itself runs the remaining effects
+        before it propagates."""
+        with interrupts.deferred():
+            self._effect_steps(bufs, first, fns)
 
     def _effect_steps(self, bufs: list[Any], index: int, fns: list[Callable[..., Any]]) -> None:
         held: BaseException | None = None

@@ -32,6 +32,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from ... import interrupts
 from ...errors import ExecutorError
 
 _applied: list[int] = []
@@ -227,6 +228,11 @@ def run_parts(tasks: Sequence[Callable[[], Any]]) -> list[Any]:
     GIL (BLAS products, numba loops) to gain anything."""
     if len(tasks) <= 1:
         return [task() for task in tasks]
+    with interrupts.deferred():  # a Ctrl-C waits for the handover: the helpers never fall out of step
+        return _run_on_team(tasks)
+
+
+def _run_on_team(tasks: Sequence[Callable[[], Any]]) -> list[Any]:
     if not _team_lock.acquire(blocking=False):
         return [task() for task in tasks]
     try:
@@ -281,3 +287,19 @@ def parts_for(work: int, minimum: int, items: int, inside: bool | None = None) -
         return 1
     return max(1, min(count(), items))
 
+
+
+def _after_fork_in_child() -> None:
+    """A child made by ``fork`` has only the forking thread: forget the helpers (their threads
+    were not copied, so waiting for them would hang), and make new locks in place of ones that
+    another thread may have held at the fork. BLAS's own pool is threadpoolctl's to restore."""
+    global _team_lock, _state_lock, _local
+    _helpers.clear()
+    _team_lock = threading.Lock()
+    _state_lock = threading.Lock()
+    _local = threading.local()
+    _single_depth[0] = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
