@@ -12,7 +12,7 @@ from . import config, data, dtypes, export, losses, nn, ops, optim, passes, plot
 from .compile import CompiledPlan, compile, load  # noqa: F401
 from . import debug  # noqa: F401,E402  (gn.debug.bisect_passes)
 from .errors import (  # noqa: F401
-    DTypeError, ExecutorError, FeedError, GradientError, GraphError, GraphnetError, MemoryLimitError, ModeWarning,
+    ConfigError, DTypeError, ExecutorError, FeedError, GradientError, GraphError, GraphnetError, MemoryLimitError, ModeWarning,
     NumericsError, OptimizerError, PlanFileError, PlanVersionError, ShapeError,
 )
 from . import backends  # noqa: F401,E402  (registers the backends graphnet ships)

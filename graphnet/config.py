@@ -29,6 +29,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from .errors import ConfigError
+
 
 def _env_int(*names: str, default: int = 0) -> int:
     for name in names:
@@ -107,7 +109,7 @@ def options(
         flags.autotune = bool(autotune)
     if codegen is not None:
         if codegen not in ("numba", "numpy"):
-            raise ValueError(f"codegen must be 'numba' or 'numpy', got {codegen!r}")
+            raise ConfigError(f"codegen must be 'numba' or 'numpy', got {codegen!r}")
         flags.codegen = codegen
     if fuse is not None:
         flags.fuse = bool(fuse)

@@ -51,6 +51,10 @@ class PlanVersionError(PlanFileError):
     """A plan file was written in a format version this graphnet cannot read."""
 
 
+class ConfigError(GraphnetError, ValueError):
+    """A setting graphnet does not know (``gn.config.options``)."""
+
+
 class ModeWarning(UserWarning):
     """A plan was compiled in a mode the user probably did not mean (an inference plan with
     modules still in training mode)."""

@@ -221,3 +221,10 @@ def test_an_unwritable_cache_directory_falls_back_to_one_private_directory(tmp_p
     x = np.arange(6, dtype=np.float32)
     np.testing.assert_array_equal(kernel(x), (x * x - x) * x)
     assert fused_kernels._private and os.path.isdir(fused_kernels._private[0])
+
+
+def test_fallback_reasons_are_plain_text():
+    from graphnet.backends.numpy.fused_kernels import reason_of
+
+    coloured = TypeError("\x1b[1m\x1b[1mNo implementation of function\x1b[0m\nfor argument\x1b[0m")
+    assert reason_of(coloured) == "TypeError: No implementation of function for argument"

@@ -430,3 +430,11 @@ def test_random_mutations_load_or_raise_a_graphnet_error(tmp_path, saved):
             outcomes["refused"] += 1
     assert outcomes["refused"] > 1000 and sum(outcomes.values()) == 2000
     assert time.perf_counter() - start < 120
+
+
+def test_a_plan_with_a_nan_attribute_saves_and_loads(tmp_path):
+    x = gn.placeholder("x", (2, 3))
+    plan = gn.compile({"y": gn.leaky_relu(x, float("nan")) + 1.0})
+    loaded = gn.load(plan.save(tmp_path / "nan.gnp"))
+    feeds = {"x": np.array([[-1.0, 0.5, 2.0], [3.0, -0.25, 0.0]], np.float32)}
+    np.testing.assert_array_equal(loaded.run(feeds)["y"], plan.run(feeds)["y"])

@@ -458,3 +458,26 @@ def test_a_reduction_of_a_group_read_by_nothing_else_ends_the_group(codegen):
     xv = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
     np.testing.assert_allclose(plan.run(x=xv)["loss"], np.mean((xv - 1.0) ** 2), rtol=1e-6)
     assert [op for op, _, _ in plan.plan.steps[-1].attrs["body"]][-1] == "mean"
+
+
+def test_long_elementwise_chains_split_into_groups_a_loader_accepts(tmp_path):
+    """A chain of 300 elementwise ops fuses into groups of at most ops.fused.MAX_MEMBERS members,
+    computes what the unfused chain does, saves and loads; a plan file holding a larger group
+    is refused at load with a typed error instead of compiling it for minutes."""
+    from graphnet.ops.fused import MAX_MEMBERS
+
+    x = gn.placeholder("x", (4, 5))
+    y = x
+    for k in range(300):
+        y = gn.tanh(y * 0.9 + 0.01 * k)
+    plan = gn.compile({"y": y})
+    sizes = [len(s.attrs["body"]) for s in plan.plan.steps if s.op == "fused"]
+    assert sizes and max(sizes) <= MAX_MEMBERS and sum(sizes) >= 890  # (y + 0.0 is simplified away)
+    feeds = {"x": np.linspace(-1, 1, 20, dtype=np.float32).reshape(4, 5)}
+    with gn.config.options(fuse=False):
+        unfused = gn.compile({"y": y})
+    np.testing.assert_allclose(plan.run(feeds)["y"], unfused.run(feeds)["y"], rtol=1e-5)
+    np.testing.assert_array_equal(gn.load(plan.save(tmp_path / "chain.gnp")).run(feeds)["y"], plan.run(feeds)["y"])
+    with pytest.raises(gn.ShapeError, match="at most"):
+        registry.get_op("fused").infer(*[gn.TensorType((4, 5), "float32")],
+                                       body=tuple(("neg", (-1 if i == 0 else i - 1,), ()) for i in range(MAX_MEMBERS + 1)))

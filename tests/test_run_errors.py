@@ -136,3 +136,9 @@ def test_impossible_attributes_are_shape_errors_when_declared(declare_bad):
     x = gn.placeholder("x", (1, 1, 6, 6))
     with pytest.raises(gn.ShapeError):
         declare_bad(x)
+
+
+def test_an_unknown_setting_is_a_typed_error():
+    with pytest.raises(gn.ConfigError, match="codegen must be"):
+        with gn.config.options(codegen="bogus"):
+            pass

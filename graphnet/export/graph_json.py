@@ -216,10 +216,13 @@ def decode_attrs(data: Any, where: str) -> dict[str, Any]:
 
 
 def same_attrs(step: Any, node: Node) -> bool:
-    """A step's attributes are its node's, value for value and type for type (``True`` is not ``1``)."""
+    """A step's attributes are its node's, value for value and type for type (``True`` is not ``1``;
+    floats bit for bit, so a NaN attribute equals itself and -0.0 is not 0.0)."""
     def typed(value: Any) -> Any:
         if isinstance(value, tuple):
             return ("tuple", tuple(typed(v) for v in value))
+        if isinstance(value, float):
+            return ("float", value.hex())
         return (type(value).__name__, value)
 
     if set(step.attrs) != set(node.attrs):

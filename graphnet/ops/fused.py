@@ -25,9 +25,19 @@ from .registry import REGISTRY, defop, get_op
 Instruction = tuple[str, tuple[int, ...], tuple[tuple[str, Any], ...]]
 
 
+#: The most members a fused group (or a fused update) may hold: twice the largest group the
+#: fuse passes make on the reference networks (30: AdamW with clipping). A generated kernel's
+#: compile time grows faster than its size (100 members: 2.5 s; 1,000: over 100 s), so a plan
+#: file with a larger group is refused at load instead of stalling it; the passes split longer
+#: chains into several groups.
+MAX_MEMBERS = 64
+
+
 def _members(body: Any, minimum: int = 2) -> list[Instruction]:
     if not isinstance(body, tuple) or len(body) < minimum:
         raise ShapeError(f"a fused group holds {minimum} or more members")
+    if len(body) > MAX_MEMBERS:
+        raise ShapeError(f"a fused group holds at most {MAX_MEMBERS} members, this one {len(body)}")
     for i, item in enumerate(body):
         if not (isinstance(item, tuple) and len(item) == 3 and isinstance(item[0], str)
                 and isinstance(item[1], tuple) and isinstance(item[2], tuple)):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..ir import Attrs, Graph, Node, next_uid, topological_order, with_inputs
-from ..ops.fused import reduces
+from ..ops.fused import MAX_MEMBERS, reduces
 from ..ops.registry import get_op
 
 #: Elementwise ops that are never fused (none yet: random and effect ops are other categories).
@@ -38,6 +38,7 @@ def plan_groups(graph: Graph) -> tuple[dict[int, list[Node]], list[tuple[Node, s
     kept = {n.uid for n in graph.outputs} | {n.uid for n in graph.effects} | {
         n.uid for pair in graph.grads for n in pair}
     group_of: dict[int, frozenset[int]] = {}  # uid -> the roots (last members) of the groups it is in
+    size: dict[int, int] = {}  # root -> members so far (one is kept free for a closing reduction)
     why_alone: dict[int, str] = {}
     for node in reversed(graph.nodes):
         if not _fusible(node):
@@ -48,8 +49,10 @@ def plan_groups(graph: Graph) -> tuple[dict[int, list[Node]], list[tuple[Node, s
         refusals = [reason for r in readers if r.uid in group_of and (reason := _joins(node, r)) is not None]
         # a cheap scalar (a hyperparameter cast) is computed inside each group reading it
         copied = len(roots) > 1 and node.type.shape == () and _cheap(node.op)
-        if node.uid in kept or not readers or outside or (len(roots) > 1 and not copied) or refusals:
+        full = any(size.get(r, 0) >= MAX_MEMBERS - 1 for r in roots)
+        if node.uid in kept or not readers or outside or (len(roots) > 1 and not copied) or refusals or full:
             group_of[node.uid] = frozenset({node.uid})
+            size[node.uid] = 1
             if node.uid in kept:
                 why_alone[node.uid] = "its value is needed outside (an output, a gradient or an effect's value)"
             elif outside:
@@ -58,8 +61,12 @@ def plan_groups(graph: Graph) -> tuple[dict[int, list[Node]], list[tuple[Node, s
                 why_alone[node.uid] = f"read by {len(roots)} different groups (fusing would compute it twice)"
             elif refusals:
                 why_alone[node.uid] = refusals[0]
+            elif full:
+                why_alone[node.uid] = f"its reader's group is full ({MAX_MEMBERS - 1} members): it starts another"
         else:
             group_of[node.uid] = roots
+            for r in roots:
+                size[r] = size.get(r, 0) + 1
     for node in graph.nodes:  # a reduction of a group's result, read by nothing else, ends that group
         if reduces(node.op) and node.inputs and get_op(node.op).kernel is not None:
             source = node.inputs[0]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..ir import Attrs, Graph, Node, next_uid, topological_order
-from ..ops.fused import reduces
+from ..ops.fused import MAX_MEMBERS, reduces
 from ..ops.registry import get_op
 
 
@@ -54,7 +54,13 @@ def plan_updates(graph: Graph) -> list[list[Node]]:
         value = effect.inputs[1] if effect.op == "assign" else None
         if value is not None and value.uid in assign_of and assign_of[value.uid] is effect:
             clusters.setdefault(root(value.uid), []).append(effect)
-    return list(clusters.values())
+    # a merged update over ops.fused.MAX_MEMBERS members would be refused at load: keep those apart
+    return [effects for effects in clusters.values() if _members(effects) <= MAX_MEMBERS]
+
+
+def _members(effects: list[Node]) -> int:
+    """How many members the fused_assign merging ``effects`` would hold."""
+    return sum(len(e.inputs[1].attrs["body"]) if e.inputs[1].op == "fused" else 1 for e in effects)
 
 
 def explain(graph: Graph) -> list[dict]:

@@ -25,6 +25,7 @@ import hashlib
 import importlib.util
 import math
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -65,6 +66,15 @@ class CodegenStats:
 stats = CodegenStats()
 _lock = threading.Lock()
 _compiled: dict[str, Any] = {}  # source hash -> numba dispatcher
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def reason_of(exc: BaseException) -> str:
+    """An exception as one plain line for the compile report: numba colours its messages with
+    terminal escape codes, which a report or a JSON file must not carry."""
+    return " ".join(_ANSI.sub("", f"{type(exc).__name__}: {exc}").split())[:200]
 
 
 @functools.cache
@@ -291,7 +301,7 @@ class FusedKernel:
                 found = self._layout(tuple(a.shape for a in arrays), tuple(a.dtype.name for a in arrays))
                 self._warm(found, [a.dtype for a in arrays], [not a.flags.writeable for a in arrays])
             except Exception as exc:  # a dtype or layout numba cannot take: NumPy computes it
-                stats.fell_back(f"{type(exc).__name__}: {exc}"[:200])
+                stats.fell_back(reason_of(exc))
                 found = (None, None, None, None, None)
             self._by_shapes[key] = found
         out_shape, extents, views, fn, reduction = found

@@ -135,7 +135,7 @@ def _fused(executor: Any, step: Step) -> Callable[..., Any]:
             kernel.prepare(concrete, [buffers[name].dtype for name in step.inputs],
                            [buffers[name].kind == "constant" for name in step.inputs])
         except Exception as exc:  # tried again at the first run, and computed by NumPy if it fails
-            executor.fall_back(f"{type(exc).__name__}: {exc}"[:200], fallback)
+            executor.fall_back(fused_kernels.reason_of(exc), fallback)
     return kernel
 
 
