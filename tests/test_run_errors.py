@@ -142,3 +142,22 @@ def test_an_unknown_setting_is_a_typed_error():
     with pytest.raises(gn.ConfigError, match="codegen must be"):
         with gn.config.options(codegen="bogus"):
             pass
+
+
+def test_the_memory_limit_is_checked_before_feeds_are_converted():
+    """A float64 feed to a float32 placeholder is converted only after the limit check, which
+    counts the conversion: a run over the limit allocates nothing first."""
+    import tracemalloc
+
+    x = gn.placeholder("x", (None, 1000))
+    plan = gn.compile({"y": gn.relu(x) * 2.0})
+    big = np.ones((20_000, 1000))  # 160 MB of float64; its float32 copy alone is 80 MB
+    with gn.config.options(memory_limit=64 << 20):
+        tracemalloc.start()
+        try:
+            with pytest.raises(gn.MemoryLimitError, match="limit"):
+                plan.run(x=big)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 8 << 20  # nothing the size of the feed was allocated before the refusal

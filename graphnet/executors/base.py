@@ -222,8 +222,7 @@ class ArrayExecutor:
                                     f"but this plan was compiled for {self._var_types[slot][1]}"
                                     f"{list(self._var_types[slot][0])}: compile the plan again")
             bufs[slot] = array
-        checked = check_feeds(self.plan, feeds)
-        self._check_memory({name: value.shape for name, value in checked.items()})
+        checked = check_feeds(self.plan, feeds, before_converting=self._check_memory)
         for name, value in checked.items():
             bufs[self._feed_slots[name]] = self.from_host(value)
         return bufs
@@ -268,14 +267,15 @@ class ArrayExecutor:
             self._apply_effects(bufs, first, fns)
         return RunResult({key: self.to_host(bufs[self.slots[buf]]) for key, buf in self.plan.outputs.items()})
 
-    def _check_memory(self, shapes: dict[str, tuple[int, ...]]) -> None:
-        """Refuse, before anything runs, a run whose temporaries would need more memory than the
+    def _check_memory(self, shapes: dict[str, tuple[int, ...]], converted: int = 0) -> None:
+        """Refuse, before anything runs or is converted, a run whose temporaries (and the feeds'
+        conversions to the plan's dtypes, ``converted`` bytes) would need more memory than the
         limit (GRAPHNET_MEMORY_LIMIT, else the machine's available memory): a typed error, not
         a MemoryError half-way. Checked once per distinct set of feed shapes."""
-        key = tuple(sorted(shapes.items()))
+        key = (tuple(sorted(shapes.items())), converted)
         if key in self._memory_checked:
             return
-        need = self.peak_bytes(self.plan, shapes)
+        need = self.peak_bytes(self.plan, shapes) + converted
         limit = config.flags.memory_limit
         if limit is None:
             limit = config.available_memory()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from .. import dtypes
-from ..errors import FeedError
+from ..errors import FeedError, MemoryLimitError
 from ..plan import Plan
 
 
@@ -26,12 +26,17 @@ def _dim_ok(expected: Any, got: int, bindings: dict[str, int]) -> bool:
     return expected == got
 
 
-def check_feeds(plan: Plan, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def check_feeds(plan: Plan, feeds: Mapping[str, Any],
+                before_converting: Callable[[dict[str, tuple[int, ...]], int], None] | None = None
+                ) -> dict[str, np.ndarray]:
     """Validate feeds against the plan's placeholders; return them as arrays of the right dtype.
 
     Missing and unexpected names, wrong ranks, sizes, inconsistent symbolic dims and
     dtypes of the wrong kind (a float fed to an integer placeholder) raise FeedError.
-    Values of the same kind are converted (float64 data to a float32 placeholder).
+    Values of the same kind are converted (float64 data to a float32 placeholder), after
+    ``before_converting(shapes, converted_bytes)`` has seen the checked shapes and the bytes
+    the conversions will allocate (the memory limit is checked there, before anything is); a conversion that finds no memory raises
+    MemoryLimitError.
     """
     expected = plan.feeds
     missing = [n for n in expected if n not in feeds]
@@ -54,7 +59,6 @@ def check_feeds(plan: Plan, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
                 array.dtype.kind in "iu" and want.kind in "iu") or (array.dtype.kind == want.kind)
             if not same_kind:
                 raise FeedError(f"feed {name!r}: expected dtype {spec.dtype}, got {array.dtype}")
-            array = array.astype(want)
         shape_text = "(" + ", ".join("None" if d is None else repr(d) if isinstance(d, str) else str(d)
                                      for d in spec.shape) + ")"
         if array.ndim != len(spec.shape) or not all(
@@ -64,4 +68,17 @@ def check_feeds(plan: Plan, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         arrays[name] = array
     if plan.dims is not None:
         plan.dims.check({name: array.shape for name, array in arrays.items()})
+    if before_converting is not None:
+        converted = sum(int(array.size) * dtypes.DTYPES[plan.buffers[expected[name]].dtype].itemsize
+                        for name, array in arrays.items()
+                        if array.dtype != dtypes.DTYPES[plan.buffers[expected[name]].dtype])
+        before_converting({name: tuple(array.shape) for name, array in arrays.items()}, converted)
+    for name, array in arrays.items():
+        want = dtypes.DTYPES[plan.buffers[expected[name]].dtype]
+        if array.dtype != want:
+            try:
+                arrays[name] = array.astype(want)
+            except MemoryError:
+                raise MemoryLimitError(f"feed {name!r}: no memory to convert its {array.dtype}"
+                                       f"{list(array.shape)} to {want.name}") from None
     return arrays
