@@ -12,7 +12,9 @@
 whatever is installed, and each backend decides how a fused step runs).
 ``GRAPHNET_CODEGEN=numba`` (default) compiles fused groups to numba kernels; ``numpy`` runs
 them as NumPy ufunc calls (also what happens where numba is not installed).
-``GRAPHNET_CACHE_DIR`` is where generated kernels are kept (default ``~/.cache/graphnet``).
+``GRAPHNET_CACHE_DIR``: generated kernels, numba's code for them and timed convolution choices
+go to ``$GRAPHNET_CACHE_DIR/kernels`` (default ``~/.cache/graphnet/kernels``, or under
+``$XDG_CACHE_HOME``), kept private (graphnet/codegen/cache.py).
 ``GRAPHNET_NUM_THREADS=4`` sets the threads of BLAS and of numba's loops (default: the cores this
 process may use; ``gn.set_num_threads`` changes it later).
 ``GRAPHNET_AUTOTUNE=0`` picks each convolution's algorithm by a fixed cost rule (reproducible

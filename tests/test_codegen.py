@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from graphnet.backends.numpy import fused_kernels
+from graphnet.codegen import cache
 from graphnet.ops.registry import REGISTRY
 
 pytestmark = pytest.mark.skipif(not fused_kernels.numba_available(), reason="numba is not installed")
@@ -220,7 +221,7 @@ def test_an_unwritable_cache_directory_falls_back_to_one_private_directory(tmp_p
     kernel = fused_kernels.FusedKernel(body, "float32", None)
     x = np.arange(6, dtype=np.float32)
     np.testing.assert_array_equal(kernel(x), (x * x - x) * x)
-    assert fused_kernels._private and os.path.isdir(fused_kernels._private[0])
+    assert cache._fallback and os.path.isdir(cache._fallback[0])
 
 
 def test_fallback_reasons_are_plain_text():

@@ -27,8 +27,8 @@ import math
 import os
 import re
 import sys
-import tempfile
 import threading
+import types
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ... import dtypes
+from ...codegen import cache
 from ...codegen.cache import cache_dir
 from ...codegen.fused_body import collapse, member_dtypes, operand_dtypes, reduced_shape
 from ...codegen.scalar import render
@@ -163,52 +164,27 @@ def _cache_counts(dispatcher: Any) -> tuple[int, int]:
 
 
 def _import_kernel(source: str, digest: str) -> Any:
-    """Write ``source`` to the cache directory (once: numba's cache is keyed by the file's
-    path and time stamp) and import it; where the directory is not writable, compile the
-    source from a private temporary file instead (no cache across processes then)."""
+    """Write ``source`` to the kernel cache (once: numba's cache is keyed by the file's path and
+    time stamp), read it back and run the verified text, never a path that could change after
+    the check nor a bytecode file (graphnet.codegen.cache); where the cache cannot be written
+    (a full disk), the same in a private temporary folder (no cache across processes then)."""
     name = f"graphnet_kernel_{digest}"
-    for directory in (cache_dir(), None):
+    data = source.encode()
+    for directory in (cache_dir, cache.private_folder):
         try:
-            if directory is None:
-                directory = _private_directory()
-            os.makedirs(directory, exist_ok=True)
-            path = os.path.join(directory, name + ".py")
-            if not _holds(path, source):
-                temporary = f"{path}.{os.getpid()}.tmp"
-                with open(temporary, "w") as f:
-                    f.write(source)
-                os.replace(temporary, path)
-            spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-            return module.kernel
+            path = os.path.join(directory(), name + ".py")
+            if not cache.read_verified(path, data):
+                cache.write_private(path, data)
+                if not cache.read_verified(path, data):
+                    raise OSError(f"{path} does not hold what was written to it")
         except OSError:
             continue
-    raise OSError("no directory to write generated kernels to")
-
-
-_private: list[str] = []
-
-
-def _private_directory() -> str:
-    """One temporary directory for this process's kernels, removed when it exits."""
-    if not _private:
-        holder = tempfile.TemporaryDirectory(prefix="graphnet-kernels-")
-        _private.append(holder.name)
-        _private_holders.append(holder)  # cleaned up (with its files) at interpreter exit
-    return _private[0]
-
-
-_private_holders: list[Any] = []
-
-
-def _holds(path: str, source: str) -> bool:
-    try:
-        with open(path) as f:
-            return f.read() == source
-    except OSError:
-        return False
+        module = types.ModuleType(name)
+        module.__file__ = path  # numba caches the kernel beside it, in the checked folder
+        sys.modules[name] = module
+        exec(compile(source, path, "exec"), module.__dict__)  # noqa: S102 - graphnet's own generated source
+        return module.kernel
+    raise OSError("no folder to write generated kernels to")
 
 
 class FusedKernel:

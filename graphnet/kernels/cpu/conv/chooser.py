@@ -20,7 +20,7 @@ import numpy as np
 from .. import threads
 from . import algorithms, nhwc, shifted
 from .algorithms import ALGORITHMS, Workspace, _geometry, _pointwise, shapes_of
-from ....codegen.cache import cache_dir
+from ....codegen.cache import cache_dir, write_private
 
 
 def preload_loops() -> None:
@@ -91,13 +91,8 @@ def _save_decision(key: str, algorithm: str) -> None:
     with _lock:
         decisions = _load_decisions()
         decisions[key] = algorithm
-        path = _decisions_path()
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            temporary = f"{path}.{os.getpid()}.tmp"
-            with open(temporary, "w") as f:
-                json.dump(decisions, f, indent=0, sort_keys=True)
-            os.replace(temporary, path)
+            write_private(_decisions_path(), json.dumps(decisions, indent=0, sort_keys=True).encode())
         except OSError:
             pass  # an unwritable cache only means timing again in the next process
 

@@ -1,0 +1,94 @@
+"""The generated-kernel cache is kept as trusted caches keep theirs: private folder and files
+whatever the umask, no folder another user could write, no planted bytecode, swapped source or
+symbolic link ever used. Each case runs in a child process with its own cache folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("numba")
+
+CHILD = '''
+import os, sys, warnings
+import numpy as np
+import graphnet as gn
+warnings.simplefilter("always")
+x = gn.placeholder("x", (4, 5))
+plan = gn.compile({"y": gn.relu(x * 2.0 + 1.0) * 3.0})
+y = plan.run(x=np.linspace(-1, 1, 20, dtype=np.float32).reshape(4, 5))["y"]
+expected = np.maximum(np.linspace(-1, 1, 20, dtype=np.float32).reshape(4, 5) * 2 + 1, 0) * 3
+assert np.allclose(y, expected), y
+print("ok", plan.report.codegen["numba_groups"])
+'''
+
+
+def _child(cache: Path, umask: int | None = None) -> subprocess.CompletedProcess:
+    prefix = f"import os; os.umask({umask:#o})\n" if umask is not None else ""
+    env = dict(os.environ, GRAPHNET_CACHE_DIR=str(cache))
+    done = subprocess.run([sys.executable, "-c", prefix + textwrap.dedent(CHILD)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "ok 1" in done.stdout, done.stdout + done.stderr
+    return done
+
+
+def _kernel_files(cache: Path) -> list[Path]:
+    return sorted((cache / "kernels").glob("graphnet_kernel_*.py"))
+
+
+def test_the_cache_is_private_whatever_the_umask(tmp_path):
+    cache = tmp_path / "cache"
+    _child(cache, umask=0)
+    for folder in (cache, cache / "kernels", cache / "kernels" / "__pycache__"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    files = _kernel_files(cache)
+    assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    assert not list((cache / "kernels").glob("*.tmp"))
+
+
+def test_a_folder_others_may_write_is_not_used(tmp_path):
+    cache = tmp_path / "shared"
+    (cache / "kernels").mkdir(parents=True)
+    os.chmod(cache / "kernels", 0o777)
+    done = _child(cache)
+    assert "UntrustedCacheWarning" in done.stderr and "not private" in done.stderr
+    assert not _kernel_files(cache)  # nothing written where others could replace it
+
+
+def test_planted_bytecode_and_a_swapped_source_never_run(tmp_path):
+    cache = tmp_path / "cache"
+    _child(cache)
+    source = _kernel_files(cache)[0]
+    marker = tmp_path / "pwned"
+    evil = f"open({str(marker)!r}, 'w').write('ran')\ndef kernel(*a):\n    raise SystemExit(3)\n"
+    # bytecode Python would accept for the source (its mtime and size), in both usual places
+    code = compile(evil, str(source), "exec")
+    data = importlib._bootstrap_external._code_to_timestamp_pyc(code, int(source.stat().st_mtime),
+                                                                 source.stat().st_size)
+    for folder in (source.parent / "__pycache__", source.parent):
+        (folder / f"{source.stem}.{sys.implementation.cache_tag}.pyc").write_bytes(data)
+    _child(cache)
+    assert not marker.exists()
+    source.write_text(evil)  # swapped between runs: detected, rewritten, and the right kernel runs
+    _child(cache)
+    assert not marker.exists() and "open(" not in source.read_text()
+
+
+def test_a_planted_link_is_replaced_not_followed(tmp_path):
+    cache = tmp_path / "cache"
+    _child(cache)
+    source = _kernel_files(cache)[0]
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    source.unlink()
+    source.symlink_to(outside)
+    _child(cache)
+    assert outside.read_text() == "keep me"
+    assert not source.is_symlink() and source.read_text().startswith("import math")
