@@ -17,9 +17,12 @@ go to ``$GRAPHNET_CACHE_DIR/kernels`` (default ``~/.cache/graphnet/kernels``, or
 ``$XDG_CACHE_HOME``), kept private (graphnet/codegen/cache.py).
 ``GRAPHNET_NUM_THREADS=4`` sets the threads of BLAS and of numba's loops (default: the cores this
 process may use; ``gn.set_num_threads`` changes it later).
-``GRAPHNET_AUTOTUNE=0`` picks each convolution's algorithm by a fixed cost rule (reproducible
-across machines) instead of timing the candidates once per shape (the default, remembered
-in the kernel cache).
+``GRAPHNET_AUTOTUNE=1`` times each convolution's candidate algorithms once per shape and keeps
+the fastest (remembered in the kernel cache). Off by default: which algorithm wins depends on
+timing under load, and algorithms round differently, so results would depend on timing; the
+default is a fixed cost rule, a function of the shapes alone (bit-identical from run to run,
+process to process and machine to machine with the same libraries), as PyTorch keeps
+``cudnn.benchmark`` off.
 ``GRAPHNET_MEMORY_LIMIT=8G`` refuses runs whose temporaries would need more (bytes; K, M, G
 suffixes); by default the machine's available memory when the plan is first run.
 """
@@ -60,9 +63,10 @@ class Flags:
     codegen: str = field(default_factory=lambda: os.environ.get("GRAPHNET_CODEGEN", "numba").strip().lower()
                          or "numba")
     fuse: bool = field(default_factory=lambda: _fuse_default())
-    # time each convolution algorithm once per shape and keep the fastest (else: the cost rule)
-    autotune: bool = field(default_factory=lambda: os.environ.get("GRAPHNET_AUTOTUNE", "1").strip().lower()
-                           not in ("0", "false", "no", "off"))
+    # time each convolution algorithm once per shape and keep the fastest (opt-in: which one
+    # wins depends on timing under load, so results would depend on it); off, the cost rule
+    autotune: bool = field(default_factory=lambda: os.environ.get("GRAPHNET_AUTOTUNE", "0").strip().lower()
+                           in ("1", "true", "yes", "on"))
 
 
 def _fuse_default() -> bool:

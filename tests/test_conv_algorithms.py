@@ -272,3 +272,35 @@ def test_chunk_loops_compiled_and_in_python(case, op, algorithm, compiled, monke
     out = np.full(expected[op].shape, np.nan)
     assert kernel(*_arguments(op, x, w, g), out=out, workspace=algorithms.Workspace(), **attrs) is out
     np.testing.assert_allclose(out, expected[op], rtol=0, atol=1e-11)
+
+
+def test_by_default_two_processes_train_bit_identically():
+    """Algorithms are chosen from the shapes alone unless GRAPHNET_AUTOTUNE=1: two processes
+    training the same residual network from the same seed end with identical parameters."""
+    import hashlib
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    examples = str(Path(__file__).resolve().parent.parent / "examples")
+    child = f'''
+import hashlib, sys, numpy as np
+sys.path.insert(0, {examples!r})
+import graphnet as gn
+from resnet import ResNet
+assert not gn.config.flags.autotune
+gn.manual_seed(0)
+x = gn.placeholder("x", (None, 1, 28, 28)); labels = gn.placeholder("labels", (None,), dtype="int64")
+train = gn.compile(gn.losses.cross_entropy(ResNet(widths=(8, 16, 16))(x), labels), optimizer=gn.optim.Adam(lr=1e-3), seed=0)
+rng = np.random.default_rng(0)
+for step in range(3):
+    train.run(x=rng.standard_normal((32, 1, 28, 28)).astype(np.float32), labels=rng.integers(0, 10, 32))
+digest = hashlib.sha256()
+for name in sorted(train.variables):
+    digest.update(np.ascontiguousarray(train.variables[name].data).tobytes())
+print(digest.hexdigest())
+'''
+    env = {k: v for k, v in __import__("os").environ.items() if k != "GRAPHNET_AUTOTUNE"}
+    digests = {subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env, timeout=300,
+                              check=True).stdout.strip() for _ in range(2)}
+    assert len(digests) == 1 and len(next(iter(digests))) == 64
