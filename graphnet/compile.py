@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import warnings
+import weakref
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -57,6 +59,18 @@ def normalize_outputs(outputs: Any, caller_locals: Mapping[str, Any] | None,
     return names, nodes
 
 
+#: every CompiledPlan alive, so that a child made by fork can replace a run lock another thread held
+_ALIVE_PLANS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _new_locks_after_fork() -> None:
+    for plan in list(_ALIVE_PLANS):
+        plan._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_locks_after_fork)
+
 #: What the layers above offer a compiled plan (graphnet.render registers "svg");
 #: compile does not import them.
 SERVICES: dict[str, Callable[..., Any]] = {}
@@ -85,8 +99,10 @@ class CompiledPlan:
         self._hyper = {self.variables[name].key: self.variables[name] for name in plan.variables_of_kind("hyper")}
         self._synced: dict[str, float] | None = None
         self._lock = threading.Lock()
-        # variables in one global order, so plans sharing parameters never deadlock on them
-        self._var_locks = [v.lock for v in sorted(self.variables.values(), key=lambda v: v.id)]
+        _ALIVE_PLANS.add(self)
+        # variables in one global order, so plans sharing parameters never deadlock on them; their
+        # locks are read at each run (a child made by fork replaces them)
+        self._ordered = sorted(self.variables.values(), key=lambda v: v.id)
 
     def run(self, feeds: Mapping[str, Any] | None = None, /, **kwargs: Any) -> dict[str, np.ndarray]:
         """Run one step. Feeds by keyword (``x=xb``) or as one dict; returns NumPy arrays by name.
@@ -100,7 +116,7 @@ class CompiledPlan:
         # sharing variables: an inference run sees the parameters of one whole training step.
         # The locks are taken and given back with Ctrl-C held off (graphnet.interrupts), so an
         # interrupt never leaves one held; the run between may be interrupted as always.
-        locks = [self._lock, *self._var_locks]
+        locks = [self._lock, *(var.lock for var in self._ordered)]
         with interrupts.deferred():
             interrupts.acquire_all(locks)
             try:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
 import threading
+import weakref
 from typing import Any, Sequence
 
 import numpy as np
@@ -234,6 +236,19 @@ def constant(value: Any, dtype: Any = None) -> Tensor:
 
 
 _variable_ids = itertools.count()
+#: every Variable alive, so that a child made by fork can replace locks another thread held
+_ALIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+def _new_locks_after_fork() -> None:
+    """In a child made by ``fork`` only the forking thread exists: a lock another thread held
+    at the fork would never be released, so every Variable gets a new one."""
+    for var in list(_ALIVE):
+        var.lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_locks_after_fork)
 
 
 #: What a variable holds: a trainable parameter, a module's buffer (running statistics),
@@ -267,6 +282,7 @@ class Variable:
         self.owner = owner
         self.requires_grad = self.kind == "parameter"  # False: frozen (no gradient, no update)
         self.lock = threading.Lock()  # held by every plan run that reads or writes this variable
+        _ALIVE.add(self)
 
     def __repr__(self) -> str:
         return f"Variable({self.name or self.id}, {self.data.dtype}{list(self.data.shape)})"
