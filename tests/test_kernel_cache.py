@@ -92,3 +92,37 @@ def test_a_planted_link_is_replaced_not_followed(tmp_path):
     _child(cache)
     assert outside.read_text() == "keep me"
     assert not source.is_symlink() and source.read_text().startswith("import math")
+
+
+def test_a_full_disk_under_the_caches_is_a_warning_not_a_failure(tmp_path):
+    """Both caches on a nearly full file system (a 256 KB tmpfs): the CNN compiles and trains,
+    with one KernelCacheWarning (numba raised OSError: No space left on device before)."""
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.decode().strip() or 'not permitted'})")
+    try:
+        (small / "fill").write_bytes(b"\0" * 250_000)
+        examples = str(Path(__file__).resolve().parent.parent / "examples")
+        child = f'''
+import sys, warnings, numpy as np
+sys.path.insert(0, {examples!r})
+import graphnet as gn
+from mnist_cnn import seed_cnn
+gn.manual_seed(0)
+x = gn.placeholder("x", (None, 1, 28, 28)); labels = gn.placeholder("labels", (None,), dtype="int64")
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    train = gn.compile(gn.losses.cross_entropy(seed_cnn()(x), labels), optimizer=gn.optim.SGD(lr=0.1))
+    rng = np.random.default_rng(0)
+    loss = train.run(x=rng.standard_normal((8, 1, 28, 28)).astype(np.float32), labels=rng.integers(0, 10, 8))["loss"]
+assert np.isfinite(loss)
+print(sorted({{type(w.message).__name__ for w in seen}}))
+'''
+        env = dict(os.environ, GRAPHNET_CACHE_DIR=str(small / "graphnet"), NUMBA_CACHE_DIR=str(small / "numba"))
+        done = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "KernelCacheWarning" in done.stdout
+    finally:
+        subprocess.run(["umount", str(small)], capture_output=True)

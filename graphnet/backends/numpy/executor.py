@@ -14,7 +14,7 @@ import numpy as np
 
 from ... import config
 from ...executors.base import ArrayExecutor
-from ...kernels.cpu import threads
+from ...kernels.cpu import numba_cache, threads
 from ...kernels.cpu.conv.algorithms import CONV_OPS
 from ...kernels.cpu.conv.common import Workspace
 from . import fused_kernels
@@ -39,6 +39,7 @@ class NumpyExecutor(ArrayExecutor):
         # scratch the convolutions and pools share (their column matrices), one workspace per
         # part of a convolution split among threads; the first also serves unsplit kernels
         self.workspaces = [Workspace()]
+        numba_cache.guard()  # numba's cache failing (a full disk) is a warning, not an error
         threads.apply_once()
         super().__init__(*args, **kwargs)
         self._splits = any(step.op in CONV_OPS for step in self.plan.steps)
