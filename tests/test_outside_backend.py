@@ -29,8 +29,9 @@ class CountingTable(KernelTable):
         self.made: dict[str, int] = {}
 
     def make(self, executor: Any, step: Any) -> Any:
-        self.made[self.entry(executor.plan, step).name] = self.made.get(self.entry(executor.plan, step).name, 0) + 1
-        return super().make(executor, step)
+        entry = self.entry(executor.plan, step)
+        self.made[entry.name] = self.made.get(entry.name, 0) + 1
+        return entry.make(executor, step)
 
 
 class ReferenceBackend(ArrayExecutor):

@@ -50,21 +50,16 @@ def toy_allreduce(plan: gn.Plan) -> gn.Plan:
                                release=releases(steps, buffers, plan.outputs))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def allreduce_op():
-    """The toy op and its pass exist while this file's tests run (the op meta-tests elsewhere
-    cover the ops graphnet ships)."""
+@pytest.fixture(scope="module")
+def allreduce():
+    """The toy op and its pass, which exist while this file's tests run (the op meta-tests
+    elsewhere cover the ops graphnet ships)."""
     defop("toy_allreduce", category="other", infer=lambda t: TensorType(t.shape, t.dtype),
           kernel=lambda xp, g: g * g.dtype.type(1), doc="stands for a sum over processes (one process here)")
-    global ALLREDUCE
-    ALLREDUCE = Pass("toy_allreduce", toy_allreduce, requires=("plan",), invalidates=(), level="plan",
-                     adds_steps={"toy_allreduce": StepRule(_check_allreduce, stands_for=0)})
-    yield
+    yield Pass("toy_allreduce", toy_allreduce, requires=("plan",), invalidates=(), level="plan",
+               adds_steps={"toy_allreduce": StepRule(_check_allreduce, stands_for=0)})
     REGISTRY.pop("toy_allreduce")
     STEP_RULES.pop("toy_allreduce")
-
-
-ALLREDUCE: Pass
 
 
 def _mlp_loss():
@@ -80,11 +75,11 @@ def _batch():
     return {"x": rng.standard_normal((8, 6)).astype(np.float32), "y": rng.integers(0, 3, 8)}
 
 
-def test_a_plan_pass_adds_node_less_steps_that_save_load_and_run(tmp_path):
+def test_a_plan_pass_adds_node_less_steps_that_save_load_and_run(tmp_path, allreduce):
     loss, _ = _mlp_loss()
     plain = gn.compile(loss, optimizer=gn.optim.Adam(lr=1e-2), seed=0)
     loss, _ = _mlp_loss()
-    reduced = gn.compile(loss, optimizer=gn.optim.Adam(lr=1e-2), seed=0, passes=[ALLREDUCE])
+    reduced = gn.compile(loss, optimizer=gn.optim.Adam(lr=1e-2), seed=0, passes=[allreduce])
     added = [s for s in reduced.plan.steps if s.op == "toy_allreduce"]
     assert added and all(s.node == -1 for s in added)
     assert "toy_allreduce" in [r.name for r in reduced.report]
@@ -98,18 +93,18 @@ def test_a_plan_pass_adds_node_less_steps_that_save_load_and_run(tmp_path):
         np.testing.assert_array_equal(reduced.run(batch)["loss"], loaded.run(batch)["loss"])
 
 
-def test_the_loader_refuses_node_less_steps_no_pass_declares(tmp_path, monkeypatch):
+def test_the_loader_refuses_node_less_steps_no_pass_declares(tmp_path, monkeypatch, allreduce):
     loss, _ = _mlp_loss()
-    reduced = gn.compile(loss, optimizer=gn.optim.SGD(lr=0.1), seed=0, passes=[ALLREDUCE])
+    reduced = gn.compile(loss, optimizer=gn.optim.SGD(lr=0.1), seed=0, passes=[allreduce])
     path = reduced.save(tmp_path / "reduced.gnp")
     monkeypatch.delitem(STEP_RULES, "toy_allreduce")
     with pytest.raises(PlanFileError, match="no pass declares 'toy_allreduce'"):
         gn.load(path)
 
 
-def test_the_loader_runs_the_declared_check(tmp_path, monkeypatch):
+def test_the_loader_runs_the_declared_check(tmp_path, monkeypatch, allreduce):
     loss, _ = _mlp_loss()
-    reduced = gn.compile(loss, optimizer=gn.optim.SGD(lr=0.1), seed=0, passes=[ALLREDUCE])
+    reduced = gn.compile(loss, optimizer=gn.optim.SGD(lr=0.1), seed=0, passes=[allreduce])
     path = reduced.save(tmp_path / "reduced.gnp")
 
     def refuse(step, buffers):

@@ -68,10 +68,6 @@ def _make_private(path: str) -> None:
 def private_folder() -> str:
     """This process's private temporary folder (0700; removed at exit), for when the cache
     cannot be used."""
-    return _temporary_folder()
-
-
-def _temporary_folder() -> str:
     if not _fallback:
         holder = tempfile.TemporaryDirectory(prefix="graphnet-kernels-")  # 0700 by construction
         _holders.append(holder)
@@ -88,13 +84,13 @@ def ensure_private(path: str) -> str:
         try:
             _make_private(path)
         except OSError:
-            return _temporary_folder()
+            return private_folder()
         if not _private(path):
             if not _fallback:
                 warnings.warn(f"graphnet's kernel cache {path!r} is not private to this user (another owner, "
                               f"writable by group or others, or a link): using a temporary folder for this "
                               f"process instead", UntrustedCacheWarning, stacklevel=3)
-            return _temporary_folder()
+            return private_folder()
         _checked.add(path)
         return path
 

@@ -60,9 +60,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, TypeVar
 import numpy as np
 
 from graphnet.errors import OptimizerError
-from graphnet.ops import cast
 from graphnet.ops.casting import scalar  # noqa: F401 - optimizers import it from here
-from graphnet.tensor import Tensor, constant
 
 def check_number(
     owner: str,
