@@ -304,3 +304,72 @@ print(digest.hexdigest())
     digests = {subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env, timeout=300,
                               check=True).stdout.strip() for _ in range(2)}
     assert len(digests) == 1 and len(next(iter(digests))) == 64
+
+
+def _edit_choices(path, edit):
+    """Rewrite the plan file at ``path`` with ``edit`` applied to its header's kernel choices."""
+    from safetensors.numpy import load_file, save_file
+    from safetensors import safe_open
+
+    with safe_open(str(path), "numpy") as f:
+        header = json.loads(f.metadata()["graphnet"])
+    edit(header["kernel_choices"])
+    save_file(load_file(str(path)), str(path), metadata={"graphnet": json.dumps(header)})
+
+
+def test_a_loaded_plan_runs_the_algorithms_it_trained_with(tmp_path, monkeypatch):
+    """A plan records each convolution's algorithm; loaded where the rule would choose
+    otherwise (a later graphnet's rule, or timing), it still runs them: the next steps are
+    bit-identical to the saving process's."""
+    monkeypatch.setenv("GRAPHNET_CACHE_DIR", str(tmp_path))
+    by_rule = _training_plan()
+    by_rule.run(_feeds(8))
+    rule = chooser.rule
+    monkeypatch.setattr(chooser, "rule", lambda op, x, w, attrs: chooser.candidates(op, x, w, attrs)[-1])
+    plan = _training_plan()
+    plan.run(_feeds(8))
+    trained_with = plan.executor.kernel_choices()
+    assert len(trained_with) == 5 and trained_with.keys() == by_rule.executor.kernel_choices().keys()
+    assert sum(name != by_rule.executor.kernel_choices()[key] for key, name in trained_with.items()) >= 3
+    plan.save(tmp_path / "plan.gnp")
+    monkeypatch.setattr(chooser, "rule", rule)
+    loaded = gn.load(tmp_path / "plan.gnp")
+    for _ in range(2):
+        assert plan.run(_feeds(8))["loss"].tobytes() == loaded.run(_feeds(8))["loss"].tobytes()
+    for name in plan.variables:
+        assert plan.variables[name].data.tobytes() == loaded.variables[name].data.tobytes(), name
+    report = loaded.report.codegen["conv_algorithms"]
+    assert report == {key: f"{name} (plan)" for key, name in trained_with.items()}
+    loaded.run(_feeds(5))  # shapes the plan never ran: the rule
+    assert sum(v.endswith("(rule)") for v in loaded.report.codegen["conv_algorithms"].values()) == 5
+    loaded.save(tmp_path / "again.gnp")  # the choices travel on
+    assert set(trained_with.items()) <= set(gn.load(tmp_path / "again.gnp").executor.kernel_choices().items())
+
+
+@pytest.mark.parametrize("edit,fault", [
+    (lambda c: c["choices"].update({next(iter(c["choices"])): "os.system"}), "not an algorithm"),
+    (lambda c: c["choices"].update({"eval x[1] w[1] float32": "xp"}), "not an op"),
+    (lambda c: c.update(choices=[1, 2]), "kernel_choices"),
+    (lambda c: c.update(extra=1), "kernel_choices"),
+    (lambda c: c["choices"].update({"conv2d " + "x" * 5000: "xp"}), "kernel choice key"),
+])
+def test_hostile_kernel_choices_are_refused(tmp_path, monkeypatch, edit, fault):
+    monkeypatch.setenv("GRAPHNET_CACHE_DIR", str(tmp_path))
+    plan = _training_plan()
+    plan.run(_feeds(4))
+    plan.save(tmp_path / "plan.gnp")
+    _edit_choices(tmp_path / "plan.gnp", edit)
+    with pytest.raises(gn.PlanFileError, match=fault):
+        gn.load(tmp_path / "plan.gnp")
+
+
+def test_another_backends_choices_are_not_applied(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHNET_CACHE_DIR", str(tmp_path))
+    plan = _training_plan()
+    plan.run(_feeds(4))
+    plan.save(tmp_path / "plan.gnp")
+    _edit_choices(tmp_path / "plan.gnp", lambda c: c.update(executor="cupy", choices={"gemm": "cublas-algo-7"}))
+    loaded = gn.load(tmp_path / "plan.gnp")
+    assert loaded.executor.kernel_choices() == {}
+    loaded.run(_feeds(4))
+    assert all(v.endswith("(rule)") for v in loaded.report.codegen["conv_algorithms"].values())

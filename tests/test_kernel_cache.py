@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -124,5 +125,55 @@ print(sorted({{type(w.message).__name__ for w in seen}}))
         done = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
         assert "KernelCacheWarning" in done.stdout
+        leftovers = [str(p) for p in small.rglob("*") if ".tmp" in p.name]
+        assert not leftovers, leftovers  # no half-written temporaries left on the full disk
     finally:
         subprocess.run(["umount", str(small)], capture_output=True)
+
+
+def test_a_read_only_home_and_package_is_a_warning_not_a_failure(tmp_path):
+    """graphnet installed read-only (a system package, a container image) and a read-only home:
+    numba finds no folder to cache the library's loops in (it raised RuntimeError: cannot cache
+    function before) and graphnet's cache folder cannot be made (it works in a private
+    temporary folder). The CNN compiles its generated kernels and trains, with one
+    KernelCacheWarning."""
+    frozen = tmp_path / "frozen"
+    (frozen / "home").mkdir(parents=True)
+    package = Path(__file__).resolve().parent.parent / "graphnet"
+    shutil.copytree(package, frozen / "site" / "graphnet", ignore=shutil.ignore_patterns("__pycache__"))
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    for name in ("mnist_cnn.py", "_common.py"):
+        shutil.copy(examples / name, frozen / "site")
+    bound = subprocess.run(["mount", "--bind", str(frozen), str(frozen)], capture_output=True)
+    if bound.returncode != 0:
+        pytest.skip(f"cannot bind-mount a folder here ({bound.stderr.decode().strip() or 'not permitted'})")
+    try:
+        made_read_only = subprocess.run(["mount", "-o", "remount,bind,ro", str(frozen)], capture_output=True)
+        if made_read_only.returncode != 0:
+            pytest.skip(f"cannot make a mount read-only here ({made_read_only.stderr.decode().strip()})")
+        child = '''
+import warnings, numpy as np
+import graphnet as gn
+assert gn.__file__.startswith(%r), gn.__file__
+from mnist_cnn import seed_cnn
+gn.manual_seed(0)
+x = gn.placeholder("x", (None, 1, 28, 28)); labels = gn.placeholder("labels", (None,), dtype="int64")
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    train = gn.compile(gn.losses.cross_entropy(seed_cnn()(x), labels), optimizer=gn.optim.SGD(lr=0.1))
+    rng = np.random.default_rng(0)
+    feeds = dict(x=rng.standard_normal((8, 1, 28, 28)).astype(np.float32), labels=rng.integers(0, 10, 8))
+    losses = [float(train.run(**feeds)["loss"]) for _ in range(3)]
+assert losses[2] < losses[0], losses
+print(sorted({type(w.message).__name__ for w in seen}), train.report.codegen["numba_groups"])
+''' % str(frozen / "site")
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("GRAPHNET_CACHE_DIR", "NUMBA_CACHE_DIR", "XDG_CACHE_HOME", "PYTHONPATH")}
+        env.update(HOME=str(frozen / "home"), PYTHONPATH=str(frozen / "site"))
+        done = subprocess.run([sys.executable, "-c", child], env=env, cwd=str(frozen), capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        warned, generated = done.stdout.rsplit(" ", 1)
+        assert warned == "['KernelCacheWarning']" and int(generated) > 0, done.stdout
+    finally:
+        subprocess.run(["umount", str(frozen)], capture_output=True)

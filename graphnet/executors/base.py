@@ -137,6 +137,19 @@ class ArrayExecutor:
         """How fused groups are run by this backend (the compile report shows it)."""
         return {}
 
+    def kernel_choices(self) -> dict[str, str]:
+        """The choices among kernels that compute the same values with different rounding
+        (convolution algorithms on NumPy) this executor has made or been given: a key naming
+        the step's op, shapes, dtype and attributes -> the kernel's name. Saved with the plan,
+        so that a loaded plan rounds as the one that saved it did. None here."""
+        return {}
+
+    def use_kernel_choices(self, choices: Mapping[str, str]) -> None:
+        """Make ``choices`` (from :meth:`kernel_choices`, possibly of another process) where
+        they apply. Raises ExecutorError for one this backend cannot make."""
+        if choices:
+            raise ExecutorError(f"the {self.name} executor makes no kernel choices; given {len(choices)}")
+
     # --- binding -------------------------------------------------------------------------
     def _bind(self, step: Step, released: tuple[str, ...]
               ) -> tuple[Callable[..., Any], tuple[int, ...], tuple[int, ...], tuple[int, ...], Step]:

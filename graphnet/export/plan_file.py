@@ -14,8 +14,11 @@ attributes and types as the graph's, effects last and in order; see schedule_che
 every tensor must be declared, of an allowed dtype and the declared shape. Nothing is
 unpickled, imported or evaluated.
 
-Version 3 adds each pass's notes (the fusion groups and what was left alone, shown by
-``graphnet inspect --report``); version 2 files (no notes) still load. Version 1 files
+Version 4 adds the kernel choices the saving executor made (which convolution algorithm
+each step ran, on NumPy), so that a loaded plan computes the same bits even where timing or
+a later graphnet would choose differently. Version 3 added each pass's notes (the fusion
+groups and what was left alone, shown by ``graphnet inspect --report``); version 2 and 3
+files still load. Version 1 files
 (graphnet 0.1, whose optimizer updates were executor callbacks) are refused with
 PlanVersionError: compile the model again and save it.
 """
@@ -48,7 +51,7 @@ from .graph_json import (
 from .schedule_check import check_schedule, decode_buffers, decode_steps
 
 FORMAT = "graphnet-plan"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 METADATA_KEY = "graphnet"
 
 
@@ -176,6 +179,9 @@ def plan_bytes(compiled: Any, *, inference: bool = False, outputs: Sequence[str]
             "name": optimizer.name, "hyper": optimizer.hyperparams(), "structure": optimizer.structure()},
         "rng": None if optimizer is None and inference else compiled.executor.get_rng_state(),
         "mode": plan.mode,
+        # the training executor's choices serve an inference view too: its convolutions' keys
+        # (op, shapes, dtype, attributes) are the forward ones the training plan ran
+        "kernel_choices": {"executor": compiled.executor.name, "choices": compiled.executor.kernel_choices()},
     }
     try:
         text = json.dumps(header, allow_nan=False, separators=(",", ":"))
@@ -276,7 +282,10 @@ def _open(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nd
 
 
 _HEADER_FIELDS = {"format", "version", "graphnet_version", "kind", "compile", "variables", "graph", "source",
-                  "schedule", "passes", "optimizer", "rng", "mode"}
+                  "schedule", "passes", "optimizer", "rng", "mode", "kernel_choices"}
+
+#: at most this many kernel choices in a file (a plan has one per convolution step and shape)
+MAX_KERNEL_CHOICES = 4096
 
 
 def _check_version(header: Mapping[str, Any], path: str) -> None:
@@ -467,9 +476,28 @@ def _build(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], executo
         executor = executor_cls(plan, seed, check_numerics, variables=bind_variables(plan, graph))
         if header.get("rng") is not None:
             executor.set_rng_state(header["rng"])
+        saved_by, choices = _kernel_choices(header.get("kernel_choices"))
+        if saved_by == executor.name:  # another backend's choices name kernels this one lacks
+            executor.use_kernel_choices(choices)
     except ExecutorError as exc:
         raise PlanFileError(f"the saved state does not fit the plan: {exc}") from None
     return LoadedPlan(plan, graph, executor, optimizer, source)
+
+
+def _kernel_choices(value: Any) -> tuple[str | None, dict[str, str]]:
+    """The executor that saved the plan and its kernel choices (``{}`` before version 4)."""
+    if value is None:
+        return None, {}
+    expect(isinstance(value, dict) and set(value) == {"executor", "choices"},
+           "'kernel_choices' must be {\"executor\": name, \"choices\": {key: kernel}}")
+    executor = check_str(value["executor"], "kernel_choices executor", limit=64)
+    choices = value["choices"]
+    expect(isinstance(choices, dict) and len(choices) <= MAX_KERNEL_CHOICES,
+           f"'kernel_choices' must map at most {MAX_KERNEL_CHOICES} keys to kernel names")
+    for key, name in choices.items():
+        check_str(key, "kernel choice key", limit=1024)
+        check_str(name, "kernel choice", limit=64)
+    return executor, choices
 
 
 def _plan(data: Any, graph: Graph, variables: Mapping[str, Variable]) -> Plan:

@@ -8,14 +8,15 @@ they cost, graphnet's threads while a plan with convolutions runs).
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from ... import config
+from ...errors import ExecutorError
 from ...executors.base import ArrayExecutor
 from ...kernels.cpu import numba_cache, threads
-from ...kernels.cpu.conv.algorithms import CONV_OPS
+from ...kernels.cpu.conv.algorithms import ALGORITHMS, CONV_OPS
 from ...kernels.cpu.conv.common import Workspace
 from . import fused_kernels
 from .kernel_table import TABLE
@@ -36,6 +37,8 @@ class NumpyExecutor(ArrayExecutor):
         self.fallbacks: dict[str, int] = {}
         self.library_seconds: dict[str, float] = {}  # op -> seconds its numba loop took to compile or load
         self.convolutions: list[Any] = []
+        # convolution algorithms given by a loaded plan (shape key -> name); the choosers read it
+        self.pinned_algorithms: dict[str, str] = {}
         # scratch the convolutions and pools share (their column matrices), one workspace per
         # part of a convolution split among threads; the first also serves unsplit kernels
         self.workspaces = [Workspace()]
@@ -58,6 +61,33 @@ class NumpyExecutor(ArrayExecutor):
         self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
         fused_kernels.stats.fell_back(reason)
         return fallback
+
+    def kernel_choices(self) -> dict[str, str]:
+        """The convolution algorithms chosen so far (the first step's wins where two steps share
+        a key), and those a loaded plan gave that no run has needed yet."""
+        choices = dict(self.pinned_algorithms)
+        for kernel in self.convolutions:
+            for key, (name, _) in kernel.decisions.items():
+                choices.setdefault(key, name)
+        return choices
+
+    def use_kernel_choices(self, choices: Mapping[str, str]) -> None:
+        """Run each convolution whose key is in ``choices`` with that algorithm (where it
+        applies to those shapes; the chooser decides otherwise). Raises ExecutorError for an
+        op or algorithm this backend does not have."""
+        checked = {}
+        for key, name in choices.items():
+            if not isinstance(key, str) or not isinstance(name, str) or len(key) > 1024:
+                raise ExecutorError(f"bad kernel choice {str(key)[:80]!r}: {str(name)[:40]!r}")
+            op = key.split(" ", 1)[0]
+            if op not in ALGORITHMS:
+                raise ExecutorError(f"kernel choice {key[:80]!r}: {op[:40]!r} is not an op the {self.name} "
+                                    f"executor chooses a kernel for")
+            if name not in ALGORITHMS[op]:
+                raise ExecutorError(f"kernel choice {key[:80]!r}: {name[:40]!r} is not an algorithm for {op} "
+                                    f"(those are {sorted(ALGORITHMS[op])})")
+            checked[key] = name
+        self.pinned_algorithms.update(checked)
 
     def codegen_summary(self) -> dict[str, Any]:
         """How this executor runs its fused groups: numba kernels (compiled now, loaded from the

@@ -104,7 +104,8 @@ def pool_in_chunks(kernel: Callable[..., Any], space: Any, attrs: dict[str, Any]
 
 def _convolution(executor: Any, step: Step) -> Callable[..., Any]:
     preload_loops()  # import the compiled loops' modules now, not inside the first run's helper threads
-    kernel = ConvKernel(step.op, dict(step.attrs), config.flags.autotune, executor.workspaces)
+    kernel = ConvKernel(step.op, dict(step.attrs), config.flags.autotune, executor.workspaces,
+                        pinned=executor.pinned_algorithms)
     executor.convolutions.append(kernel)
     return kernel
 

@@ -2,9 +2,10 @@
 
 The candidates are in graphnet/kernels/cpu/conv/algorithms.py (per-image products with numba
 im2col/col2im, plain products for 1x1 convolutions, the shared ``xp`` kernel). Which runs is
-decided by a cost rule, or, with autotuning on (``GRAPHNET_AUTOTUNE=1``, the default), by
-timing each candidate once on the real shapes at the first run and keeping the fastest,
-remembered on disk beside the generated kernels.
+decided by a loaded plan's recorded choice where it has one, else by a cost rule of the
+shapes alone (the default: results never depend on timing), or, with autotuning on
+(``GRAPHNET_AUTOTUNE=1``), by timing each candidate once on the real shapes at the first
+run and keeping the fastest, remembered on disk beside the generated kernels.
 """
 
 from __future__ import annotations
@@ -129,12 +130,15 @@ class ConvKernel:
 
     With autotuning on, each candidate runs on the step's real inputs once untimed and then
     ``TIMED_RUNS`` times, and the fastest wins (remembered on disk, keyed by op, shapes, dtype
-    and attributes); off, the cost rule decides. ``decisions`` lists what was picked and how,
-    for the report."""
+    and attributes); off, the cost rule decides. A choice in ``pinned`` under the same key (a
+    loaded plan's) comes first. ``decisions`` lists what was picked and how
+    ("plan"|"rule"|"timed"|"cached"), for the report and for saving with the plan."""
 
     def __init__(self, op: str, attrs: dict[str, Any], autotune: bool,
-                 workspaces: list[Workspace] | None = None) -> None:
+                 workspaces: list[Workspace] | None = None, pinned: dict[str, str] | None = None) -> None:
         self.op = op
+        # shape key -> algorithm a loaded plan trained with (the executor's dict, filled at load)
+        self.pinned = pinned if pinned is not None else {}
         self.attrs = attrs
         self.autotune = autotune
         # one workspace per part: the executor's list, shared by its convolutions and grown here
@@ -142,7 +146,7 @@ class ConvKernel:
         self._partials: dict[tuple, list[np.ndarray]] = {}  # the weight gradient's other parts' sums
         self._work: dict[tuple, int] = {}  # (input, weight shape) -> multiply-adds, for ``parts``
         self._chosen: dict[tuple, Callable[..., np.ndarray]] = {}
-        self.decisions: dict[str, tuple[str, str]] = {}  # shape key -> (algorithm, "rule"|"timed"|"cached")
+        self.decisions: dict[str, tuple[str, str]] = {}  # shape key -> (algorithm, how)
 
     def __call__(self, *arrays: Any, out: np.ndarray | None = None) -> np.ndarray:
         x_shape, w_shape = shapes_of(self.op, arrays)
@@ -212,7 +216,9 @@ class ConvKernel:
         text = f"{self.op} x{list(x_shape)} w{list(w_shape)} {np.dtype(dtype).name} " + " ".join(
             f"{k}={v}" for k, v in sorted(self.attrs.items()))
         result = None
-        if not self.autotune or len(options) == 1:
+        if (pinned := self.pinned.get(text)) in options:
+            name, how = pinned, "plan"
+        elif not self.autotune or len(options) == 1:
             name, how = (rule(self.op, x_shape, w_shape, self.attrs) if len(options) > 1 else options[0]), "rule"
         elif (stored := _load_decisions().get(text)) in options:
             name, how = stored, "cached"
