@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -19,7 +20,12 @@ from .ir import Graph, Node
 from .modes import check_mode, plan_mode
 from .nn.init import next_plan_seed
 from .optim import Optimizer
-from .passes import Pass, default_pipeline, dim_constraints, finish_plan, mode_switches, run_to_plan
+from .modes import resolve
+from .passes import (
+    OptimizerVariables, Pass, default_pipeline, dim_constraints, finish_plan, mode_switches, run_to_plan,
+    updated_parameters,
+)
+from .ir import topological_order
 from .report import CompileReport, build_report
 from .plan import DISPLAY as PLAN_DISPLAY
 from .plan import Plan, bind_variables
@@ -89,17 +95,33 @@ class CompiledPlan:
     """
 
     def __init__(self, plan: Plan, graph: Graph, executor: Any, optimizer: Any = None,
-                 source: Graph | None = None) -> None:
+                 source: Graph | None = None, *, mode: Any = None, passes: Sequence[Pass] = ()) -> None:
+        self.source = source if source is not None else graph
+        self.optimizer = optimizer
+        self._lock = threading.Lock()
+        _ALIVE_PLANS.add(self)
+        self._use(plan, graph, executor)
+        self._synced: dict[str, float] | None = None
+        #: each time a change of the optimizer's structure or of which parameters train made the
+        #: update compile again (or switch back to one compiled before): shown by the report
+        self.recompiles: list[dict[str, Any]] = []
+        if optimizer is not None:
+            # how to compile the update again: the modules' modes as resolved now, the user's passes
+            self._modes = {switch: resolve(switch, mode) for switch in mode_switches(self.source)}
+            self._passes = tuple(passes)
+            self._parameters = _parameters(self.source)
+            self._key = self._update_key()
+            # (structure, trained parameters, their own step counters) -> the update compiled for them
+            self._variants: dict[tuple, tuple[Plan, Graph, Any]] = {(*self._key, ()): (plan, graph, executor)}
+            self._state = _optimizer_variables(plan, self.variables)
+            self._counts: dict[int, int] = {}  # parameter id -> its updates when it stopped training
+
+    def _use(self, plan: Plan, graph: Graph, executor: Any) -> None:
         self.plan = plan
         self.graph = graph
         self.executor = executor
-        self.optimizer = optimizer
-        self.source = source if source is not None else graph
         self.variables: dict[str, Variable] = executor.variables
         self._hyper = {self.variables[name].key: self.variables[name] for name in plan.variables_of_kind("hyper")}
-        self._synced: dict[str, float] | None = None
-        self._lock = threading.Lock()
-        _ALIVE_PLANS.add(self)
         # variables in one global order, so plans sharing parameters never deadlock on them; their
         # locks are read at each run (a child made by fork replaces them)
         self._ordered = sorted(self.variables.values(), key=lambda v: v.id)
@@ -131,15 +153,14 @@ class CompiledPlan:
 
     def _sync_hyperparameters(self) -> None:
         optimizer = self.optimizer
+        key = self._update_key()
+        if key != self._key:
+            optimizer.validate()
+            self._recompile(key)
         values = optimizer.numeric_hyperparams()
         if values == self._synced:
             return
         optimizer.validate()
-        compiled = (self.plan.optimizer or {}).get("structure")
-        if compiled is not None and optimizer.structure() != compiled:
-            changed = sorted(k for k, v in optimizer.structure().items() if compiled.get(k) != v)
-            raise OptimizerError(f"{optimizer.name}: {', '.join(changed)} changed in a way the compiled update "
-                                 f"cannot follow (a flag, or a value to or from zero); compile the plan again")
         for key, var in self._hyper.items():
             if key not in values:
                 raise OptimizerError(f"{optimizer.name}: the plan reads hyperparameter {key!r}, "
@@ -147,18 +168,78 @@ class CompiledPlan:
             var.data[...] = values[key]
         self._synced = values
 
+    def _update_key(self) -> tuple:
+        """What the compiled update depends on besides numbers: the optimizer's structure (flags,
+        hyperparameters that are zero or not, parameter groups) and which parameters train."""
+        optimizer = self.optimizer
+        training = tuple((var.id, optimizer.group_of(var)) for var in self._parameters
+                         if var.trainable and var.requires_grad and optimizer.group_of(var) is not None)
+        return json.dumps(optimizer.structure(), sort_keys=True), training
+
+    def _recompile(self, key: tuple) -> None:
+        """Make the update follow ``key`` from this run on, as PyTorch follows a changed setting at
+        its next step: the plan is compiled again from the declared graph (once per distinct
+        update; one compiled before is reused), continuing from this plan's parameters, optimizer
+        state, step counters and random state. A parameter that starts training gets the
+        optimizer's initial state, and counts its own steps from the count it stopped at (0 if
+        it never trained), as PyTorch's per-parameter state does."""
+        old_structure, old_training = self._key
+        structure, training = key
+        state = self._state
+        was = {var_id for var_id, _ in old_training}
+        now = {var_id for var_id, _ in training}
+        for var_id in was - now:
+            self._counts[var_id] = int(state.steps.get(var_id, state.step).data)
+        cohorts: dict[int, Variable] = {}
+        for var_id in sorted(now - was):
+            count = self._counts.get(var_id, 0)
+            if count not in cohorts:
+                cohorts[count] = Variable(np.array(count, np.int64), f"optimizer.step.{len(state.steps) + 1}",
+                                          trainable=False, kind="step")
+            state.steps[var_id] = cohorts[count]
+        steps_key = tuple(sorted((var_id, state.steps[var_id].id) for var_id in now if var_id in state.steps))
+        variant_key = (structure, training, steps_key)
+        changed = _changes(json.loads(old_structure), json.loads(structure), was, now, self._parameters)
+        variant = self._variants.get(variant_key)
+        reused = variant is not None
+        old = self.executor
+        if variant is None:
+            pipeline = default_pipeline(self.optimizer, self._modes, self._passes, variables=state)
+            graph, plan, records = run_to_plan(self.source, pipeline)
+            described = {"name": self.optimizer.name, "hyper": self.optimizer.hyperparams(),
+                         "structure": self.optimizer.structure()}
+            plan = finish_plan(plan, records, mode=plan_mode(mode_switches(self.source), self._modes),
+                               dims=dim_constraints(self.source), optimizer=described)
+            executor = type(old)(plan, old.seed, old.check_numerics, variables=bind_variables(plan, graph))
+            executor.use_kernel_choices(old.kernel_choices())
+            variant = self._variants[variant_key] = (plan, graph, executor)
+        variant[2].set_rng_state(old.get_rng_state())
+        self._use(*variant)
+        state.hyper.update({var.key: var for var in self._hyper.values()})  # any the new update added
+        self._key = key
+        self._synced = None
+        self.recompiles.append({"at_step": self.step_count, "changed": changed, "reused": reused,
+                                "updates_compiled": len(self._variants)})
+        if config.flags.debug >= 1:
+            print(f"update compiled again at step {self.step_count}: {', '.join(changed)}")
+
     @property
     def report(self) -> CompileReport:
         """What compiling did: each pass's node counts and time, the fusion groups and what was
         left alone and why, kernel counts, and how the executor runs the groups (see
         graphnet.report). Iterating over it gives the PassRecords."""
-        return build_report(self.plan, self.executor.codegen_summary(), self.executor.peak_formula(self.plan))
+        report = build_report(self.plan, self.executor.codegen_summary(), self.executor.peak_formula(self.plan))
+        report.recompiles = list(self.recompiles)
+        return report
 
     @property
     def step_count(self) -> int:
         """Optimizer updates applied so far (0 for an inference plan): the step counter's value."""
-        counter = next(iter(self.plan.variables_of_kind("step")), None)
-        return 0 if counter is None else int(self.variables[counter].data)
+        counters = [self.variables[name] for name in self.plan.variables_of_kind("step")]
+        # the plan's own counter counts every training run (parameters that started training
+        # later also have counters of their own)
+        counter = next((var for var in counters if var.name == "optimizer.step"), counters[0] if counters else None)
+        return 0 if counter is None else int(counter.data)
 
     @property
     def optimizer_state(self) -> dict[str, dict[str, np.ndarray]]:
@@ -205,6 +286,38 @@ class CompiledPlan:
         kind = "training" if self.plan.trainable else "inference"
         return (f"<CompiledPlan {kind}: {len(self.plan.steps)} steps, feeds {sorted(self.plan.feeds)}, "
                 f"outputs {list(self.plan.outputs)}, executor {self.executor.name}>")
+
+
+def _parameters(source: Graph) -> list[Variable]:
+    """The parameters the loss reads, frozen or not, in graph order, once each."""
+    found: dict[int, Variable] = {}
+    for node in topological_order([source.outputs[0]]):
+        if node.op == "variable" and node.attrs["var"].kind == "parameter":
+            found.setdefault(node.attrs["var"].id, node.attrs["var"])
+    return list(found.values())
+
+
+def _optimizer_variables(plan: Plan, variables: Mapping[str, Variable]) -> OptimizerVariables:
+    """A training plan's step counter, hyperparameter and optimizer-state variables, to continue
+    from when its update is compiled again."""
+    bound = [variables[name] for name in plan.variables]
+    steps = [var for var in bound if var.kind == "step"]
+    main = next((var for var in steps if var.name == "optimizer.step"), steps[0])
+    return OptimizerVariables(main, {var.key: var for var in bound if var.kind == "hyper"},
+                              {(var.owner.id, var.key): var for var in bound if var.kind == "optimizer_state"})
+
+
+def _changes(before: Mapping[str, Any], after: Mapping[str, Any], was: set[int], now: set[int],
+             parameters: Sequence[Variable]) -> list[str]:
+    """What made the update compile again, in words."""
+    changed = [f"{key}: {before.get(key, 'unset')} -> {after.get(key, 'unset')}"
+               for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
+    names = {var.id: var.name or f"var{var.id}" for var in parameters}
+    if now - was:
+        changed.append("training " + ", ".join(sorted(names[i] for i in now - was)))
+    if was - now:
+        changed.append("frozen " + ", ".join(sorted(names[i] for i in was - now)))
+    return changed
 
 
 def load(path: Any, executor: str = "numpy") -> CompiledPlan:
@@ -278,7 +391,7 @@ def compile(  # noqa: A001 - the public name
     if seed is None:
         seed = next_plan_seed()
     executor = executor_cls(plan, seed, check_numerics, variables=bind_variables(plan, graph))
-    compiled = CompiledPlan(plan, graph, executor, optimizer, source)
+    compiled = CompiledPlan(plan, graph, executor, optimizer, source, mode=mode, passes=passes)
     if config.flags.debug >= 1:
         if plan.mode:
             print(f"mode: {plan.mode}")

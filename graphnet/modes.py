@@ -9,7 +9,7 @@ the mode asked for. So one graph, declared once, compiles to a training plan and
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .errors import GraphnetError
 
@@ -57,10 +57,13 @@ def check_mode(mode: Any) -> None:
         raise GraphnetError(f"mode must be None (each module's own), 'train' or 'eval', got {mode!r}")
 
 
-def resolve(value: Any, mode: str | None) -> bool:
-    """A mode attribute as a bool: explicit bools stay; switches follow ``mode`` or their module."""
+def resolve(value: Any, mode: Any) -> bool:
+    """A mode attribute as a bool: explicit bools stay; switches follow ``mode`` ("train",
+    "eval", or a mapping switch -> bool) or their module."""
     if not isinstance(value, ModeSwitch):
         return bool(value)
+    if isinstance(mode, Mapping):
+        return bool(mode[value]) if value in mode else value.training
     if mode is None:
         return value.training
     return mode == "train"

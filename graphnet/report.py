@@ -27,6 +27,9 @@ class CompileReport:
     kernels_unfused: int  # steps it would have without fuse and fuse_updates (each member counted)
     codegen: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)  # the memory plan and the peak-bytes formula
+    #: each time the plan's update was compiled again at a run ({"at_step", "changed", "reused",
+    #: "updates_compiled"}): the optimizer's structure or the set of trained parameters changed
+    recompiles: list[dict[str, Any]] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[PassRecord]:
         return iter(self.passes)
@@ -51,7 +54,8 @@ class CompileReport:
         return {"passes": [{"name": r.name, "nodes_before": r.nodes_before, "nodes_after": r.nodes_after,
                             "seconds": round(r.seconds, 6)} for r in self.passes],
                 "kernels": self.kernels, "kernels_unfused": self.kernels_unfused,
-                "groups": self.groups, "not_fused": self.not_fused, "codegen": self.codegen, "memory": self.memory}
+                "groups": self.groups, "not_fused": self.not_fused, "codegen": self.codegen, "memory": self.memory,
+                "recompiles": self.recompiles}
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.as_dict(), **kwargs)
@@ -78,6 +82,10 @@ class CompileReport:
                          f"{m['peak_bytes_per_batch_item']:,} * batch bytes")
         if self.codegen:
             lines.append("kernels generated: " + ", ".join(f"{k}={v}" for k, v in self.codegen.items()))
+        for r in self.recompiles:
+            how = "an update compiled before, reused" if r["reused"] else "compiled again"
+            lines.append(f"update {how} at step {r['at_step']} ({'; '.join(r['changed'])}); "
+                         f"state, step counts and random state kept")
         return "\n".join(lines)
 
 

@@ -344,6 +344,12 @@ class Parameter(Tensor):
             raise ShapeError(f"{self.var.name or 'state'} is a buffer, not a trainable parameter")
         self.var.requires_grad = bool(value)
 
+    def requires_grad_(self, requires_grad: bool = True) -> "Parameter":
+        """Freeze (False) or unfreeze this parameter, in place, as PyTorch's; returns it. A
+        training plan already compiled follows at its next run (its update compiles again)."""
+        self.requires_grad = requires_grad
+        return self
+
 
 def as_tensor(value: Any, like: Tensor | None = None) -> Tensor:
     """Tensors pass through; Python and NumPy scalars/arrays become constants.

@@ -39,7 +39,9 @@ from ..errors import ExecutorError, GraphnetError, OptimizerError, PlanFileError
 from ..executors import get_executor
 from ..modes import plan_mode
 from ..ir import Graph
-from ..passes import default_pipeline, dim_constraints, finish_plan, mode_switches, run_to_plan, strip_training
+from ..passes import (
+    default_pipeline, dim_constraints, finish_plan, mode_switches, run_to_plan, strip_training, updated_parameters,
+)
 from ..plan import PREFIXES, PassRecord, Plan, VariableSpec, bind_variables
 from ..optim import from_config
 from ..passes import verify
@@ -460,6 +462,11 @@ def _build(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], executo
     mode = header.get("mode")
     expect(mode in (None, "train", "eval", "mixed"), f"bad plan mode {str(mode)[:32]!r}")
     optimizer = _optimizer(header, stored, bind_variables(stored, graph))
+    if optimizer is not None:  # the parameters the plan does not train were frozen when it was compiled
+        updated = updated_parameters(graph)
+        for var in variables.values():
+            if var.kind == "parameter" and var.id not in updated:
+                var.requires_grad = False
     described = None if optimizer is None else {"name": optimizer.name, "hyper": optimizer.hyperparams(),
                                                  "structure": optimizer.structure()}
     # which updates run flat, and where values are written, are derived, not stored: the plan

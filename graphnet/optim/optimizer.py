@@ -18,7 +18,8 @@ memory planning see it, and a saved plan runs without any optimizer code.
 
 Non-numeric hyperparameters (``nesterov``, ``amsgrad``) and whether a numeric one is zero
 decide the graph's structure: use them as Python values (``if self.weight_decay != 0``).
-Changing one of those after compiling raises OptimizerError at the next run (recompile).
+Changing one of those after compiling makes the plan compile its update again at the
+next run, keeping parameters, optimizer state and step counts (graphnet.compile).
 
 Hyperparameters are plain attributes, so ``opt.lr = 0.01`` (by hand or from a schedule in
 :mod:`graphnet.optim.schedules`) takes effect on the next run. They are validated when

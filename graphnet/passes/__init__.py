@@ -24,6 +24,6 @@ from .simplify import simplify  # noqa: F401
 from .strip_training import strip_training  # noqa: F401
 from .clip_gradients import clip_gradients  # noqa: F401
 from .decompose import decompose  # noqa: F401
-from .optimizer_updates import OptimizerVariables, optimizer_updates  # noqa: F401
+from .optimizer_updates import OptimizerVariables, optimizer_updates, updated_parameters  # noqa: F401
 from .state_updates import state_updates  # noqa: F401
 from .verify import verify  # noqa: F401

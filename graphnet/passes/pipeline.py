@@ -140,14 +140,18 @@ def _copy_step_rule(step: Step, buffers: Mapping[str, Buffer]) -> None:
 register_step_rule("copy", StepRule(_copy_step_rule))
 
 
-def default_pipeline(optimizer: Any = None, mode: str | None = None, extra: Sequence[Pass] = ()) -> list[Pass]:
+def default_pipeline(optimizer: Any = None, mode: Any = None, extra: Sequence[Pass] = (),
+                     variables: OptimizerVariables | None = None) -> list[Pass]:
     """The compiler's table of contents (``print(*default_pipeline(opt), sep="\\n")`` shows it):
     graph passes, the lowering, then plan passes, run by one driver (``run_pipeline``).
 
     ``mode``: None resolves each module's train/eval switch to its mode now; "train" or
-    "eval" sets every module's. ``extra``: passes of the user's (or a later issue's: a
-    data-parallel all-reduce) placed by their level: graph passes just before ``schedule``,
-    plan passes just after the lowering.
+    "eval" sets every module's; a mapping ModeSwitch -> bool gives each switch its value (a
+    plan compiled again resolves its modules as the first compile did). ``extra``: passes of
+    the user's (or a later issue's: a data-parallel all-reduce) placed by their level: graph
+    passes just before ``schedule``, plan passes just after the lowering. ``variables``: the
+    optimizer variables to continue from (a training plan compiled again for a new update
+    structure keeps its step counter, hyperparameters and optimizer state).
     """
     passes = [
         Pass("verify", verify, provides=("verified",), invalidates=()),
@@ -161,7 +165,7 @@ def default_pipeline(optimizer: Any = None, mode: str | None = None, extra: Sequ
         Pass("pool_before_bias", pool_before_bias, requires=("primitive",), optional=True),
     ]
     if optimizer is not None:
-        passes += _training_passes(optimizer)
+        passes += _training_passes(optimizer, variables)
     passes += [
         Pass("constant_fold", constant_fold, requires=("primitive",), optional=True),
         Pass("simplify", simplify, requires=("primitive",), optional=True),
@@ -183,13 +187,13 @@ def default_pipeline(optimizer: Any = None, mode: str | None = None, extra: Sequ
     return passes
 
 
-def _training_passes(optimizer: Any) -> list[Pass]:
+def _training_passes(optimizer: Any, reuse: OptimizerVariables | None = None) -> list[Pass]:
     """Gradients, their clipping, the optimizer's update rule, and what only training needs
     (``optimizer`` None: the passes as a listing, their functions not bound)."""
     if optimizer is None:
         return [Pass(name, _identity, optional=name == "save_pool_argmax")
                 for name in ("autodiff", "clip_gradients", "optimizer_updates", "save_pool_argmax")]
-    variables = OptimizerVariables.create(optimizer)
+    variables = OptimizerVariables.create(optimizer, reuse)
     chosen = (lambda var: optimizer.group_of(var) is not None) if optimizer.param_groups else None
     passes = [Pass("autodiff", functools.partial(autodiff, select=chosen), requires=("primitive",),
                    provides=("gradients",))]
