@@ -13,7 +13,7 @@ from .compile import CompiledPlan, compile, load  # noqa: F401
 from . import debug  # noqa: F401,E402  (gn.debug.bisect_passes)
 from .errors import (  # noqa: F401
     ConfigError, DTypeError, ExecutorError, FeedError, GradientError, GraphError, GraphnetError, MemoryLimitError, ModeWarning,
-    NumericsError, OptimizerError, PlanFileError, PlanVersionError, ShapeError,
+    NumericsError, OptimizerError, PlanFileError, PlanVersionError, ShapeError, SymbolicTensorError,
 )
 from . import backends  # noqa: F401,E402  (registers the backends graphnet ships)
 from .kernels.cpu.threads import set_num_threads  # noqa: F401

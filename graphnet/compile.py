@@ -209,7 +209,7 @@ class CompiledPlan:
             described = {"name": self.optimizer.name, "hyper": self.optimizer.hyperparams(),
                          "structure": self.optimizer.structure()}
             plan = finish_plan(plan, records, mode=plan_mode(mode_switches(self.source), self._modes),
-                               dims=dim_constraints(self.source), optimizer=described)
+                               dims=dim_constraints(self.source, self._modes), optimizer=described)
             executor = type(old)(plan, old.seed, old.check_numerics, variables=bind_variables(plan, graph))
             executor.use_kernel_choices(old.kernel_choices())
             variant = self._variants[variant_key] = (plan, graph, executor)
@@ -386,7 +386,7 @@ def compile(  # noqa: A001 - the public name
     graph, plan, records = run_to_plan(source, default_pipeline(optimizer, mode, passes))
     described = None if optimizer is None else {"name": optimizer.name, "hyper": optimizer.hyperparams(),
                                                  "structure": optimizer.structure()}
-    plan = finish_plan(plan, records, mode=plan_mode(switches, mode), dims=dim_constraints(source),
+    plan = finish_plan(plan, records, mode=plan_mode(switches, mode), dims=dim_constraints(source, mode),
                        optimizer=described)
     if seed is None:
         seed = next_plan_seed()

@@ -42,6 +42,8 @@ class DimConstraints:
     static: dict[str, tuple[int, str]] = field(default_factory=dict)     # class -> (size, where)
     broadcasts: list[tuple[tuple[Any, ...], str, str]] = field(default_factory=list)  # (inputs, result, where)
     origin: dict[str, str] = field(default_factory=dict)                 # symbol -> description
+    # (dims, minimum, where, what): the product of ``dims`` must be at least ``minimum``
+    at_least: list[tuple[tuple[Any, ...], int, str, str]] = field(default_factory=list)
 
     def find(self, sym: str) -> str:
         root = sym
@@ -94,6 +96,17 @@ class DimConstraints:
             if root in values and values[root][0] != top:
                 raise FeedError(f"{values[root][1]} is {values[root][0]}, but broadcasting at {where} gives {top}")
             values.setdefault(root, (top, f"the broadcast at {where}"))
+        for dims, minimum, where, what in self.at_least:
+            sizes = [d if isinstance(d, int) else values.get(self.find(d), (None,))[0] for d in dims]
+            if any(s is None for s in sizes):
+                continue
+            product = 1
+            for s in sizes:
+                product *= s
+            if product < minimum:
+                named = " * ".join(f"{self._name(d, values)} = {s}" if not isinstance(d, int) else str(d)
+                                   for d, s in zip(dims, sizes))
+                raise FeedError(f"{where}: {what}; this run gives {product} ({named})")
 
     def _name(self, d: Any, values: Mapping[str, tuple[int, str]]) -> str:
         if isinstance(d, int):
@@ -104,17 +117,35 @@ class DimConstraints:
 # --- recording, while the compiler re-runs the shape rules with one Sym per unknown dim ---------
 
 _recording: list[tuple[DimConstraints, list[str]]] = []  # (constraints, [where the current rule runs])
+_modes: list[Any] = []  # the train/eval mode the plan being recorded is compiled in
 
 
 @contextlib.contextmanager
-def recording(constraints: DimConstraints) -> Iterator[list[str]]:
-    """Shape rules run inside record what they require of Syms into ``constraints``."""
+def recording(constraints: DimConstraints, mode: Any = None) -> Iterator[list[str]]:
+    """Shape rules run inside record what they require of Syms into ``constraints``; ``mode``
+    is the plan's train/eval mode (graphnet.modes.resolve), for rules whose requirements
+    depend on it."""
     where: list[str] = [""]
     _recording.append((constraints, where))
+    _modes.append(mode)
     try:
         yield where
     finally:
         _recording.pop()
+        _modes.pop()
+
+
+def recording_mode() -> tuple[bool, Any]:
+    """(whether requirements are being recorded, the mode of the plan they are for)."""
+    return bool(_recording), _modes[-1] if _modes else None
+
+
+def record_at_least(dims: tuple[Any, ...], minimum: int, what: str) -> None:
+    """Require the product of ``dims`` to be at least ``minimum`` at run time (``what`` says
+    why, for the FeedError); nothing when not recording."""
+    if _recording:
+        constraints, where = _recording[-1]
+        constraints.at_least.append((tuple(dims), minimum, where[0], what))
 
 
 def record_equal(a: Any, b: Any) -> bool:

@@ -55,6 +55,10 @@ class ConfigError(GraphnetError, ValueError):
     """A setting graphnet does not know (``gn.config.options``)."""
 
 
+class SymbolicTensorError(GraphnetError, TypeError):
+    """A concrete value (``.item()``, ``.numpy()``, ``.backward()``) was asked of a symbolic tensor."""
+
+
 class ModeWarning(UserWarning):
     """A plan was compiled in a mode the user probably did not mean (an inference plan with
     modules still in training mode)."""

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import dtypes
-from .errors import ShapeError
+from .errors import ShapeError, SymbolicTensorError
 from .ir import Dim, Node, Shape
 from .ops.registry import make_node
 
@@ -146,15 +146,131 @@ class Tensor:
     def __getitem__(self, key: Any) -> "Tensor":
         return _F().getitem(self, key)
 
+    # --- methods with PyTorch's meaning (the functional forms in graphnet.ops keep NumPy's:
+    # gn.transpose(x, axes) permutes, gn.squeeze(x, axis) insists on size 1) ----------------
+
     @property
     def T(self) -> "Tensor":
+        """Every dim reversed (a matrix transposed)."""
         return _F().transpose(self)
+
+    @property
+    def mT(self) -> "Tensor":  # noqa: N802 - PyTorch's name
+        """The last two dims swapped (a batch of matrices transposed)."""
+        return self.transpose(-2, -1)
 
     def reshape(self, *shape: Any) -> "Tensor":
         return _F().reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
 
-    def transpose(self, *axes: int) -> "Tensor":
-        return _F().transpose(self, axes or None)
+    def view(self, *shape: Any) -> "Tensor":
+        """As :meth:`reshape` (a static graph has no storage to share or not)."""
+        return self.reshape(*shape)
+
+    def transpose(self, *dims: int) -> "Tensor":
+        """``t.transpose(a, b)`` swaps dims ``a`` and ``b``, as PyTorch's (``x @ w.transpose(0, 1)``);
+        with no dims it reverses them all. To permute, use :meth:`permute` (or
+        ``gn.transpose(t, axes)``, NumPy's meaning)."""
+        if not dims:
+            return _F().transpose(self)
+        if len(dims) != 2 or not all(isinstance(d, (int, np.integer)) for d in dims):
+            raise ShapeError(f"Tensor.transpose(dim0, dim1) swaps two dims, as in PyTorch; got {dims}: "
+                             f"use t.permute{tuple(dims) if len(dims) > 2 else '(...)'} to reorder all of them")
+        return _F().swapaxes(self, _dim(dims[0], self.ndim), _dim(dims[1], self.ndim))
+
+    def permute(self, *dims: Any) -> "Tensor":
+        """The dims reordered: result dim i is this tensor's dim ``dims[i]``."""
+        order = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+        return _F().transpose(self, tuple(_dim(d, self.ndim) for d in order))
+
+    def unsqueeze(self, dim: int) -> "Tensor":
+        """A size-1 dim inserted at ``dim`` (of the result; negative counts from its end)."""
+        return _F().expand_dims(self, _dim(dim, self.ndim + 1))
+
+    def squeeze(self, dim: Any = None) -> "Tensor":
+        """Size-1 dims removed: all statically known ones, or ``dim`` (an int or a tuple); as in
+        PyTorch, a named dim whose size is known and not 1 is left as it is. An unknown dim
+        (None) cannot be squeezed: its size is decided per run."""
+        if dim is None:
+            return _F().squeeze(self)
+        dims = tuple(dim) if isinstance(dim, (tuple, list)) else (dim,)
+        axes = tuple(a for a in (_dim(d, self.ndim) for d in dims) if self.shape[a] == 1 or not isinstance(self.shape[a], int))
+        return _F().squeeze(self, axes) if axes else self
+
+    def size(self, dim: int | None = None) -> Any:
+        """The shape (unknown dims as None or their names), or dim ``dim``'s size."""
+        return self.shape if dim is None else self.shape[_dim(dim, self.ndim)]
+
+    def dim(self) -> int:
+        """The number of dims (``ndim``)."""
+        return self.ndim
+
+    def clamp(self, min: Any = None, max: Any = None) -> "Tensor":  # noqa: A002 - PyTorch's names
+        """Values limited to [min, max]; the gradient passes where min <= x <= max, as PyTorch's."""
+        if min is None and max is None:
+            raise ShapeError("clamp needs min, max or both")
+        out = self
+        if min is not None:
+            out = _F().where(out < min, min, out)
+        if max is not None:
+            out = _F().where(out > max, max, out)
+        return out
+
+    clip = clamp
+
+    def detach(self) -> "Tensor":
+        """The same values with no gradient flowing back through them."""
+        return _F().stop_gradient(self)
+
+    def exp(self) -> "Tensor":
+        return _F().exp(self)
+
+    def log(self) -> "Tensor":
+        return _F().log(self)
+
+    def sqrt(self) -> "Tensor":
+        return _F().sqrt(self)
+
+    def abs(self) -> "Tensor":
+        return _F().abs(self)
+
+    def tanh(self) -> "Tensor":
+        return _F().tanh(self)
+
+    def sigmoid(self) -> "Tensor":
+        return _F().sigmoid(self)
+
+    def relu(self) -> "Tensor":
+        return _F().relu(self)
+
+    # --- values: a symbolic tensor has none until a plan runs ------------------------------
+
+    def _no_value(self, what: str) -> Any:
+        raise SymbolicTensorError(
+            f"{what} on {self!r}: a graphnet Tensor is symbolic, it has no value until a plan runs. "
+            f"Compile and run it: plan = gn.compile({{'out': t}}); plan.run(x=...)['out']"
+            + (" (training: gn.compile(loss, optimizer=...) computes the gradients and applies them at "
+               "each run)" if what == ".backward()" else ""))
+
+    def item(self) -> Any:
+        return self._no_value(".item()")
+
+    def numpy(self) -> Any:
+        return self._no_value(".numpy()")
+
+    def tolist(self) -> Any:
+        return self._no_value(".tolist()")
+
+    def backward(self, *args: Any, **kwargs: Any) -> None:
+        self._no_value(".backward()")
+
+    def __array__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._no_value("np.asarray()")
+
+    def __float__(self) -> float:
+        return self._no_value("float()")
+
+    def __int__(self) -> int:
+        return self._no_value("int()")
 
     def sum(self, axis: Any = None, keepdims: bool = False) -> "Tensor":
         return _F().sum(self, axis, keepdims)
@@ -167,6 +283,13 @@ class Tensor:
 
     def astype(self, dtype: Any) -> "Tensor":
         return _F().cast(self, dtype)
+
+
+def _dim(d: Any, ndim: int) -> int:
+    """A dim index, negative ones counted from the end; ShapeError when out of range."""
+    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not -ndim <= d < max(ndim, 1):
+        raise ShapeError(f"dim {d!r} is out of range for a tensor of {ndim} dims")
+    return int(d) % max(ndim, 1)
 
 
 def _F():  # the functional ops; imported late because they import this module

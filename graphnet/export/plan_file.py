@@ -143,7 +143,7 @@ def _inference_view(compiled: Any, outputs: Sequence[str] | None) -> tuple[Plan,
     kept = strip_training(source, outputs)
     mode = "eval"
     graph, plan, records = run_to_plan(kept, default_pipeline(None, mode))
-    plan = finish_plan(plan, records, mode=plan_mode(mode_switches(kept), mode), dims=dim_constraints(kept))
+    plan = finish_plan(plan, records, mode=plan_mode(mode_switches(kept), mode), dims=dim_constraints(kept, mode))
     return plan, graph, kept
 
 

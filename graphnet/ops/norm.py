@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import DTypeError, GradientError, ShapeError
-from ..modes import ModeSwitch
+from ..dims import record_at_least, recording_mode
+from ..modes import ModeSwitch, resolve
 from ..ir import TensorType, TupleType
 from ..tensor import Tensor
 from .common import declare, dims_equal, into_each, require_float
@@ -53,6 +54,11 @@ def _infer(*ins: TensorType, training: Any, momentum: float, eps: float, stats: 
             raise ShapeError(f"{what} must have shape ({x.shape[1]},), got {t.shape}")
         if t.dtype != x.dtype:
             raise DTypeError(f"{what} is {t.dtype}, the input is {x.dtype}")
+    recorded, mode = recording_mode()
+    if recorded and resolve(training, mode):
+        record_at_least(tuple(d for i, d in enumerate(x.shape) if i != 1), 2,
+                        "batch norm in training needs more than one value per channel (the batch variance "
+                        "of one value is undefined, and its running_var would become NaN)")
     channel = TensorType((x.shape[1],), x.dtype)
     return TupleType((x, channel, channel))
 

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..dims import DimConstraints, Sym, recording
 from ..errors import GraphnetError
 from ..ir import Graph, TensorType, TupleType, ValueType
 from ..ops.registry import get_op
 
 
-def dim_constraints(graph: Graph) -> DimConstraints:
+def dim_constraints(graph: Graph, mode: Any = None) -> DimConstraints:
     """Re-run every shape rule with one Sym per unknown placeholder dim, recording which dims
     the rules unify, bind to sizes, or broadcast. The graph is not changed.
 
-    Run it on the graph as declared: composite ops (cross_entropy) state there what they
+    ``mode``: the plan's train/eval mode (as ``gn.compile`` takes it), for requirements of
+    one mode only (training batch norm needs two values per channel). Run it on the graph as declared: composite ops (cross_entropy) state there what they
     require (equal batch dims) before decomposition hides it behind broadcasting.
     """
     constraints = DimConstraints()
     types: dict[int, ValueType] = {}
-    with recording(constraints) as where:
+    with recording(constraints, mode) as where:
         for node in graph.nodes:
             if node.op == "placeholder":
                 name = node.attrs["name"]

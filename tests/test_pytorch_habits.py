@@ -1,0 +1,116 @@
+"""Habits a PyTorch user brings (issue 23): each either does what PyTorch does, with numbers
+checked against NumPy, or fails with a typed error that says what to do; never a silently
+different result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphnet as gn
+
+RNG = np.random.default_rng(0)
+A = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+
+
+def _run(outputs, **feeds):
+    return gn.compile(outputs).run(**feeds)
+
+
+# --- Tensor methods with PyTorch's meaning -------------------------------------------------------
+
+def test_transpose_of_two_dims_swaps_them_as_pytorch():
+    """``w.transpose(0, 1)`` on a square matrix used to be NumPy's identity permutation."""
+    w = np.arange(9, dtype=np.float32).reshape(3, 3)
+    x = gn.placeholder("x", (None, 3))
+    out = _run({"y": x @ gn.constant(w).transpose(0, 1), "t": gn.constant(w).transpose(1, 0)},
+               x=np.eye(3, dtype=np.float32))
+    assert np.array_equal(out["y"], w.T) and np.array_equal(out["t"], w.T)
+    t = gn.placeholder("t", (None, 3, 4))
+    out = _run({"a": t.transpose(1, 2), "b": t.transpose(-1, 0), "mT": t.mT, "T": t.T}, t=A)
+    assert np.array_equal(out["a"], A.swapaxes(1, 2)) and np.array_equal(out["b"], A.swapaxes(-1, 0))
+    assert np.array_equal(out["mT"], A.swapaxes(-1, -2)) and np.array_equal(out["T"], A.transpose())
+    with pytest.raises(gn.ShapeError, match="permute"):
+        t.transpose(2, 0, 1)
+    assert np.array_equal(_run({"p": gn.transpose(t, (2, 0, 1))}, t=A)["p"], A.transpose(2, 0, 1))  # NumPy's
+
+
+def test_shape_methods_against_numpy():
+    t = gn.placeholder("t", (None, 3, 4))
+    out = _run({"permute": t.permute(2, 0, 1), "permute_tuple": t.permute((1, 2, 0)), "view": t.view(-1, 12),
+                "unsqueeze": t.unsqueeze(-1), "unsqueeze0": t.unsqueeze(0), "squeeze": t.unsqueeze(2).squeeze(2),
+                "squeeze_all": t.unsqueeze(1).unsqueeze(3).squeeze()}, t=A)
+    assert np.array_equal(out["permute"], A.transpose(2, 0, 1))
+    assert np.array_equal(out["permute_tuple"], A.transpose(1, 2, 0))
+    assert np.array_equal(out["view"], A.reshape(-1, 12))
+    assert out["unsqueeze"].shape == (2, 3, 4, 1) and out["unsqueeze0"].shape == (1, 2, 3, 4)
+    assert np.array_equal(out["squeeze"], A) and np.array_equal(out["squeeze_all"], A)
+    assert t.squeeze(1) is t  # PyTorch leaves a dim whose size is not 1
+    assert t.size() == (None, 3, 4) and t.size(-1) == 4 and t.dim() == 3
+    with pytest.raises(gn.ShapeError, match="out of range"):
+        t.unsqueeze(5)
+
+
+def test_clamp_detach_and_elementwise_methods_with_gradients():
+    x = gn.placeholder("x", (5,))
+    values = np.array([-2.0, -0.5, 0.0, 0.5, 2.0], np.float32)
+    clamped = x.clamp(-0.5, 0.5)
+    loss = gn.sum(clamped * gn.constant(np.arange(1, 6, dtype=np.float32)))
+    (g,) = gn.grad(loss, [x])
+    out = _run({"c": clamped, "g": g, "lo": x.clamp(min=0), "hi": x.clip(max=0)}, x=values)
+    assert np.array_equal(out["c"], np.clip(values, -0.5, 0.5))
+    assert np.array_equal(out["g"], [0, 2, 3, 4, 0])  # PyTorch: the bounds themselves pass the gradient
+    assert np.array_equal(out["lo"], np.maximum(values, 0)) and np.array_equal(out["hi"], np.minimum(values, 0))
+    y = gn.placeholder("y", (5,))
+    positive = np.array([0.5, 1.0, 2.0, 3.0, 4.0], np.float32)
+    out = _run({k: getattr(y, k)() for k in ("exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu")}, y=positive)
+    reference = {"exp": np.exp, "log": np.log, "sqrt": np.sqrt, "abs": np.abs, "tanh": np.tanh,
+                 "sigmoid": lambda v: 1 / (1 + np.exp(-v)), "relu": lambda v: np.maximum(v, 0)}
+    for name, fn in reference.items():
+        np.testing.assert_allclose(out[name], fn(positive), rtol=1e-6, err_msg=name)
+    (gd,) = gn.grad(gn.sum(y * y.detach()), [y])
+    np.testing.assert_array_equal(_run({"g": gd}, y=positive)["g"], positive)  # d(y * const)/dy
+
+
+@pytest.mark.parametrize("ask", [lambda t: t.item(), lambda t: t.numpy(), lambda t: t.backward(),
+                                 lambda t: t.tolist(), lambda t: np.asarray(t), lambda t: float(t)])
+def test_asking_a_symbolic_tensor_for_a_value_says_how_to_get_one(ask):
+    t = gn.placeholder("x", (3,)) * 2.0
+    with pytest.raises(gn.SymbolicTensorError, match="symbolic.*gn.compile"):
+        ask(t)
+
+
+# --- BatchNorm with one value per channel ---------------------------------------------------------
+
+def _bn_model():
+    gn.manual_seed(0)
+    x = gn.placeholder("x", (None, 3))
+    t = gn.placeholder("t", (None, 2))
+    model = gn.nn.Sequential(gn.nn.Linear(3, 4), gn.nn.BatchNorm1d(4), gn.nn.Linear(4, 2))
+    return model, x, t
+
+
+def test_a_training_batch_of_one_through_batch_norm_is_refused_before_any_state_changes():
+    """PyTorch raises too; graphnet used to write NaN into running_var (65 samples at batch 64)."""
+    model, x, t = _bn_model()
+    train = gn.compile(gn.losses.mse(model(x), t), optimizer=gn.optim.SGD(lr=0.1))
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    for batch in (1, 0):
+        with pytest.raises(gn.FeedError, match=r"more than one value per channel.*gives %d" % batch) as caught:
+            train.run(x=np.ones((batch, 3), np.float32), t=np.ones((batch, 2), np.float32))
+        assert "test_pytorch_habits.py" in str(caught.value)  # where the BatchNorm was declared
+    assert all(np.array_equal(before[k], v) for k, v in model.state_dict().items())
+    train.run(x=np.ones((2, 3), np.float32), t=np.ones((2, 2), np.float32))
+    assert np.isfinite(model[1].running_var.data).all()
+    model.eval()  # evaluation takes a batch of one
+    assert gn.compile(model(x)).run(x=np.ones((1, 3), np.float32))["output"].shape == (1, 2)
+
+
+def test_batch_norm_2d_takes_one_image_with_several_pixels():
+    gn.manual_seed(0)
+    x = gn.placeholder("x", (None, 2, 3, 3))
+    bn = gn.nn.BatchNorm2d(2)
+    plan = gn.compile(bn(x), mode="train")
+    plan.run(x=RNG.standard_normal((1, 2, 3, 3)).astype(np.float32))
+    with pytest.raises(gn.FeedError, match="one value per channel"):
+        gn.compile(bn(gn.placeholder("y", (None, 2, 1, 1))), mode="train").run(y=np.ones((1, 2, 1, 1), np.float32))
