@@ -12,7 +12,7 @@ from . import config, data, dtypes, export, losses, nn, ops, optim, passes, plot
 from .compile import CompiledPlan, compile, load  # noqa: F401
 from . import debug  # noqa: F401,E402  (gn.debug.bisect_passes)
 from .errors import (  # noqa: F401
-    ConfigError, DTypeError, ExecutorError, FeedError, GradientError, GraphError, GraphnetError, MemoryLimitError, ModeWarning,
+    ConfigError, DTypeError, ExecutorError, FeedCastWarning, FeedError, GradientError, GraphError, GraphnetError, MemoryLimitError, ModeWarning,
     NumericsError, OptimizerError, PlanFileError, PlanVersionError, ShapeError, SymbolicTensorError,
 )
 from . import backends  # noqa: F401,E402  (registers the backends graphnet ships)
@@ -27,6 +27,9 @@ from .ops import (  # noqa: F401
 )
 from .ops import (  # noqa: F401  (the public forms take PyTorch's options: padding="same", ceil_mode, ...)
     adaptive_avg_pool2d, avg_pool1d, conv1d, conv_transpose2d, embedding, group_norm, layer_norm, max_pool1d, silu,
+)
+from .ops import (  # noqa: F401  (issue 23's layers, functional forms)
+    adaptive_max_pool2d, conv_transpose1d, dropout2d, instance_norm, interpolate, rms_norm,
 )
 from .ops import avg_pool2d_ext as avg_pool2d, conv2d_padded as conv2d, max_pool2d_ext as max_pool2d  # noqa: F401
 from .ops.shape import slice_ as slice  # noqa: F401

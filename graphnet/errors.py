@@ -59,6 +59,10 @@ class SymbolicTensorError(GraphnetError, TypeError):
     """A concrete value (``.item()``, ``.numpy()``, ``.backward()``) was asked of a symbolic tensor."""
 
 
+class FeedCastWarning(UserWarning):
+    """A feed's values were rounded to the placeholder's narrower float dtype (float64 data to float32)."""
+
+
 class ModeWarning(UserWarning):
     """A plan was compiled in a mode the user probably did not mean (an inference plan with
     modules still in training mode)."""

@@ -13,6 +13,10 @@ def grad(y: Tensor, wrt: Tensor | Sequence[Tensor]) -> Tensor | list[Tensor]:
 
     Returns tensors shaped like each ``w`` (a single tensor when ``wrt`` is one tensor).
     The results are ordinary graph nodes: compile them, or differentiate them again.
+
+    A ``w`` that ``y`` does not depend on gets zeros (JAX's rule; PyTorch gives None). Such a
+    gradient reads no placeholder, so a plan of it alone takes no feeds: feeding it one is a
+    FeedError that says the plan does not read it.
     """
     single = isinstance(wrt, Tensor)
     targets = [wrt] if single else list(wrt)

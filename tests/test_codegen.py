@@ -21,7 +21,8 @@ RNG = np.random.default_rng(11)
 
 #: op -> (arity, attributes, input maker(dtype, shape)); inputs kept in each op's domain
 UNARY_DOMAIN = {"log": (0.1, 4.0), "sqrt": (0.0, 4.0)}
-ATTRS = {"leaky_relu": {"alpha": 0.1}, "elu": {"alpha": 1.3}, "gelu": {"approximate": "none"}}
+ATTRS = {"leaky_relu": {"alpha": 0.1}, "elu": {"alpha": 1.3}, "gelu": {"approximate": "none"},
+         "softplus": {"beta": 1.5, "threshold": 2.0}}
 COMPARISONS = ("equal", "not_equal", "less", "less_equal", "greater", "greater_equal")
 ELEMENTWISE = sorted(name for name, op in REGISTRY.items()
                      if op.category == "elementwise" and op.scalar is not None and name not in ("cast", "where"))

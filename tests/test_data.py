@@ -497,3 +497,40 @@ def test_real_fashion_mnist_test_split(monkeypatch):
     assert abs(float(x.mean())) < 0.05 and abs(float(x.std()) - 1) < 0.05
     xb, yb = next(iter(DataLoader(d.images, d.labels, 256, shuffle=True, seed=0, transform=to_float)))
     assert xb.shape == (256, 1, 28, 28) and yb.shape == (256,)
+
+
+def test_loader_takes_any_tuple_or_a_dict_of_equally_long_arrays():
+    rng = np.random.default_rng(0)
+    x, y, w = rng.standard_normal((10, 3)), np.arange(10), rng.random(10)
+    triples = list(DataLoader(x, y, w, batch_size=4, shuffle=True, seed=1))
+    assert [len(t) for t in triples] == [3, 3, 3] and [len(t[0]) for t in triples] == [4, 4, 2]
+    order = np.concatenate([t[1] for t in triples])
+    assert sorted(order.tolist()) == list(range(10))
+    for xb, yb, wb in triples:  # rows stay together
+        assert np.array_equal(xb, x[yb]) and np.array_equal(wb, w[yb])
+    singles = list(DataLoader(x, batch_size=5))
+    assert all(isinstance(b, tuple) and len(b) == 1 for b in singles)  # unlabelled, as TensorDataset
+    dicts = list(DataLoader({"x": x, "labels": y}, batch_size=6, transform=lambda d: {**d, "x": d["x"] * 2}))
+    assert [sorted(d) for d in dicts] == [["labels", "x"]] * 2 and np.array_equal(dicts[0]["x"], 2 * x[:6])
+    assert len(list(DataLoader((x, y), 5))) == 2  # one tuple, and a positional batch size
+    with pytest.raises(DatasetError, match="x has 10, labels has 9"):
+        DataLoader({"x": x, "labels": y[:-1]})
+    with pytest.raises(DatasetError, match="give the arrays"):
+        DataLoader()
+
+
+def test_fit_trains_from_a_dict_loader():
+    import graphnet as gn
+
+    gn.manual_seed(0)
+    rng = np.random.default_rng(0)
+    points = rng.standard_normal((64, 2)).astype(np.float32)
+    classes = (points[:, 0] > 0).astype(np.int64)
+    x = gn.placeholder("x", (None, 2))
+    labels = gn.placeholder("labels", (None,), dtype="int64")
+    logits = gn.nn.Linear(2, 2)(x)
+    train = gn.compile({"loss": gn.losses.cross_entropy(logits, labels), "logits": logits},
+                       optimizer=gn.optim.SGD(lr=0.5))
+    history = gn.train.fit(train, DataLoader({"labels": classes, "x": points}, batch_size=16), epochs=5,
+                           progress=False, log=None)
+    assert history.train_loss[-1] < history.train_loss[0]

@@ -25,6 +25,7 @@ from graphnet.ops.shape import slice_grad
 
 from helpers import COVERED, assert_close, compile_plan, covers, placeholders, run, step_ops
 import test_layers  # noqa: F401,E402  (its @covers entries count for the meta-test below)
+import test_layers_more  # noqa: F401,E402  (likewise)
 
 R = np.random.default_rng(7)
 FLOATS = ("float32", "float64")
@@ -117,7 +118,7 @@ UNARY = {
     "neg": (gn.neg, np.negative, normal), "exp": (gn.exp, np.exp, normal), "log": (gn.log, np.log, positive),
     "sqrt": (gn.sqrt, np.sqrt, positive), "sign": (gn.sign, np.sign, ties), "abs": (gn.abs, np.abs, normal),
     "relu": (gn.relu, lambda x: np.maximum(x, 0.0), ties), "sigmoid": (gn.sigmoid, lambda x: 1 / (1 + np.exp(-x)), normal),
-    "tanh": (gn.tanh, np.tanh, normal),
+    "tanh": (gn.tanh, np.tanh, normal), "softplus": (gn.softplus, lambda x: np.log1p(np.exp(x)), normal),
 }
 for name, (fn, ref, gen) in UNARY.items():
     fcase(name, name, fn, ref, a=gen(3, 5) * (3.0 if name in ("sigmoid", "tanh") else 1.0))
@@ -138,6 +139,10 @@ fcase("gelu-none", "gelu", gn.gelu, lambda a: 0.5 * a * (1 + _erf(a / math.sqrt(
 fcase("gelu-tanh", "gelu", lambda a: gn.gelu(a, approximate="tanh"),
       lambda a: 0.5 * a * (1 + np.tanh(math.sqrt(2 / math.pi) * (a + 0.044715 * a ** 3))), atol32=1e-6,
       a=np.concatenate([np.linspace(-6, 6, 25), normal(10)]))
+fcase("softplus-beta-threshold", "softplus", lambda a: gn.softplus(a, 2.0, 3.0),
+      lambda a: np.where(2 * a > 3, a, np.log1p(np.exp(np.minimum(2 * a, 3.0))) / 2), a=normal(3, 5) * 3)
+fcase("softplus-extreme", "softplus", gn.softplus, lambda a: np.where(a > 20, a, np.log1p(np.exp(np.minimum(a, 20.0)))),
+      a=np.array([-800.0, -80.0, -20.0, -1e-3, 0.0, 19.9, 20.1, 80.0, 800.0]))
 fcase("cast-to-other-float", "cast", lambda a: gn.cast(a, "float16"), lambda a: a.astype(np.float16),
       out_dtype="float16", a=normal(3, 4))
 fcase("cast-to-int", "cast", lambda a: gn.cast(a, "int32"), lambda a: a.astype(np.int32), out_dtype="int32",
@@ -739,6 +744,23 @@ def test_max_pool2d_select_reads_h_at_each_windows_first_maximum() -> None:
             ref[:, :, i, j] = np.take_along_axis(hp[:, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3].reshape(2, 2, 9),
                                                  first[..., None], -1)[..., 0]
     np.testing.assert_array_equal(got, ref)
+
+
+@covers("count_batches")
+def test_count_batches_is_the_identity_that_counts_training_runs() -> None:
+    x = gn.placeholder("x", (3,), "float64")
+    counter = gn.nn.Parameter(np.array(5, np.int64), trainable=False)
+    for training, counted in ((True, 7), (False, 5)):
+        counter.data = np.array(5, np.int64)
+        y = gn.ops.count_batches(x, counter, training)
+        with gn.config.options(disabled_passes={"simplify"}):
+            plan = compile_plan({"y": y * y, "g": gn.grad(gn.sum(y * y), x)})
+        xv = np.array([1.0, -2.0, 3.0])
+        for _ in range(2):
+            out = plan.run(x=xv)
+        np.testing.assert_array_equal(out["y"], xv * xv)
+        np.testing.assert_array_equal(out["g"], 2 * xv)
+        assert int(counter.data) == counted
 
 
 @covers("stop_gradient")

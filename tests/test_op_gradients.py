@@ -325,6 +325,21 @@ case("avg_pool2d-ceil-exclude-pad", lambda x: gn.avg_pool2d(x, 3, 2, 1, ceil_mod
 case("max_pool1d", lambda x: gn.max_pool1d(x, 3, 2, 1), x=distinct(2, 2, 8))
 case("avg_pool1d", lambda x: gn.avg_pool1d(x, 2), x=normal(2, 2, 8))
 case("adaptive_avg_pool2d", lambda x: gn.adaptive_avg_pool2d(x, (2, 1)), x=normal(2, 3, 4, 6))
+# resampling (graphnet/ops/resample.py); more cases, at every mode, in tests/test_layers_more.py
+_INTERP = {"mode": "bilinear", "size": (5, 3), "align_corners": False, "scale_h": 0.0, "scale_w": 0.0}
+case("interpolate-bilinear", lambda x: gn.interpolate(x, size=(5, 3), mode="bilinear"), x=normal(1, 2, 3, 4))
+case("interpolate-nearest", lambda x: gn.interpolate(x, scale_factor=(2, 0.5)), x=normal(1, 2, 3, 4))
+case("adaptive_avg_pool2d-not-dividing", lambda x: gn.adaptive_avg_pool2d(x, (3, 4)), x=normal(1, 2, 7, 5))
+case("interpolate2d_grad", lambda g, x: declare("interpolate2d_grad", [g, x], _INTERP),
+     g=normal(1, 2, 5, 3), x=normal(1, 2, 3, 4))
+case("adaptive_max_pool2d", lambda x: gn.adaptive_max_pool2d(x, (3, 4)), x=distinct(1, 2, 7, 5))
+case("adaptive_max_pool2d_grad", lambda g, x: declare("adaptive_max_pool2d_grad", [g, x], {"output_size": (3, 4)}),
+     g=normal(1, 2, 3, 4), x=distinct(1, 2, 7, 5))
+case("adaptive_max_pool2d_select",
+     lambda h, x: declare("adaptive_max_pool2d_select", [h, x], {"output_size": (3, 4)}),
+     h=normal(1, 2, 7, 5), x=distinct(1, 2, 7, 5))
+case("softplus-beta-threshold", lambda x: gn.softplus(x, 2.0, 3.0),
+     x=np.array([[-3.0, -1.2, -0.3, 0.0, 0.4], [1.2, 1.4, 1.6, 2.0, 3.5]]))
 case("layer_norm", lambda x, w, b: gn.layer_norm(x, (3, 4), w, b), x=normal(2, 3, 4), w=normal(3, 4), b=normal(3, 4))
 case("group_norm", lambda x, w, b: gn.group_norm(x, 2, w, b), x=normal(2, 4, 3, 2), w=normal(4), b=normal(4))
 case("embedding", lambda w, idx: gn.embedding(idx, w), w=normal(5, 3), idx=np.array([[0, 4, 4], [2, 0, 1]]))
@@ -584,6 +599,7 @@ GRAD_EXCEPTIONS = {
                "checks that forward and backward share one mask",
     "stop_gradient": "its rule gives no gradient by design; test_op_forward checks that gn.grad sees a constant",
     "copy": "only the lowering adds copies (of outputs that would alias state), after autodiff",
+    "count_batches": "the identity (its count is an effect); test_op_forward checks the gradient passes unchanged",
 }
 
 #: registered ops without a gradient rule (leaves and effects aside), and why that is fine

@@ -76,8 +76,9 @@ def test_schedule_puts_side_effects_last():
     graph = schedule(decompose(state_updates(resolve_modes(declared))))
     ops = _ops(graph)
     assert ops[-2:] == ["assign", "assign"]
-    assert [e.attrs["kind"] for e in graph.effects] == ["running_stat", "running_stat"]
-    assert [e.inputs[0].attrs["var"].name for e in graph.effects] == ["running_mean", "running_var"]
+    assert [e.attrs["kind"] for e in graph.effects] == ["running_stat"] * 3  # num_batches_tracked counts too
+    assert [e.inputs[0].attrs["var"].name for e in graph.effects] == [
+        "num_batches_tracked", "running_mean", "running_var"]
 
 
 def test_compile_reports_every_pass_with_node_counts():

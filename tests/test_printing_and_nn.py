@@ -51,8 +51,8 @@ def test_user_module_registers_parameters_by_attribute():
     block = Block()
     names = [n for n, _ in block.named_parameters()]
     assert names == ["scale", "conv1.weight", "conv1.bias", "bn.weight", "bn.bias"]
-    assert [n for n, _ in block.named_buffers()] == ["bn.running_mean", "bn.running_var"]
-    assert set(block.state_dict()) == set(names) | {"bn.running_mean", "bn.running_var"}
+    assert [n for n, _ in block.named_buffers()] == ["bn.running_mean", "bn.running_var", "bn.num_batches_tracked"]
+    assert set(block.state_dict()) == set(names) | {"bn.running_mean", "bn.running_var", "bn.num_batches_tracked"}
     block.eval()
     assert not block.bn.training
     assert "Conv2d(3, 4, kernel_size=(3, 3)" in repr(block)

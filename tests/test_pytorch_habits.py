@@ -114,3 +114,103 @@ def test_batch_norm_2d_takes_one_image_with_several_pixels():
     plan.run(x=RNG.standard_normal((1, 2, 3, 3)).astype(np.float32))
     with pytest.raises(gn.FeedError, match="one value per channel"):
         gn.compile(bn(gn.placeholder("y", (None, 2, 1, 1))), mode="train").run(y=np.ones((1, 2, 1, 1), np.float32))
+
+
+# --- BatchNorm's step counter and PyTorch state dicts ---------------------------------------------
+
+def test_batch_norm_counts_training_batches_and_loads_pytorch_state_dicts():
+    model, x, t = _bn_model()
+    # a PyTorch state dict of the same model, converted to NumPy (keys and dtypes as torch gives them)
+    torch_state = {"0.weight": RNG.standard_normal((4, 3)).astype(np.float32), "0.bias": np.zeros(4, np.float32),
+                   "1.weight": np.full(4, 2.0, np.float32), "1.bias": np.full(4, 0.5, np.float32),
+                   "1.running_mean": np.full(4, 0.25, np.float32), "1.running_var": np.full(4, 4.0, np.float32),
+                   "1.num_batches_tracked": np.array(7, np.int64),
+                   "2.weight": RNG.standard_normal((2, 4)).astype(np.float32), "2.bias": np.zeros(2, np.float32)}
+    assert not any(model.load_state_dict(torch_state))  # strict: no missing or unexpected keys
+    train = gn.compile(gn.losses.mse(model(x), t), optimizer=gn.optim.SGD(lr=0.1))
+    for _ in range(3):
+        train.run(x=RNG.standard_normal((4, 3)).astype(np.float32), t=np.ones((4, 2), np.float32))
+    assert int(model[1].num_batches_tracked.data) == 10 and set(model.state_dict()) == set(torch_state)
+    model.eval()
+    gn.compile(model(x)).run(x=np.ones((2, 3), np.float32))
+    assert int(model[1].num_batches_tracked.data) == 10  # evaluation counts nothing
+    older = {k: v for k, v in torch_state.items() if not k.endswith("num_batches_tracked")}
+    assert not any(model.load_state_dict(older))  # a state dict from before the counter still loads
+    with pytest.raises(gn.GraphnetError, match="momentum=None"):
+        gn.nn.BatchNorm1d(4, momentum=None)
+
+
+def test_the_gradient_of_an_unreached_parameter_is_zeros_and_feeding_it_says_why():
+    x = gn.placeholder("x", (None, 3))
+    used, unused = gn.nn.Parameter(np.ones((3, 2), np.float32)), gn.nn.Parameter(np.ones(4, np.float32))
+    g_used, g_unused = gn.grad(gn.sum(x @ used), [used, unused])
+    assert np.array_equal(gn.compile({"g": g_unused}).run()["g"], np.zeros(4, np.float32))  # JAX's rule
+    with pytest.raises(gn.FeedError, match=r"unexpected feed\(s\) \['x'\]: no output of this plan depends on it"):
+        gn.compile({"g": g_unused}).run(x=np.ones((2, 3), np.float32))
+    np.testing.assert_array_equal(gn.compile({"g": g_used}).run(x=np.ones((2, 3), np.float32))["g"],
+                                  np.full((3, 2), 2.0, np.float32))
+
+
+def test_gradient_errors_name_the_users_lines():
+    x = gn.placeholder("x", (None, 3))
+    labels = gn.placeholder("labels", (None,), dtype="int64")
+    layer = gn.nn.Linear(3, 2)
+    with pytest.raises(gn.GradientError, match=r"labels \(declared at test_pytorch_habits.py:\d+; differentiated at "
+                                               r"test_pytorch_habits.py:\d+\).*not floating"):
+        gn.grad(gn.sum(layer(x)), [labels])
+    layer.requires_grad_(False)
+    with pytest.raises(gn.GradientError, match=r"nothing to train: .*declared at test_pytorch_habits.py:\d+; "
+                                               r"compiled at test_pytorch_habits.py:\d+"):
+        gn.compile(gn.sum(layer(x)), optimizer=gn.optim.SGD(lr=0.1))
+
+
+# --- the casting rule for feeds ---------------------------------------------------------------------
+
+def test_feeds_rounded_to_a_narrower_float_warn_once_per_plan_and_feed():
+    import warnings
+
+    x = gn.placeholder("x", (None, 2))
+    labels = gn.placeholder("labels", (None,), dtype="int32")
+    plan = gn.compile({"y": x * 2.0, "l": labels + 1})
+    data = np.array([[0.1, 1 / 3]])
+    with pytest.warns(gn.FeedCastWarning, match="'x': float64 values are rounded to the placeholder's float32"):
+        out = plan.run(x=data, labels=np.array([1], np.int64))
+    assert np.array_equal(out["y"], data.astype(np.float32) * np.float32(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plan.run(x=data, labels=np.array([1], np.int64))  # said once per plan and feed
+        plan.run(x=data.astype(np.float16), labels=np.array([1], np.int64))  # float16 -> float32 is exact
+    with pytest.warns(gn.FeedCastWarning):
+        gn.compile({"y": x * 2.0}).run(x=data)  # another plan says it again
+    with pytest.raises(gn.FeedError, match="do not fit the placeholder's int32"):
+        plan.run(x=data.astype(np.float32), labels=np.array([2 ** 40], np.int64))  # never a wrapped label
+
+
+# --- a stateful layer called twice in one step ------------------------------------------------------
+
+def test_batch_norm_called_twice_updates_its_statistics_once_per_call_in_call_order():
+    """A GAN's discriminator on real and on fake batches: PyTorch's running statistics after
+    one step, computed here in NumPy (used to raise 'running_mean is written twice')."""
+    gn.manual_seed(0)
+    real, fake = gn.placeholder("real", (None, 3)), gn.placeholder("fake", (None, 3))
+    disc = gn.nn.Sequential(gn.nn.Linear(3, 4), gn.nn.BatchNorm1d(4), gn.nn.Linear(4, 1))
+    train = gn.compile(gn.mean(disc(real)) - gn.mean(disc(fake)), optimizer=gn.optim.SGD(lr=0.0))
+    stats = [disc[1].running_mean.data.astype(np.float64), disc[1].running_var.data.astype(np.float64)]
+    w, b = disc[0].weight.data.astype(np.float64), disc[0].bias.data.astype(np.float64)
+    batches = RNG.standard_normal((8, 3)).astype(np.float32), RNG.standard_normal((6, 3)).astype(np.float32)
+    train.run(real=batches[0], fake=batches[1])
+    for batch in batches:  # in call order, momentum 0.1, unbiased variance
+        h = batch.astype(np.float64) @ w.T + b
+        stats = [stats[0] * 0.9 + h.mean(0) * 0.1, stats[1] * 0.9 + h.var(0, ddof=1) * 0.1]
+    np.testing.assert_allclose(disc[1].running_mean.data, stats[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(disc[1].running_var.data, stats[1], rtol=1e-5, atol=1e-6)
+    assert int(disc[1].num_batches_tracked.data) == 2
+
+
+def test_two_writes_of_one_variable_name_both_writers_and_their_lines():
+    counter = gn.nn.Parameter(np.zeros(2, np.float32), trainable=False)
+    first = gn.ops.assign(counter, counter + 1.0, kind="running_stat")
+    second = gn.ops.assign(counter, counter * 2.0, kind="running_stat")
+    with pytest.raises(gn.GraphError, match=r"written twice.*declared at test_pytorch_habits.py:\d+.*"
+                                            r"declared at test_pytorch_habits.py:\d+"):
+        gn.compile({"c": counter * 1.0}, effects=[first, second])

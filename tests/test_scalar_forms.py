@@ -22,7 +22,7 @@ from graphnet.ops.registry import REGISTRY
 ELEMENTWISE = sorted(name for name, op in REGISTRY.items() if op.category == "elementwise" and name != "fused")
 #: attributes an op needs to be rendered, one value each
 ATTRS = {"cast": {"dtype": "float64"}, "leaky_relu": {"alpha": 0.1}, "elu": {"alpha": 1.5},
-         "gelu": {"approximate": "tanh"}}
+         "gelu": {"approximate": "tanh"}, "softplus": {"beta": 1.5, "threshold": 3.0}}
 SAMPLES = np.array([-3.5, -1.0, -0.25, 0.0, 0.5, 1.0, 2.75, np.inf, -np.inf, np.nan])
 
 

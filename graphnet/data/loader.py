@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -52,25 +52,49 @@ _ITEM, _END, _ERROR = 0, 1, 2
 
 
 class DataLoader:
-    """Iterate over ``(x_batch, y_batch)`` pairs of NumPy arrays, one epoch per ``iter()``.
+    """Iterate over batches of equally long NumPy arrays, one epoch per ``iter()``.
+
+    ``DataLoader(images, labels)`` gives ``(x_batch, y_batch)`` tuples; any number of arrays
+    gives tuples of that many (``DataLoader(x)`` gives ``(x_batch,)``, as PyTorch's
+    TensorDataset); one dict of arrays gives dicts of batches by the same keys (``fit`` and
+    ``evaluate`` match tuples to a plan's feeds in order, dicts by name). A batch size may
+    follow the arrays positionally (``DataLoader(x, y, 64)``).
 
     Every sample is visited exactly once per epoch. With ``shuffle`` the order comes from a
     ``numpy.random.Generator`` seeded by ``seed`` that advances each epoch: epochs differ,
     runs with the same seed repeat. ``drop_last`` drops a final short batch. ``transform``
-    maps each whole x batch (vectorised, e.g. ``Normalize``). ``prefetch`` prepares the next
-    batch in one background thread (queue of one); it stops when the iteration is left
-    early, and errors raised there are re-raised to the consumer.
+    maps each whole batch of the first array (vectorised, e.g. ``Normalize``), or, for a
+    dict, the whole dict of batches. ``prefetch`` prepares the next batch in one background
+    thread (queue of one); it stops when the iteration is left early, and errors raised there
+    are re-raised to the consumer.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int = 64, shuffle: bool = False,
+    def __init__(self, *arrays: Any, batch_size: int = 64, shuffle: bool = False,
                  seed: int | None = None, drop_last: bool = False, prefetch: bool = False,
-                 transform: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
-        if len(images) != len(labels):
-            raise DatasetError(f"DataLoader: {len(images)} images but {len(labels)} labels")
+                 transform: Callable[[Any], Any] | None = None) -> None:
+        items = list(arrays)
+        if len(items) > 1 and isinstance(items[-1], (int, np.integer)) and not isinstance(items[-1], bool):
+            batch_size = items.pop()  # DataLoader(x, y, 64)
+        if len(items) == 1 and isinstance(items[0], (tuple, list)) and items[0] and \
+                all(hasattr(a, "__len__") and not isinstance(a, (str, bytes)) for a in items[0]):
+            items = list(items[0])  # DataLoader((x, y))
+        self.keys: tuple[str, ...] | None = None
+        if len(items) == 1 and isinstance(items[0], Mapping):
+            self.keys = tuple(items[0])
+            items = list(items[0].values())
+        if not items:
+            raise DatasetError("DataLoader: give the arrays to batch (images and labels, any tuple, or a dict)")
+        names = self.keys or (("images", "labels") if len(items) == 2 else tuple(f"array {i}" for i in range(len(items))))
+        for name, item in zip(names, items):
+            if not hasattr(item, "__len__") or not hasattr(item, "__getitem__") or np.ndim(item) == 0:
+                raise DatasetError(f"DataLoader: {name} is not an array of samples: {type(item).__name__}")
+        lengths = {len(item) for item in items}
+        if len(lengths) > 1:
+            raise DatasetError("DataLoader: the arrays differ in length: " + ", ".join(
+                f"{name} has {len(item)}" for name, item in zip(names, items)))
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise DatasetError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
-        self.images = images
-        self.labels = labels
+        self.arrays = tuple(items)
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.seed = seed
@@ -79,20 +103,37 @@ class DataLoader:
         self.transform = transform
         self._rng = np.random.default_rng(seed)
 
+    @property
+    def images(self) -> Any:
+        """The first array (the images of ``DataLoader(images, labels)``)."""
+        return self.arrays[0]
+
+    @property
+    def labels(self) -> Any:
+        """The last array (the labels of ``DataLoader(images, labels)``)."""
+        return self.arrays[-1]
+
+    @property
+    def samples(self) -> int:
+        return len(self.arrays[0])
+
     def __len__(self) -> int:
-        n = len(self.labels)
+        n = self.samples
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _order(self) -> np.ndarray:
-        n = len(self.labels)
+        n = self.samples
         return self._rng.permutation(n) if self.shuffle else np.arange(n)
 
-    def _batch(self, order: np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray]:
+    def _batch(self, order: np.ndarray, b: int) -> Any:
         idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-        x, y = self.images[idx], self.labels[idx]
+        parts = [array[idx] for array in self.arrays]
+        if self.keys is not None:
+            batch = dict(zip(self.keys, parts))
+            return self.transform(batch) if self.transform is not None else batch
         if self.transform is not None:
-            x = self.transform(x)
-        return x, y
+            parts[0] = self.transform(parts[0])
+        return tuple(parts)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         order = self._order()  # drawn now, so each iter() is one epoch of the generator
@@ -143,5 +184,5 @@ class DataLoader:
             thread.join()
 
     def __repr__(self) -> str:
-        return (f"DataLoader(n={len(self.labels)}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
+        return (f"DataLoader(n={self.samples}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
                 f"drop_last={self.drop_last}, prefetch={self.prefetch})")

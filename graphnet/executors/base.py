@@ -63,6 +63,7 @@ class ArrayExecutor:
                            for n in plan.variables}
         self._feed_slots = {feed: self.slots[buf] for feed, buf in plan.feeds.items()}
         self._memory_checked: set[tuple] = set()
+        self._casts_warned: set[str] = set()  # feeds already warned about being rounded (once each)
         self._program = [self._bind(step, released) for step, released in zip(plan.steps, plan.release)]
         self._flat_updates = [self._flatten(group) for group in plan.flat]
         storage = plan.memory.storage if plan.memory is not None else {}
@@ -235,7 +236,7 @@ class ArrayExecutor:
                                     f"but this plan was compiled for {self._var_types[slot][1]}"
                                     f"{list(self._var_types[slot][0])}: compile the plan again")
             bufs[slot] = array
-        checked = check_feeds(self.plan, feeds, before_converting=self._check_memory)
+        checked = check_feeds(self.plan, feeds, before_converting=self._check_memory, warned=self._casts_warned)
         for name, value in checked.items():
             bufs[self._feed_slots[name]] = self.from_host(value)
         return bufs

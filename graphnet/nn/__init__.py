@@ -7,4 +7,7 @@ from .layers import (  # noqa: F401
     Dropout, Embedding, Flatten, GroupNorm, Identity, LayerNorm, LeakyReLU, Linear, LogSoftmax, MaxPool1d, MaxPool2d,
     ReLU, Sigmoid, SiLU, Softmax, Tanh,
 )
+from .layers import (  # noqa: F401  (issue 23)
+    AdaptiveMaxPool2d, ConvTranspose1d, Dropout2d, InstanceNorm2d, Mish, PReLU, RMSNorm, Softplus, Upsample,
+)
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Sequential, StateDictError  # noqa: F401

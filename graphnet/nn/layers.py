@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .. import ops
-from ..errors import ShapeError
+from ..errors import GraphnetError, ShapeError
 from ..ops.nn import _pair
 from ..tensor import Parameter, Tensor, constant
 from . import init
@@ -130,7 +130,8 @@ class AvgPool1d(AvgPool2d):
 
 
 class AdaptiveAvgPool2d(Module):
-    """Average pooling to ``output_size`` (1, or sizes that divide the input's)."""
+    """Average pooling of (N, C, H, W) or (C, H, W) to ``output_size`` (an int or a pair; None keeps that dim),
+    over PyTorch's windows (rows floor(i * H / Ho) to ceil((i + 1) * H / Ho) - 1): any sizes."""
 
     def __init__(self, output_size: Any) -> None:
         super().__init__()
@@ -141,6 +142,47 @@ class AdaptiveAvgPool2d(Module):
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
+
+
+class AdaptiveMaxPool2d(Module):
+    """Max pooling of (N, C, H, W) or (C, H, W) to ``output_size`` (an int or a pair; None keeps that dim),
+    over PyTorch's windows (which overlap where the sizes do not divide). ``return_indices=True`` is
+    not supported."""
+
+    def __init__(self, output_size: Any, return_indices: bool = False) -> None:
+        super().__init__()
+        if return_indices:
+            raise ShapeError("AdaptiveMaxPool2d: return_indices=True is not supported")
+        self.output_size, self.return_indices = output_size, return_indices
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.adaptive_max_pool2d(x, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+class Upsample(Module):
+    """Resampling of (N, C, H, W) to ``size`` or by ``scale_factor``, as PyTorch's ``Upsample`` (see
+    ``gn.interpolate``): ``mode`` "nearest" (default), "nearest-exact", "bilinear" (``align_corners``
+    False or True) or "area"."""
+
+    def __init__(self, size: Any = None, scale_factor: Any = None, mode: str = "nearest",
+                 align_corners: bool | None = None, recompute_scale_factor: bool | None = None) -> None:
+        super().__init__()
+        if (size is None) == (scale_factor is None):
+            raise ShapeError("Upsample: give exactly one of size and scale_factor")
+        self.size, self.scale_factor, self.mode = size, scale_factor, mode
+        self.align_corners, self.recompute_scale_factor = align_corners, recompute_scale_factor
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners,
+                               self.recompute_scale_factor)
+
+    def extra_repr(self) -> str:
+        what = f"scale_factor={float(self.scale_factor)}" if isinstance(self.scale_factor, (int, float)) else \
+            f"scale_factor={self.scale_factor}" if self.scale_factor is not None else f"size={self.size}"
+        return f"{what}, mode={self.mode!r}"
 
 
 class Conv1d(_ConvNd):
@@ -179,6 +221,36 @@ class ConvTranspose2d(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return ops.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
+                                    self.groups, self.dilation)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class ConvTranspose1d(Module):
+    """Transposed 1-d convolution (PyTorch's arguments): x (N, in_channels, L) -> (N, out_channels, Lo) with
+    Lo = (L - 1) * stride - 2 * padding + dilation * (kernel_size - 1) + output_padding + 1; weight
+    (in_channels, out_channels // groups, kernel_size), bias (out_channels,)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
+                 output_padding: Any = 0, groups: int = 1, bias: bool = True, dilation: Any = 1,
+                 dtype: str = "float32") -> None:
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ShapeError(f"ConvTranspose1d: channels {in_channels}, {out_channels} must be divisible by "
+                             f"groups {groups}")
+        k = kernel_size[0] if isinstance(kernel_size, (tuple, list)) and len(kernel_size) == 1 else kernel_size
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ShapeError(f"ConvTranspose1d: kernel_size must be a positive int, got {kernel_size!r}")
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (k,)
+        self.stride, self.padding, self.output_padding = stride, padding, output_padding
+        self.groups, self.dilation = groups, dilation
+        fan_in = out_channels // groups * k  # PyTorch counts the weight's dim 1 as fan-in here
+        self.weight = Parameter(init.kaiming_uniform((in_channels, out_channels // groups, k), fan_in, dtype=dtype))
+        self.bias = Parameter(init.uniform((out_channels,), 1 / math.sqrt(fan_in), dtype)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.conv_transpose1d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
                                     self.groups, self.dilation)
 
     def extra_repr(self) -> str:
@@ -293,6 +365,45 @@ class SiLU(_Activation):
         return ops.silu(x)
 
 
+class Softplus(_Activation):
+    """``log(1 + exp(beta * x)) / beta``, and ``x`` itself where ``beta * x > threshold``."""
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        super().__init__()
+        self.beta, self.threshold = beta, threshold
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.softplus(x, self.beta, self.threshold)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+
+class Mish(_Activation):
+    """``x * tanh(softplus(x))``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.mish(x)
+
+
+class PReLU(Module):
+    """``x`` where positive, else ``weight * x``, with a learned slope ``weight`` (num_parameters,), all
+    ``init`` at first: one slope for every element, or one per channel (axis 1) of x (N, C, ...)."""
+
+    def __init__(self, num_parameters: int = 1, init: float = 0.25, dtype: str = "float32") -> None:
+        super().__init__()
+        if num_parameters < 1:
+            raise ShapeError(f"PReLU needs num_parameters >= 1, got {num_parameters}")
+        self.num_parameters, self.init = num_parameters, init
+        self.weight = Parameter(np.full(num_parameters, init, dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.prelu(x, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"num_parameters={self.num_parameters}"
+
+
 class LogSoftmax(Softmax):
     """``log(softmax(x))`` along ``dim``, computed stably."""
 
@@ -327,6 +438,15 @@ class Dropout(Module):
         return f"p={self.p}"
 
 
+class Dropout2d(Dropout):
+    """Zeroes whole channels of (N, C, H, W) with probability ``p`` (scaling the rest by ``1 / (1 - p)``) in
+    training mode, from the plan's random source; the identity in eval mode. A (N, C, L) input drops
+    channels of L, as PyTorch does."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.dropout2d(x, self.p, self.mode_switch)
+
+
 class _BatchNorm(Module):
     _dims: tuple[int, ...] = (4,)
     _shape = "(N, C, H, W)"
@@ -337,10 +457,15 @@ class _BatchNorm(Module):
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.weight = Parameter(np.ones(num_features, dtype)) if affine else None
         self.bias = Parameter(np.zeros(num_features, dtype)) if affine else None
+        if momentum is None:
+            raise GraphnetError(f"{type(self).__name__}: momentum=None (a cumulative average over "
+                                f"num_batches_tracked) is not supported; give a float such as 0.1")
         self.track_running_stats = track_running_stats
         if track_running_stats:
             self.register_buffer("running_mean", np.zeros(num_features, dtype))
             self.register_buffer("running_var", np.ones(num_features, dtype))
+            # training steps seen, as PyTorch counts them (so its state dicts load, and save back)
+            self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim not in self._dims or (isinstance(x.shape[1], int) and x.shape[1] != self.num_features):
@@ -350,6 +475,8 @@ class _BatchNorm(Module):
         use_batch_stats = self.mode_switch if self.track_running_stats else True
         rm = self.running_mean if self.track_running_stats else None
         rv = self.running_var if self.track_running_stats else None
+        if self.track_running_stats:
+            x = ops.count_batches(x, self.num_batches_tracked, use_batch_stats)
         return ops.batch_norm(x, rm, rv, self.weight, self.bias, use_batch_stats, self.momentum, self.eps)
 
     def extra_repr(self) -> str:
@@ -409,3 +536,53 @@ class GroupNorm(Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}"
+
+
+class InstanceNorm2d(Module):
+    """Normalisation of each sample's channel over (H, W) (biased variance), for (N, C, H, W) or (C, H, W)
+    input, with a learned scale and shift per channel where ``affine`` (``weight`` ones and ``bias``
+    zeros, shape (num_features,); ``bias=False`` drops the shift). ``track_running_stats=True`` is not
+    supported (ShapeError)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = False,
+                 track_running_stats: bool = False, dtype: str = "float32", *, bias: bool = True) -> None:
+        super().__init__()
+        if track_running_stats:
+            raise ShapeError("InstanceNorm2d(track_running_stats=True) is not supported: graphnet normalises with "
+                             "each instance's statistics only")
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        self.weight = Parameter(np.ones(num_features, dtype)) if affine else None
+        self.bias = Parameter(np.zeros(num_features, dtype)) if affine and bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim not in (3, 4) or (isinstance(x.shape[-3], int) and x.shape[-3] != self.num_features):
+            raise ShapeError(f"InstanceNorm2d({self.num_features}) in {self._path or 'model'} at "
+                             f"{ops.registry.user_location()}: expected (N, {self.num_features}, H, W) or "
+                             f"({self.num_features}, H, W), got {x.shape}")
+        if x.ndim == 3:
+            y = ops.instance_norm(ops.expand_dims(x, 0), weight=self.weight, bias=self.bias, eps=self.eps)
+            return ops.squeeze(y, 0)
+        return ops.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+
+
+class RMSNorm(Module):
+    """Division by the root mean square over the last dims ``normalized_shape`` (``sqrt(mean(x ** 2) +
+    eps)``), times a learned ``weight`` (normalized_shape, ones) where ``elementwise_affine``. ``eps=None``
+    is the machine epsilon of the input's dtype, as PyTorch's."""
+
+    def __init__(self, normalized_shape: Any, eps: float | None = None, elementwise_affine: bool = True,
+                 dtype: str = "float32") -> None:
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, elementwise_affine
+        self.weight = Parameter(np.ones(shape, dtype)) if elementwise_affine else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.rms_norm(x, self.normalized_shape, self.weight, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"

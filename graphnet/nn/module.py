@@ -201,9 +201,12 @@ class Module:
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
         """Copy values in place; every plan's next run uses them. Returns the missing and
-        unexpected keys (with ``strict``, either raises StateDictError)."""
+        unexpected keys (with ``strict``, either raises StateDictError). A PyTorch state dict
+        converted to NumPy arrays loads as is (``num_batches_tracked`` included)."""
         own = OrderedDict(list(self.named_parameters()) + list(self.named_buffers()))
-        missing = [k for k in own if k not in state]
+        # a batch-norm step counter absent from an older state dict (graphnet's before it kept
+        # one, or PyTorch's before 0.4.1) keeps its count, as PyTorch treats it
+        missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
         unexpected = [k for k in state if k not in own]
         if strict and (missing or unexpected):
             raise StateDictError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")

@@ -23,7 +23,13 @@ from .pooling import (  # noqa: F401
     adaptive_avg_pool2d, avg_pool1d, avg_pool2d_ext, max_pool1d, max_pool2d_ext,
 )
 from .embedding import embedding  # noqa: F401
+from .counting import count_batches  # noqa: F401
 from .common import sum_to  # noqa: F401
 from .shape import copy, stop_gradient  # noqa: F401
 from .tuples import results, tuple_get  # noqa: F401
+from .conv import conv_transpose1d  # noqa: F401
+from .nn import dropout2d  # noqa: F401
+from .norm import instance_norm, rms_norm  # noqa: F401
+from .pooling import adaptive_max_pool2d  # noqa: F401
+from .resample import interpolate  # noqa: F401
 from . import fused, vjp  # noqa: F401  (register fused and composite_vjp)

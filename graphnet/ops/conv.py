@@ -131,3 +131,26 @@ def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stri
     if bias is not None:
         y = y + reshape(bias, (1, -1, 1, 1))
     return y
+
+
+def conv_transpose1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int = 1, padding: int = 0,
+                     output_padding: int = 0, groups: int = 1, dilation: int = 1) -> Tensor:
+    """As PyTorch's ``F.conv_transpose1d``: x (N, C_in, L), weight (C_in, C_out // groups, k), bias (C_out,)
+    -> (N, C_out, (L - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1); a
+    conv_transpose2d over a height of 1."""
+    if x.ndim != 3 or weight.ndim != 3:
+        raise ShapeError(f"conv_transpose1d expects x (N, C_in, L) and weight (C_in, C_out // groups, k), got "
+                         f"{x.shape} and {weight.shape}")
+    args = {}
+    for name, value in (("stride", stride), ("padding", padding), ("output_padding", output_padding),
+                        ("dilation", dilation)):
+        if isinstance(value, (tuple, list)):
+            if len(value) != 1:
+                raise ShapeError(f"conv_transpose1d: {name} must be an int or a 1-tuple, got {value!r}")
+            value = value[0]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ShapeError(f"conv_transpose1d: {name} must be an int, got {value!r}")
+        args[name] = value
+    y = conv_transpose2d(expand_dims(x, 2), expand_dims(weight, 2), bias, (1, args["stride"]),
+                         (0, args["padding"]), (0, args["output_padding"]), groups, (1, args["dilation"]))
+    return squeeze(y, 2)

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from .. import dtypes
-from ..errors import DTypeError
+from ..errors import DTypeError, ShapeError
 from ..ir import TensorType
 from ..tensor import Tensor
 from .common import broadcast_shapes, declare, require_float, sum_to, unary_float, unary_same
@@ -251,6 +251,27 @@ def _gelu_infer(t: TensorType, *, approximate: str) -> TensorType:
 defop("gelu", scalar=_gelu_scalar, attrs={"approximate": "str"}, category="elementwise", infer=_gelu_infer, kernel=_gelu_kernel, grad=_gelu_grad)
 
 
+def _softplus_kernel(xp: Any, x: Any, beta: float, threshold: float) -> Any:
+    bx = x * x.dtype.type(beta)
+    # exp of at most the threshold: the elements above it are x itself, and need not overflow
+    soft = xp.log1p(xp.exp(xp.minimum(bx, x.dtype.type(threshold)))) / x.dtype.type(beta)
+    return xp.where(bx > threshold, x, soft)
+
+
+def _softplus_infer(t: TensorType, *, beta: float, threshold: float) -> TensorType:
+    require_float(t)
+    if beta == 0:
+        raise ShapeError("softplus: beta must not be 0")
+    return t
+
+
+# PyTorch's softplus: log(1 + exp(beta x)) / beta, and x itself where beta x > threshold
+defop("softplus", attrs={"beta": "float", "threshold": "float"}, category="elementwise", infer=_softplus_infer,
+      kernel=_softplus_kernel,
+      scalar=lambda x, beta, threshold: S.where((x * beta).gt(threshold), x, S.log1p(S.exp(x * beta)) / beta),
+      grad=lambda g, out, ins, beta, threshold: (where(ins[0] * beta > threshold, g, g * sigmoid(ins[0] * beta)),))
+
+
 def neg(x: Any) -> Tensor:
     """``-x``."""
     return declare("neg", [x])
@@ -319,6 +340,33 @@ def silu(x: Tensor) -> Tensor:
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
     """Gaussian error linear unit ``x * Phi(x)``; ``approximate="tanh"`` as in PyTorch."""
     return declare("gelu", [x], {"approximate": approximate})
+
+
+def softplus(x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """``log(1 + exp(beta * x)) / beta``, and ``x`` itself where ``beta * x > threshold`` (PyTorch's)."""
+    return declare("softplus", [x], {"beta": float(beta), "threshold": float(threshold)})
+
+
+def mish(x: Tensor) -> Tensor:
+    """``x * tanh(softplus(x))``."""
+    return x * tanh(softplus(x))
+
+
+def prelu(x: Tensor, weight: Tensor) -> Tensor:
+    """``x`` where positive, else ``weight * x``, as PyTorch's ``F.prelu``: ``weight`` (1,) is one slope for
+    every element; ``weight`` (C,) one per channel of x (N, C, ...) (channel axis 1)."""
+    from .shape import reshape
+
+    if weight.ndim != 1 or not isinstance(weight.shape[0], int):
+        raise ShapeError(f"prelu: weight must have a static shape (1,) or (C,), got {weight.shape}")
+    count = weight.shape[0]
+    if count == 1:
+        slope = reshape(weight, ())
+    else:
+        if x.ndim < 2 or (isinstance(x.shape[1], int) and x.shape[1] != count):
+            raise ShapeError(f"prelu: {count} slopes need input (N, {count}, ...), got {x.shape}")
+        slope = reshape(weight, (1, count) + (1,) * (x.ndim - 2))
+    return where(x > 0.0, x, x * slope)
 
 
 #: the public functional forms of this file (graphnet.ops and graphnet export them all, so an

@@ -276,6 +276,30 @@ def dropout(x: Tensor, p: float = 0.5, training: Any = True) -> Tensor:
     return tuple_get(declare("dropout", [x], {"p": float(p), "training": training}), 0)
 
 
+def dropout2d(x: Tensor, p: float = 0.5, training: Any = True) -> Tensor:
+    """Zero whole channels of x (N, C, H, W) with probability ``p`` and scale the rest by ``1 / (1 - p)``
+    when training, as PyTorch's ``F.dropout2d`` (a (N, C, L) input drops channels of L, as PyTorch does).
+
+    The mask (N, C, 1, 1) is ``dropout`` of ones, so it draws from the plan's random source and
+    an eval-mode plan drops it; ``training`` as for ``dropout``.
+    """
+    if x.ndim not in (3, 4):
+        raise ShapeError(f"dropout2d expects (N, C, H, W) or (N, C, L) input, got {x.shape}")
+    if not 0.0 <= p < 1.0:
+        raise ShapeError(f"dropout probability must be in [0, 1), got {p}")
+    _check_training(training)
+    if training is False or p == 0.0:
+        return x
+    from ..tensor import constant
+    from .elementwise import mul
+    from .reduce import broadcast_like
+    from .shape import slice_
+
+    channels = slice_(x, ((None, None, None), (None, None, None)) + ((0, 1, None),) * (x.ndim - 2))
+    mask = dropout(broadcast_like(constant(1.0, x.dtype), channels), p, training)
+    return mul(x, mask)
+
+
 # --- one-hot ------------------------------------------------------------------------------
 
 def _one_hot_infer(labels: TensorType, *, num_classes: int, dtype: str) -> TensorType:

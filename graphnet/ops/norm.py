@@ -355,3 +355,46 @@ def group_norm(x: Tensor, num_groups: int, weight: Tensor | None = None, bias: T
     if bias is not None:
         y = y + reshape(bias, bshape)
     return y
+
+
+def instance_norm(x: Tensor, running_mean: Tensor | None = None, running_var: Tensor | None = None,
+                  weight: Tensor | None = None, bias: Tensor | None = None, use_input_stats: bool = True,
+                  momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """As PyTorch's ``F.instance_norm`` with each instance's statistics: x (N, C, *spatial) normalised over
+    its spatial dims per sample and channel (biased variance), then scaled and shifted per channel by
+    ``weight`` and ``bias`` (C,). Running statistics are not supported."""
+    if running_mean is not None or running_var is not None or not use_input_stats:
+        raise ShapeError("instance_norm: running statistics (track_running_stats=True) are not supported")
+    if x.ndim < 3:
+        raise ShapeError(f"instance_norm expects (N, C, ...) input with spatial dims, got {x.shape}")
+    channels = x.shape[1]
+    bshape = (1, channels if isinstance(channels, int) else -1) + (1,) * (x.ndim - 2)
+    for what, t in (("weight", weight), ("bias", bias)):
+        if t is not None and (t.ndim != 1 or not dims_equal(t.shape[0], channels)):
+            raise ShapeError(f"instance_norm: {what} must have shape ({channels},), got {t.shape}")
+    y = _standardize(x, tuple(range(2, x.ndim)), eps)[0]
+    if weight is not None:
+        y = y * reshape(weight, bshape)
+    if bias is not None:
+        y = y + reshape(bias, bshape)
+    return y
+
+
+def rms_norm(x: Tensor, normalized_shape: Any, weight: Tensor | None = None, eps: float | None = None) -> Tensor:
+    """As PyTorch's ``F.rms_norm``: x (..., *normalized_shape) divided by the root mean square of its last
+    dims, ``sqrt(mean(x ** 2) + eps)``, times ``weight`` (normalized_shape); ``eps=None`` is the machine
+    epsilon of x's dtype (``torch.finfo(dtype).eps``)."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    tail = tuple(x.shape[x.ndim - len(shape):]) if 1 <= len(shape) <= x.ndim else None
+    if tail is None or not all(dims_equal(a, b) for a, b in zip(tail, shape)):
+        raise ShapeError(f"rms_norm over {shape}: the input's last dims are {x.shape}")
+    if weight is not None and (tuple(weight.shape) != shape):
+        raise ShapeError(f"rms_norm: weight must have shape {shape}, got {weight.shape}")
+    require_float(x.node.type)
+    if eps is None:
+        import numpy as np
+
+        eps = float(np.finfo(x.dtype).eps)
+    axes = tuple(range(x.ndim - len(shape), x.ndim))
+    y = x / sqrt(mean(x * x, axes, keepdims=True) + float(eps))
+    return y * weight if weight is not None else y

@@ -1,5 +1,8 @@
 """Pooling beyond the 2-d kernels: ceil_mode, count_include_pad, dilation, 1-d and adaptive pools.
 
+Adaptive pools use PyTorch's windows for any sizes; their ops (``interpolate2d`` in mode "area",
+``adaptive_max_pool2d``) live in resample.py.
+
 The defaults call the ``max_pool2d`` / ``avg_pool2d`` kernels directly; the other options
 are composed from them (and from pad, slices and maximum), so their gradients come for free.
 """
@@ -13,6 +16,8 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..tensor import Tensor, constant
+from . import resample  # noqa: F401  (registers interpolate2d and adaptive_max_pool2d)
+from .common import declare
 from .elementwise import maximum
 from .nn import _pair, avg_pool2d, max_pool2d
 from .reduce import expand_dims, mean, squeeze
@@ -107,16 +112,51 @@ def avg_pool1d(x: Tensor, kernel_size: int, stride: int | None = None, padding: 
     return squeeze(y, 2)
 
 
+def _adaptive(x: Tensor, output_size: Any, what: str) -> tuple[Tensor, tuple[int, int], bool]:
+    """(x as (N, C, H, W), the output size with None resolved, whether x was an unbatched (C, H, W))."""
+    if x.ndim not in (3, 4):
+        raise ShapeError(f"{what} expects (N, C, H, W) or (C, H, W) input, got {x.shape}")
+    size = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+    if len(size) != 2 or not all(s is None or (isinstance(s, int) and not isinstance(s, bool)) for s in size):
+        raise ShapeError(f"{what}: output_size must be an int or a pair of ints (or None), got {output_size!r}")
+    spatial = x.shape[-2:]
+    target = tuple(spatial[i] if size[i] is None else int(size[i]) for i in range(2))
+    if not all(isinstance(t, int) for t in target):
+        raise ShapeError(f"{what}: output_size None keeps a dim, which must then be static; got input {x.shape}")
+    if min(target) < 1:
+        raise ShapeError(f"{what}: output_size must be >= 1, got {target}")
+    return (expand_dims(x, 0) if x.ndim == 3 else x), target, x.ndim == 3  # type: ignore[return-value]
+
+
 def adaptive_avg_pool2d(x: Tensor, output_size: Any) -> Tensor:
-    """Average pooling to ``output_size`` (an int or pair; None keeps that dim): size 1, or a divisor of the input."""
-    if x.ndim != 4:
-        raise ShapeError(f"adaptive_avg_pool2d expects (N, C, H, W), got {x.shape}")
-    size = (output_size, output_size) if not isinstance(output_size, (tuple, list)) else tuple(output_size)
-    target = tuple(x.shape[2 + i] if size[i] is None else int(size[i]) for i in range(2))
+    """Average pooling of x (N, C, H, W) or (C, H, W) to ``output_size`` (an int or a pair; None keeps
+    that dim), over PyTorch's windows: output ``i`` averages input rows floor(i * H / Ho) to
+    ceil((i + 1) * H / Ho) - 1 (and likewise columns), so any sizes work, also larger than the input's.
+
+    An output of 1 is a mean, sizes dividing the input's an ``avg_pool2d``, others one
+    ``interpolate2d`` step in mode "area" (which also takes symbolic spatial sizes).
+    """
+    x4, target, unbatched = _adaptive(x, output_size, "adaptive_avg_pool2d")
+    spatial = x4.shape[2:]
     if target == (1, 1):
-        return mean(x, (2, 3), keepdims=True)
-    if not all(isinstance(v, int) for v in x.shape[2:]) or any(h % o for h, o in zip(x.shape[2:], target)):
-        raise ShapeError(f"adaptive_avg_pool2d to {target} needs output sizes that divide the input's {x.shape[2:]} "
-                         f"(or an output of 1)")
-    kernel = tuple(h // o for h, o in zip(x.shape[2:], target))
-    return avg_pool2d(x, kernel, kernel, 0)
+        y = mean(x4, (2, 3), keepdims=True)
+    elif all(isinstance(v, int) for v in spatial) and not any(h % o for h, o in zip(spatial, target)):
+        kernel = tuple(h // o for h, o in zip(spatial, target))
+        y = avg_pool2d(x4, kernel, kernel, 0)
+    else:
+        y = declare("interpolate2d", [x4], {"mode": "area", "size": target, "align_corners": False,
+                                             "scale_h": 0.0, "scale_w": 0.0})
+    return squeeze(y, 0) if unbatched else y
+
+
+def adaptive_max_pool2d(x: Tensor, output_size: Any, return_indices: bool = False) -> Tensor:
+    """Max pooling of x (N, C, H, W) or (C, H, W) to ``output_size`` (an int or a pair; None keeps that
+    dim) over PyTorch's adaptive windows (rows floor(i * H / Ho) to ceil((i + 1) * H / Ho) - 1), which may
+    overlap when the sizes do not divide: the gradient goes to each window's first maximum, summed
+    where windows share it. ``return_indices=True`` is not supported.
+    """
+    if return_indices:
+        raise ShapeError("adaptive_max_pool2d: return_indices=True is not supported")
+    x4, target, unbatched = _adaptive(x, output_size, "adaptive_max_pool2d")
+    y = declare("adaptive_max_pool2d", [x4], {"output_size": target})
+    return squeeze(y, 0) if unbatched else y

@@ -17,7 +17,7 @@ from ..ir import Graph, Node, topological_order
 from ..ops import broadcast_like, stop_gradient, sum as reduce_sum
 from ..modes import ModeSwitch
 from ..ops.common import declare
-from ..ops.registry import derived_from, get_op
+from ..ops.registry import derived_from, get_op, user_location
 from ..ops.tuples import results, tuple_get
 from ..ops.vjp import split_attrs
 from ..tensor import Tensor, constant
@@ -75,12 +75,14 @@ def gradients(y: Node, wrt: Sequence[Node]) -> list[Node]:
             f"(declared at {y.location}); reduce it first, e.g. with gn.sum or gn.mean"
         )
     if not dtypes.is_float(y.dtype):
-        raise GradientError(f"gradients need a floating output, got {y.label()} of dtype {y.dtype}")
+        raise GradientError(f"gradients need a floating output, got {y.label()} of dtype {y.dtype} "
+                            f"(declared at {y.location}; differentiated at {user_location()})")
     for w in wrt:
         if not dtypes.is_float(w.dtype):
             raise GradientError(
-                f"cannot differentiate with respect to {w.label()}: its dtype {w.dtype} is not floating "
-                f"(gradients do not flow through integer tensors)"
+                f"cannot differentiate with respect to {w.label()} (declared at {w.location}; differentiated "
+                f"at {user_location()}): its dtype {w.dtype} is not floating (gradients do not flow through "
+                f"integer tensors; cast it first if it stands for real numbers)"
             )
     order = topological_order([y])
     live = _on_path(order, wrt)
@@ -161,6 +163,9 @@ def autodiff(graph: Graph, wrt: Sequence[Node] | None = None, select: Callable[[
     params = trainable_variables(graph, select) if wrt is None else list(wrt)
     if not params:
         loss = graph.outputs[0]
-        raise GradientError(f"nothing to train: {loss.label()} depends on no trainable parameter")
+        raise GradientError(
+            f"nothing to train: {loss.label()} (declared at {loss.location}; compiled at {user_location()}) "
+            f"depends on no trainable parameter: every parameter it reads is frozen (requires_grad_(False)), "
+            f"in none of the optimizer's parameter groups, or it reads none")
     grads = gradients(graph.outputs[0], params)
     return Graph.build(graph.outputs, graph.output_names, graph.effects, tuple(zip(params, grads)))

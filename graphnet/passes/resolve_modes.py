@@ -25,6 +25,8 @@ def resolve_modes(graph: Graph, mode: str | None = None) -> Graph:
         if not isinstance(value, (bool, ModeSwitch)):
             return None
         training = resolve(value, mode)
+        if node.op == "count_batches" and not training:
+            return inputs[0]  # evaluation counts no batches (and conv -> batch_norm stays adjacent for folding)
         if node.op == "dropout" and not training:
             with derived_from(node, node.role):
                 ones = broadcast_like(constant(1.0, inputs[0].type.dtype), Tensor(inputs[0])).node

@@ -79,6 +79,8 @@ def simplify(graph: Graph) -> Graph:
             return _transpose(x, axes, node)
         elif op == "stop_gradient":  # compiled graphs hold their gradients already
             return inputs[0]
+        elif op == "count_batches":  # its count is an effect by now (state_updates runs first)
+            return inputs[0]
         elif op == "neg" and inputs[0].op == "neg":
             return inputs[0].inputs[0]
         elif op in ("reshape", "reshape_like", "broadcast_like", "broadcast_to", "sum_to", "cast"):

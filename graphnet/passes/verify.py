@@ -60,7 +60,7 @@ def verify(graph: Graph) -> Graph:
 def verify_effects(graph: Graph) -> None:
     """The effect list alone (cheap enough for every lowering): effect ops, listed once, writing
     variables, each variable at most once."""
-    targets: dict[int, str] = {}
+    targets: dict[int, str] = {}  # variable id -> what wrote it, and where
     for i, effect in enumerate(graph.effects):
         if not REGISTRY[effect.op].effect:
             raise GraphError(f"effect {i} is a {effect.op}, not an effect op")
@@ -73,7 +73,10 @@ def verify_effects(graph: Graph) -> None:
                 raise GraphError(f"effect {effect.label()} ({effect.op}) writes {target.label()}, a {target.op}, "
                                  f"not a variable")
             var = target.attrs["var"]
+            where = f"{kind} {effect.op}" + (f" in {effect.scope}" if effect.scope else "") + (
+                f" declared at {effect.location}" if effect.location else "")
             if var.id in targets:
-                raise GraphError(f"variable {target.label()} is written twice in one run ({targets[var.id]} and "
-                                 f"{kind}); a layer that owns state may be called once per plan")
-            targets[var.id] = str(kind)
+                raise GraphError(f"variable {target.label()} is written twice in one run (by the {targets[var.id]} "
+                                 f"and by the {where}): give one effect per variable (state_updates chains a "
+                                 f"layer's updates when it is called twice)")
+            targets[var.id] = where
