@@ -12,12 +12,14 @@ from . import config, data, dtypes, export, losses, nn, ops, optim, passes, plot
 from .compile import CompiledPlan, compile, load  # noqa: F401
 from . import debug  # noqa: F401,E402  (gn.debug.bisect_passes)
 from .errors import (  # noqa: F401
-    ConfigError, DTypeError, ExecutorError, FeedCastWarning, FeedError, GradientError, GraphError, GraphnetError, MemoryLimitError, ModeWarning,
+    ConfigError, DTypeError, ExecutorError, FeedCastWarning, FeedError, GradientError, GraphError, GraphnetError,
+    LossNotFiniteError, MemoryLimitError, ModeWarning,
     NumericsError, OptimizerError, PlanFileError, PlanVersionError, ShapeError, SymbolicTensorError,
 )
 from . import backends  # noqa: F401,E402  (registers the backends graphnet ships)
 from .kernels.cpu.threads import set_num_threads  # noqa: F401
 from .grad import grad  # noqa: F401
+from .summary import ModelSummary, summary  # noqa: F401
 from .ir import Graph, Node, TensorType  # noqa: F401
 from .nn.init import manual_seed  # noqa: F401
 from .ops.elementwise import *  # noqa: F401,F403,E402  (every elementwise op: gn.relu, gn.where, ...)

@@ -43,6 +43,14 @@ class NumericsError(GraphnetError, FloatingPointError):
     """A NaN or Inf appeared while ``check_numerics`` was on."""
 
 
+class LossNotFiniteError(NumericsError):
+    """A training step's loss is NaN or Inf: its update was not applied. ``loss`` holds it."""
+
+    def __init__(self, message: str, loss: float) -> None:
+        super().__init__(message)
+        self.loss = loss
+
+
 class PlanFileError(GraphnetError, ValueError):
     """A plan file cannot be saved or loaded: unreadable, malformed, or inconsistent."""
 

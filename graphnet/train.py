@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import FeedError, GraphnetError, NumericsError, OptimizerError
+from .errors import FeedError, GraphnetError, LossNotFiniteError, NumericsError, OptimizerError
 
 __all__ = ["History", "TrainingDivergedError", "fit", "evaluate", "predict", "softmax", "log_softmax"]
 
@@ -367,7 +367,9 @@ def fit(
     1. validation: ``evaluate(eval_plan, val_data, feed_name=feed_names[0], output=output)``
        (loss and accuracy; give both ``eval_plan`` and ``val_data``, or neither);
     2. the epoch is appended to the history, with the learning rate it trained with;
-    3. ``schedule.step()`` (an LR schedule of ``train_plan.optimizer``) sets the next lr;
+    3. ``schedule.step()`` (an LR schedule of ``train_plan.optimizer``) sets the next lr
+       (``ReduceLROnPlateau`` is given the epoch's validation loss, or its training loss
+       without validation);
     4. a summary line goes to ``log`` (``None`` for silence);
     5. ``checkpoint(epoch, history)``: the hook for saving state (the plan export plugs in
        here); the schedule has already stepped, so a save resumes at the next epoch;
@@ -427,7 +429,10 @@ def fit(
             batch_start = time.perf_counter()
             for feeds in _feed_batches(train_data, feed_names, "fit"):
                 step += 1
-                out = train_plan.run(feeds)
+                try:
+                    out = train_plan.run(feeds)
+                except LossNotFiniteError as exc:  # refused before any update
+                    raise _diverged(epoch, epochs, step, steps, exc.loss, last_finite, lr, history) from None
                 loss = float(out[loss_name])
                 n = len(feeds[x_name])
                 y = feeds.get(y_name) if y_name is not None else None
@@ -464,7 +469,10 @@ def fit(
             images_per_second=samples / max(train_seconds, 1e-9),
         )
         if schedule is not None:
-            schedule.step()
+            if getattr(schedule, "takes_metric", False):  # ReduceLROnPlateau: the validation loss, else the training loss
+                schedule.step(val["loss"] if val.get("loss") is not None else loss_sum / samples)
+            else:
+                schedule.step()
         if log is not None:
             log(_epoch_line(epoch, epochs, history))
         if checkpoint is not None:

@@ -18,7 +18,7 @@ LAYERS = [
     {"codegen", "kernels"},                                                # kernel generation, kernel libraries
     {"executors"},                                                         # the backend protocol
     {"backends"},                                                          # the backends
-    {"compile", "export", "grad", "printing", "render", "report", "debug", "cli", "train", "data", "plots", "prepare",
+    {"compile", "export", "grad", "printing", "render", "report", "debug", "cli", "train", "data", "plots", "prepare", "summary",
      "testing", "__init__"},                                               # the user's API and tools
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

@@ -409,6 +409,10 @@ for red in ("mean", "sum", "none"):
 case("cross_entropy-symbolic-batch", lambda z, y: gn.losses.cross_entropy(z, y, label_smoothing=0.2),
      shapes={"z": (None, 3), "y": (None,)}, z=normal(5, 3), y=labels(5, 3))
 case("nll-raw-scores", lambda z, y: gn.losses.nll(z, y), z=normal(4, 3), y=labels(4, 3))
+case("cross_entropy-weighted-ignoring",  # more weighted and ignoring cases in tests/test_losses_more.py
+     lambda z, y: gn.losses.cross_entropy(z, y, weight=np.array([0.5, 2.0, 1.0]), ignore_index=-100,
+                                          label_smoothing=0.1),
+     z=normal(5, 3) * 2, y=np.array([0, -100, 2, 1, 2]))
 case("mse-constant-target", lambda p: gn.losses.mse(p, np.linspace(-1, 1, 12).reshape(3, 4)), p=normal(3, 4))
 
 # --- a small network: many rules chained --------------------------------------------------------------
@@ -593,6 +597,9 @@ def test_hessian_vector_product_matches_finite_differences_of_the_gradient(case:
 
 #: ops with a gradient rule that no case differentiates through, and why
 GRAD_EXCEPTIONS = {
+    "target_weights": "its float input is the class weights, which get no gradient by design (as in PyTorch); the "
+                      "weighted cross_entropy/nll cases run it as a constant-like factor and test_losses_more checks "
+                      "that gn.grad of a weight is zero",
     "one_hot": "its only input is integer labels, never on a gradient path (gradients need float inputs), so the "
                "rule is unreachable; it appears in the cross_entropy/nll cases as a constant-like factor",
     "dropout": "random: each run draws a new mask, so finite differences are meaningless; test_op_forward "

@@ -214,3 +214,76 @@ def test_two_writes_of_one_variable_name_both_writers_and_their_lines():
     with pytest.raises(gn.GraphError, match=r"written twice.*declared at test_pytorch_habits.py:\d+.*"
                                             r"declared at test_pytorch_habits.py:\d+"):
         gn.compile({"c": counter * 1.0}, effects=[first, second])
+
+
+def test_embedding_padding_row_is_read_as_loaded_and_gets_no_gradient():
+    """PyTorch reads a loaded (pretrained) padding row as it is and keeps it out of the gradient;
+    graphnet used to read it as zeros."""
+    gn.manual_seed(0)
+    emb = gn.nn.Embedding(5, 3, padding_idx=1)
+    assert np.array_equal(emb.weight.data[1], np.zeros(3))  # starts at zero, as PyTorch's
+    table = RNG.standard_normal((5, 3)).astype(np.float32)
+    emb.load_state_dict({"weight": table})
+    idx = gn.placeholder("idx", (None,), dtype="int64")
+    target = gn.placeholder("target", (None, 3))
+    out = emb(idx)
+    train = gn.compile({"loss": gn.losses.mse(out, target), "out": out}, optimizer=gn.optim.SGD(lr=0.5))
+    indices = np.array([1, 2, 1, 4])
+    goal = np.ones((4, 3), np.float32)
+    result = train.run(idx=indices, target=goal)
+    np.testing.assert_array_equal(result["out"], table[indices])
+    grad = np.zeros_like(table)
+    np.add.at(grad, indices, 2 * (table[indices] - goal) / goal.size)
+    grad[1] = 0  # the padding row: no gradient
+    np.testing.assert_allclose(emb.weight.data, table - 0.5 * grad, rtol=1e-6)
+
+
+# --- a model summary ---------------------------------------------------------------------------------
+
+def test_summary_lists_layers_shapes_parameters_kernels_and_peak_memory():
+    gn.manual_seed(0)
+    model = gn.nn.Sequential(gn.nn.Conv2d(1, 4, 3), gn.nn.BatchNorm2d(4), gn.nn.ReLU(), gn.nn.Flatten(),
+                             gn.nn.Linear(4 * 6 * 6, 10))
+    model[0].requires_grad_(False)
+    model.train()
+    s = gn.summary(model, (None, 1, 8, 8), batch_size=32)
+    assert [(r.path, r.kind, r.output, r.parameters) for r in s.rows] == [
+        ("model", "Sequential", [(None, 10)], 0), ("0", "Conv2d", [(None, 4, 6, 6)], 40),
+        ("1", "BatchNorm2d", [(None, 4, 6, 6)], 8), ("2", "ReLU", [(None, 4, 6, 6)], 0),
+        ("3", "Flatten", [(None, 144)], 0), ("4", "Linear", [(None, 10)], 1450)]
+    assert (s.parameters, s.trainable, s.buffers) == (1498, 1458, 4 + 4 + 1)
+    x = gn.placeholder("x", (None, 1, 8, 8))
+    plan = gn.compile(model(x), mode="eval")
+    assert s.kernels == len(plan.plan.steps)
+    assert s.peak_bytes == plan.executor.peak_bytes(plan.plan, {"x": (32, 1, 8, 8)}) > 0
+    text = str(s)
+    assert "4 (Linear)" in text and "1,450" in text and "frozen 40" in text and f"{s.kernels} kernels" in text
+    assert model.training  # the model's mode is left alone
+
+
+# --- an empty batch ------------------------------------------------------------------------------------
+
+def test_an_empty_batch_runs_as_pytorch_and_a_nan_loss_is_never_applied():
+    gn.manual_seed(0)
+    x = gn.placeholder("x", (None, 1, 6, 6))
+    labels = gn.placeholder("labels", (None,), dtype="int64")
+    model = gn.nn.Sequential(gn.nn.Conv2d(1, 2, 3), gn.nn.ReLU(), gn.nn.Flatten(), gn.nn.Linear(32, 3))
+    logits = model(x)
+    empty = np.zeros((0, 1, 6, 6), np.float32)
+    assert gn.compile({"logits": logits}).run(x=empty)["logits"].shape == (0, 3)  # used to fail in flatten
+    train = gn.compile({"loss": gn.losses.cross_entropy(logits, labels), "logits": logits},
+                       optimizer=gn.optim.Adam(lr=0.1))
+    before = {k: v.data.copy() for k, v in train.variables.items()}
+    with np.errstate(all="ignore"), pytest.raises(gn.NumericsError, match="loss is nan.*not applied"):
+        train.run(x=empty, labels=np.zeros(0, np.int64))  # the mean over no samples is NaN, as in PyTorch
+    assert all(np.array_equal(before[k], v.data) for k, v in train.variables.items()) and train.step_count == 0
+    summed = gn.compile(gn.losses.cross_entropy(logits, labels, reduction="sum"), optimizer=gn.optim.SGD(lr=0.1))
+    assert summed.run(x=empty, labels=np.zeros(0, np.int64))["loss"] == 0.0  # a sum over nothing trains nothing
+
+
+def test_label_errors_name_the_users_line():
+    scores = gn.placeholder("scores", (None, 3))
+    with pytest.raises(gn.DTypeError, match=r"cross_entropy at test_pytorch_habits.py:\d+: labels must be integer"):
+        gn.losses.cross_entropy(scores, gn.placeholder("y", (None,)))
+    with pytest.raises(gn.ShapeError, match=r"cross_entropy at test_pytorch_habits.py:\d+: expected \(N,\) labels"):
+        gn.losses.cross_entropy(scores, gn.placeholder("y2", (None, 2), dtype="int64"))

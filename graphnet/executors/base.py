@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .. import config, dtypes, interrupts
-from ..errors import ExecutorError, GraphnetError, MemoryLimitError, NumericsError
+from ..errors import ExecutorError, GraphnetError, LossNotFiniteError, MemoryLimitError, NumericsError
 from ..ops.fused import first_nonfinite_member
 from ..ops.registry import get_op
 from ..plan import FlatGroup, Plan, Step
@@ -64,6 +64,8 @@ class ArrayExecutor:
         self._feed_slots = {feed: self.slots[buf] for feed, buf in plan.feeds.items()}
         self._memory_checked: set[tuple] = set()
         self._casts_warned: set[str] = set()  # feeds already warned about being rounded (once each)
+        # a training plan's loss (its first output): a non-finite one is never applied
+        self._loss_slot = self.slots[next(iter(plan.outputs.values()))] if plan.trainable and plan.outputs else None
         self._program = [self._bind(step, released) for step, released in zip(plan.steps, plan.release)]
         self._flat_updates = [self._flatten(group) for group in plan.flat]
         storage = plan.memory.storage if plan.memory is not None else {}
@@ -307,6 +309,14 @@ class ArrayExecutor:
         never half of each, and no ``fused_assign`` (which updates state in place) runs twice.
         A KeyboardInterrupt or SystemExit raised by a kernel itself runs the remaining effects
         before it propagates."""
+        if self._loss_slot is not None:
+            loss = bufs[self._loss_slot]
+            if loss is not None and getattr(loss, "size", 1) == 1 and not bool(self.xp.isfinite(loss).all()):
+                raise LossNotFiniteError(
+                    f"the loss is {float(loss)}: this step's update is not applied (parameters, optimizer state, "
+                    f"running statistics and the step counter are as before). A mean over an empty batch is NaN; "
+                    f"otherwise training diverged (lower the learning rate, or find the first non-finite value "
+                    f"with gn.compile(..., check_numerics=True))", float(loss))
         with interrupts.deferred():
             self._effect_steps(bufs, first, fns)
 

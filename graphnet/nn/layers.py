@@ -259,7 +259,8 @@ class ConvTranspose1d(Module):
 
 class Embedding(Module):
     """A table of ``num_embeddings`` vectors of size ``embedding_dim`` (N(0, 1) init), indexed by integers:
-    (...) -> (..., embedding_dim). ``padding_idx``: that row starts at zero and gets no gradient."""
+    (...) -> (..., embedding_dim). ``padding_idx``: that row starts at zero and gets no gradient;
+    it is read as it is (a loaded, pretrained table may hold a non-zero padding row), as PyTorch's."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
                  dtype: str = "float32") -> None:
@@ -278,10 +279,10 @@ class Embedding(Module):
 
     def forward(self, indices: Tensor) -> Tensor:
         table = self.weight
-        if self.padding_idx is not None:  # the padding row reads as zeros and passes no gradient back
-            keep = np.ones((self.num_embeddings, 1), self.weight.data.dtype)
-            keep[self.padding_idx] = 0
-            table = table * constant(keep)
+        if self.padding_idx is not None:  # the padding row reads its value but passes no gradient back
+            trained = np.ones((self.num_embeddings, 1), bool)
+            trained[self.padding_idx] = False
+            table = ops.where(constant(trained), table, ops.stop_gradient(table))
         return ops.embedding(indices, table)
 
     def extra_repr(self) -> str:

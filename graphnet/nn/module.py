@@ -39,6 +39,11 @@ def _refuse_hidden_modules(owner: str, name: str, value: Any) -> None:
                             f"be missing from state_dict, .eval() and the optimizer; use gn.nn.{kind}(...) instead")
 
 
+#: lists that record ``[module, output]`` for every module call, in the order the calls start,
+#: while they are here (gn.summary)
+CALL_LOGS: list[list[list[Any]]] = []
+
+
 class Module:
     """Base class of layers and models. Subclasses define ``forward``."""
 
@@ -86,8 +91,14 @@ class Module:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not registry._scope_stack:  # the outermost call names every module and parameter below it
             self._assign_names()
+        entries = [[self, None] for _ in CALL_LOGS]  # gn.summary: calls in the order they start
+        for log, entry in zip(CALL_LOGS, entries):
+            log.append(entry)
         with registry.scope(self._path):
-            return self.forward(*args, **kwargs)
+            result = self.forward(*args, **kwargs)
+        for entry in entries:
+            entry[1] = result
+        return result
 
     def _assign_names(self) -> None:
         for path, module in self.named_modules():

@@ -1,4 +1,6 @@
-"""Softmax cross-entropy: a composite op, so exporters see one loss rather than its pieces."""
+"""Softmax cross-entropy: a composite op, so exporters see one loss rather than its pieces;
+``pick`` (one score per row) and ``target_weights`` (class weights and ignored labels) for
+the losses graphnet.losses composes."""
 
 from __future__ import annotations
 
@@ -32,6 +34,14 @@ def _infer(logits: TensorType, labels: TensorType, *, label_smoothing: float, re
     return TensorType(logits.shape[:1] if reduction == "none" else (), logits.dtype)
 
 
+def ignore_hint(labels: Any) -> str:
+    """For a labels error: how to ignore PyTorch's padding label -100, when the labels hold it."""
+    if labels.size and bool((labels == -100).any()):
+        return ("; -100 is PyTorch's default ignore_index, while graphnet ignores no label unless asked: "
+                "pass ignore_index=-100")
+    return ""
+
+
 def _pick_infer(x: TensorType, labels: TensorType) -> TensorType:
     if x.ndim != 2 or labels.ndim != 1 or not dims_equal(x.shape[0], labels.shape[0]):
         raise ShapeError(f"pick reads one column per row of (N, C) values with (N,) labels, got {x.shape} and "
@@ -45,7 +55,7 @@ def _pick_kernel(xp: Any, x: Any, labels: Any) -> Any:
     classes = x.shape[1]
     if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= classes):
         raise FeedError(f"labels must lie in [0, {classes}), got values from {int(labels.min())} to "
-                        f"{int(labels.max())}")
+                        f"{int(labels.max())}{ignore_hint(labels)}")
     return xp.take_along_axis(x, labels[:, None].astype(xp.intp, copy=False), axis=1)[:, 0]
 
 
@@ -93,7 +103,7 @@ def _sce_infer(logits: TensorType, labels: TensorType, *, label_smoothing: float
 def _check_labels(labels: Any, classes: int) -> None:
     if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= classes):
         raise FeedError(f"labels must lie in [0, {classes}), got values from {int(labels.min())} to "
-                        f"{int(labels.max())}")
+                        f"{int(labels.max())}{ignore_hint(labels)}")
 
 
 def _sce_kernel(xp: Any, logits: Any, labels: Any, *, label_smoothing: float, reduction: str,
@@ -162,3 +172,62 @@ defop("softmax_cross_entropy_grad", attrs={"label_smoothing": "float", "reductio
       accepts_out=True,
       infer=_sce_grad_infer, kernel=_sce_grad_kernel,
       doc="The logits' gradient of softmax_cross_entropy, in one step.")
+
+
+# --- per-sample target weights (nll_loss / cross_entropy with weight or ignore_index) ----------
+#
+# PyTorch's weighted, ignoring loss is sum_n w[y_n] * l_n over the targets not ignored, and its
+# mean divides by sum_n w[y_n] over those targets. ``target_weights`` gives each sample's
+# w[y_n] (0 for an ignored target); the losses in graphnet.losses compose the rest from pick,
+# log_softmax and reductions. It checks the labels (each a class index or ignore_index), and
+# with ``require_total`` that the weights sum to something other than 0: a mean over no
+# targets (all ignored, or all of weight 0) is 0/0, a NaN in PyTorch and a FeedError here.
+
+def _tw_infer(labels: TensorType, weight: TensorType, *, ignore_index: int, ignoring: bool,
+              require_total: bool) -> TensorType:
+    if labels.ndim != 1:
+        raise ShapeError(f"target_weights reads (N,) labels, got {labels.shape}")
+    if not dtypes.is_int(labels.dtype):
+        raise DTypeError(f"labels must be integer class indices, got {labels.dtype}")
+    if weight.ndim != 1 or not isinstance(weight.shape[0], int):
+        raise ShapeError(f"target_weights reads a (C,) weight per class with a static C, got {weight.shape}")
+    if not dtypes.is_float(weight.dtype):
+        raise DTypeError(f"class weights must be floating, got {weight.dtype}")
+    return TensorType(labels.shape, weight.dtype)
+
+
+def _tw_kernel(xp: Any, labels: Any, weight: Any, *, ignore_index: int, ignoring: bool,
+               require_total: bool) -> Any:
+    classes = weight.shape[0]
+    ignored = labels == ignore_index if ignoring else xp.zeros(labels.shape, dtype=bool)
+    bad = ~ignored & ((labels < 0) | (labels >= classes))
+    if bad.any():
+        row = int(xp.argmax(bad))
+        also = f" or be ignore_index ({ignore_index})" if ignoring else ""
+        raise FeedError(f"labels must lie in [0, {classes}){also}, got {int(labels[row])} (row {row})")
+    rows = xp.where(ignored, 0, labels).astype(xp.intp, copy=False)
+    out = weight[rows] if classes else xp.zeros(labels.shape, weight.dtype)
+    out[ignored] = 0
+    if require_total and out.sum(dtype=xp.float64) == 0:
+        what = "every target is ignored" if ignored.all() else "the targets' weights sum to 0"
+        raise FeedError(f"the mean of a weighted or ignoring loss divides by the sum of the weights of the targets "
+                        f"not ignored, but {what} ({labels.shape[0]} labels): PyTorch returns NaN here; use "
+                        f"reduction='sum' or leave such batches out")
+    return out
+
+
+defop("target_weights", attrs={"ignore_index": "int", "ignoring": "bool", "require_total": "bool"},
+      category="other", infer=_tw_infer, kernel=_tw_kernel,
+      # class weights are constants to differentiation, as in PyTorch (which refuses to differentiate them)
+      grad=lambda g, out, ins, **_: (None, None),
+      doc="weight[labels[n]] for each label, 0 where labels[n] == ignore_index: (N,) and (C,) -> (N,); "
+          "FeedError on labels out of range and, with require_total, on weights summing to 0.")
+
+
+def target_weights(labels: Tensor, weight: Tensor, ignore_index: int | None, require_total: bool) -> Tensor:
+    """``weight[labels[n]]`` per sample, 0 where ``labels[n] == ignore_index`` (None: no label is
+    ignored); with ``require_total``, a FeedError at run time when they sum to 0. The weights get
+    no gradient: PyTorch does not differentiate class weights either."""
+    return declare("target_weights", [labels, weight],
+                   {"ignore_index": -100 if ignore_index is None else int(ignore_index),
+                    "ignoring": ignore_index is not None, "require_total": bool(require_total)})

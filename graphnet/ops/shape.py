@@ -96,7 +96,10 @@ def _flatten_infer(t: TensorType, *, start: int, end: int) -> TensorType:
 
 
 def _flatten_kernel(xp: Any, x: Any, start: int, end: int) -> Any:
-    return x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1:])
+    merged = 1
+    for d in x.shape[start:end + 1]:
+        merged *= d
+    return x.reshape(x.shape[:start] + (merged,) + x.shape[end + 1:])  # (not -1: ambiguous for an empty batch)
 
 
 defop("flatten", attrs={"start": "int", "end": "int"}, category="layout", views=((0, 0),), infer=_flatten_infer, kernel=_flatten_kernel,

@@ -8,6 +8,8 @@ contract and for how to write your own optimizer.
 
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
+from .nadam import NAdam
+from .radam import RAdam
 from .optimizer import HyperParams, Optimizer, available, check_number, from_config, get, register, scalar
 from .rmsprop import RMSprop
 from .schedules import (
@@ -18,6 +20,13 @@ from .schedules import (
     LRScheduler,
     MultiStepLR,
     StepLR,
+)
+from .schedules import (
+    CosineAnnealingWarmRestarts,
+    OneCycleLR,
+    PolynomialLR,
+    ReduceLROnPlateau,
+    SequentialLR,
 )
 from .sgd import SGD
 
@@ -33,6 +42,8 @@ __all__ = [
     "SGD",
     "Adam",
     "AdamW",
+    "NAdam",
+    "RAdam",
     "RMSprop",
     "Adagrad",
     "LRScheduler",
@@ -42,4 +53,9 @@ __all__ = [
     "CosineAnnealingLR",
     "LambdaLR",
     "LinearLR",
+    "PolynomialLR",
+    "CosineAnnealingWarmRestarts",
+    "OneCycleLR",
+    "SequentialLR",
+    "ReduceLROnPlateau",
 ]

@@ -18,6 +18,7 @@ import numpy as np
 
 from ...errors import FeedError
 from ...ops.common import into_each
+from ...ops.losses import ignore_hint
 
 
 @functools.lru_cache(maxsize=1)
@@ -70,7 +71,8 @@ def softmax_cross_entropy(logits: Any, labels: Any, *, label_smoothing: float, r
     per_sample = np.empty(n_count, np.float64)
     bad = _rows()(np.ascontiguousarray(logits), labels, float(label_smoothing), probs, per_sample)
     if bad >= 0:
-        raise FeedError(f"labels must lie in [0, {classes}), got {int(labels[bad])} (row {bad})")
+        raise FeedError(f"labels must lie in [0, {classes}), got {int(labels[bad])} (row {bad})"
+                        f"{ignore_hint(labels)}")
     if reduction == "mean":
         loss = per_sample.mean() if n_count else math.nan
     elif reduction == "sum":
