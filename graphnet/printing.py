@@ -7,10 +7,14 @@ from typing import Any, Mapping
 from . import ir, plan as plan_module
 from .compile import normalize_outputs
 from .ir import Graph, Node, TensorType
+from .ops.control import Body
 from .plan import Plan
 
 
 def _attr_text(attrs: Any, skip: tuple[str, ...] = ("value", "var", "name", "shape", "dtype")) -> str:
+    if "body" in attrs and isinstance(attrs["body"], Body):  # a loop: its body prints below it
+        items = [f"{k}={v}" for k, v in attrs.items() if k != "body" and v is not None]
+        return " {" + ", ".join(items) + "}" if items else ""
     if "body" in attrs:  # a fused group: its members, in order
         return " {" + ", ".join(op + _attr_text(dict(a)) for op, _, a in attrs["body"]) + "}"
     items = [f"{k}={v}" for k, v in attrs.items() if k not in skip]
@@ -43,6 +47,7 @@ def format_graph(graph: Graph) -> str:
         tag = "" if node.role == "forward" else f"  [{node.role}]"
         where = f"  # {node.scope + ' ' if node.scope else ''}{node.location}" if node.location else ""
         lines.append(f"  {ids[node.uid]}:{node.type} = {node.op}{_attr_text(node.attrs)} {args}{tag}{where}")
+        lines += _body_lines(node.attrs)
     outs = ", ".join(f"{name}={ids[o.uid]}" for name, o in zip(graph.output_names, graph.outputs))
     effects = ", ".join(f"{ids[e.uid]}:{e.attrs.get('kind', e.op)}" for e in graph.effects)
     grads = ", ".join(f"d{ids[p.uid]}={ids[g.uid]}" for p, g in graph.grads)
@@ -50,6 +55,15 @@ def format_graph(graph: Graph) -> str:
     tail = (f"  in ({outs})" + (f" effects ({effects})" if effects else "") + (f" grads ({grads})" if grads else "")
             + " }")
     return "\n".join([head] + lines + [tail])
+
+
+def _body_lines(attrs: Any) -> list[str]:
+    """A loop's body, indented under it (as jaxprs print a scan's)."""
+    body = attrs.get("body")
+    if not isinstance(body, Body):
+        return []
+    kind = "body (with each step's carry)" if body.history else "body"
+    return [f"      {kind}:"] + ["      " + line for line in format_graph(body.graph).splitlines()]
 
 
 def format_plan(plan: Plan, hyper: Mapping[str, float] | None = None) -> str:
@@ -75,6 +89,7 @@ def format_plan(plan: Plan, hyper: Mapping[str, float] | None = None) -> str:
             target = f"{step.inputs[0]} <- "
             attrs = f" {{{step.attrs.get('kind', '')}}}"
         lines.append(f"  {i:>4}: {target}{step.op}{attrs} {' '.join(step.inputs)}{tag}{free}")
+        lines += _body_lines(step.attrs)
     lines.append("  outputs " + ", ".join(f"{k}={v}" for k, v in plan.outputs.items()))
     if plan.optimizer:  # ``hyper``: the values the last run read; else those compiled in
         lines.append(f"  optimizer {plan.optimizer['name']} {dict(hyper) if hyper else plan.optimizer['hyper']}")

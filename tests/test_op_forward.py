@@ -26,6 +26,7 @@ from graphnet.ops.shape import slice_grad
 from helpers import COVERED, assert_close, compile_plan, covers, placeholders, run, step_ops
 import test_layers  # noqa: F401,E402  (its @covers entries count for the meta-test below)
 import test_layers_more  # noqa: F401,E402  (likewise)
+import test_scan  # noqa: F401,E402  (likewise)
 import test_losses_more  # noqa: F401,E402  (likewise: target_weights)
 
 R = np.random.default_rng(7)

@@ -413,6 +413,10 @@ case("cross_entropy-weighted-ignoring",  # more weighted and ignoring cases in t
      lambda z, y: gn.losses.cross_entropy(z, y, weight=np.array([0.5, 2.0, 1.0]), ignore_index=-100,
                                           label_smoothing=0.1),
      z=normal(5, 3) * 2, y=np.array([0, -100, 2, 1, 2]))
+case("scan-rnn-step",  # more scan gradients (reverse, outer values, against the unrolled graph) in test_scan.py
+     lambda x, h: gn.sum(gn.scan(lambda c, xt: (gn.tanh(xt @ gn.constant(np.linspace(-1, 1, 12).reshape(3, 4))
+                                                         + c * 0.5),) * 2, h, x)[1] ** 2),
+     x=normal(4, 2, 3), h=normal(2, 4))
 case("mse-constant-target", lambda p: gn.losses.mse(p, np.linspace(-1, 1, 12).reshape(3, 4)), p=normal(3, 4))
 
 # --- a small network: many rules chained --------------------------------------------------------------

@@ -33,6 +33,7 @@ from .fuse_updates import fuse_updates
 from .flatten_state import flatten_state
 from .lower import lower
 from .plan_memory import plan_memory
+from .loop_bodies import map_bodies, merge_scans
 from .optimizer_updates import OptimizerVariables, optimizer_updates
 from .resolve_modes import resolve_modes
 from .save_pool_argmax import save_pool_argmax
@@ -103,6 +104,8 @@ class Pass:
     level: str = "graph"
     derived: bool = False
     adds_steps: Mapping[str, StepRule] = field(default_factory=dict)
+    #: a graph pass that also rewrites every loop body (scan) in the graph, bodies first
+    bodies: bool = False
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -161,19 +164,21 @@ def default_pipeline(optimizer: Any = None, mode: Any = None, extra: Sequence[Pa
         Pass("state_updates", state_updates, requires=("modes",), provides=("state_effects",)),
         Pass("fold_batch_norm", fold_batch_norm, requires=("state_effects",), optional=True),
         Pass("fuse_cross_entropy", fuse_cross_entropy, requires=("modes",), optional=True),
-        Pass("decompose", decompose, requires=("state_effects",), provides=("primitive",)),
+        Pass("decompose", decompose, requires=("state_effects",), provides=("primitive",), bodies=True),
         Pass("pool_before_bias", pool_before_bias, requires=("primitive",), optional=True),
     ]
     if optimizer is not None:
         passes += _training_passes(optimizer, variables)
     passes += [
-        Pass("constant_fold", constant_fold, requires=("primitive",), optional=True),
-        Pass("simplify", simplify, requires=("primitive",), optional=True),
-        Pass("cse", cse, optional=True),
-        Pass("dce", dce),
+        Pass("merge_scans", merge_scans, requires=("primitive",), optional=True),
+        Pass("constant_fold", constant_fold, requires=("primitive",), optional=True, bodies=True),
+        Pass("simplify", simplify, requires=("primitive",), optional=True, bodies=True),
+        Pass("cse", cse, optional=True, bodies=True),
+        Pass("dce", dce, bodies=True),
     ]
     if config.flags.fuse:  # GRAPHNET_FUSE=0 leaves fusion out (each backend decides how fused steps run)
-        passes.append(Pass("fuse", fuse, requires=("primitive",), optional=True, explain=explain_fusion))
+        passes.append(Pass("fuse", fuse, requires=("primitive",), optional=True, explain=explain_fusion,
+                           bodies=True))
         passes.append(Pass("fuse_updates", fuse_updates, requires=("primitive",), optional=True,
                            explain=explain_updates))
     passes += [p for p in extra if p.level == "graph"]
@@ -268,6 +273,8 @@ def run_pipeline(value: Any, passes: list[Pass]) -> tuple[Any, list[PassRecord]]
         graph_types = [o.type for o in value.outputs] if isinstance(value, Graph) else None
         start = time.perf_counter()
         notes = tuple(p.explain(value)) if p.explain is not None else ()
+        if p.bodies and isinstance(value, Graph):
+            value = map_bodies(value, p.fn)
         value = p.fn(value)
         records.append(PassRecord(p.name, before, _size(value), time.perf_counter() - start, notes))
         if config.flags.verify and isinstance(value, Graph) and p.name != "verify":

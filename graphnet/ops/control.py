@@ -1,0 +1,342 @@
+"""Loops in the graph: ``scan`` (JAX's ``lax.scan``), whose body is a traced subgraph.
+
+``gn.scan(f, init, xs)`` traces ``f(carry, x) -> (carry, y)`` once into a :class:`Body`: a
+graph whose placeholders are the body's arguments (the carry, one slice of each ``xs``, and
+every outer value the function read: parameters, tensors computed outside) and whose
+outputs are the new carry and ``y``. The ``scan`` node reads the initial carry, the ``xs``
+and those outer values, and gives the final carry and the ``ys`` stacked along a new
+leading axis. Plan size and compile time do not grow with the sequence length.
+
+The gradient is a second, reverse ``scan``: its body recomputes one step of ``f`` from the
+carry that entered it (saved by the forward scan as an extra output, its *history*) and
+takes that step's vector-Jacobian product, summing the outer values' gradients in its
+carry. The backward body is built by autodiff, which lives above the ops: it is a Body
+whose graph is made on first use by the builder graphnet.passes registers in
+``BODY_BUILDERS``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable, Sequence
+
+from .. import dtypes
+from ..errors import GradientError, ShapeError
+from ..ir import Graph, Node, TensorType, TupleType, next_uid, topological_order
+from ..tensor import Tensor, placeholder
+from .common import declare, dims_equal
+from .registry import defop, get_op
+from .tuples import tuple_get
+
+#: builders of bodies made lazily: "vjp" (the backward body; graphnet.passes registers it)
+BODY_BUILDERS: dict[str, Callable[..., Graph]] = {}
+
+_body_ids = itertools.count()
+
+
+class Body:
+    """A traced step function as a graph.
+
+    Arguments are placeholders named ``arg0``, ``arg1``, ... in order: ``n_carry`` carries,
+    ``n_xs`` slices of the scanned inputs, then ``n_consts`` outer values. Outputs: the new
+    carry (typed as the carry), then the per-step values stacked into the ``ys``. Compared
+    and hashed by identity (a node's attributes hold it); ``graph`` may be built on first
+    use (the backward body)."""
+
+    def __init__(self, arg_types: Sequence[TensorType], n_carry: int, n_xs: int,
+                 out_types: Sequence[TensorType], graph: Graph | None = None,
+                 build: Callable[[], Graph] | None = None, base: "Body | None" = None,
+                 history: bool = False) -> None:
+        self.arg_types = tuple(arg_types)
+        self.n_carry, self.n_xs = n_carry, n_xs
+        self.n_consts = len(self.arg_types) - n_carry - n_xs
+        self.out_types = tuple(out_types)
+        self._graph = graph
+        self._build = build
+        self.base = base if base is not None else self  # the body a history variant extends
+        self.history = history
+        self.id = next(_body_ids)
+        self._history: Body | None = None
+        self._runners: dict[int, Any] = {}
+
+    @property
+    def graph(self) -> Graph:
+        if self._graph is None:
+            graph = self._build()
+            types = tuple(o.type for o in graph.outputs)
+            if types != self.out_types:
+                raise GradientError(f"scan body {self.id}: its built graph gives {types}, not {self.out_types}")
+            self._graph = graph
+        return self._graph
+
+    @property
+    def n_ys(self) -> int:
+        return len(self.out_types) - self.n_carry
+
+    def with_graph(self, graph: Graph) -> "Body":
+        """The same body computed by ``graph`` (a pass's rewrite of it)."""
+        return Body(self.arg_types, self.n_carry, self.n_xs, self.out_types, graph=graph,
+                    base=self.base if self.history else None, history=self.history)
+
+    def with_history(self) -> "Body":
+        """This body, also giving the carry that entered each step as extra per-step outputs
+        (one per carry): what the backward scan reads. One per body, so that the forward scan
+        and the gradient's history scan can be merged into one."""
+        if self._history is None:
+            def build() -> Graph:
+                args = {n.attrs["name"]: n for n in self.graph.nodes if n.op == "placeholder"}
+                carries = [args.get(f"arg{i}") or placeholder(f"arg{i}", self.arg_types[i].shape,
+                                                               self.arg_types[i].dtype).node
+                           for i in range(self.n_carry)]
+                outputs = list(self.graph.outputs) + carries
+                return Graph.build(outputs, [f"out{i}" for i in range(len(outputs))])
+            self._history = Body(self.arg_types, self.n_carry, self.n_xs,
+                                 self.out_types + self.arg_types[:self.n_carry], build=build, base=self,
+                                 history=True)
+        return self._history
+
+    def runner(self, xp: Any) -> "_Runner":
+        runner = self._runners.get(id(xp))
+        if runner is None:
+            runner = self._runners[id(xp)] = _Runner(self, xp)
+        return runner
+
+    def __repr__(self) -> str:
+        size = f"{len(self._graph.nodes)} nodes" if self._graph is not None else "built on use"
+        return f"<scan body {self.id}: {size}>"
+
+
+class _Runner:
+    """Runs a body's graph once per call with each op's own kernel (the reference path)."""
+
+    def __init__(self, body: Body, xp: Any) -> None:
+        graph = body.graph
+        slot = {}
+        self.program: list[tuple[Callable[..., Any], tuple[int, ...], int, int]] = []
+        self.args: list[tuple[int, int]] = []  # (argument index, slot)
+        self.constants: list[tuple[int, Any]] = []
+        for node in graph.nodes:
+            slot[node.uid] = len(slot)
+            if node.op == "placeholder":
+                self.args.append((int(node.attrs["name"][3:]), slot[node.uid]))
+            elif node.op == "constant":
+                self.constants.append((slot[node.uid], xp.asarray(node.attrs["value"].array)))
+            elif node.op == "tuple_get":
+                self.program.append((None, (slot[node.inputs[0].uid],), slot[node.uid], node.attrs["index"]))
+            else:
+                opdef = get_op(node.op)
+                if opdef.kernel is None or opdef.random or opdef.effect or node.op == "variable":
+                    raise ShapeError(f"scan body: op {node.op!r} cannot run inside a loop body")
+                kernel = opdef.kernel
+                attrs = dict(node.attrs)
+                self.program.append((lambda *a, k=kernel, at=attrs: k(xp, *a, **at),
+                                     tuple(slot[i.uid] for i in node.inputs), slot[node.uid], -1))
+        self.size = len(slot)
+        self.outputs = tuple(slot[o.uid] for o in graph.outputs)
+
+    def __call__(self, args: Sequence[Any]) -> list[Any]:
+        values: list[Any] = [None] * self.size
+        for index, at in self.args:
+            values[at] = args[index]
+        for at, value in self.constants:
+            values[at] = value
+        for fn, ins, out, index in self.program:
+            values[out] = values[ins[0]][index] if fn is None else fn(*[values[i] for i in ins])
+        return [values[i] for i in self.outputs]
+
+
+def _scan_infer(*types: TensorType, body: Body, length: Any, reverse: bool) -> TupleType:
+    nc, nx = body.n_carry, body.n_xs
+    if len(types) != len(body.arg_types):
+        raise ShapeError(f"scan takes {len(body.arg_types)} inputs for its body, got {len(types)}")
+    steps = length
+    for i, t in enumerate(types[nc:nc + nx]):
+        if t.ndim < 1:
+            raise ShapeError(f"scan: xs[{i}] must have a leading axis to scan over, got {t}")
+        if steps is None:
+            steps = t.shape[0]
+        elif not dims_equal(t.shape[0], steps):
+            raise ShapeError(f"scan: xs[{i}] has {t.shape[0]} steps, expected {steps}")
+    for i, (given, want) in enumerate(zip(types, body.arg_types)):
+        inner = TensorType(given.shape[1:], given.dtype) if nc <= i < nc + nx else given
+        if inner.dtype != want.dtype or inner.ndim != want.ndim:
+            raise ShapeError(f"scan: input {i} is {inner}, its body was traced for {want}")
+    carry = types[:nc]
+    ys = tuple(TensorType((steps,) + t.shape, t.dtype) for t in body.out_types[nc:])
+    return TupleType(tuple(carry) + ys)
+
+
+def _scan_kernel(xp: Any, *arrays: Any, body: Body, length: Any, reverse: bool) -> tuple[Any, ...]:
+    nc, nx = body.n_carry, body.n_xs
+    carry = list(arrays[:nc])
+    xs = arrays[nc:nc + nx]
+    consts = list(arrays[nc + nx:])
+    steps = xs[0].shape[0] if xs else int(length)
+    run = body.runner(xp)
+    ys: list[Any] = [xp.empty((steps,) + tuple(d if isinstance(d, int) else 0 for d in t.shape), t.dtype)
+                     for t in body.out_types[nc:]] if steps == 0 else []
+    for i in range(steps):
+        t = steps - 1 - i if reverse else i
+        outs = run(carry + [x[t] for x in xs] + consts)
+        carry = outs[:nc]
+        if not ys:
+            ys = [xp.empty((steps,) + tuple(y.shape), y.dtype) for y in outs[nc:]]
+        for stacked, y in zip(ys, outs[nc:]):
+            stacked[t] = y
+    # a carry the body passed through unchanged is an input's array: the result owns its own
+    carry = [xp.array(c, copy=True) if any(c is a or getattr(c, "base", None) is a for a in arrays) else c
+             for c in carry]
+    return tuple(carry) + tuple(ys)
+
+
+def _scan_grad(gs: Sequence[Tensor | None], outs: Sequence[Tensor], ins: Sequence[Tensor], *, body: Body,
+               length: Any, reverse: bool) -> tuple[Tensor | None, ...]:
+    """The reverse scan: per step (last first), the VJP of the body at the carry that entered
+    that step, read from the forward scan's history."""
+    nc, nx, nk, ny = body.n_carry, body.n_xs, body.n_consts, body.n_ys
+    floating = [dtypes.is_float(t.dtype) for t in body.arg_types]
+    carry_f = [i for i in range(nc) if floating[i]]
+    xs_f = [i for i in range(nc, nc + nx) if floating[i]]
+    consts_f = [i for i in range(nc + nx, nc + nx + nk) if floating[i]]
+    history = declare("scan", list(ins), {"body": body.with_history(), "length": length, "reverse": reverse})
+    carries_seen = [tuple_get(history, nc + ny + i) for i in range(nc)]
+
+    def cotangent(g: Tensor | None, like: Tensor) -> Tensor:
+        return g if g is not None else like * 0.0
+
+    ct_carry = [cotangent(gs[i], outs[i]) for i in carry_f]
+    ct_ys = [cotangent(gs[nc + j], outs[nc + j]) for j in range(ny)]
+    zeros = [ins[i] * 0.0 for i in consts_f]
+    backward = vjp_body(body, tuple(carry_f), tuple(xs_f), tuple(consts_f))
+    inputs = ct_carry + zeros + list(ins[nc:nc + nx]) + carries_seen + ct_ys + list(ins[nc + nx:])
+    node = declare("scan", inputs, {"body": backward, "length": length, "reverse": not reverse})
+    grads: list[Tensor | None] = [None] * len(ins)
+    for k, i in enumerate(carry_f):
+        grads[i] = tuple_get(node, k)
+    for k, i in enumerate(consts_f):
+        grads[i] = tuple_get(node, len(carry_f) + k)
+    for k, i in enumerate(xs_f):
+        grads[i] = tuple_get(node, len(carry_f) + len(consts_f) + k)
+    return tuple(grads)
+
+
+def vjp_body(body: Body, carry_f: tuple[int, ...], xs_f: tuple[int, ...], consts_f: tuple[int, ...]) -> Body:
+    """The backward scan's body for ``body``: carry (the carry's cotangent, the outer values'
+    summed gradients), per step (the step's xs, the carry that entered it, the ys'
+    cotangents), outer values (as the forward's) -> (the previous carry's cotangent, the
+    sums plus this step's, the xs' gradients). Its graph is built on first use."""
+    nc, nx, ny = body.n_carry, body.n_xs, body.n_ys
+    types = body.arg_types
+    arg_types = ([types[i] for i in carry_f] + [types[i] for i in consts_f]
+                 + list(types[nc:nc + nx]) + list(types[:nc]) + list(body.out_types[nc:])
+                 + list(types[nc + nx:]))
+    out_types = [types[i] for i in carry_f] + [types[i] for i in consts_f] + [types[i] for i in xs_f]
+    builder = BODY_BUILDERS.get("vjp")
+    if builder is None:
+        raise GradientError("scan gradients need graphnet.passes (import graphnet)")
+    return Body(arg_types, len(carry_f) + len(consts_f), nx + nc + ny, out_types,
+                build=lambda: builder(body, carry_f, xs_f, consts_f))
+
+
+defop("scan", attrs={"body": "any", "length": "any", "reverse": "bool"}, category="other",
+      infer=_scan_infer, kernel=_scan_kernel, grad=_scan_grad,
+      doc="A loop over the leading axis of xs: (init carries, xs, outer values) -> (final carries, stacked ys).")
+
+
+# --- tracing ------------------------------------------------------------------------------------
+
+def _flat(value: Any, what: str) -> tuple[list[Tensor], bool]:
+    """``value`` as a list of tensors and whether it was one tensor (None: no tensors)."""
+    if value is None:
+        return [], False
+    if isinstance(value, Tensor):
+        return [value], True
+    if isinstance(value, (tuple, list)) and all(isinstance(v, Tensor) for v in value):
+        return list(value), False
+    raise ShapeError(f"scan: {what} must be a Tensor or a tuple/list of Tensors, got {type(value).__name__}")
+
+
+def _pack(values: Sequence[Tensor], single: bool, empty_is_none: bool = False) -> Any:
+    if single:
+        return values[0]
+    if empty_is_none and not values:
+        return None
+    return tuple(values)
+
+
+def scan(f: Callable[[Any, Any], tuple[Any, Any]], init: Any, xs: Any = None, length: int | None = None,
+         reverse: bool = False) -> tuple[Any, Any]:
+    """JAX's ``lax.scan``: ``f(carry, x) -> (carry, y)`` applied along the leading axis of ``xs``.
+
+    ``init``: the first carry (a Tensor or a tuple of Tensors); ``xs``: a Tensor or tuple of
+    Tensors of shape (T, ...), or None with ``length=T``. Returns ``(final carry, ys)``, the
+    ``ys`` stacked to (T, ...) like ``f``'s ``y`` (a Tensor, a tuple, or None). ``f`` is traced
+    once: the plan holds one body however long the sequence; it may read any tensor from
+    outside (parameters, values computed before). ``reverse=True`` runs from the last step
+    to the first (the ys keep their positions).
+    """
+    carry, carry_single = _flat(init, "init")
+    xs_list, xs_single = _flat(xs, "xs")
+    if not xs_list and length is None:
+        raise ShapeError("scan needs xs or length")
+    if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 0):
+        raise ShapeError(f"scan: length must be a non-negative int, got {length!r}")
+    for i, x in enumerate(xs_list):
+        if x.ndim < 1:
+            raise ShapeError(f"scan: xs[{i}] must have a leading axis to scan over, got shape {x.shape}")
+    start = next_uid()
+    carry_args = [placeholder(f"arg{i}", c.shape, c.dtype) for i, c in enumerate(carry)]
+    x_args = [placeholder(f"arg{len(carry) + i}", x.shape[1:], x.dtype) for i, x in enumerate(xs_list)]
+    result = f(_pack(carry_args, carry_single), _pack(x_args, xs_single, empty_is_none=True))
+    if not isinstance(result, tuple) or len(result) != 2:
+        raise ShapeError("scan: f must return a pair (new carry, y)")
+    new_carry, new_carry_single = _flat(result[0], "the carry f returns")
+    ys, ys_single = _flat(result[1], "the y f returns")
+    if len(new_carry) != len(carry) or new_carry_single != carry_single:
+        raise ShapeError(f"scan: f must return a carry shaped like init ({len(carry)} tensors), "
+                         f"got {len(new_carry)}")
+    for i, (old, new) in enumerate(zip(carry, new_carry)):
+        if old.dtype != new.dtype or old.ndim != new.ndim or not all(
+                dims_equal(a, b) or not isinstance(a, int) or not isinstance(b, int)
+                for a, b in zip(old.shape, new.shape)):
+            raise ShapeError(f"scan: carry {i} enters f as {old.dtype}{list(old.shape)} and leaves it as "
+                             f"{new.dtype}{list(new.shape)}; a carry keeps its type")
+    graph, outer = _close(start, [t.node for t in new_carry + ys], len(carry) + len(xs_list))
+    arg_types = [t.node.type for t in carry_args + x_args] + [n.type for n in outer]
+    body = Body(arg_types, len(carry), len(xs_list), [o.type for o in graph.outputs], graph=graph)
+    node = declare("scan", [*carry, *xs_list, *[Tensor(n) for n in outer]],
+                   {"body": body, "length": length if not xs_list else None, "reverse": bool(reverse)})
+    finals = [tuple_get(node, i) for i in range(len(carry))]
+    stacked = [tuple_get(node, len(carry) + j) for j in range(len(ys))]
+    return _pack(finals, carry_single), _pack(stacked, ys_single, empty_is_none=True)
+
+
+def _close(start: int, outputs: list[Node], first_const: int) -> tuple[Graph, list[Node]]:
+    """The body graph over ``outputs``: every node made before ``start`` that the body reads
+    (a parameter, a placeholder, a value computed outside; constants stay inside) becomes an
+    argument placeholder, numbered from ``first_const``. Returns the graph and those outer
+    nodes, in argument order."""
+    outer: list[Node] = []
+    mapping: dict[int, Node] = {}
+
+    def argument(node: Node) -> Node:
+        if node.uid not in mapping:
+            mapping[node.uid] = placeholder(f"arg{first_const + len(outer)}", node.type.shape,
+                                            node.type.dtype).node
+            outer.append(node)
+        return mapping[node.uid]
+
+    inside: dict[int, Node] = {}
+    for node in topological_order(outputs):
+        if node.uid < start and node.op != "constant":
+            continue
+        inputs = tuple(inside.get(i.uid) or argument(i) if i.uid < start and i.op != "constant" else inside[i.uid]
+                       for i in node.inputs)
+        inside[node.uid] = node if inputs == node.inputs else Node(
+            node.op, inputs, node.attrs, node.type, node.name, node.location, node.scope, node.role)
+    final = [inside[o.uid] if o.uid in inside else argument(o) for o in outputs]
+    for node in topological_order(final):
+        opdef = get_op(node.op)
+        if opdef.random or opdef.effect:
+            raise ShapeError(f"scan: {node.op} (declared at {node.location}) cannot run inside a loop body")
+    return Graph.build(final, [f"out{i}" for i in range(len(final))]), outer

@@ -1,0 +1,107 @@
+"""Loop bodies (``scan``) through the passes: the body-level passes applied inside bodies, the
+backward body built by autodiff, and the forward scan merged with the history scan its
+gradient reads."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Callable
+
+from ..ir import Attrs, Graph, Node, next_uid, rebuild, with_inputs
+from ..ops import sum as reduce_sum
+from ..ops.control import BODY_BUILDERS, Body
+from ..ops.registry import get_op
+from ..tensor import Tensor, placeholder
+from .autodiff import gradients
+
+
+def map_bodies(graph: Graph, fn: Callable[[Graph], Graph]) -> Graph:
+    """``graph`` with ``fn`` applied to every scan body in it (bodies inside bodies first)."""
+    if not any(n.op == "scan" for n in graph.nodes):
+        return graph
+
+    def rewrite(node: Node, inputs: tuple[Node, ...]) -> Node | None:
+        if node.op != "scan":
+            return None
+        body: Body = node.attrs["body"]
+        new_graph = fn(map_bodies(body.graph, fn))
+        if new_graph is body.graph:
+            return None
+        attrs = Attrs({**node.attrs, "body": body.with_graph(new_graph)})
+        return replace(node, inputs=inputs, attrs=attrs, uid=next_uid())
+
+    return rebuild(graph, rewrite)
+
+
+def build_vjp_body(body: Body, carry_f: tuple[int, ...], xs_f: tuple[int, ...],
+                   consts_f: tuple[int, ...]) -> Graph:
+    """The graph of ``graphnet.ops.control.vjp_body(body, ...)``: one step of ``body``
+    recomputed from the carry that entered it, and its vector-Jacobian product."""
+    nc, nx, ny = body.n_carry, body.n_xs, body.n_ys
+    types = body.arg_types
+    count = iter(range(10 ** 9))
+
+    def arg(t: Any) -> Node:
+        return placeholder(f"arg{next(count)}", t.shape, t.dtype).node
+
+    ct_carry = [arg(types[i]) for i in carry_f]
+    sums = [arg(types[i]) for i in consts_f]
+    x_t = [arg(t) for t in types[nc:nc + nx]]
+    c_t = [arg(t) for t in types[:nc]]
+    ct_y = [arg(t) for t in body.out_types[nc:]]
+    consts = [arg(t) for t in types[nc + nx:]]
+    forward_args = c_t + x_t + consts
+    mapping: dict[int, Node] = {}
+    for node in body.graph.nodes:
+        if node.op == "placeholder":
+            mapping[node.uid] = forward_args[int(node.attrs["name"][3:])]
+        else:
+            mapping[node.uid] = with_inputs(node, tuple(mapping[i.uid] for i in node.inputs))
+    outs = [Tensor(mapping[o.uid]) for o in body.graph.outputs]
+    terms = [reduce_sum(outs[i] * Tensor(ct)) for i, ct in zip(carry_f, ct_carry)]
+    terms += [reduce_sum(outs[nc + j] * Tensor(ct_y[j])) for j in range(ny) if outs[nc + j].dtype.startswith("float")]
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term.astype(total.dtype)
+    wrt = [c_t[i] for i in carry_f] + [consts[i - nc - nx] for i in consts_f] + [x_t[i - nc] for i in xs_f]
+    grads = gradients(total.node, wrt)
+    k = len(carry_f)
+    outputs = grads[:k] + [(Tensor(s) + Tensor(g)).node for s, g in zip(sums, grads[k:k + len(consts_f)])] \
+        + grads[k + len(consts_f):]
+    return Graph.build(outputs, [f"out{i}" for i in range(len(outputs))])
+
+
+BODY_BUILDERS["vjp"] = build_vjp_body
+
+
+def merge_scans(graph: Graph) -> Graph:
+    """One scan where a forward scan and its gradient's history scan (the same body, inputs
+    and direction, also giving each step's carry) both run: the history scan's results serve
+    both, so training runs the forward loop once.
+
+    Before: ``scan{body}(c, xs, w)`` and ``scan{body+history}(c, xs, w)``. After: the second
+    alone, read by the first one's readers."""
+    def key(node: Node) -> tuple:
+        return (node.attrs["body"].base.id, tuple(i.uid for i in node.inputs), node.attrs["reverse"],
+                node.attrs["length"])
+
+    wanted = {key(n) for n in graph.nodes if n.op == "scan" and n.attrs["body"].history}
+    if not any(n.op == "scan" and not n.attrs["body"].history and key(n) in wanted for n in graph.nodes):
+        return graph
+    shared: dict[tuple, Node] = {}
+
+    def rewrite(node: Node, inputs: tuple[Node, ...]) -> Node | None:
+        if node.op != "scan" or key(node) not in wanted:
+            return None
+        k = key(node)
+        if k not in shared:
+            body = node.attrs["body"]
+            if body.history:
+                shared[k] = with_inputs(node, inputs)
+            else:
+                attrs = {**node.attrs, "body": body.with_history()}
+                out = get_op("scan").infer(*[i.type for i in inputs], **attrs)
+                shared[k] = replace(node, inputs=inputs, attrs=Attrs(attrs), type=out, uid=next_uid())
+        return shared[k]
+
+    return rebuild(graph, rewrite)

@@ -1,0 +1,157 @@
+"""``gn.scan``: a loop held in the graph as one node with a traced body. Forward values against
+NumPy loops, gradients against float64 finite differences and against the unrolled graph,
+training through it, and a plan whose size does not grow with the sequence length."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphnet as gn
+from helpers import compile_plan, covers
+
+R = np.random.default_rng(0)
+
+
+def _rnn_params(dtype="float64", d=3, h=4):
+    w = gn.nn.Parameter((R.standard_normal((d, h)) * 0.5).astype(dtype))
+    u = gn.nn.Parameter((R.standard_normal((h, h)) * 0.5).astype(dtype))
+    return w, u
+
+
+def _rnn_reference(xv, hv, w, u, reverse=False):
+    h, ys = hv, [None] * len(xv)
+    for t in (reversed(range(len(xv))) if reverse else range(len(xv))):
+        h = np.tanh(xv[t] @ w + h @ u)
+        ys[t] = h * 2.0
+    return h, np.stack(ys)
+
+
+@covers("scan")
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan_forward_matches_a_numpy_loop(reverse):
+    w, u = _rnn_params()
+    x = gn.placeholder("x", (None, None, 3), "float64")
+    h0 = gn.placeholder("h0", (None, 4), "float64")
+    h_t, ys = gn.scan(lambda h, xt: (gn.tanh(xt @ w + h @ u),) * 2, h0, x, reverse=reverse)
+    plan = compile_plan({"h": h_t, "ys": ys * 2.0})
+    xv, hv = R.standard_normal((6, 2, 3)), R.standard_normal((2, 4))
+    out = plan.run(x=xv, h0=hv)
+    h_ref, ys_ref = _rnn_reference(xv, hv, w.data, u.data, reverse)
+    np.testing.assert_allclose(out["h"], h_ref, rtol=1e-12)
+    np.testing.assert_allclose(out["ys"], ys_ref, rtol=1e-12)
+    assert plan.run(x=xv[:2], h0=hv)["ys"].shape == (2, 2, 4)  # another length, the same plan
+
+
+def test_tuple_carries_length_without_xs_and_outer_values():
+    a = gn.placeholder("a", (3,), "float64")
+    scale = gn.exp(a) * 0.5  # computed outside the loop, read inside
+
+    def step(carry, _):
+        total, count = carry
+        return (total + scale, count + 1), total * count.astype("float64")
+
+    (total, count), ys = gn.scan(step, (gn.constant(np.zeros(3)), gn.constant(np.array(0))), length=4)
+    out = gn.compile({"total": total, "count": count, "ys": ys}).run(a=np.array([0.0, 1.0, 2.0]))
+    s = np.exp([0.0, 1.0, 2.0]) * 0.5
+    np.testing.assert_allclose(out["total"], 4 * s)
+    assert int(out["count"]) == 4
+    np.testing.assert_allclose(out["ys"], np.stack([s * t * t for t in range(4)]))
+
+
+def _central_difference(f, value, eps=1e-6):
+    grad = np.zeros_like(value)
+    for index in np.ndindex(value.shape):
+        step = np.zeros_like(value)
+        step[index] = eps
+        grad[index] = (f(value + step) - f(value - step)) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan_gradients_match_float64_finite_differences(reverse):
+    w, u = _rnn_params()
+    x = gn.placeholder("x", (5, 2, 3), "float64")
+    h0 = gn.placeholder("h0", (2, 4), "float64")
+    h_t, ys = gn.scan(lambda h, xt: (gn.tanh(xt @ w + h @ u),) * 2, h0, x, reverse=reverse)
+    loss = gn.sum(ys * ys * 2.0) + gn.sum(h_t * gn.constant(np.arange(8.0).reshape(2, 4)))
+    grads = gn.compile(dict(zip("wuxh", gn.grad(loss, [w, u, x, h0])))).run(
+        x=(xv := R.standard_normal((5, 2, 3))), h0=(hv := R.standard_normal((2, 4))))
+
+    def value(wv, uv, xv_, hv_):
+        h_ref, ys_ref = _rnn_reference(xv_, hv_, wv, uv, reverse)
+        hs = ys_ref / 2.0  # the reference gives 2 h per step; the scan's y is h
+        return np.sum(hs * hs * 2.0) + np.sum(h_ref * np.arange(8.0).reshape(2, 4))
+
+    wv, uv = w.data.copy(), u.data.copy()
+    expected = {"w": _central_difference(lambda v: value(v, uv, xv, hv), wv),
+                "u": _central_difference(lambda v: value(wv, v, xv, hv), uv),
+                "x": _central_difference(lambda v: value(wv, uv, v, hv), xv),
+                "h": _central_difference(lambda v: value(wv, uv, xv, v), hv)}
+    for name in "wuxh":
+        np.testing.assert_allclose(grads[name], expected[name], rtol=1e-6, atol=1e-8, err_msg=name)
+
+
+def test_scan_gradients_equal_the_unrolled_graphs():
+    w, u = _rnn_params("float32")
+    x = gn.placeholder("x", (7, 3, 3))
+    h0 = gn.placeholder("h0", (3, 4))
+    h_t, ys = gn.scan(lambda h, xt: (gn.tanh(xt @ w + h @ u),) * 2, h0, x)
+    h, unrolled = h0, []
+    for t in range(7):
+        h = gn.tanh(x[t] @ w + h @ u)
+        unrolled.append(h)
+    loss_scan = gn.mean(ys * ys) + gn.mean(h_t)
+    loss_unrolled = gn.mean(gn.concat([gn.reshape(y, (1, 3, 4)) for y in unrolled], 0) ** 2) + gn.mean(h)
+    feeds = {"x": R.standard_normal((7, 3, 3)).astype(np.float32), "h0": R.standard_normal((3, 4)).astype(np.float32)}
+    a = gn.compile(dict(zip("wuxh", gn.grad(loss_scan, [w, u, x, h0])))).run(**feeds)
+    b = gn.compile(dict(zip("wuxh", gn.grad(loss_unrolled, [w, u, x, h0])))).run(**feeds)
+    for name in "wuxh":
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_training_through_scan_runs_the_forward_loop_once_and_learns():
+    gn.manual_seed(0)
+    w, u = _rnn_params("float32")
+    readout = gn.nn.Linear(4, 1)
+    x = gn.placeholder("x", (6, None, 3))
+    target = gn.placeholder("target", (None, 1))
+    h0 = gn.constant(np.zeros((1, 4), np.float32))
+    h_t, _ = gn.scan(lambda h, xt: (gn.tanh(xt @ w + h @ u),) * 2,
+                     gn.broadcast_to(h0, (8, 4)), x)
+    train = gn.compile(gn.losses.mse(readout(h_t), target), optimizer=gn.optim.Adam(lr=0.05))
+    assert sum(step.op == "scan" for step in train.plan.steps) == 2  # forward (with history) and backward
+    xv = R.standard_normal((6, 8, 3)).astype(np.float32)
+    tv = xv.sum(axis=(0, 2))[:, None].astype(np.float32) * 0.1
+    losses = [float(train.run(x=xv, target=tv)["loss"]) for _ in range(60)]
+    assert losses[-1] < 0.1 * losses[0]
+
+
+def test_the_plan_does_not_grow_with_the_sequence_length():
+    sizes = set()
+    for steps in (12, 48, 192):
+        gn.manual_seed(0)
+        w, u = _rnn_params("float32")
+        x = gn.placeholder("x", (steps, None, 3))
+        h0 = gn.placeholder("h0", (None, 4))
+        h_t, ys = gn.scan(lambda h, xt: (gn.tanh(xt @ w + h @ u),) * 2, h0, x)
+        train = gn.compile(gn.mean(ys) + gn.mean(h_t), optimizer=gn.optim.SGD(lr=0.1))
+        sizes.add(len(train.plan.steps))
+    assert len(sizes) == 1
+
+
+def test_scan_refuses_a_carry_that_changes_type_and_random_ops_in_its_body():
+    x = gn.placeholder("x", (4, 3))
+    with pytest.raises(gn.ShapeError, match="a carry keeps its type"):
+        gn.scan(lambda c, xt: (gn.reshape(c, (3, 1)), xt), gn.constant(np.zeros(3, np.float32)), x)
+    with pytest.raises(gn.ShapeError, match="dropout.*cannot run inside a loop body"):
+        gn.scan(lambda c, xt: (c + gn.dropout(xt, 0.5), xt), gn.constant(np.zeros(3, np.float32)), x)
+    with pytest.raises(gn.ShapeError, match="xs or length"):
+        gn.scan(lambda c, xt: (c, c), gn.constant(np.zeros(3, np.float32)))
+
+
+def test_scan_prints_its_body():
+    x = gn.placeholder("x", (4, 3))
+    c, _ = gn.scan(lambda c, xt: (c + gn.exp(xt), None), gn.constant(np.zeros(3, np.float32)), x)
+    text = str(gn.make_graph({"c": c}))
+    assert "scan {reverse=False}" in text and "body:" in text and "exp arg1" in text
