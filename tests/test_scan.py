@@ -155,3 +155,51 @@ def test_scan_prints_its_body():
     c, _ = gn.scan(lambda c, xt: (c + gn.exp(xt), None), gn.constant(np.zeros(3, np.float32)), x)
     text = str(gn.make_graph({"c": c}))
     assert "scan {reverse=False}" in text and "body:" in text and "exp arg1" in text
+
+
+def test_a_plan_with_scans_saves_and_resumes_bit_identically(tmp_path):
+    gn.manual_seed(0)
+    w, u = _rnn_params("float32")
+    x = gn.placeholder("x", (5, None, 3))
+    target = gn.placeholder("target", (None, 4))
+    h_t, ys = gn.scan(lambda h, xt: (gn.tanh(xt @ w + h @ u + 0.25),) * 2,
+                      gn.broadcast_to(gn.constant(np.zeros((1, 4), np.float32)), (2, 4)), x)
+    train = gn.compile(gn.losses.mse(h_t + gn.mean(ys, 0), target), optimizer=gn.optim.Adam(lr=0.01))
+    feeds = {"x": R.standard_normal((5, 2, 3)).astype(np.float32), "target": np.ones((2, 4), np.float32)}
+    train.run(**feeds)
+    train.save(tmp_path / "rnn.gnp")
+    loaded = gn.load(tmp_path / "rnn.gnp")
+    for _ in range(2):
+        assert train.run(**feeds)["loss"].tobytes() == loaded.run(**feeds)["loss"].tobytes()
+    assert sum(s.op == "scan" for s in loaded.plan.steps) == 2
+
+
+def test_hostile_loop_bodies_are_refused(tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    x = gn.placeholder("x", (3, 2))
+    c, _ = gn.scan(lambda c, xt: (c + xt * 2.0, None), gn.constant(np.zeros(2, np.float32)), x)
+    gn.compile({"c": c}).save(tmp_path / "scan.gnp")
+
+    def edit(fn):
+        with safe_open(str(tmp_path / "scan.gnp"), "numpy") as f:
+            header = json.loads(f.metadata()["graphnet"])
+        node = next(n for n in header["graph"]["nodes"] if n["op"] == "scan")
+        fn(node["attrs"]["body"]["$body"])
+        save_file(load_file(str(tmp_path / "scan.gnp")), str(tmp_path / "bad.gnp"),
+                  metadata={"graphnet": json.dumps(header)})
+        return tmp_path / "bad.gnp"
+
+    def rename_arg(body):
+        next(n for n in body["graph"]["nodes"] if n["op"] == "placeholder")["attrs"]["name"] = "arg9"
+
+    def wrong_outs(body):
+        body["outs"][0][1] = "float64"
+
+    for fn, fault in ((rename_arg, "not one of its"), (wrong_outs, "declared types|stored type|traced for"),
+                      (lambda b: b.update(carry=7), "bad carry")):
+        with pytest.raises(gn.PlanFileError, match=fault):
+            gn.load(edit(fn))

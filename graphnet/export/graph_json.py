@@ -14,6 +14,7 @@ only from ``graphnet.dtypes.DTYPES``.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -22,6 +23,7 @@ from ..dtypes import DTYPES
 from ..errors import GraphnetError, PlanFileError
 from ..ir import Attrs, Graph, Node, TensorType, TupleType
 from ..ops.attrs import check_attrs
+from ..ops.control import Body
 from ..ops.registry import REGISTRY
 from ..modes import ModeSwitch
 from ..tensor import ConstValue, Variable
@@ -46,6 +48,11 @@ def encode_value(value: Any, tensor_key: Callable[[Any], dict[str, str]]) -> Any
         return tensor_key(value)
     if isinstance(value, ModeSwitch):
         return {"$mode": {"path": value.path, "kind": value.kind, "training": value.training}}
+    if isinstance(value, Body):
+        return {"$body": {"args": [[_encode_shape(t.shape), t.dtype] for t in value.arg_types],
+                          "outs": [[_encode_shape(t.shape), t.dtype] for t in value.out_types],
+                          "carry": value.n_carry, "xs": value.n_xs, "history": value.history,
+                          "graph": encode_graph(value.graph, tensor_key)}}
     raise PlanFileError(f"cannot store attribute value {value!r} of type {type(value).__name__}")
 
 
@@ -131,11 +138,63 @@ def _decode_value(value: Any, resolve: Callable[[Mapping[str, Any], str], Any], 
             return float(ref)
         if tag in ("$variable", "$tensor") and isinstance(ref, str):
             return resolve(value, where)
+        if tag == "$body" and ref == "node":  # a schedule step's loop body: its node's (plan_file resolves it)
+            return NODE_BODY
+        if tag == "$body" and isinstance(ref, dict):
+            return _decode_body(ref, resolve, where, depth)
         if tag == "$mode" and isinstance(ref, dict) and set(ref) == {"path", "kind", "training"}:
             expect(isinstance(ref["training"], bool), f"{where}: a mode's 'training' must be true or false")
             return ModeSwitch(path=check_str(ref["path"], where, limit=256), kind=check_str(ref["kind"], where, limit=64),
                               value=ref["training"])
     raise PlanFileError(f"{where}: attribute value {value!r} is not a number, string, list, null or tensor reference")
+
+
+#: a schedule step's ``body`` attribute, standing for its graph node's (checked there)
+NODE_BODY = "$body of the step's node"
+
+#: loop bodies nest at most this deep in a plan file
+MAX_BODY_DEPTH = 4
+
+
+def _decode_body(ref: Mapping[str, Any], resolve: Callable[[Mapping[str, Any], str], Any], where: str,
+                 depth: int) -> Body:
+    """A loop body: its graph rebuilt like the outer graph's (every node through its rule),
+    its arguments placeholders ``arg<i>`` of the declared types, its outputs of the declared
+    types, nothing inside that reads or writes a variable."""
+    expect(set(ref) == {"args", "outs", "carry", "xs", "history", "graph"},
+           f"{where}: a loop body needs args, outs, carry, xs, history and graph")
+
+    def types(items: Any, what: str) -> list[TensorType]:
+        expect(isinstance(items, list) and len(items) <= 4096 and all(isinstance(t, list) and len(t) == 2
+                                                                       for t in items),
+               f"{where}: the body's {what} must list [shape, dtype] pairs")
+        return [TensorType(check_shape(t[0], where), check_dtype(t[1], where)) for t in items]
+
+    args, outs = types(ref["args"], "args"), types(ref["outs"], "outs")
+    carry, xs, history = ref["carry"], ref["xs"], ref["history"]
+    expect(all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (carry, xs))
+           and carry + xs <= len(args) and carry <= len(outs) and isinstance(history, bool),
+           f"{where}: bad carry/xs counts for a body of {len(args)} arguments")
+    nesting = getattr(_loading, "bodies", 0)
+    expect(nesting < MAX_BODY_DEPTH, f"{where}: loop bodies nest more than {MAX_BODY_DEPTH} deep")
+    _loading.bodies = nesting + 1
+    try:
+        graph = decode_graph(ref["graph"], resolve, f"{where} body")
+    finally:
+        _loading.bodies = nesting
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            name = node.attrs["name"]
+            index = int(name[3:]) if name.startswith("arg") and name[3:].isdigit() else -1
+            expect(0 <= index < len(args) and node.type == args[index],
+                   f"{where}: body argument {name!r} of type {node.type} is not one of its {len(args)} arguments")
+        expect(node.op != "variable" and not REGISTRY[node.op].effect and not REGISTRY[node.op].random,
+               f"{where}: a loop body cannot hold a {node.op}")
+    expect([o.type for o in graph.outputs] == outs, f"{where}: the body's outputs are not of its declared types")
+    return Body(args, carry, xs, outs, graph=graph, history=history)
+
+
+_loading = threading.local()  # how deep in loop bodies this thread's decoding is
 
 
 def decode_graph(data: Any, resolve: Callable[[Mapping[str, Any], str], Any], what: str) -> Graph:

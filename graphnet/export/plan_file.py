@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 import stat
 import struct
 from typing import Any, Mapping, NamedTuple, Sequence
@@ -42,13 +43,14 @@ from ..ir import Graph
 from ..passes import (
     default_pipeline, dim_constraints, finish_plan, mode_switches, run_to_plan, strip_training, updated_parameters,
 )
-from ..plan import PREFIXES, PassRecord, Plan, VariableSpec, bind_variables
+from ..ops.control import Body
+from ..plan import PREFIXES, PassRecord, Plan, Step, VariableSpec, bind_variables
 from ..optim import from_config
 from ..passes import verify
 from ..tensor import VARIABLE_KINDS, ConstValue, Variable
 from .atomic import atomic_write, remove_stale_temporaries
 from .graph_json import (
-    check_dtype, check_str, decode_attrs, decode_graph, encode_graph, encode_value, expect, same_attrs,
+    NODE_BODY, check_dtype, check_str, decode_attrs, decode_graph, encode_graph, encode_value, expect, same_attrs,
 )
 from .schedule_check import check_schedule, decode_buffers, decode_steps
 
@@ -100,6 +102,8 @@ class _Tensors:
 def encode_schedule(plan: Plan, graph: Graph) -> dict[str, Any]:
     """The plan's steps and buffers as JSON values (parameters and constants by name only)."""
     def plain(value: Any) -> Any:
+        if isinstance(value, Body):  # the body is stored once, with the step's graph node
+            return {"$body": "node"}
         return encode_value(value, _no_tensors)
 
     index = {node.uid: i for i, node in enumerate(graph.nodes)}
@@ -491,6 +495,16 @@ def _build(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], executo
     return LoadedPlan(plan, graph, executor, optimizer, source)
 
 
+def _with_node_body(step: Step, graph: Graph, index: int) -> Step:
+    """A loop step's body is its node's (stored once, with the node)."""
+    if step.attrs.get("body") != NODE_BODY:
+        return step
+    node = graph.nodes[step.node] if 0 <= step.node < len(graph.nodes) else None
+    expect(node is not None and isinstance(node.attrs.get("body"), Body),
+           f"schedule step {index}: its loop body names no loop node")
+    return replace(step, attrs={**step.attrs, "body": node.attrs["body"]})
+
+
 def _kernel_choices(value: Any) -> tuple[str | None, dict[str, str]]:
     """The executor that saved the plan and its kernel choices (``{}`` before version 4)."""
     if value is None:
@@ -511,7 +525,7 @@ def _plan(data: Any, graph: Graph, variables: Mapping[str, Variable]) -> Plan:
     """The stored schedule as a Plan, after checking that it computes ``graph``."""
     expect(isinstance(data, dict), "'schedule' must be an object")
     buffers = decode_buffers(data.get("buffers"))
-    steps = decode_steps(data.get("steps"), decode_attrs)
+    steps = [_with_node_body(step, graph, i) for i, step in enumerate(decode_steps(data.get("steps"), decode_attrs))]
     feeds, outputs, leaves = data.get("feeds"), data.get("outputs"), data.get("leaves")
     for what, mapping, kind in (("feeds", feeds, str), ("outputs", outputs, str), ("leaves", leaves, int)):
         expect(isinstance(mapping, dict) and all(isinstance(v, kind) and not isinstance(v, bool)

@@ -11,3 +11,4 @@ from .layers import (  # noqa: F401  (issue 23)
     AdaptiveMaxPool2d, ConvTranspose1d, Dropout2d, InstanceNorm2d, Mish, PReLU, RMSNorm, Softplus, Upsample,
 )
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Sequential, StateDictError  # noqa: F401
+from .recurrent import GRU, LSTM, RNN  # noqa: F401
