@@ -34,6 +34,9 @@ from .ops import (  # noqa: F401  (the public forms take PyTorch's options: padd
 from .ops import (  # noqa: F401  (issue 23's layers, functional forms)
     adaptive_max_pool2d, conv_transpose1d, dropout2d, instance_norm, interpolate, rms_norm,
 )
+from .ops import (  # noqa: F401  (issue 24's sequence ops; sin and cos come with the elementwise ops)
+    argmax, causal_mask, cumsum, einsum, masked_fill, topk, tril, triu,
+)
 from .ops import avg_pool2d_ext as avg_pool2d, conv2d_padded as conv2d, max_pool2d_ext as max_pool2d  # noqa: F401
 from .ops.shape import slice_ as slice  # noqa: F401
 from .plan import Plan, Step  # noqa: F401

@@ -121,6 +121,7 @@ UNARY = {
     "sqrt": (gn.sqrt, np.sqrt, positive), "sign": (gn.sign, np.sign, ties), "abs": (gn.abs, np.abs, normal),
     "relu": (gn.relu, lambda x: np.maximum(x, 0.0), ties), "sigmoid": (gn.sigmoid, lambda x: 1 / (1 + np.exp(-x)), normal),
     "tanh": (gn.tanh, np.tanh, normal), "softplus": (gn.softplus, lambda x: np.log1p(np.exp(x)), normal),
+    "sin": (gn.sin, np.sin, normal), "cos": (gn.cos, np.cos, normal),
 }
 for name, (fn, ref, gen) in UNARY.items():
     fcase(name, name, fn, ref, a=gen(3, 5) * (3.0 if name in ("sigmoid", "tanh") else 1.0))
@@ -226,6 +227,53 @@ fcase("one_hot", "one_hot", lambda y: gn.one_hot(y, 5), lambda y: np.eye(5)[y], 
       y=np.array([0, 4, 2, 2, 1]))
 fcase("one_hot-2d-float64", "one_hot", lambda y: gn.one_hot(y, 3, "float64"), lambda y: np.eye(3)[y],
       out_dtype="float64", y=np.array([[0, 2], [1, 1]]))
+
+# --- issue 24's sequence ops (graphnet/ops/sequence.py; more in tests/test_sequence_ops.py) -------------
+for spec, shapes in [("ij,jk->ik", [(3, 4), (4, 5)]), ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]),
+                     ("bhqd,bhkd->bhqk", [(2, 3, 4, 5), (2, 3, 6, 5)]), ("ij,ij->ij", [(3, 4), (3, 4)]),
+                     ("i,j", [(3,), (4,)]), ("ijk,jl", [(2, 3, 4), (3, 5)]), ("ij->ji", [(3, 4)]), ("ii", [(4, 4)]),
+                     ("ij,jk,kl->il", [(2, 3), (3, 4), (4, 5)]), ("...ij,jk", [(2, 3, 4), (4, 5)]),
+                     ("ij,kj->ik", [(3, 1), (2, 4)]), ("iij,j->ij", [(3, 3, 2), (2,)])]:
+    fcase(f"einsum-{spec}", "einsum", lambda *xs, s=spec: gn.einsum(s, *xs), lambda *xs, s=spec: np.einsum(s, *xs),
+          rtol32=1e-5, atol32=1e-5, **{name: normal(*shape) for name, shape in zip("abc", shapes)})
+fcase("masked_fill", "where", lambda a, m: gn.masked_fill(a, m, -1.5), lambda a, m: np.where(m, -1.5, a),
+      a=normal(3, 4), m=R.random(4) > 0.5)
+fcase("masked_fill-causal", "where", lambda a: gn.masked_fill(a, gn.causal_mask(4), -np.inf),
+      lambda a: np.where(np.arange(4)[None, :] > np.arange(4)[:, None], -np.inf, a), a=normal(2, 4, 4))
+for diagonal in (0, 1, -1):
+    fcase(f"triu-{diagonal}", "triu", lambda a, d=diagonal: gn.triu(a, d), lambda a, d=diagonal: np.triu(a, d),
+          a=normal(2, 3, 4))
+    fcase(f"tril-{diagonal}", "tril", lambda a, d=diagonal: gn.tril(a, d), lambda a, d=diagonal: np.tril(a, d),
+          a=normal(4, 3))
+for axis in (0, 1, -1, None):
+    fcase(f"cumsum-{axis}", "cumsum", lambda a, ax=axis: gn.cumsum(a, ax), lambda a, ax=axis: np.cumsum(a, ax),
+          a=normal(2, 3, 4))
+fcase("cumsum-int", "cumsum", lambda y: gn.cumsum(y, 0), lambda y: np.cumsum(y, 0, dtype=np.int64), out_dtype="int64",
+      y=np.array([[1, 2], [3, 4], [-5, 6]], np.int32))
+for axis, keepdims in ((1, False), (-1, True), (None, False), (None, True)):
+    fcase(f"argmax-{axis}-{keepdims}", "argmax", lambda a, ax=axis, k=keepdims: gn.argmax(a, ax, k),
+          lambda a, ax=axis, k=keepdims: np.argmax(a, ax, keepdims=k), out_dtype="int64", a=ties(3, 5, 4))
+for k, axis, largest in ((3, -1, True), (2, 0, False), (6, 1, True)):
+    fcase(f"topk-values-{k}-{axis}-{largest}", "topk", lambda a, k=k, ax=axis, big=largest: gn.topk(a, k, ax, big)[0],
+          lambda a, k=k, ax=axis, big=largest: np.take(np.sort(-a if big else a, ax), range(k), ax) * (1 - 2 * big),
+          a=normal(4, 6))
+    fcase(f"topk-indices-{k}-{axis}-{largest}", "topk", lambda a, k=k, ax=axis, big=largest: gn.topk(a, k, ax, big)[1],
+          lambda a, k=k, ax=axis, big=largest: np.take(np.argsort(-a if big else a, ax, kind="stable"), range(k), ax),
+          out_dtype="int64", a=ties(4, 6))
+fcase("take_along_axis", "take_along_axis", lambda a, i: declare("take_along_axis", [a, i], {"axis": 1}),
+      lambda a, i: np.take_along_axis(a, i, 1), a=normal(3, 5), i=np.array([[0, 4], [2, 2], [1, 3]]))
+
+
+def _scatter_ref(g: np.ndarray, i: np.ndarray, like: np.ndarray) -> np.ndarray:
+    out = np.zeros(like.shape)
+    for (row, col), index in np.ndenumerate(i):
+        out[row, index] += g[row, col]  # repeated indices add up
+    return out
+
+
+fcase("scatter_along_axis", "scatter_along_axis",
+      lambda g, i, like: declare("scatter_along_axis", [g, i, like], {"axis": 1}), _scatter_ref,
+      g=normal(3, 2), i=np.array([[0, 4], [2, 2], [1, 3]]), like=normal(3, 5))
 
 
 def _cast_feeds(feeds: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:

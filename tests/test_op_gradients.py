@@ -347,6 +347,34 @@ case("embedding_grad", lambda g, w, idx: declare("embedding_grad", [g, idx, w]),
      idx=np.array([[0, 4, 4], [2, 0, 1]]))
 case("silu", lambda x: gn.silu(x), x=normal(3, 4))
 
+# --- issue 24's sequence ops (graphnet/ops/sequence.py; sin and cos come from the forward table's UNARY rows) --
+for _spec, _shapes in [("ij,jk->ik", [(3, 4), (4, 5)]), ("bij,bjk->bik", [(2, 3, 4), (2, 4, 2)]),
+                       ("bhqd,bhkd->bhqk", [(2, 2, 3, 2), (2, 2, 4, 2)]), ("i,j", [(3,), (4,)]),
+                       ("ijk,jl->il", [(2, 3, 2), (3, 2)]), ("ijk->kji", [(2, 3, 4)]), ("ii->", [(3, 3)]),
+                       ("iij,j->ij", [(3, 3, 2), (2,)]), ("ij,kj->ik", [(3, 1), (2, 4)]),
+                       ("ij,jk,kl->il", [(2, 3), (3, 2), (2, 4)]), ("...ij,...jk->...ik", [(2, 3, 4), (4, 2)]),
+                       ("i,->i", [(3,), ()])]:
+    case(f"einsum-{_spec}", lambda s=_spec, **xs: gn.einsum(s, *xs.values()),
+         **{name: normal(*shape) for name, shape in zip("abc", _shapes)})
+case("einsum-same-operand-twice", lambda x: gn.einsum("ij,ij->i", x, x), x=normal(3, 4))
+case("einsum-symbolic-batch", lambda a, b: gn.einsum("bij,jk->bik", a, b), shapes={"a": (None, 3, 4)},
+     a=normal(2, 3, 4), b=normal(4, 2))
+case("masked_fill", lambda x, m: gn.masked_fill(x, m, -2.0), x=normal(3, 4), m=bools(4))
+case("masked_fill-tensor-value", lambda x, v, m: gn.masked_fill(x, m, v), x=normal(3, 4), v=np.array(0.7),
+     m=bools(3, 1))
+for _d in (0, 1, -1):
+    case(f"triu-{_d}", lambda x, d=_d: gn.triu(x, d), x=normal(2, 3, 4))
+    case(f"tril-{_d}", lambda x, d=_d: gn.tril(x, d), x=normal(4, 3))
+for _axis in (0, -1, None):
+    case(f"cumsum-{_axis}", lambda x, ax=_axis: gn.cumsum(x, ax), x=normal(2, 3, 4))
+case("cumsum-reverse", lambda x: declare("cumsum", [x], {"axis": 1, "reverse": True}), x=normal(3, 4))
+case("topk-largest", lambda x: gn.topk(x, 2)[0], x=distinct(3, 5))
+case("topk-smallest-axis0", lambda x: gn.topk(x, 3, axis=0, largest=False)[0] ** 2, x=distinct(4, 3))
+case("take_along_axis", lambda x, i: declare("take_along_axis", [x, i], {"axis": 1}), x=normal(3, 5),
+     i=np.array([[0, 4, 4], [2, 2, 1], [1, 3, 0]]))
+case("scatter_along_axis", lambda g, i, like: declare("scatter_along_axis", [g, i, like], {"axis": 0}),
+     g=normal(2, 3), i=np.array([[0, 4, 4], [0, 2, 1]]), like=normal(5, 3))
+
 # --- softmax and friends ---------------------------------------------------------------------------
 
 for fn_name in ("softmax", "log_softmax"):
@@ -566,6 +594,9 @@ hvp_case("conv2d", lambda x, w: gn.tanh(gn.conv2d(x, w, stride=2, padding=1)), x
          w=normal(2, 2, 3, 3))
 hvp_case("avg_pool2d", lambda x: gn.avg_pool2d(x * x, 3, 1, 1), x=normal(1, 1, 4, 4))
 hvp_case("batch_norm", lambda x, w: gn.batch_norm(x, None, None, w, training=True), x=normal(4, 2), w=normal(2))
+hvp_case("einsum", lambda a, b: gn.tanh(gn.einsum("bij,bjk->bik", a, b)), a=normal(2, 3, 4), b=normal(2, 4, 2))
+hvp_case("sin-cos", lambda x: gn.sin(x) * gn.cos(x * 2.0), x=normal(3, 4))
+hvp_case("topk-cumsum", lambda x: gn.cumsum(gn.topk(x, 3)[0] ** 2, 1), x=distinct(2, 5))
 hvp_case("slice-concat-pad", lambda x: gn.concat([x[1:, :], gn.pad(x, ((0, 0), (1, 0)))[:, :3] ** 2], 0),
          x=normal(3, 3))
 
@@ -624,6 +655,7 @@ NO_GRAD_RULE = {
                              "batch_norm's decomposition)",
     "equal": "bool output", "not_equal": "bool output", "less": "bool output", "less_equal": "bool output",
     "greater": "bool output", "greater_equal": "bool output",
+    "argmax": "int64 output: an index, on no gradient's path (as torch.argmax)",
 }
 
 

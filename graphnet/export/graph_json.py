@@ -225,7 +225,7 @@ def decode_graph(data: Any, resolve: Callable[[Mapping[str, Any], str], Any], wh
                  for k, v in attrs_in.items()}
         if "types" in rec:
             types = rec["types"]
-            expect(isinstance(types, list) and 2 <= len(types) <= 16 and all(isinstance(t, list) and len(t) == 2
+            expect(isinstance(types, list) and 1 <= len(types) <= 4096 and all(isinstance(t, list) and len(t) == 2
                                                                               for t in types),
                    f"{where}: 'types' must list [shape, dtype] pairs")
             stored = TupleType(tuple(TensorType(check_shape(t[0], where), check_dtype(t[1], where)) for t in types))

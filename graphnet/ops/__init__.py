@@ -33,4 +33,5 @@ from .nn import dropout2d  # noqa: F401
 from .norm import instance_norm, rms_norm  # noqa: F401
 from .pooling import adaptive_max_pool2d  # noqa: F401
 from .resample import interpolate  # noqa: F401
+from .sequence import argmax, causal_mask, cumsum, einsum, masked_fill, topk, tril, triu  # noqa: F401  (issue 24)
 from . import fused, vjp  # noqa: F401  (register fused and composite_vjp)

@@ -121,8 +121,10 @@ class _Runner:
                 self.args.append((int(node.attrs["name"][3:]), slot[node.uid]))
             elif node.op == "constant":
                 self.constants.append((slot[node.uid], xp.asarray(node.attrs["value"].array)))
-            elif node.op == "tuple_get":
-                self.program.append((None, (slot[node.inputs[0].uid],), slot[node.uid], node.attrs["index"]))
+            elif node.op == "tuple_get":  # (a one-result op's kernel gives the array itself, as steps hold it)
+                single = len(node.inputs[0].types) == 1
+                self.program.append((None, (slot[node.inputs[0].uid],), slot[node.uid],
+                                     -1 if single else node.attrs["index"]))
             else:
                 opdef = get_op(node.op)
                 if opdef.kernel is None or opdef.random or opdef.effect or node.op == "variable":
@@ -141,7 +143,10 @@ class _Runner:
         for at, value in self.constants:
             values[at] = value
         for fn, ins, out, index in self.program:
-            values[out] = values[ins[0]][index] if fn is None else fn(*[values[i] for i in ins])
+            if fn is not None:
+                values[out] = fn(*[values[i] for i in ins])
+            else:
+                values[out] = values[ins[0]] if index < 0 else values[ins[0]][index]
         return [values[i] for i in self.outputs]
 
 
@@ -186,7 +191,8 @@ def _scan_kernel(xp: Any, *arrays: Any, body: Body, length: Any, reverse: bool) 
     # a carry the body passed through unchanged is an input's array: the result owns its own
     carry = [xp.array(c, copy=True) if any(c is a or getattr(c, "base", None) is a for a in arrays) else c
              for c in carry]
-    return tuple(carry) + tuple(ys)
+    results = tuple(carry) + tuple(ys)
+    return results[0] if len(results) == 1 else results  # one result: the array, as a step holds it
 
 
 def _scan_grad(gs: Sequence[Tensor | None], outs: Sequence[Tensor], ins: Sequence[Tensor], *, body: Body,

@@ -191,6 +191,10 @@ defop("relu", recompute=True, scalar=lambda x: S.where(x.gt(0) | x.ne(x), x, 0),
 defop("sigmoid", scalar=lambda x: (S.tanh(x * 0.5) + 1) * 0.5, attrs={}, category="elementwise", infer=unary_float, kernel=lambda xp, x: (xp.tanh(x * 0.5) + 1) * 0.5,
       grad=lambda g, out, ins: (g * out * (1.0 - out),))
 defop("tanh", scalar=S.tanh, attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.tanh(x, out=out), grad=lambda g, out, ins: (g * (1.0 - out * out),))
+defop("sin", scalar=S.sin, attrs={}, category="elementwise", infer=unary_float, kernel=lambda xp, x: xp.sin(x),
+      grad=lambda g, out, ins: (g * cos(ins[0]),))
+defop("cos", scalar=S.cos, attrs={}, category="elementwise", infer=unary_float, kernel=lambda xp, x: xp.cos(x),
+      grad=lambda g, out, ins: (neg(g * sin(ins[0])),))
 
 
 def _leaky_kernel(xp: Any, x: Any, alpha: float) -> Any:
@@ -315,6 +319,16 @@ def sigmoid(x: Tensor) -> Tensor:
 def tanh(x: Tensor) -> Tensor:
     """Hyperbolic tangent."""
     return declare("tanh", [x])
+
+
+def sin(x: Any) -> Tensor:
+    """Sine (radians), elementwise; float inputs. Gradient ``cos(x)``."""
+    return declare("sin", [x])
+
+
+def cos(x: Any) -> Tensor:
+    """Cosine (radians), elementwise; float inputs. Gradient ``-sin(x)``."""
+    return declare("cos", [x])
 
 
 def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:

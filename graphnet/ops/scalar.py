@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 #: The functions a scalar form may call, each of one argument and C99/CUDA's name for it.
-FUNCTIONS = ("exp", "log", "sqrt", "tanh", "erf", "expm1", "fabs", "log1p")
+FUNCTIONS = ("exp", "log", "sqrt", "tanh", "erf", "expm1", "fabs", "log1p", "sin", "cos")
 BINARY = ("+", "-", "*", "/", "pow")
 COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
 LOGICAL = ("or", "and")
@@ -155,7 +155,7 @@ def _function(name: str) -> Callable[[Any], Expr]:
     return lambda a: Call(name, lift(a))
 
 
-exp, log, sqrt, tanh, erf, expm1, fabs, log1p = (_function(name) for name in FUNCTIONS)
+exp, log, sqrt, tanh, erf, expm1, fabs, log1p, sin, cos = (_function(name) for name in FUNCTIONS)
 
 
 def tree(form: Callable[..., Expr], operands: int, attrs: dict[str, Any]) -> Expr:
