@@ -19,7 +19,7 @@ from .errors import (  # noqa: F401
 from . import backends  # noqa: F401,E402  (registers the backends graphnet ships)
 from .kernels.cpu.threads import set_num_threads  # noqa: F401
 from .grad import grad  # noqa: F401
-from .ops.control import scan  # noqa: F401
+from .ops.control import cond, scan, while_loop  # noqa: F401
 from .summary import ModelSummary, summary  # noqa: F401
 from .ir import Graph, Node, TensorType  # noqa: F401
 from .nn.init import manual_seed  # noqa: F401

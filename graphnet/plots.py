@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import GraphnetError
 
-__all__ = ["PlotError", "plot_history", "plot_prediction"]
+__all__ = ["PlotError", "plot_history", "plot_language_model", "plot_prediction"]
 
 _HIGHLIGHT = "#d62728"
 _BAR = "#9aa5b1"
@@ -182,5 +182,31 @@ def plot_prediction(image: Any, probabilities: Any, class_names: Sequence[str], 
         title += f"   true: {names[true_index]}"
         color = "green" if true_index == predicted else _HIGHLIGHT
     fig.suptitle(title, color=color, fontsize=13)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_language_model(steps: Sequence[int], train_loss: Sequence[float], heldout_steps: Sequence[int],
+                        heldout_loss: Sequence[float], path: str | os.PathLike[str]) -> str | os.PathLike[str]:
+    """Save a PNG with two panels for a language model: the loss (nats per token) of the
+    training batches and of the held-out text against the step, and the held-out perplexity
+    (``exp`` of its loss). Returns ``path``."""
+    train, held = _series(train_loss), _series(heldout_loss)
+    if train is None or held is None or len(train) != len(steps) or len(held) != len(heldout_steps) or not len(held):
+        raise PlotError("plot_language_model: each loss needs one value per step, and a held-out loss at least once")
+    fig = _figure(11, 4.2)
+    ax_loss, ax_ppl = fig.subplots(1, 2)
+    ax_loss.plot(steps, train, color=_TRAIN, alpha=0.6, label="training batches")
+    ax_loss.plot(heldout_steps, held, marker="o", color=_VAL, label="held-out text")
+    ax_loss.set_title("Loss")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("cross-entropy (nats per character)")
+    ax_loss.legend()
+    ax_ppl.plot(heldout_steps, np.exp(held), marker="o", color=_VAL)
+    ax_ppl.set_title("Held-out perplexity")
+    ax_ppl.set_xlabel("step")
+    ax_ppl.set_ylabel("perplexity")
+    for ax in (ax_loss, ax_ppl):
+        ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)

@@ -12,8 +12,8 @@ from .plan import Plan
 
 
 def _attr_text(attrs: Any, skip: tuple[str, ...] = ("value", "var", "name", "shape", "dtype")) -> str:
-    if "body" in attrs and isinstance(attrs["body"], Body):  # a loop: its body prints below it
-        items = [f"{k}={v}" for k, v in attrs.items() if k != "body" and v is not None]
+    if any(isinstance(v, Body) for v in attrs.values()):  # a loop or branch: its bodies print below it
+        items = [f"{k}={v}" for k, v in attrs.items() if not isinstance(v, Body) and v is not None]
         return " {" + ", ".join(items) + "}" if items else ""
     if "body" in attrs:  # a fused group: its members, in order
         return " {" + ", ".join(op + _attr_text(dict(a)) for op, _, a in attrs["body"]) + "}"
@@ -58,12 +58,13 @@ def format_graph(graph: Graph) -> str:
 
 
 def _body_lines(attrs: Any) -> list[str]:
-    """A loop's body, indented under it (as jaxprs print a scan's)."""
-    body = attrs.get("body")
-    if not isinstance(body, Body):
-        return []
-    kind = "body (with each step's carry)" if body.history else "body"
-    return [f"      {kind}:"] + ["      " + line for line in format_graph(body.graph).splitlines()]
+    """A loop's or branch's bodies, indented under it (as jaxprs print a scan's)."""
+    lines = []
+    for key, body in attrs.items():
+        if isinstance(body, Body):
+            kind = f"{key} (with each step's carry)" if body.history else key
+            lines += [f"      {kind}:"] + ["      " + line for line in format_graph(body.graph).splitlines()]
+    return lines
 
 
 def format_plan(plan: Plan, hyper: Mapping[str, float] | None = None) -> str:

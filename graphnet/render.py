@@ -27,6 +27,7 @@ from . import config, ir
 from .compile import SERVICES, CompiledPlan
 from .errors import GraphnetError
 from .ir import Graph, Node
+from .ops.control import Body
 from .nn.module import Module
 from .passes import default_pipeline, verify
 from .printing import make_graph
@@ -201,6 +202,26 @@ def _fused_cluster(node: Node) -> str:
     return f"subgraph {_q(f'cluster_fused_{node.uid}')} {{ " + "; ".join(parts) + " }"
 
 
+def _loop_cluster(node: Node, stmt: str) -> str:
+    """A loop or branch node inside a dotted cluster with its bodies: each body's ops, their
+    edges, and its arguments and results (bodies inside bodies are drawn as their node)."""
+    parts = [f"label={_q(f'{node.op}: ' + ', '.join(f'{k} ({len(b.graph.nodes)} nodes)' for k, b in _bodies(node)))}",
+             'style="dotted,rounded"', "fontsize=8", stmt]
+    for key, body in _bodies(node):
+        ids = {n.uid: f"b{node.uid}_{key}_{i}" for i, n in enumerate(body.graph.nodes)}
+        for n in body.graph.nodes:
+            label = n.attrs["name"] if n.op == "placeholder" else "const" if n.op == "constant" else (
+                "fused: " + " > ".join(op for op, _, _ in n.attrs["body"]) if n.op == "fused" else n.op)
+            shape = "ellipse" if n.op in ("placeholder", "constant") else "box"
+            parts.append(f"{ids[n.uid]} [label={_q(label)}, shape={shape}, fontsize=7]")
+            parts += [f"{ids[i.uid]} -> {ids[n.uid]} [arrowsize=0.4]" for i in dict.fromkeys(n.inputs)]
+    return f"subgraph {_q(f'cluster_loop_{node.uid}')} {{ " + "; ".join(parts) + " }"
+
+
+def _bodies(node: Node) -> list[tuple[str, Body]]:
+    return [(k, v) for k, v in node.attrs.items() if isinstance(v, Body)]
+
+
 def _fused_readers(node: Node, src: Node) -> list[str]:
     """The ids of the members of fused ``node`` that read its input ``src``."""
     position = node.inputs.index(src)
@@ -320,8 +341,8 @@ def _dot(graph: Graph, optimizer: Any, collapse_depth: int, title: str, stubs: b
         if node.uid in group_of or (node.op == "constant" and node.uid not in outputs):
             continue  # constants are drawn beside each reader (below), not shared across the picture
         kinds.add(_kind(node))
-        place(_fused_cluster(node) if node.op == "fused" else _node_stmt(node, refs.get(node.uid)), node.role,
-              _scope(node))
+        stmt = _fused_cluster(node) if node.op == "fused" else _node_stmt(node, refs.get(node.uid))
+        place(_loop_cluster(node, stmt) if _bodies(node) else stmt, node.role, _scope(node))
         if _is_param_update(node) and state_label is not None:
             kinds.add("optimizer")
             place(f"s{node.uid} [label={_q(state_label)}, shape=cylinder, style=filled, fontsize=8, "

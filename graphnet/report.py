@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from .ops.control import Body
 from .plan import PassRecord, Plan
 
 
@@ -30,6 +31,8 @@ class CompileReport:
     #: each time the plan's update was compiled again at a run ({"at_step", "changed", "reused",
     #: "updates_compiled"}): the optimizer's structure or the set of trained parameters changed
     recompiles: list[dict[str, Any]] = field(default_factory=list)
+    #: loops and branches: {"step", "op", "bodies": {attribute: kernels per run of that body}}
+    loops: list[dict[str, Any]] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[PassRecord]:
         return iter(self.passes)
@@ -55,7 +58,7 @@ class CompileReport:
                             "seconds": round(r.seconds, 6)} for r in self.passes],
                 "kernels": self.kernels, "kernels_unfused": self.kernels_unfused,
                 "groups": self.groups, "not_fused": self.not_fused, "codegen": self.codegen, "memory": self.memory,
-                "recompiles": self.recompiles}
+                "recompiles": self.recompiles, "loops": self.loops}
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.as_dict(), **kwargs)
@@ -82,6 +85,9 @@ class CompileReport:
                          f"{m['peak_bytes_per_batch_item']:,} * batch bytes")
         if self.codegen:
             lines.append("kernels generated: " + ", ".join(f"{k}={v}" for k, v in self.codegen.items()))
+        for loop in self.loops:
+            bodies = ", ".join(f"{k} {n} kernels" for k, n in loop["bodies"].items())
+            lines.append(f"{loop['op']} at step {loop['step']}: {bodies} (per iteration)")
         for r in self.recompiles:
             how = "an update compiled before, reused" if r["reused"] else "compiled again"
             lines.append(f"update {how} at step {r['at_step']} ({'; '.join(r['changed'])}); "
@@ -97,4 +103,12 @@ def build_report(plan: Plan, codegen: dict[str, Any], peak: tuple[int, int] | No
     if plan.memory is not None and peak is not None:
         memory = {"planned_values": len(plan.memory.storage), "blocks": len(plan.memory.blocks),
                   "in_place": len(plan.memory.inplace), "peak_bytes": peak[0], "peak_bytes_per_batch_item": peak[1]}
-    return CompileReport(list(plan.passes), len(plan.steps), len(plan.steps) + merged, dict(codegen), memory)
+    loops = [{"step": i, "op": step.op, "bodies": {k: _kernels(v) for k, v in step.attrs.items() if isinstance(v, Body)}}
+             for i, step in enumerate(plan.steps) if any(isinstance(v, Body) for v in step.attrs.values())]
+    return CompileReport(list(plan.passes), len(plan.steps), len(plan.steps) + merged, dict(codegen), memory,
+                         loops=loops)
+
+
+def _kernels(body: Body) -> int:
+    """The kernel calls one run of ``body`` makes (its ops, leaves and result picks aside)."""
+    return sum(1 for n in body.graph.nodes if n.op not in ("placeholder", "constant", "tuple_get"))

@@ -47,3 +47,17 @@ def test_other_examples_quick_run(script, tmp_path):
     # 60 small steps: enough for BatchNorm's running statistics (momentum 0.1) to settle
     out = _run(script, "--limit", "1920", "--batch-size", "32", "--epochs", "1", "--out", str(tmp_path))
     assert float(out.split("test accuracy: ")[1].split()[0]) > 0.3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["lstm_lm.py"])
+def test_language_models_quick_run_on_the_standard_librarys_source(script, tmp_path):
+    import math
+
+    out = _run(script, "--steps", "30", "--eval-every", "15", "--chars", "100000", "--sample", "20",
+               "--out", str(tmp_path))
+    held = [float(line.split("held-out loss ")[1].split()[0]) for line in out.splitlines() if line.startswith("step")]
+    vocab = int(out.split(" symbols")[0].split(", ")[-1])
+    assert len(held) == 2 and held[-1] < math.log(vocab) - 0.5  # well below a uniform guess
+    assert (tmp_path / f"{script[:-3]}_loss.png").read_bytes().startswith(b"\x89PNG")
+    assert "sample:" in out

@@ -445,6 +445,10 @@ case("scan-rnn-step",  # more scan gradients (reverse, outer values, against the
      lambda x, h: gn.sum(gn.scan(lambda c, xt: (gn.tanh(xt @ gn.constant(np.linspace(-1, 1, 12).reshape(3, 4))
                                                          + c * 0.5),) * 2, h, x)[1] ** 2),
      x=normal(4, 2, 3), h=normal(2, 4))
+case("cond-both-branches",  # the predicate flips with the data: each run takes one branch (more in test_scan.py)
+     lambda x: gn.sum(gn.cond(gn.sum(x) > 0.0, lambda v: gn.exp(v) * v, lambda v: gn.sin(v) * 3.0, x))
+     + gn.sum(gn.cond(gn.sum(x) <= 0.0, lambda v: gn.exp(v) * v, lambda v: gn.sin(v) * 3.0, x)),
+     x=normal(2, 3))
 case("mse-constant-target", lambda p: gn.losses.mse(p, np.linspace(-1, 1, 12).reshape(3, 4)), p=normal(3, 4))
 
 # --- a small network: many rules chained --------------------------------------------------------------
@@ -641,6 +645,7 @@ GRAD_EXCEPTIONS = {
                "checks that forward and backward share one mask",
     "stop_gradient": "its rule gives no gradient by design; test_op_forward checks that gn.grad sees a constant",
     "copy": "only the lowering adds copies (of outputs that would alias state), after autodiff",
+    "while_loop": "its rule raises GradientError by design (test_scan checks it): use scan with a bound",
     "count_batches": "the identity (its count is an effect); test_op_forward checks the gradient passes unchanged",
 }
 

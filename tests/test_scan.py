@@ -205,3 +205,97 @@ def test_hostile_loop_bodies_are_refused(tmp_path):
                       (lambda b: b.update(carry=7), "bad carry")):
         with pytest.raises(gn.PlanFileError, match=fault):
             gn.load(edit(fn))
+
+
+# --- cond and while_loop --------------------------------------------------------------------------------
+
+@covers("cond")
+def test_cond_runs_the_branch_the_predicate_picks_and_differentiates_through_it():
+    x = gn.placeholder("x", (3,), "float64")
+    flag = gn.placeholder("flag", (), "bool")
+    w = gn.nn.Parameter(np.array([1.0, 2.0, 3.0]))
+    y = gn.cond(flag, lambda v: gn.exp(v) * w, lambda v: v * v - w, x)
+    gx, gw = gn.grad(gn.sum(y), [x, w])
+    plan = compile_plan({"y": y, "gx": gx, "gw": gw})
+    xv = np.array([0.5, -1.0, 2.0])
+    on, off = plan.run(x=xv, flag=np.array(True)), plan.run(x=xv, flag=np.array(False))
+    np.testing.assert_allclose(on["y"], np.exp(xv) * w.data)
+    np.testing.assert_allclose(on["gx"], np.exp(xv) * w.data)
+    np.testing.assert_allclose(on["gw"], np.exp(xv))
+    np.testing.assert_allclose(off["y"], xv * xv - w.data)
+    np.testing.assert_allclose(off["gx"], 2 * xv)
+    np.testing.assert_allclose(off["gw"], -np.ones(3))
+    with pytest.raises(gn.ShapeError, match="same types"):
+        gn.cond(flag, lambda v: v, lambda v: gn.sum(v), x)
+
+
+def test_cond_inside_scan_stops_a_carry_and_gradients_match_finite_differences():
+    """A bounded loop that stops updating once the carry passes a threshold: what while_loop
+    cannot differentiate, scan with cond can."""
+    x = gn.placeholder("x", (2,), "float64")
+
+    def step(c, _):
+        grow = gn.cond(gn.sum(c) < 10.0, lambda v: v * 1.5 + 0.1, lambda v: v, c)
+        return grow, None
+
+    final, _ = gn.scan(step, x, length=8)
+    (g,) = gn.grad(gn.sum(final * final), [x])
+    plan = gn.compile({"final": final, "g": g})
+    xv = np.array([0.7, 0.4])
+
+    def reference(v):
+        for _ in range(8):
+            if v.sum() < 10.0:
+                v = v * 1.5 + 0.1
+        return v
+
+    out = plan.run(x=xv)
+    np.testing.assert_allclose(out["final"], reference(xv))
+    numeric = np.array([(np.sum(reference(xv + d) ** 2) - np.sum(reference(xv - d) ** 2)) / 2e-6
+                        for d in np.eye(2) * 1e-6])
+    np.testing.assert_allclose(out["g"], numeric, rtol=1e-6)
+
+
+@covers("while_loop")
+def test_while_loop_runs_until_its_condition_fails_and_refuses_gradients():
+    n = gn.placeholder("n", (), "int64")
+    limit = gn.placeholder("limit", (), "float64")
+    count, total = gn.while_loop(lambda c: c[1] < limit, lambda c: (c[0] + 1, c[1] + c[0].astype("float64")),
+                                 (n, gn.constant(np.array(0.0))))
+    out = compile_plan({"count": count, "total": total}).run(n=np.array(1), limit=np.array(20.0))
+    t, c = 0.0, 1
+    while t < 20.0:
+        t, c = t + c, c + 1
+    assert int(out["count"]) == c and float(out["total"]) == t
+    x = gn.placeholder("x", (), "float64")
+    doubled = gn.while_loop(lambda v: v < 100.0, lambda v: v * 2.0, x)
+    with pytest.raises(gn.GradientError, match="Use gn.scan with a bound"):
+        gn.grad(doubled, [x])
+
+
+def test_branches_and_loops_save_and_load(tmp_path):
+    x = gn.placeholder("x", (3,))
+    flag = gn.placeholder("flag", (), "bool")
+    y = gn.cond(flag, lambda v: v * 2.0, lambda v: v - 1.0, x)
+    z = gn.while_loop(lambda v: gn.sum(v) < 50.0, lambda v: v * 3.0, y)
+    plan = gn.compile({"z": z})
+    plan.save(tmp_path / "branches.gnp")
+    loaded = gn.load(tmp_path / "branches.gnp")
+    for flag_value in (True, False):
+        feeds = {"x": np.array([1.0, 2.0, 3.0], np.float32), "flag": np.array(flag_value)}
+        np.testing.assert_array_equal(loaded.run(**feeds)["z"], plan.run(**feeds)["z"])
+
+
+def test_the_report_counts_body_kernels_and_rendering_draws_the_body():
+    import shutil
+
+    x = gn.placeholder("x", (4, 3))
+    c, _ = gn.scan(lambda c, xt: (gn.tanh(c * xt) + 1.0, None), gn.constant(np.zeros(3, np.float32)), x)
+    plan = gn.compile({"c": c})
+    (loop,) = plan.report.loops
+    assert loop["op"] == "scan" and loop["bodies"]["body"] >= 1
+    assert "scan at step" in str(plan.report)
+    dot = gn.to_dot(plan.graph)
+    assert "cluster_loop_" in dot and "tanh" in dot
+    if shutil.which("dot"):
+        assert plan._repr_svg_().lstrip().startswith(("<?xml", "<svg"))

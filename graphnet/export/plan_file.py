@@ -496,13 +496,14 @@ def _build(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], executo
 
 
 def _with_node_body(step: Step, graph: Graph, index: int) -> Step:
-    """A loop step's body is its node's (stored once, with the node)."""
-    if step.attrs.get("body") != NODE_BODY:
+    """A loop or branch step's bodies are its node's (stored once, with the node)."""
+    keys = [k for k, v in step.attrs.items() if isinstance(v, str) and v == NODE_BODY]
+    if not keys:
         return step
     node = graph.nodes[step.node] if 0 <= step.node < len(graph.nodes) else None
-    expect(node is not None and isinstance(node.attrs.get("body"), Body),
-           f"schedule step {index}: its loop body names no loop node")
-    return replace(step, attrs={**step.attrs, "body": node.attrs["body"]})
+    expect(node is not None and all(isinstance(node.attrs.get(k), Body) for k in keys),
+           f"schedule step {index}: its body names no loop or branch node")
+    return replace(step, attrs={**step.attrs, **{k: node.attrs[k] for k in keys}})
 
 
 def _kernel_choices(value: Any) -> tuple[str | None, dict[str, str]]:

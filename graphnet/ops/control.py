@@ -346,3 +346,174 @@ def _close(start: int, outputs: list[Node], first_const: int) -> tuple[Graph, li
         if opdef.random or opdef.effect:
             raise ShapeError(f"scan: {node.op} (declared at {node.location}) cannot run inside a loop body")
     return Graph.build(final, [f"out{i}" for i in range(len(final))]), outer
+
+
+# --- cond and while_loop ------------------------------------------------------------------------------
+
+def _trace(fn: Callable[..., Any], operands: Sequence[Tensor], what: str) -> tuple[Graph, list[Node], bool]:
+    """``fn`` traced on placeholders for ``operands``: its graph (outer values as further
+    arguments), those outer values, and whether it returned one tensor."""
+    start = next_uid()
+    args = [placeholder(f"arg{i}", o.shape, o.dtype) for i, o in enumerate(operands)]
+    outs, single = _flat(fn(*args), what)
+    graph, outer = _close(start, [t.node for t in outs], len(operands))
+    return graph, outer, single
+
+
+def _share_outer(graphs: list[tuple[Graph, list[Node]]], first: int) -> tuple[list[Graph], list[Node]]:
+    """Several traced functions over one list of outer values (the union, in first-use
+    order): each graph's outer arguments renumbered into it."""
+    consts: list[Node] = []
+    for _, outer in graphs:
+        consts += [o for o in outer if all(o is not c for c in consts)]
+    renumbered = []
+    for graph, outer in graphs:
+        names = {f"arg{first + j}": f"arg{first + next(k for k, c in enumerate(consts) if c is o)}"
+                 for j, o in enumerate(outer)}
+        mapping: dict[int, Node] = {}
+        for node in graph.nodes:
+            if node.op == "placeholder" and names.get(node.attrs["name"], node.attrs["name"]) != node.attrs["name"]:
+                mapping[node.uid] = placeholder(names[node.attrs["name"]], node.type.shape, node.type.dtype).node
+            else:
+                inputs = tuple(mapping[i.uid] for i in node.inputs)
+                mapping[node.uid] = node if inputs == node.inputs else Node(
+                    node.op, inputs, node.attrs, node.type, node.name, node.location, node.scope, node.role)
+        renumbered.append(Graph.build([mapping[o.uid] for o in graph.outputs], graph.output_names))
+    return renumbered, consts
+
+
+def _same_types(a: Sequence[TensorType], b: Sequence[TensorType]) -> bool:
+    return len(a) == len(b) and all(
+        x.dtype == y.dtype and x.ndim == y.ndim and all(dims_equal(p, q) or not (isinstance(p, int) and isinstance(q, int))
+                                                        for p, q in zip(x.shape, y.shape)) for x, y in zip(a, b))
+
+
+def _results(node: Tensor, count: int, single: bool) -> Any:
+    values = [tuple_get(node, i) for i in range(count)]
+    return values[0] if single else tuple(values)
+
+
+def _own(xp: Any, values: Sequence[Any], inputs: Sequence[Any]) -> tuple[Any, ...]:
+    """Results that are (views of) inputs copied, so that a step's result owns its memory."""
+    return tuple(xp.array(v, copy=True) if any(v is a or getattr(v, "base", None) is a for a in inputs) else v
+                 for v in values)
+
+
+def _cond_infer(pred: TensorType, *types: TensorType, true_body: Body, false_body: Body) -> TupleType:
+    if pred.shape != () or pred.dtype != "bool":
+        raise ShapeError(f"cond: the predicate must be a bool scalar, got {pred}")
+    for body in (true_body, false_body):
+        if len(types) != len(body.arg_types) or not _same_types(types, body.arg_types):
+            raise ShapeError(f"cond: its operands {list(map(str, types))} are not what its branches were traced for")
+    if not _same_types(true_body.out_types, false_body.out_types):
+        raise ShapeError(f"cond: the branches give {list(map(str, true_body.out_types))} and "
+                         f"{list(map(str, false_body.out_types))}; they must give the same types")
+    return TupleType(true_body.out_types)
+
+
+def _cond_kernel(xp: Any, pred: Any, *arrays: Any, true_body: Body, false_body: Body) -> Any:
+    body = true_body if bool(pred) else false_body
+    results = _own(xp, body.runner(xp)(list(arrays)), arrays)
+    return results[0] if len(results) == 1 else results
+
+
+def _cond_grad(gs: Sequence[Tensor | None], outs: Sequence[Tensor], ins: Sequence[Tensor], *, true_body: Body,
+               false_body: Body) -> tuple[Tensor | None, ...]:
+    """The branch taken's vector-Jacobian product, chosen by the same predicate."""
+    wanted = tuple(i for i, t in enumerate(true_body.arg_types) if dtypes.is_float(t.dtype))
+    cts = [g if g is not None else o * 0.0 for g, o in zip(gs, outs)]
+    bodies = [branch_vjp_body(b, wanted) for b in (true_body, false_body)]
+    node = declare("cond", [ins[0], *ins[1:], *cts], {"true_body": bodies[0], "false_body": bodies[1]})
+    grads: list[Tensor | None] = [None] * len(ins)
+    for k, i in enumerate(wanted):
+        grads[1 + i] = tuple_get(node, k)
+    return tuple(grads)
+
+
+def branch_vjp_body(body: Body, wanted: tuple[int, ...]) -> Body:
+    """(the body's arguments, its outputs' cotangents) -> the gradients of the ``wanted``
+    arguments; built on first use (graphnet.passes)."""
+    builder = BODY_BUILDERS.get("branch_vjp")
+    if builder is None:
+        raise GradientError("cond gradients need graphnet.passes (import graphnet)")
+    return Body(body.arg_types + body.out_types, 0, 0, [body.arg_types[i] for i in wanted],
+                build=lambda: builder(body, wanted))
+
+
+defop("cond", attrs={"true_body": "any", "false_body": "any"}, category="other", infer=_cond_infer,
+      kernel=_cond_kernel, grad=_cond_grad,
+      doc="One of two traced branches, chosen by a bool scalar at run time: (pred, operands, outer values) -> results.")
+
+
+def cond(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], *operands: Tensor) -> Any:
+    """JAX's ``lax.cond``: ``true_fn(*operands)`` where the bool scalar ``pred`` holds at run time,
+    else ``false_fn(*operands)``. Both are traced once and must give the same types (a
+    Tensor or a tuple of Tensors); only the branch taken runs. Differentiable (the gradient
+    takes the same branch). A Python bool ``pred`` simply calls one of them."""
+    if isinstance(pred, bool):
+        return true_fn(*operands) if pred else false_fn(*operands)
+    if not isinstance(pred, Tensor) or pred.shape != () or pred.dtype != "bool":
+        raise ShapeError(f"cond: the predicate must be a bool scalar Tensor, got {pred!r}")
+    if not all(isinstance(o, Tensor) for o in operands):
+        raise ShapeError("cond: operands must be Tensors")
+    graph_t, outer_t, single_t = _trace(true_fn, operands, "the true branch's result")
+    graph_f, outer_f, single_f = _trace(false_fn, operands, "the false branch's result")
+    (graph_t, graph_f), consts = _share_outer([(graph_t, outer_t), (graph_f, outer_f)], len(operands))
+    if single_t != single_f or len(graph_t.outputs) != len(graph_f.outputs):
+        raise ShapeError("cond: the branches must return the same structure (a Tensor, or tuples of one length)")
+    arg_types = [o.node.type for o in operands] + [c.type for c in consts]
+    bodies = [Body(arg_types, 0, 0, [o.type for o in g.outputs], graph=g) for g in (graph_t, graph_f)]
+    node = declare("cond", [pred, *operands, *[Tensor(c) for c in consts]],
+                   {"true_body": bodies[0], "false_body": bodies[1]})
+    return _results(node, len(graph_t.outputs), single_t)
+
+
+def _while_infer(*types: TensorType, cond_body: Body, body: Body) -> TupleType:
+    count = body.n_carry
+    if not _same_types(types, body.arg_types) or not _same_types(types, cond_body.arg_types):
+        raise ShapeError("while_loop: its inputs are not what its functions were traced for")
+    if len(cond_body.out_types) != 1 or cond_body.out_types[0].shape != () or cond_body.out_types[0].dtype != "bool":
+        raise ShapeError(f"while_loop: cond_fn must give a bool scalar, got {list(map(str, cond_body.out_types))}")
+    return TupleType(tuple(types[:count]))
+
+
+def _while_kernel(xp: Any, *arrays: Any, cond_body: Body, body: Body) -> Any:
+    count = body.n_carry
+    carry, consts = list(arrays[:count]), list(arrays[count:])
+    test, step = cond_body.runner(xp), body.runner(xp)
+    while bool(test(carry + consts)[0]):
+        carry = step(carry + consts)
+    results = _own(xp, carry, arrays)
+    return results[0] if len(results) == 1 else results
+
+
+def _while_grad(*args: Any, **attrs: Any) -> Any:
+    raise GradientError("while_loop has no gradient: how many steps it takes is known only when it runs. "
+                        "Use gn.scan with a bound (length=N), and gn.cond inside it to stop updating the carry")
+
+
+defop("while_loop", attrs={"cond_body": "any", "body": "any"}, category="other", infer=_while_infer,
+      kernel=_while_kernel, grad=_while_grad,
+      doc="body_fn applied to the carry while cond_fn holds: (init carries, outer values) -> final carries.")
+
+
+def while_loop(cond_fn: Callable[[Any], Any], body_fn: Callable[[Any], Any], init: Any) -> Any:
+    """JAX's ``lax.while_loop``: ``body_fn`` applied to the carry while ``cond_fn(carry)`` (a bool
+    scalar) holds; returns the final carry (shaped like ``init``: a Tensor or a tuple). Both
+    functions are traced once. Forward only: its gradient raises GradientError (use
+    ``gn.scan`` with a bound)."""
+    carry, single = _flat(init, "init")
+    if not carry:
+        raise ShapeError("while_loop needs a carry")
+    pack = (lambda args: args[0]) if single else (lambda args: tuple(args))
+    graph_c, outer_c, _ = _trace(lambda *a: cond_fn(pack(a)), carry, "cond_fn's result")
+    graph_b, outer_b, single_b = _trace(lambda *a: body_fn(pack(a)), carry, "body_fn's result")
+    if single_b != single or len(graph_b.outputs) != len(carry) or not _same_types(
+            [o.type for o in graph_b.outputs], [c.node.type for c in carry]):
+        raise ShapeError("while_loop: body_fn must return a carry of init's structure and types")
+    (graph_c, graph_b), consts = _share_outer([(graph_c, outer_c), (graph_b, outer_b)], len(carry))
+    arg_types = [c.node.type for c in carry] + [c.type for c in consts]
+    test = Body(arg_types, len(carry), 0, [o.type for o in graph_c.outputs], graph=graph_c)
+    step = Body(arg_types, len(carry), 0, [o.type for o in graph_b.outputs], graph=graph_b)
+    node = declare("while_loop", [*carry, *[Tensor(c) for c in consts]], {"cond_body": test, "body": step})
+    return _results(node, len(carry), single)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 from .. import dtypes
 from ..errors import GradientError
-from ..ir import Graph, Node, topological_order
+from ..ir import Graph, Node, TupleType, topological_order
 from ..ops import broadcast_like, stop_gradient, sum as reduce_sum
 from ..modes import ModeSwitch
 from ..ops.common import declare
@@ -104,7 +104,7 @@ def gradients(y: Node, wrt: Sequence[Node]) -> list[Node]:
                 parent = node.inputs[0]
                 contributions.setdefault(parent.uid, {}).setdefault(node.attrs["index"], []).append(summed[0])
                 continue
-            multi = len(node.types) > 1
+            multi = isinstance(node.type, TupleType)  # (a loop with one result is still read through tuple_get)
             if not multi:
                 grads[node.uid] = summed[0]
             live_inputs = [i.uid in live for i in node.inputs]

@@ -17,18 +17,21 @@ from .autodiff import gradients
 
 def map_bodies(graph: Graph, fn: Callable[[Graph], Graph]) -> Graph:
     """``graph`` with ``fn`` applied to every scan body in it (bodies inside bodies first)."""
-    if not any(n.op == "scan" for n in graph.nodes):
+    if not any(isinstance(v, Body) for n in graph.nodes for v in n.attrs.values()):
         return graph
 
     def rewrite(node: Node, inputs: tuple[Node, ...]) -> Node | None:
-        if node.op != "scan":
+        bodies = {k: v for k, v in node.attrs.items() if isinstance(v, Body)}
+        if not bodies:
             return None
-        body: Body = node.attrs["body"]
-        new_graph = fn(map_bodies(body.graph, fn))
-        if new_graph is body.graph:
+        changed = {}
+        for key, body in bodies.items():
+            new_graph = fn(map_bodies(body.graph, fn))
+            if new_graph is not body.graph:
+                changed[key] = body.with_graph(new_graph)
+        if not changed:
             return None
-        attrs = Attrs({**node.attrs, "body": body.with_graph(new_graph)})
-        return replace(node, inputs=inputs, attrs=attrs, uid=next_uid())
+        return replace(node, inputs=inputs, attrs=Attrs({**node.attrs, **changed}), uid=next_uid())
 
     return rebuild(graph, rewrite)
 
@@ -72,6 +75,29 @@ def build_vjp_body(body: Body, carry_f: tuple[int, ...], xs_f: tuple[int, ...],
 
 
 BODY_BUILDERS["vjp"] = build_vjp_body
+
+
+def build_branch_vjp_body(body: Body, wanted: tuple[int, ...]) -> Graph:
+    """The graph of ``graphnet.ops.control.branch_vjp_body``: (the body's arguments, its
+    outputs' cotangents) -> the ``wanted`` arguments' gradients."""
+    args = [placeholder(f"arg{i}", t.shape, t.dtype).node for i, t in enumerate(body.arg_types)]
+    cts = [placeholder(f"arg{len(args) + j}", t.shape, t.dtype).node for j, t in enumerate(body.out_types)]
+    mapping: dict[int, Node] = {}
+    for node in body.graph.nodes:
+        if node.op == "placeholder":
+            mapping[node.uid] = args[int(node.attrs["name"][3:])]
+        else:
+            mapping[node.uid] = with_inputs(node, tuple(mapping[i.uid] for i in node.inputs))
+    outs = [Tensor(mapping[o.uid]) for o in body.graph.outputs]
+    terms = [reduce_sum(o * Tensor(ct)) for o, ct in zip(outs, cts) if o.dtype.startswith("float")]
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term.astype(total.dtype)
+    grads = gradients(total.node, [args[i] for i in wanted])
+    return Graph.build(grads, [f"out{i}" for i in range(len(grads))])
+
+
+BODY_BUILDERS["branch_vjp"] = build_branch_vjp_body
 
 
 def merge_scans(graph: Graph) -> Graph:
