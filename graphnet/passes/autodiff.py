@@ -84,10 +84,20 @@ def gradients(y: Node, wrt: Sequence[Node]) -> list[Node]:
                 f"at {user_location()}): its dtype {w.dtype} is not floating (gradients do not flow through "
                 f"integer tensors; cast it first if it stands for real numbers)"
             )
-    order = topological_order([y])
+    return vjp([y], [constant(1.0, y.dtype).node], wrt)
+
+
+def vjp(outputs: Sequence[Node], cotangents: Sequence[Node], wrt: Sequence[Node]) -> list[Node]:
+    """Nodes computing the vector-Jacobian product: sum over i of <cotangents[i], d outputs[i] / d w>
+    for each w in ``wrt`` (each cotangent shaped like its output; zeros where w is not reached).
+    What ``gradients`` is with one scalar output and a cotangent of 1; loop bodies' backward
+    steps seed every output with its own cotangent this way."""
+    order = topological_order(list(outputs))
     live = _on_path(order, wrt)
     # uid -> result index -> contributions (index 0 for single-result nodes)
-    contributions: dict[int, dict[int, list[Tensor]]] = {y.uid: {0: [Tensor(constant(1.0, y.dtype).node)]}}
+    contributions: dict[int, dict[int, list[Tensor]]] = {}
+    for out, ct in zip(outputs, cotangents):
+        contributions.setdefault(out.uid, {}).setdefault(0, []).append(Tensor(ct))
     grads: dict[int, Tensor] = {}
     for node in reversed(order):
         parts = contributions.pop(node.uid, None)

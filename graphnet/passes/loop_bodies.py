@@ -8,11 +8,10 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from ..ir import Attrs, Graph, Node, next_uid, rebuild, with_inputs
-from ..ops import sum as reduce_sum
 from ..ops.control import BODY_BUILDERS, Body
 from ..ops.registry import get_op
 from ..tensor import Tensor, placeholder
-from .autodiff import gradients
+from .autodiff import vjp
 
 
 def map_bodies(graph: Graph, fn: Callable[[Graph], Graph]) -> Graph:
@@ -60,14 +59,11 @@ def build_vjp_body(body: Body, carry_f: tuple[int, ...], xs_f: tuple[int, ...],
             mapping[node.uid] = forward_args[int(node.attrs["name"][3:])]
         else:
             mapping[node.uid] = with_inputs(node, tuple(mapping[i.uid] for i in node.inputs))
-    outs = [Tensor(mapping[o.uid]) for o in body.graph.outputs]
-    terms = [reduce_sum(outs[i] * Tensor(ct)) for i, ct in zip(carry_f, ct_carry)]
-    terms += [reduce_sum(outs[nc + j] * Tensor(ct_y[j])) for j in range(ny) if outs[nc + j].dtype.startswith("float")]
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term.astype(total.dtype)
+    outs = [mapping[o.uid] for o in body.graph.outputs]
+    seeded = [(outs[i], ct) for i, ct in zip(carry_f, ct_carry)]
+    seeded += [(outs[nc + j], ct_y[j]) for j in range(ny) if outs[nc + j].type.dtype.startswith("float")]
     wrt = [c_t[i] for i in carry_f] + [consts[i - nc - nx] for i in consts_f] + [x_t[i - nc] for i in xs_f]
-    grads = gradients(total.node, wrt)
+    grads = vjp([o for o, _ in seeded], [ct for _, ct in seeded], wrt)
     k = len(carry_f)
     outputs = grads[:k] + [(Tensor(s) + Tensor(g)).node for s, g in zip(sums, grads[k:k + len(consts_f)])] \
         + grads[k + len(consts_f):]
@@ -88,12 +84,9 @@ def build_branch_vjp_body(body: Body, wanted: tuple[int, ...]) -> Graph:
             mapping[node.uid] = args[int(node.attrs["name"][3:])]
         else:
             mapping[node.uid] = with_inputs(node, tuple(mapping[i.uid] for i in node.inputs))
-    outs = [Tensor(mapping[o.uid]) for o in body.graph.outputs]
-    terms = [reduce_sum(o * Tensor(ct)) for o, ct in zip(outs, cts) if o.dtype.startswith("float")]
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term.astype(total.dtype)
-    grads = gradients(total.node, [args[i] for i in wanted])
+    outs = [mapping[o.uid] for o in body.graph.outputs]
+    seeded = [(o, ct) for o, ct in zip(outs, cts) if o.type.dtype.startswith("float")]
+    grads = vjp([o for o, _ in seeded], [ct for _, ct in seeded], [args[i] for i in wanted])
     return Graph.build(grads, [f"out{i}" for i in range(len(grads))])
 
 

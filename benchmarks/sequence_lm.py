@@ -1,0 +1,170 @@
+"""Training-step time of the character LSTM language model of examples/lstm_lm.py, side by side
+with its peers, each side in its own process (PyTorch eager, torch.compile, JAX jit + optax):
+Embedding(95, 64) -> LSTM(64, 256) -> Linear(256, 95), windows of 64 characters, batch 32,
+AdamW with clipping. Median of many runs after warm-up; the ratio is to the best peer.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/sequence_lm.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+VOCAB, EMBED, HIDDEN, LENGTH, BATCH = 95, 64, 256, 64, 32
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHONS = {"graphnet": ".venv", "torch": ".venv-torch", "torch-compile": ".venv-torch", "jax": ".venv-jax"}
+
+
+def _data():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    window = rng.integers(0, VOCAB, (LENGTH + 1, BATCH))
+    return window[:-1], window[1:]
+
+
+def graphnet_step():
+    import numpy as np
+
+    import graphnet as gn
+
+    gn.manual_seed(0)
+    embed, lstm, head = gn.nn.Embedding(VOCAB, EMBED), gn.nn.LSTM(EMBED, HIDDEN), gn.nn.Linear(HIDDEN, VOCAB)
+    tokens = gn.placeholder("tokens", (LENGTH, None), dtype="int64")
+    targets = gn.placeholder("targets", (LENGTH, None), dtype="int64")
+    logits = head(lstm(embed(tokens))[0])
+    loss = gn.losses.cross_entropy(gn.reshape(logits, (-1, VOCAB)), gn.reshape(targets, (-1,)))
+    plan = gn.compile(loss, optimizer=gn.optim.AdamW(lr=1e-3, max_grad_norm=1.0))
+    x, y = _data()
+    return lambda: plan.run(tokens=x, targets=np.ascontiguousarray(y))["loss"]
+
+
+def torch_step(compiled: bool):
+    import torch
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.lstm = torch.nn.Embedding(VOCAB, EMBED), torch.nn.LSTM(EMBED, HIDDEN)
+            self.head = torch.nn.Linear(HIDDEN, VOCAB)
+
+        def forward(self, tokens):
+            return self.head(self.lstm(self.embed(tokens))[0])
+
+    model = Model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x, y = (torch.tensor(a) for a in _data())
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(x).reshape(-1, VOCAB), y.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return loss
+
+    return torch.compile(step) if compiled else step
+
+
+def jax_step():
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    keys = jax.random.split(jax.random.PRNGKey(0), 6)
+    bound = 1 / HIDDEN ** 0.5
+    params = {"embed": jax.random.normal(keys[0], (VOCAB, EMBED)),
+              "w_ih": jax.random.uniform(keys[1], (4 * HIDDEN, EMBED), minval=-bound, maxval=bound),
+              "w_hh": jax.random.uniform(keys[2], (4 * HIDDEN, HIDDEN), minval=-bound, maxval=bound),
+              "b": jax.random.uniform(keys[3], (4 * HIDDEN,), minval=-bound, maxval=bound),
+              "w_out": jax.random.uniform(keys[4], (VOCAB, HIDDEN), minval=-bound, maxval=bound),
+              "b_out": jnp.zeros(VOCAB)}
+    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3))
+    state = opt.init(params)
+
+    def loss_fn(p, x, y):
+        projected = p["embed"][x] @ p["w_ih"].T + p["b"]
+
+        def cell(carry, proj):
+            h, c = carry
+            i, f, g, o = jnp.split(proj + h @ p["w_hh"].T, 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (h, c), h
+
+        zeros = jnp.zeros((x.shape[1], HIDDEN))
+        _, hs = jax.lax.scan(cell, (zeros, zeros), projected)
+        logits = hs @ p["w_out"].T + p["b_out"]
+        return optax.softmax_cross_entropy_with_integer_labels(logits.reshape(-1, VOCAB), y.reshape(-1)).mean()
+
+    @jax.jit
+    def update(p, s, x, y):
+        loss, grads = jax.value_and_grad(loss_fn)(p, x, y)
+        updates, s = opt.update(grads, s, p)
+        return optax.apply_updates(p, updates), s, loss
+
+    x, y = (jnp.asarray(a) for a in _data())
+    held = {"p": params, "s": state}
+
+    def step():
+        held["p"], held["s"], loss = update(held["p"], held["s"], x, y)
+        return loss.block_until_ready()
+
+    return step
+
+
+def measure(side: str, warmup: int, repeats: int) -> float:
+    step = {"graphnet": graphnet_step, "torch": lambda: torch_step(False),
+            "torch-compile": lambda: torch_step(True), "jax": jax_step}[side]()
+    for _ in range(warmup):
+        float(step())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        float(step())
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sides", default="graphnet,torch,torch-compile,jax")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--side", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        print(json.dumps({"ms": measure(args.side, args.warmup, args.repeats)}))
+        return
+    results = {}
+    for side in args.sides.split(","):
+        python = os.path.join(ROOT, PYTHONS[side], "bin", "python")
+        if not os.path.exists(python):
+            print(f"{side:<14} skipped ({PYTHONS[side]} is not installed)")
+            continue
+        env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+        env.update(OMP_NUM_THREADS="2", JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_cpu_multi_thread_eigen=true")
+        done = subprocess.run([python, os.path.abspath(__file__), "--side", side, "--warmup", str(args.warmup),
+                               "--repeats", str(args.repeats)], capture_output=True, text=True, env=env,
+                              cwd=ROOT, timeout=1200)
+        if done.returncode != 0:
+            print(f"{side:<14} failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else '?'}")
+            continue
+        results[side] = json.loads(done.stdout.strip().splitlines()[-1])["ms"]
+        print(f"{side:<14} {results[side]:8.2f} ms per training step")
+    peers = [v for k, v in results.items() if k != "graphnet"]
+    if "graphnet" in results and peers:
+        print(f"graphnet / best peer: {results['graphnet'] / min(peers):.2f}")
+
+
+if __name__ == "__main__":
+    main()
