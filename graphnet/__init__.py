@@ -37,6 +37,7 @@ from .ops import (  # noqa: F401  (issue 23's layers, functional forms)
 from .ops import (  # noqa: F401  (issue 24's sequence ops; sin and cos come with the elementwise ops)
     argmax, causal_mask, cumsum, einsum, masked_fill, topk, tril, triu,
 )
+from .ops import scaled_dot_product_attention  # noqa: F401  (issue 24: attention in one op)
 from .ops import avg_pool2d_ext as avg_pool2d, conv2d_padded as conv2d, max_pool2d_ext as max_pool2d  # noqa: F401
 from .ops.shape import slice_ as slice  # noqa: F401
 from .plan import Plan, Step  # noqa: F401

@@ -298,6 +298,12 @@ def test_kernels_that_accept_out_write_into_the_given_buffer(name):
                               {"kernel_size": (3, 3), "stride": (2, 2), "padding": (1, 1)}),
         "softmax_cross_entropy": ((a, np.array([0, 3, 1, 2])), {"label_smoothing": 0.1, "reduction": "mean"}),
     }
+    attention = {"scale": 0.5, "causal": True, "dropout_p": 0.0, "training": False}  # issue 24
+    q, k, v = rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 6, 3)), rng.standard_normal((2, 6, 4))
+    o, lse, seed = REGISTRY["scaled_dot_product_attention"].kernel(np, q, k, v, **attention)
+    several["scaled_dot_product_attention"] = ((q, k, v), attention)
+    several["scaled_dot_product_attention_grad"] = ((q, k, v, o, lse, seed, rng.standard_normal(o.shape)),
+                                                    {**attention, "mask_grads": ()})
     if name in several:
         args, attrs = several[name]
         want = op.kernel(np, *args, **attrs)

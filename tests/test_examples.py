@@ -50,7 +50,7 @@ def test_other_examples_quick_run(script, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["lstm_lm.py"])
+@pytest.mark.parametrize("script", ["lstm_lm.py", "char_lm.py"])
 def test_language_models_quick_run_on_the_standard_librarys_source(script, tmp_path):
     import math
 

@@ -931,3 +931,21 @@ def test_batch_norm_train_and_its_gradient_kernel_against_the_formulas(shape: tu
     np.testing.assert_allclose(got["gx"], gx, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(got["gw"], (gv * xhat).sum(axes), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(got["gb"], gv.sum(axes), rtol=1e-10, atol=1e-12)
+
+
+@covers("scaled_dot_product_attention", "scaled_dot_product_attention_grad")
+def test_scaled_dot_product_attention_and_its_gradient_against_the_formulas() -> None:
+    """softmax(q k^T * scale + mask) v and the textbook gradients, float64 (issue 24; the blocked
+    kernels, causal masks and dropout in tests/test_attention.py)."""
+    qv, kv, vv, gv, mask = normal(2, 5, 4), normal(2, 7, 4), normal(2, 7, 3), normal(2, 5, 3), normal(5, 7)
+    q, k, v, g = (gn.placeholder(n, a.shape, "float64") for n, a in (("q", qv), ("k", kv), ("v", vv), ("g", gv)))
+    y = gn.scaled_dot_product_attention(q, k, v, mask, scale=0.5)
+    dq, dk, dv = gn.grad(gn.sum(y * g), [q, k, v])
+    got = run({"y": y, "dq": dq, "dk": dk, "dv": dv}, {"q": qv, "k": kv, "v": vv, "g": gv})
+    p = _softmax(qv @ kv.transpose(0, 2, 1) * 0.5 + mask)
+    dp = gv @ vv.transpose(0, 2, 1)
+    ds = p * (dp - (dp * p).sum(-1, keepdims=True))
+    assert_close(got["y"], p @ vv)
+    assert_close(got["dv"], p.transpose(0, 2, 1) @ gv)
+    assert_close(got["dq"], ds @ kv * 0.5)
+    assert_close(got["dk"], ds.transpose(0, 2, 1) @ qv * 0.5)

@@ -460,6 +460,15 @@ case("cnn-chain",
      lambda x, w, b: gn.mean(gn.log_softmax(gn.flatten(gn.avg_pool2d(gn.elu(gn.conv2d(x, w, b, padding=1)), 2)))),
      x=normal(2, 1, 4, 4), w=normal(2, 1, 3, 3), b=normal(2))
 
+# --- attention (issue 24; blocked kernels, masks and dropout: tests/test_attention.py) -------------------
+
+case("scaled_dot_product_attention-float-mask",  # a float mask read from a placeholder gets a gradient too
+     lambda q, k, v, m: gn.scaled_dot_product_attention(q, k, v, m, scale=0.6),
+     q=normal(2, 3, 4), k=normal(2, 5, 4), v=normal(2, 5, 3), m=normal(3, 5))
+case("scaled_dot_product_attention-causal-second-order",  # the gradient op's own rule
+     lambda q, k, v: gn.grad(gn.sum(gn.scaled_dot_product_attention(q, k, v, is_causal=True) ** 3), q),
+     q=normal(2, 4, 3), k=normal(2, 5, 3), v=normal(2, 5, 2))
+
 
 # --- the checks ------------------------------------------------------------------------------------
 

@@ -10,5 +10,8 @@ from .layers import (  # noqa: F401
 from .layers import (  # noqa: F401  (issue 23)
     AdaptiveMaxPool2d, ConvTranspose1d, Dropout2d, InstanceNorm2d, Mish, PReLU, RMSNorm, Softplus, Upsample,
 )
+from .transformer import (  # noqa: F401  (issue 24)
+    MultiheadAttention, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer,
+)
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Sequential, StateDictError  # noqa: F401
 from .recurrent import GRU, LSTM, RNN  # noqa: F401

@@ -34,4 +34,5 @@ from .norm import instance_norm, rms_norm  # noqa: F401
 from .pooling import adaptive_max_pool2d  # noqa: F401
 from .resample import interpolate  # noqa: F401
 from .sequence import argmax, causal_mask, cumsum, einsum, masked_fill, topk, tril, triu  # noqa: F401  (issue 24)
+from .attention import scaled_dot_product_attention  # noqa: F401  (issue 24)
 from . import fused, vjp  # noqa: F401  (register fused and composite_vjp)

@@ -12,6 +12,8 @@ workspace.py), so what ``compile`` and ``inspect`` predict is what the chosen ke
 * the max-pool forward otherwise, and the average pools: the reference kernel with its
   temporaries from the executor's workspace (the max pool over chunks of images);
 * matrix products: split among graphnet's threads (kernels/cpu/matmul.py);
+* attention and its gradient: the op's blocked xp kernel, with its block's temporaries counted
+  (graphnet.ops.attention.scratch_bytes);
 * convolutions: the algorithm the chooser picks (kernels/cpu/conv/chooser.py), split among
   threads by images;
 * fused groups: a numba loop generated from the members' scalar forms (fused_kernels.py),
@@ -167,6 +169,8 @@ TABLE = KernelTable({
     "avg_pool2d_grad": [KernelEntry("xp with workspace", _with_scratch,
                                     workspace=workspace.avg_pool("avg_pool2d_grad"))],
     "matmul": [_split_matmul],
+    **{op: [KernelEntry("xp blocked attention (online softmax)", reference_kernel, workspace=workspace.attention(op))]
+       for op in ("scaled_dot_product_attention", "scaled_dot_product_attention_grad")},
     **{op: _convolution_entries(op) for op in ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")},
     "fused": [_generated],
     "fused_assign": [_generated],

@@ -17,6 +17,7 @@ from ...executors.arena import ALIGNMENT
 from ...kernels.cpu.conv import nhwc
 from ...kernels.cpu.conv.algorithms import _geometry, chunk_images, xp_chunk_images
 from ...kernels.cpu.conv.chooser import parts, rule
+from ...ops.attention import scratch_bytes as _attention_scratch
 from ...ops.conv_kernels import _ConvGeom, _out_size
 
 
@@ -168,3 +169,9 @@ def reference_convolution(op: str) -> Callable[[list[tuple[int, ...]], Mapping[s
 def convolution(op: str) -> Callable[[list[tuple[int, ...]], Mapping[str, Any], int], tuple[int, int]]:
     """A convolution op's workspace rule, for the algorithm the cost rule picks."""
     return lambda shapes, attrs, itemsize: _conv_scratch(op, shapes, attrs, itemsize)
+
+
+def attention(op: str) -> Callable[[list[tuple[int, ...]], Mapping[str, Any], int], tuple[int, int]]:
+    """Blocked attention and its gradient: one block's scores and temporaries, and a few values
+    per query row, allocated while the step runs (graphnet.ops.attention.scratch_bytes)."""
+    return lambda shapes, attrs, itemsize: (0, _attention_scratch(op, shapes, attrs, itemsize))
