@@ -90,7 +90,8 @@ def test_compile_reports_every_pass_with_node_counts():
     assert names == ["verify", "resolve_modes", "fuse_batch_norm", "state_updates", "fold_batch_norm",
                      "fuse_cross_entropy",
                      "decompose", "pool_before_bias", "autodiff",
-                     "optimizer_updates", "save_pool_argmax", "merge_scans", "constant_fold", "simplify", "cse", "dce"] + [
+                     "optimizer_updates", "save_pool_argmax", "merge_scans", "save_loop_residuals",
+                     "prune_loop_outputs", "constant_fold", "simplify", "cse", "dce"] + [
         "fuse", "fuse_updates"] * gn.config.flags.fuse + ["schedule", "lower", "flatten_state", "plan_memory"]
     autodiff = plan.report[8]
     assert autodiff.nodes_after > autodiff.nodes_before

@@ -56,6 +56,8 @@ class Body:
         self.base = base if base is not None else self  # the body a history variant extends
         self.history = history
         self.id = next(_body_ids)
+        #: for a backward body: (the forward body, carry_f, xs_f, consts_f) it was made from
+        self.vjp_of: tuple[Body, tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
         self._history: Body | None = None
         self._runners: dict[int, Any] = {}
 
@@ -240,8 +242,10 @@ def vjp_body(body: Body, carry_f: tuple[int, ...], xs_f: tuple[int, ...], consts
     builder = BODY_BUILDERS.get("vjp")
     if builder is None:
         raise GradientError("scan gradients need graphnet.passes (import graphnet)")
-    return Body(arg_types, len(carry_f) + len(consts_f), nx + nc + ny, out_types,
-                build=lambda: builder(body, carry_f, xs_f, consts_f))
+    backward = Body(arg_types, len(carry_f) + len(consts_f), nx + nc + ny, out_types,
+                    build=lambda: builder(body, carry_f, xs_f, consts_f))
+    backward.vjp_of = (body, carry_f, xs_f, consts_f)
+    return backward
 
 
 defop("scan", attrs={"body": "any", "length": "any", "reverse": "bool"}, category="other",

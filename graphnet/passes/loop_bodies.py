@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Callable
 
-from ..ir import Attrs, Graph, Node, next_uid, rebuild, with_inputs
+from ..ir import Attrs, Graph, Node, TensorType, next_uid, rebuild, topological_order, with_inputs
 from ..ops.control import BODY_BUILDERS, Body
-from ..ops.registry import get_op
+from ..ops.registry import get_op, make_node
 from ..tensor import Tensor, placeholder
 from .autodiff import vjp
 
@@ -122,5 +122,198 @@ def merge_scans(graph: Graph) -> Graph:
                 out = get_op("scan").infer(*[i.type for i in inputs], **attrs)
                 shared[k] = replace(node, inputs=inputs, attrs=Attrs(attrs), type=out, uid=next_uid())
         return shared[k]
+
+    return rebuild(graph, rewrite)
+
+
+def save_loop_residuals(graph: Graph) -> Graph:
+    """Backward scans that read the values their forward step computed instead of computing
+    them again: each value of a backward body that depends on no cotangent and that a
+    cotangent computation reads (the gates, their activations, the product of the carry with
+    a weight) becomes an extra per-step output of the forward scan (its history), stacked, and
+    an extra per-step input of the backward scan. The forward loop runs once; the backward
+    loop only differentiates.
+
+    Before: ``scan{f + history}(c, xs, w)`` and ``scan{vjp of f}(..., history, w)`` whose body
+    recomputes f's step. After: the forward body also gives those values; the backward body
+    reads them."""
+    pairs: dict[int, Node] = {}  # backward scan uid -> the history scan feeding it
+    for node in graph.nodes:
+        body = node.attrs.get("body") if node.op == "scan" else None
+        if not isinstance(body, Body) or body.vjp_of is None:
+            continue
+        forward, carry_f, xs_f, consts_f = body.vjp_of
+        nc, nx = forward.n_carry, forward.n_xs
+        if nc == 0:
+            continue
+        seen = node.inputs[len(carry_f) + len(consts_f) + nx]
+        history = seen.inputs[0] if seen.op == "tuple_get" else None
+        if history is not None and history.op == "scan" and history.attrs["body"].history:
+            pairs[node.uid] = history
+    if not pairs:
+        return graph
+    plans = {}
+    for backward_uid, history in pairs.items():
+        backward = next(n for n in graph.nodes if n.uid == backward_uid)
+        plan = _residual_plan(history, backward)
+        if plan is not None:
+            plans[history.uid] = plans[backward_uid] = plan
+    if not plans:
+        return graph
+    made: dict[int, Node] = {}
+
+    def rewrite(node: Node, inputs: tuple[Node, ...]) -> Node | None:
+        plan = plans.get(node.uid)
+        if plan is None:
+            return None
+        if node.uid == plan["history"].uid:
+            attrs = {**node.attrs, "body": plan["forward_body"]}
+            out = get_op("scan").infer(*[i.type for i in inputs], **attrs)
+            made[node.uid] = replace(node, inputs=inputs, attrs=Attrs(attrs), type=out, uid=next_uid())
+            return made[node.uid]
+        history = made[plan["history"].uid]
+        first = len(plan["history"].type.types)
+        residuals = [make_node("tuple_get", [history], {"index": first + j}) for j in range(plan["count"])]
+        at = plan["consts_at"]
+        new_inputs = inputs[:at] + tuple(residuals) + inputs[at:]
+        attrs = {**node.attrs, "body": plan["backward_body"]}
+        out = get_op("scan").infer(*[i.type for i in new_inputs], **attrs)
+        return replace(node, inputs=new_inputs, attrs=Attrs(attrs), type=out, uid=next_uid())
+
+    return rebuild(graph, rewrite)
+
+
+def _residual_plan(history: Node, backward: Node) -> dict[str, Any] | None:
+    """The new forward and backward bodies for one pair, or None when nothing is worth saving."""
+    body: Body = backward.attrs["body"]
+    forward, carry_f, xs_f, consts_f = body.vjp_of
+    nc, nx, ny, nk = forward.n_carry, forward.n_xs, forward.n_ys, forward.n_consts
+    kc, kk = len(carry_f), len(consts_f)
+    graph = body.graph
+    cotangent_args = set(range(kc + kk)) | set(range(kc + kk + nx + nc, kc + kk + nx + nc + ny))
+    step_args = set(range(kc + kk, kc + kk + nx + nc))  # the step's xs and the carry that entered it
+    tangent: dict[int, bool] = {}  # depends on a cotangent: the differentiation itself
+    varies: dict[int, bool] = {}  # depends on the step's values (not only on outer ones)
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            index = int(node.attrs["name"][3:])
+            tangent[node.uid], varies[node.uid] = index in cotangent_args, index in step_args
+        else:
+            tangent[node.uid] = any(tangent[i.uid] for i in node.inputs)
+            varies[node.uid] = any(varies[i.uid] for i in node.inputs)
+    frontier: dict[int, Node] = {}
+
+    def keep(node: Node) -> None:
+        """Save ``node``'s value if it is costly (a matrix product, a convolution, a library
+        kernel); make cheap ones (elementwise, views, reductions) again from saved values and the
+        step's arguments, as JAX's ``dots_saveable`` policy does; values the same every step
+        (outer values only) are never saved."""
+        if node.op in ("placeholder", "constant") or not varies[node.uid] or node.uid in frontier:
+            return
+        if node.op in ("tuple_get", "fused") or get_op(node.op).category in ("layout", "elementwise", "reduction"):
+            for i in node.inputs:
+                keep(i)
+            return
+        frontier[node.uid] = node
+
+    for node in graph.nodes:
+        if tangent[node.uid]:
+            for i in node.inputs:
+                if not tangent[i.uid]:
+                    keep(i)
+    for out in graph.outputs:
+        if not tangent[out.uid]:
+            keep(out)
+    if not frontier or any(not isinstance(n.type, TensorType) for n in frontier.values()):
+        return None
+    # the backward body's primal arguments -> the forward body's
+    to_forward = {kc + kk + i: nc + i for i in range(nx)}
+    to_forward.update({kc + kk + nx + i: i for i in range(nc)})
+    to_forward.update({kc + kk + nx + nc + ny + i: nc + nx + i for i in range(nk)})
+    history_body: Body = history.attrs["body"]
+    forward_graph = history_body.graph
+    forward_args = {int(n.attrs["name"][3:]): n for n in forward_graph.nodes if n.op == "placeholder"}
+    clones: dict[int, Node] = {}
+    for node in topological_order(list(frontier.values())):
+        if node.op == "placeholder":
+            index = to_forward[int(node.attrs["name"][3:])]
+            clones[node.uid] = forward_args.get(index) or placeholder(
+                f"arg{index}", history_body.arg_types[index].shape, history_body.arg_types[index].dtype).node
+        else:
+            clones[node.uid] = with_inputs(node, tuple(clones[i.uid] for i in node.inputs))
+    saved = list(frontier.values())
+    outputs = list(forward_graph.outputs) + [clones[n.uid] for n in saved]
+    new_forward = Body(history_body.arg_types, nc, nx, history_body.out_types + tuple(n.type for n in saved),
+                       graph=Graph.build(outputs, [f"out{i}" for i in range(len(outputs))]),
+                       base=history_body.base, history=True)
+    # the backward body: the saved values become per-step arguments, after its other xs
+    count, consts_at = len(saved), kc + kk + nx + nc + ny
+    renamed: dict[int, Node] = {}
+    for j, node in enumerate(saved):
+        renamed[node.uid] = placeholder(f"arg{consts_at + j}", node.type.shape, node.type.dtype).node
+    mapping: dict[int, Node] = {}
+    for node in graph.nodes:
+        if node.uid in renamed:
+            mapping[node.uid] = renamed[node.uid]
+        elif node.op == "placeholder" and int(node.attrs["name"][3:]) >= consts_at:
+            index = int(node.attrs["name"][3:]) + count
+            mapping[node.uid] = placeholder(f"arg{index}", node.type.shape, node.type.dtype).node
+        else:
+            mapping[node.uid] = with_inputs(node, tuple(mapping[i.uid] for i in node.inputs))
+    new_graph = Graph.build([mapping[o.uid] for o in graph.outputs], graph.output_names)
+    arg_types = body.arg_types[:consts_at] + tuple(n.type for n in saved) + body.arg_types[consts_at:]
+    new_backward = Body(arg_types, body.n_carry, body.n_xs + count, body.out_types, graph=new_graph)
+    new_backward.vjp_of = body.vjp_of
+    return {"history": history, "forward_body": new_forward, "backward_body": new_backward, "count": count,
+            "consts_at": backward_consts_at(body)}
+
+
+def backward_consts_at(body: Body) -> int:
+    """Where the outer values start among a backward scan node's inputs."""
+    return body.n_carry + body.n_xs
+
+
+def prune_loop_outputs(graph: Graph) -> Graph:
+    """Scans without the per-step outputs nothing reads (a backward scan's gradient for an input
+    no one asked about, a history nobody needs): the body stops computing them, and whatever
+    only they needed goes with them. Carries stay: the next step reads them.
+
+    Before: ``scan -> (c, ys0, ys1)`` with ``ys0`` unread. After: ``scan -> (c, ys1)``."""
+    users = graph.users()
+    kept_outputs = {o.uid for o in graph.outputs}
+    plans: dict[int, list[int]] = {}
+    for node in graph.nodes:
+        if node.op != "scan" or node.uid in kept_outputs:
+            continue
+        readers = users[node.uid]
+        if any(r.op != "tuple_get" for r in readers):
+            continue
+        body: Body = node.attrs["body"]
+        read = {r.attrs["index"] for r in readers}
+        keep = [i for i in range(len(body.out_types)) if i < body.n_carry or i in read]
+        if len(keep) < len(body.out_types) and len(keep) > 0:
+            plans[node.uid] = keep
+    if not plans:
+        return graph
+    renumber: dict[int, dict[int, int]] = {}
+
+    def rewrite(node: Node, inputs: tuple[Node, ...]) -> Node | None:
+        if node.uid in plans:
+            keep = plans[node.uid]
+            body: Body = node.attrs["body"]
+            outputs = [body.graph.outputs[i] for i in keep]
+            pruned = Body(body.arg_types, body.n_carry, body.n_xs, [body.out_types[i] for i in keep],
+                          graph=Graph.build(outputs, [f"out{i}" for i in range(len(outputs))]),
+                          base=body.base if body.history else None, history=body.history)
+            pruned.vjp_of = body.vjp_of
+            attrs = {**node.attrs, "body": pruned}
+            new = replace(node, inputs=inputs, attrs=Attrs(attrs),
+                          type=get_op("scan").infer(*[i.type for i in inputs], **attrs), uid=next_uid())
+            renumber[new.uid] = {old: k for k, old in enumerate(keep)}
+            return new
+        if node.op == "tuple_get" and inputs[0].uid in renumber:
+            index = renumber[inputs[0].uid][node.attrs["index"]]
+            return replace(node, inputs=inputs, attrs=Attrs({"index": index}), uid=next_uid())
+        return None
 
     return rebuild(graph, rewrite)

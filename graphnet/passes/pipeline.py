@@ -33,7 +33,7 @@ from .fuse_updates import fuse_updates
 from .flatten_state import flatten_state
 from .lower import lower
 from .plan_memory import plan_memory
-from .loop_bodies import map_bodies, merge_scans
+from .loop_bodies import map_bodies, merge_scans, prune_loop_outputs, save_loop_residuals
 from .optimizer_updates import OptimizerVariables, optimizer_updates
 from .resolve_modes import resolve_modes
 from .save_pool_argmax import save_pool_argmax
@@ -171,6 +171,8 @@ def default_pipeline(optimizer: Any = None, mode: Any = None, extra: Sequence[Pa
         passes += _training_passes(optimizer, variables)
     passes += [
         Pass("merge_scans", merge_scans, requires=("primitive",), optional=True),
+        Pass("save_loop_residuals", save_loop_residuals, requires=("primitive",), optional=True),
+        Pass("prune_loop_outputs", prune_loop_outputs, requires=("primitive",), optional=True),
         Pass("constant_fold", constant_fold, requires=("primitive",), optional=True, bodies=True),
         Pass("simplify", simplify, requires=("primitive",), optional=True, bodies=True),
         Pass("cse", cse, optional=True, bodies=True),
