@@ -1,9 +1,12 @@
-"""Training-step time of the character LSTM language model of examples/lstm_lm.py, side by side
-with its peers, each side in its own process (PyTorch eager, torch.compile, JAX jit + optax):
-Embedding(95, 64) -> LSTM(64, 256) -> Linear(256, 95), windows of 64 characters, batch 32,
-AdamW with clipping. Median of many runs after warm-up; the ratio is to the best peer.
+"""Training-step time of the character language models of examples/lstm_lm.py and
+examples/char_lm.py, side by side with their peers, each side in its own process (PyTorch
+eager, torch.compile, JAX jit + optax for the LSTM): windows of 64 characters, batch 32,
+AdamW with clipping. ``--model lstm``: Embedding(95, 64) -> LSTM(64, 256) -> Linear(256, 95).
+``--model transformer``: Embedding(95, 128) + positions -> 2 causal pre-norm encoder layers
+(4 heads, GELU, feed-forward 512, dropout 0.1) -> LayerNorm -> Linear. Median of many runs
+after warm-up; the ratio is to the best peer measured.
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/sequence_lm.py
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/sequence_lm.py --model lstm
 """
 
 from __future__ import annotations
@@ -29,23 +32,32 @@ def _data():
     return window[:-1], window[1:]
 
 
-def graphnet_step():
+WIDTH, HEADS, LAYERS = 128, 4, 2
+
+
+def graphnet_step(model: str):
     import numpy as np
 
     import graphnet as gn
 
     gn.manual_seed(0)
-    embed, lstm, head = gn.nn.Embedding(VOCAB, EMBED), gn.nn.LSTM(EMBED, HIDDEN), gn.nn.Linear(HIDDEN, VOCAB)
     tokens = gn.placeholder("tokens", (LENGTH, None), dtype="int64")
     targets = gn.placeholder("targets", (LENGTH, None), dtype="int64")
-    logits = head(lstm(embed(tokens))[0])
+    if model == "lstm":
+        embed, lstm, head = gn.nn.Embedding(VOCAB, EMBED), gn.nn.LSTM(EMBED, HIDDEN), gn.nn.Linear(HIDDEN, VOCAB)
+        logits = head(lstm(embed(tokens))[0])
+    else:
+        sys.path.insert(0, os.path.join(ROOT, "examples"))
+        from char_lm import char_transformer
+
+        logits = char_transformer(VOCAB, LENGTH, WIDTH, HEADS, LAYERS)(tokens)
     loss = gn.losses.cross_entropy(gn.reshape(logits, (-1, VOCAB)), gn.reshape(targets, (-1,)))
     plan = gn.compile(loss, optimizer=gn.optim.AdamW(lr=1e-3, max_grad_norm=1.0))
     x, y = _data()
     return lambda: plan.run(tokens=x, targets=np.ascontiguousarray(y))["loss"]
 
 
-def torch_step(compiled: bool):
+def torch_step(compiled: bool, kind: str):
     import torch
 
     torch.manual_seed(0)
@@ -60,7 +72,21 @@ def torch_step(compiled: bool):
         def forward(self, tokens):
             return self.head(self.lstm(self.embed(tokens))[0])
 
-    model = Model()
+    class Transformer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(VOCAB, WIDTH)
+            self.position = torch.nn.Parameter(torch.randn(LENGTH, 1, WIDTH) * 0.02)
+            layer = torch.nn.TransformerEncoderLayer(WIDTH, HEADS, 4 * WIDTH, 0.1, activation="gelu", norm_first=True)
+            self.encoder = torch.nn.TransformerEncoder(layer, LAYERS, enable_nested_tensor=False)
+            self.norm, self.head = torch.nn.LayerNorm(WIDTH), torch.nn.Linear(WIDTH, VOCAB)
+            self.register_buffer("mask", torch.nn.Transformer.generate_square_subsequent_mask(LENGTH))
+
+        def forward(self, tokens):
+            x = self.embed(tokens) * WIDTH ** 0.5 + self.position
+            return self.head(self.norm(self.encoder(x, mask=self.mask, is_causal=True)))
+
+    model = Model() if kind == "lstm" else Transformer()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x, y = (torch.tensor(a) for a in _data())
 
@@ -122,9 +148,11 @@ def jax_step():
     return step
 
 
-def measure(side: str, warmup: int, repeats: int) -> float:
-    step = {"graphnet": graphnet_step, "torch": lambda: torch_step(False),
-            "torch-compile": lambda: torch_step(True), "jax": jax_step}[side]()
+def measure(side: str, model: str, warmup: int, repeats: int) -> float:
+    if side == "jax" and model != "lstm":
+        raise SystemExit("the JAX side has the LSTM only")
+    step = {"graphnet": lambda: graphnet_step(model), "torch": lambda: torch_step(False, model),
+            "torch-compile": lambda: torch_step(True, model), "jax": jax_step}[side]()
     for _ in range(warmup):
         float(step())
     times = []
@@ -137,13 +165,14 @@ def measure(side: str, warmup: int, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["lstm", "transformer"], default="lstm")
     parser.add_argument("--sides", default="graphnet,torch,torch-compile,jax")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--side", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
-        print(json.dumps({"ms": measure(args.side, args.warmup, args.repeats)}))
+        print(json.dumps({"ms": measure(args.side, args.model, args.warmup, args.repeats)}))
         return
     results = {}
     for side in args.sides.split(","):
@@ -153,8 +182,11 @@ def main() -> None:
             continue
         env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
         env.update(OMP_NUM_THREADS="2", JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_cpu_multi_thread_eigen=true")
-        done = subprocess.run([python, os.path.abspath(__file__), "--side", side, "--warmup", str(args.warmup),
-                               "--repeats", str(args.repeats)], capture_output=True, text=True, env=env,
+        if side == "jax" and args.model != "lstm":
+            print(f"{side:<14} not measured (the JAX side has the LSTM only)")
+            continue
+        done = subprocess.run([python, os.path.abspath(__file__), "--side", side, "--model", args.model,
+                               "--warmup", str(args.warmup), "--repeats", str(args.repeats)], capture_output=True, text=True, env=env,
                               cwd=ROOT, timeout=1200)
         if done.returncode != 0:
             print(f"{side:<14} failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else '?'}")
