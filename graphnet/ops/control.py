@@ -56,6 +56,8 @@ class Body:
         self.base = base if base is not None else self  # the body a history variant extends
         self.history = history
         self.id = next(_body_ids)
+        #: the backward pass makes this body's values again rather than saving them (scan's checkpoint)
+        self.checkpoint = False
         #: for a backward body: (the forward body, carry_f, xs_f, consts_f) it was made from
         self.vjp_of: tuple[Body, tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
         self._history: Body | None = None
@@ -77,8 +79,10 @@ class Body:
 
     def with_graph(self, graph: Graph) -> "Body":
         """The same body computed by ``graph`` (a pass's rewrite of it)."""
-        return Body(self.arg_types, self.n_carry, self.n_xs, self.out_types, graph=graph,
+        body = Body(self.arg_types, self.n_carry, self.n_xs, self.out_types, graph=graph,
                     base=self.base if self.history else None, history=self.history)
+        body.checkpoint, body.vjp_of = self.checkpoint, self.vjp_of
+        return body
 
     def with_history(self) -> "Body":
         """This body, also giving the carry that entered each step as extra per-step outputs
@@ -275,7 +279,7 @@ def _pack(values: Sequence[Tensor], single: bool, empty_is_none: bool = False) -
 
 
 def scan(f: Callable[[Any, Any], tuple[Any, Any]], init: Any, xs: Any = None, length: int | None = None,
-         reverse: bool = False) -> tuple[Any, Any]:
+         reverse: bool = False, checkpoint: bool = False) -> tuple[Any, Any]:
     """JAX's ``lax.scan``: ``f(carry, x) -> (carry, y)`` applied along the leading axis of ``xs``.
 
     ``init``: the first carry (a Tensor or a tuple of Tensors); ``xs``: a Tensor or tuple of
@@ -284,6 +288,11 @@ def scan(f: Callable[[Any, Any], tuple[Any, Any]], init: Any, xs: Any = None, le
     once: the plan holds one body however long the sequence; it may read any tensor from
     outside (parameters, values computed before). ``reverse=True`` runs from the last step
     to the first (the ys keep their positions).
+
+    Training saves, per step, the carry that entered it and the values of ``f`` that are
+    costly to make again (matrix products); ``checkpoint=True`` saves only the carries and
+    makes the rest again in the backward loop (less memory, more time), as
+    ``jax.checkpoint`` around the body.
     """
     carry, carry_single = _flat(init, "init")
     xs_list, xs_single = _flat(xs, "xs")
@@ -314,6 +323,7 @@ def scan(f: Callable[[Any, Any], tuple[Any, Any]], init: Any, xs: Any = None, le
     graph, outer = _close(start, [t.node for t in new_carry + ys], len(carry) + len(xs_list))
     arg_types = [t.node.type for t in carry_args + x_args] + [n.type for n in outer]
     body = Body(arg_types, len(carry), len(xs_list), [o.type for o in graph.outputs], graph=graph)
+    body.checkpoint = bool(checkpoint)
     node = declare("scan", [*carry, *xs_list, *[Tensor(n) for n in outer]],
                    {"body": body, "length": length if not xs_list else None, "reverse": bool(reverse)})
     finals = [tuple_get(node, i) for i in range(len(carry))]

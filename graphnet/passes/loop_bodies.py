@@ -148,7 +148,8 @@ def save_loop_residuals(graph: Graph) -> Graph:
             continue
         seen = node.inputs[len(carry_f) + len(consts_f) + nx]
         history = seen.inputs[0] if seen.op == "tuple_get" else None
-        if history is not None and history.op == "scan" and history.attrs["body"].history:
+        if history is not None and history.op == "scan" and history.attrs["body"].history \
+                and not history.attrs["body"].base.checkpoint and not forward.checkpoint:
             pairs[node.uid] = history
     if not pairs:
         return graph
