@@ -717,3 +717,31 @@ def test_a_small_transformer_trains() -> None:
     yv = np.arange(8) % 3
     losses = [float(train.run(x=xv, y=yv)["loss"]) for _ in range(25)]
     assert np.all(np.isfinite(losses)) and np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
+
+
+def test_hand_written_attention_compiles_to_the_attention_op_with_equal_values_and_gradients():
+    """softmax(q k^T * c + mask) v written with plain ops (as a PyTorch user writes it) trains as
+    the blocked attention op (fuse_attention runs before autodiff), with the same loss and the
+    same parameter updates as when the pass is off."""
+    import graphnet as gn
+
+    rng = np.random.default_rng(5)
+    start = {name: rng.standard_normal((4, 4)) * 0.5 for name in ("wq", "wk", "wv")}
+    mask = np.where(rng.random((6, 6)) < 0.3, -1e9, 0.0)
+    xv = rng.standard_normal((2, 6, 4))
+    results = {}
+    for disabled in (set(), {"fuse_attention"}):
+        params = {name: gn.nn.Parameter(value.copy()) for name, value in start.items()}
+        x = gn.placeholder("x", (2, 6, 4), "float64")
+        q, k, v = (x @ params[name] for name in ("wq", "wk", "wv"))
+        out = gn.softmax(q @ gn.swapaxes(k, -1, -2) * 0.5 + gn.constant(mask), axis=-1) @ v
+        with gn.config.options(disabled_passes=disabled):
+            train = gn.compile(gn.sum(out * out), optimizer=gn.optim.SGD(lr=1.0))
+        fused = any(s.op == "scaled_dot_product_attention" for s in train.plan.steps)
+        assert fused == (not disabled) and (fused != any(s.op == "softmax" for s in train.plan.steps))
+        loss = float(train.run(x=xv)["loss"])
+        results[bool(disabled)] = (loss, {name: start[name] - p.data for name, p in params.items()})
+    (loss_a, grads_a), (loss_b, grads_b) = results[False], results[True]
+    np.testing.assert_allclose(loss_a, loss_b, rtol=1e-12)
+    for name in grads_a:
+        np.testing.assert_allclose(grads_a[name], grads_b[name], rtol=1e-9, atol=1e-12, err_msg=name)

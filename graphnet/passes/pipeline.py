@@ -33,6 +33,7 @@ from .fuse_updates import fuse_updates
 from .flatten_state import flatten_state
 from .lower import lower
 from .plan_memory import plan_memory
+from .fuse_attention import fuse_attention
 from .loop_bodies import map_bodies, merge_scans, prune_loop_outputs, save_loop_residuals
 from .optimizer_updates import OptimizerVariables, optimizer_updates
 from .resolve_modes import resolve_modes
@@ -166,6 +167,7 @@ def default_pipeline(optimizer: Any = None, mode: Any = None, extra: Sequence[Pa
         Pass("fuse_cross_entropy", fuse_cross_entropy, requires=("modes",), optional=True),
         Pass("decompose", decompose, requires=("state_effects",), provides=("primitive",), bodies=True),
         Pass("pool_before_bias", pool_before_bias, requires=("primitive",), optional=True),
+        Pass("fuse_attention", fuse_attention, requires=("primitive",), optional=True),
     ]
     if optimizer is not None:
         passes += _training_passes(optimizer, variables)
@@ -232,7 +234,7 @@ def optional_passes() -> tuple[str, ...]:
     report read)."""
     with config.options(fuse=True):
         passes = default_pipeline(None)
-    at = next(i for i, p in enumerate(passes) if p.name == "pool_before_bias") + 1
+    at = next(i for i, p in enumerate(passes) if p.name == "merge_scans")  # where training's passes go
     passes[at:at] = _training_passes(None)
     return tuple(p.name for p in passes if p.optional)
 
