@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
+    measure(min(args.lengths), True, args.batch, args.hidden, 1)  # warm-up: the first compile loads the kernels
     print(f"{'T':>4} {'form':<9} {'plan steps':>10} {'compile s':>10} {'ms/step':>9}")
     for length in args.lengths:
         for scanned in (True, False):
