@@ -230,3 +230,24 @@ def test_fallback_reasons_are_plain_text():
 
     coloured = TypeError("\x1b[1m\x1b[1mNo implementation of function\x1b[0m\nfor argument\x1b[0m")
     assert reason_of(coloured) == "TypeError: No implementation of function for argument"
+
+
+def test_a_lone_gelu_or_erf_runs_as_a_generated_loop_of_one_member():
+    """The NumPy backend runs a GELU no fusion group took (between a product and a dropout)
+    through the numba generator: libm's erf once per element, equal to the reference kernel."""
+    import graphnet as gn
+    from graphnet.backends.numpy import fused_kernels
+
+    if not fused_kernels.numba_available():
+        pytest.skip("numba is not installed")
+    x = gn.placeholder("x", (64, 33))
+    w = gn.constant(np.linspace(-1, 1, 33 * 33).reshape(33, 33).astype(np.float32))
+    outputs = {"gelu": gn.gelu(x @ w) @ w, "erf": gn.erf(x @ w) @ w}
+    xv = np.random.default_rng(0).standard_normal((64, 33)).astype(np.float32) * 3
+    plan = gn.compile(outputs)
+    with gn.config.options(codegen="numpy"):
+        reference = gn.compile(outputs)
+    assert plan.report.codegen["numba_groups"] == 2
+    got, want = plan.run(x=xv), reference.run(x=xv)
+    for name in outputs:
+        np.testing.assert_allclose(got[name], want[name], rtol=2e-5, atol=2e-5)

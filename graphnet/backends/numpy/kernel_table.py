@@ -17,13 +17,15 @@ workspace.py), so what ``compile`` and ``inspect`` predict is what the chosen ke
 * convolutions: the algorithm the chooser picks (kernels/cpu/conv/chooser.py), split among
   threads by images;
 * fused groups: a numba loop generated from the members' scalar forms (fused_kernels.py),
-  else the fused op's reference kernel (the compile report says why).
+  else the fused op's reference kernel (the compile report says why); a lone ``gelu`` or
+  ``erf`` likewise, as a group of one (its reference kernel's erf is some seventy array passes).
 """
 
 from __future__ import annotations
 
 import functools
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
@@ -146,8 +148,21 @@ def _numba_on(plan: Plan, step: Step) -> bool:
     return numba_on()
 
 
+def _alone(executor: Any, step: Step) -> Callable[..., Any]:
+    """A costly elementwise op that no fusion group took (a GELU between a product and a
+    dropout) as a generated loop of one member: its scalar form calls libm's ``erf`` once per
+    element where the reference kernel makes some seventy passes over the array."""
+    member = (step.op, tuple(-i - 1 for i in range(len(step.inputs))), tuple(sorted(step.attrs.items())))
+    return _fused(executor, replace(step, op="fused", attrs={"body": (member,)}))
+
+
+def _float_step(plan: Plan, step: Step) -> bool:
+    return numba_on() and plan.buffers[step.inputs[0]].dtype.startswith("float")
+
+
 _split_matmul = KernelEntry("BLAS products split among threads", lambda executor, step: matmul.matmul)
 _generated = KernelEntry("generated numba loop", _fused)
+_generated_alone = KernelEntry("generated numba loop of one op", _alone, _float_step)
 
 
 def _convolution_entries(op: str) -> list[KernelEntry]:
@@ -174,4 +189,6 @@ TABLE = KernelTable({
     **{op: _convolution_entries(op) for op in ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")},
     "fused": [_generated],
     "fused_assign": [_generated],
+    "gelu": [_generated_alone],
+    "erf": [_generated_alone],
 })
