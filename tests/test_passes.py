@@ -91,7 +91,7 @@ def test_compile_reports_every_pass_with_node_counts():
                      "fuse_cross_entropy",
                      "decompose", "pool_before_bias", "fuse_attention", "autodiff",
                      "optimizer_updates", "save_pool_argmax", "merge_scans", "save_loop_residuals",
-                     "prune_loop_outputs", "constant_fold", "simplify", "cse", "dce"] + [
+                     "prune_loop_outputs", "hoist_loop_sums", "constant_fold", "simplify", "cse", "dce"] + [
         "fuse", "fuse_updates"] * gn.config.flags.fuse + ["schedule", "lower", "flatten_state", "plan_memory"]
     autodiff = next(r for r in plan.report if r.name == "autodiff")
     assert autodiff.nodes_after > autodiff.nodes_before

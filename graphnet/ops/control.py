@@ -56,6 +56,9 @@ class Body:
         self.base = base if base is not None else self  # the body a history variant extends
         self.history = history
         self.id = next(_body_ids)
+        #: the traced body this one derives from (a pass's rewrite, a history variant): scans over
+        #: the same origin and inputs compute the same loop (merge_scans)
+        self.origin = self.base.origin if base is not None else self.id
         #: the backward pass makes this body's values again rather than saving them (scan's checkpoint)
         self.checkpoint = False
         #: for a backward body: (the forward body, carry_f, xs_f, consts_f) it was made from
@@ -81,7 +84,7 @@ class Body:
         """The same body computed by ``graph`` (a pass's rewrite of it)."""
         body = Body(self.arg_types, self.n_carry, self.n_xs, self.out_types, graph=graph,
                     base=self.base if self.history else None, history=self.history)
-        body.checkpoint, body.vjp_of = self.checkpoint, self.vjp_of
+        body.checkpoint, body.vjp_of, body.origin = self.checkpoint, self.vjp_of, self.origin
         return body
 
     def with_history(self) -> "Body":

@@ -9,7 +9,9 @@ from typing import Any, Callable
 
 from ..ir import Attrs, Graph, Node, TensorType, next_uid, rebuild, topological_order, with_inputs
 from ..ops.control import BODY_BUILDERS, Body
-from ..ops.registry import get_op, make_node
+from ..ops import matmul, reshape, transpose
+from ..ops.common import sum_to
+from ..ops.registry import derived_from, get_op, make_node
 from ..tensor import Tensor, placeholder
 from .autodiff import vjp
 
@@ -101,7 +103,7 @@ def merge_scans(graph: Graph) -> Graph:
     Before: ``scan{body}(c, xs, w)`` and ``scan{body+history}(c, xs, w)``. After: the second
     alone, read by the first one's readers."""
     def key(node: Node) -> tuple:
-        return (node.attrs["body"].base.id, tuple(i.uid for i in node.inputs), node.attrs["reverse"],
+        return (node.attrs["body"].origin, tuple(i.uid for i in node.inputs), node.attrs["reverse"],
                 node.attrs["length"])
 
     wanted = {key(n) for n in graph.nodes if n.op == "scan" and n.attrs["body"].history}
@@ -318,3 +320,121 @@ def prune_loop_outputs(graph: Graph) -> Graph:
         return None
 
     return rebuild(graph, rewrite)
+
+
+def hoist_loop_sums(graph: Graph) -> Graph:
+    """Sums a loop builds step by step, made once after it: a carry that only accumulates
+    ``acc + transpose(a) @ b`` (a weight's gradient over the steps) becomes one product of the
+    stacked ``a`` and ``b`` after the loop, and ``acc + sum_to(b)`` (a bias's) one sum: one large
+    product instead of one small product and one weight-sized addition per step.
+
+    Before: ``scan`` whose body gives ``arg2 + transpose(h) @ g`` for carry 2. After: the scan
+    gives ``h`` and ``g`` per step; ``init + transpose(reshape(H)) @ reshape(G)`` after it."""
+    plans = {}
+    for node in graph.nodes:
+        if node.op == "scan":
+            found = _accumulators(node.attrs["body"])
+            if found:
+                plans[node.uid] = found
+    if not plans:
+        return graph
+    finals: dict[int, dict[int, Node]] = {}  # new scan uid -> old carry index -> its value after the loop
+    shifted: dict[int, dict[int, int]] = {}  # new scan uid -> old result index -> new one
+
+    def rewrite(node: Node, inputs: tuple[Node, ...]) -> Node | None:
+        if node.uid in plans:
+            new, value_of, index_of = _hoist(node, inputs, plans[node.uid])
+            finals[new.uid], shifted[new.uid] = value_of, index_of
+            return new
+        if node.op == "tuple_get" and inputs[0].uid in finals:
+            index = node.attrs["index"]
+            if index in finals[inputs[0].uid]:
+                return finals[inputs[0].uid][index]
+            return replace(node, inputs=inputs, attrs=Attrs({"index": shifted[inputs[0].uid][index]}),
+                           uid=next_uid())
+        return None
+
+    return rebuild(graph, rewrite)
+
+
+def _accumulators(body: Body) -> dict[int, tuple[str, Node, Node | None]]:
+    """Carry index -> ("matmul", a, b) or ("sum_to", b, None) for each carry that nothing but
+    its own sum reads: it only accumulates a per-step term."""
+    graph = body.graph
+    args = {int(n.attrs["name"][3:]): n for n in graph.nodes if n.op == "placeholder"}
+    readers: dict[int, int] = {}
+    for n in graph.nodes:
+        for i in n.inputs:
+            readers[i.uid] = readers.get(i.uid, 0) + 1
+    outputs_read = [o.uid for o in graph.outputs]
+    found = {}
+    for j in range(body.n_carry):
+        out, arg = graph.outputs[j], args.get(j)
+        if arg is None or out.op != "add" or readers.get(arg.uid, 0) != 1 or outputs_read.count(out.uid) != 1 \
+                or readers.get(out.uid, 0) != 0:
+            continue
+        term = out.inputs[1] if out.inputs[0] is arg else out.inputs[0] if out.inputs[1] is arg else None
+        if term is None or term.type != out.type:  # (the sum alone reads the carry: the term cannot)
+            continue
+        if term.op == "matmul" and term.inputs[0].op == "transpose" and term.inputs[0].attrs["axes"] == (1, 0) \
+                and term.inputs[0].inputs[0].type.ndim == 2 and term.inputs[1].type.ndim == 2:
+            found[j] = ("matmul", term.inputs[0].inputs[0], term.inputs[1])
+        elif term.op == "sum_to" and len(term.attrs["shape"]) == 1 and term.inputs[0].type.ndim == 2:
+            found[j] = ("sum_to", term.inputs[0], None)
+    return found
+
+
+def _hoist(node: Node, inputs: tuple[Node, ...], found: dict[int, tuple[str, Node, Node | None]]
+           ) -> tuple[Node, dict[int, Node], dict[int, int]]:
+    """The scan without the accumulating carries (their terms' parts as per-step outputs), the
+    value each removed carry has after the loop, and where its other results moved."""
+    body: Body = node.attrs["body"]
+    graph = body.graph
+    nc, total = body.n_carry, len(body.arg_types)
+    kept_carries = [i for i in range(nc) if i not in found]
+    new_index = {old: k for k, old in enumerate(kept_carries)}
+    new_index.update({old: old - len(found) for old in range(nc, total)})
+    parts: list[Node] = []
+    for j in sorted(found):
+        kind, a, b = found[j]
+        parts += [a] if kind == "sum_to" else [a, b]
+    mapping: dict[int, Node] = {}
+    for n in graph.nodes:
+        if n.op == "placeholder":
+            old = int(n.attrs["name"][3:])
+            mapping[n.uid] = n if old not in new_index or new_index[old] == old else \
+                placeholder(f"arg{new_index[old]}", n.type.shape, n.type.dtype).node
+        else:
+            mapping[n.uid] = with_inputs(n, tuple(mapping[i.uid] for i in n.inputs))
+    outputs = [mapping[graph.outputs[i].uid] for i in kept_carries] + \
+        [mapping[o.uid] for o in graph.outputs[nc:]] + [mapping[p.uid] for p in parts]
+    new_body = Body([body.arg_types[i] for i in range(total) if i not in found], nc - len(found), body.n_xs,
+                    [o.type for o in outputs], graph=Graph.build(outputs, [f"out{i}" for i in range(len(outputs))]),
+                    base=body.base if body.history else None, history=body.history)
+    new_body.vjp_of, new_body.checkpoint = body.vjp_of, body.checkpoint
+    attrs = {**node.attrs, "body": new_body}
+    new_inputs = tuple(x for i, x in enumerate(inputs) if i not in found)
+    new = replace(node, inputs=new_inputs, attrs=Attrs(attrs),
+                  type=get_op("scan").infer(*[i.type for i in new_inputs], **attrs), uid=next_uid())
+    ny = body.n_ys
+    index_of = {old: k for k, old in enumerate(kept_carries)}
+    index_of.update({nc + y: len(kept_carries) + y for y in range(ny)})
+    first_part = len(kept_carries) + ny
+    value_of: dict[int, Node] = {}
+    with derived_from(node, node.role):
+        k = first_part
+        for j in sorted(found):
+            kind, a, b = found[j]
+            init = Tensor(inputs[j])
+            stacked_a = Tensor(make_node("tuple_get", [new], {"index": k}))
+            if kind == "sum_to":
+                value = init + sum_to(stacked_a, tuple(init.shape))
+                k += 1
+            else:
+                stacked_b = Tensor(make_node("tuple_get", [new], {"index": k + 1}))
+                flat_a = reshape(stacked_a, (-1, a.type.shape[1]))
+                flat_b = reshape(stacked_b, (-1, b.type.shape[1]))
+                value = init + matmul(transpose(flat_a), flat_b)
+                k += 2
+            value_of[j] = value.node
+    return new, value_of, index_of
