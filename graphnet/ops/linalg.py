@@ -25,7 +25,13 @@ def _matmul_infer(a: TensorType, b: TensorType) -> TensorType:
 def _matmul_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...]) -> tuple:
     a, b = ins
     da = sum_to(matmul(g, swapaxes(b, -1, -2)), a)
-    db = sum_to(matmul(swapaxes(a, -1, -2), g), b)
+    k, m = a.shape[-1], g.shape[-1]
+    if b.ndim == 2 and a.ndim > 2 and isinstance(k, int) and isinstance(m, int):
+        # a batch of inputs times one matrix (a Linear layer on (T, N, d)): the sum over the batch
+        # of a_i^T g_i is one product of the flattened rows, not a batch of products then a sum
+        db = sum_to(matmul(swapaxes(reshape(a, (-1, k)), -1, -2), reshape(g, (-1, m))), b)
+    else:
+        db = sum_to(matmul(swapaxes(a, -1, -2), g), b)
     return da, db
 
 
