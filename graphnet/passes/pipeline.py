@@ -158,7 +158,7 @@ def default_pipeline(optimizer: Any = None, mode: Any = None, extra: Sequence[Pa
     structure keeps its step counter, hyperparameters and optimizer state).
     """
     passes = [
-        Pass("verify", verify, provides=("verified",), invalidates=()),
+        Pass("verify", verify, provides=("verified",), invalidates=(), bodies=True),
         Pass("resolve_modes", functools.partial(resolve_modes, mode=mode), requires=("verified",),
              provides=("modes",)),
         Pass("fuse_batch_norm", fuse_batch_norm, requires=("modes",), optional=True),
