@@ -1,6 +1,6 @@
 """Training-step time of the character language models of examples/lstm_lm.py and
 examples/char_lm.py, side by side with their peers, each side in its own process (PyTorch
-eager, torch.compile, JAX jit + optax for the LSTM): windows of 64 characters, batch 32,
+eager, torch.compile, JAX jit + optax): windows of 64 characters, batch 32,
 AdamW with clipping. ``--model lstm``: Embedding(95, 64) -> LSTM(64, 256) -> Linear(256, 95).
 ``--model transformer``: Embedding(95, 128) + positions -> 2 causal pre-norm encoder layers
 (4 heads, GELU, feed-forward 512, dropout 0.1) -> LayerNorm -> Linear. Median of many runs
@@ -148,11 +148,77 @@ def jax_step():
     return step
 
 
+def jax_transformer_step():
+    """The transformer of examples/char_lm.py in JAX: pre-norm layers, causal attention, exact
+    GELU, dropout 0.1 (a key split per step), AdamW with clipping."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    key = jax.random.PRNGKey(0)
+    keys = iter(jax.random.split(key, 64))
+
+    def dense(n_in, n_out):
+        bound = 1 / n_in ** 0.5
+        return {"w": jax.random.uniform(next(keys), (n_in, n_out), minval=-bound, maxval=bound),
+                "b": jnp.zeros(n_out)}
+
+    def norm():
+        return {"g": jnp.ones(WIDTH), "b": jnp.zeros(WIDTH)}
+
+    params = {"embed": jax.random.normal(next(keys), (VOCAB, WIDTH)),
+              "position": 0.02 * jax.random.normal(next(keys), (LENGTH, 1, WIDTH)),
+              "layers": [{"n1": norm(), "qkv": dense(WIDTH, 3 * WIDTH), "out": dense(WIDTH, WIDTH), "n2": norm(),
+                          "ff1": dense(WIDTH, 4 * WIDTH), "ff2": dense(4 * WIDTH, WIDTH)} for _ in range(LAYERS)],
+              "norm": norm(), "head": dense(WIDTH, VOCAB)}
+    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3))
+    state = opt.init(params)
+    causal = jnp.tril(jnp.ones((LENGTH, LENGTH), bool))
+
+    def layer_norm(p, x):
+        mean = x.mean(-1, keepdims=True)
+        var = ((x - mean) ** 2).mean(-1, keepdims=True)
+        return (x - mean) / jnp.sqrt(var + 1e-5) * p["g"] + p["b"]
+
+    def drop(k, x):
+        return jnp.where(jax.random.bernoulli(k, 0.9, x.shape), x / 0.9, 0.0)
+
+    def loss_fn(p, x, y, k):
+        h = p["embed"][x] * WIDTH ** 0.5 + p["position"]  # (T, N, W)
+        ks = iter(jax.random.split(k, 8 * LAYERS))
+        head_dim = WIDTH // HEADS
+        for lp in p["layers"]:
+            a = layer_norm(lp["n1"], h) @ lp["qkv"]["w"] + lp["qkv"]["b"]
+            q, kk, v = (t.reshape(LENGTH, -1, HEADS, head_dim).transpose(1, 2, 0, 3) for t in jnp.split(a, 3, -1))
+            s = jnp.where(causal, q @ kk.transpose(0, 1, 3, 2) / head_dim ** 0.5, -jnp.inf)
+            o = (jax.nn.softmax(s, -1) @ v).transpose(2, 0, 1, 3).reshape(LENGTH, -1, WIDTH)
+            h = h + drop(next(ks), o @ lp["out"]["w"] + lp["out"]["b"])
+            f = jax.nn.gelu(layer_norm(lp["n2"], h) @ lp["ff1"]["w"] + lp["ff1"]["b"], approximate=False)
+            h = h + drop(next(ks), drop(next(ks), f) @ lp["ff2"]["w"] + lp["ff2"]["b"])
+        logits = layer_norm(p["norm"], h) @ p["head"]["w"] + p["head"]["b"]
+        return optax.softmax_cross_entropy_with_integer_labels(logits.reshape(-1, VOCAB), y.reshape(-1)).mean()
+
+    @jax.jit
+    def update(p, s, x, y, k):
+        loss, grads = jax.value_and_grad(loss_fn)(p, x, y, k)
+        updates, s = opt.update(grads, s, p)
+        return optax.apply_updates(p, updates), s, loss
+
+    x, y = (jnp.asarray(a) for a in _data())
+    held = {"p": params, "s": state, "k": jax.random.PRNGKey(1)}
+
+    def step():
+        held["k"], k = jax.random.split(held["k"])
+        held["p"], held["s"], loss = update(held["p"], held["s"], x, y, k)
+        return loss.block_until_ready()
+
+    return step
+
+
 def measure(side: str, model: str, warmup: int, repeats: int) -> float:
-    if side == "jax" and model != "lstm":
-        raise SystemExit("the JAX side has the LSTM only")
     step = {"graphnet": lambda: graphnet_step(model), "torch": lambda: torch_step(False, model),
-            "torch-compile": lambda: torch_step(True, model), "jax": jax_step}[side]()
+            "torch-compile": lambda: torch_step(True, model),
+            "jax": jax_step if model == "lstm" else jax_transformer_step}[side]()
     for _ in range(warmup):
         float(step())
     times = []
@@ -182,9 +248,6 @@ def main() -> None:
             continue
         env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
         env.update(OMP_NUM_THREADS="2", JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_cpu_multi_thread_eigen=true")
-        if side == "jax" and args.model != "lstm":
-            print(f"{side:<14} not measured (the JAX side has the LSTM only)")
-            continue
         done = subprocess.run([python, os.path.abspath(__file__), "--side", side, "--model", args.model,
                                "--warmup", str(args.warmup), "--repeats", str(args.repeats)], capture_output=True, text=True, env=env,
                               cwd=ROOT, timeout=1200)
