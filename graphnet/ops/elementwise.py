@@ -234,7 +234,8 @@ def _gelu_grad(g: Tensor, out: Tensor, ins: tuple[Tensor, ...], approximate: str
         t = tanh(inner)
         d_inner = _TANH_C * (1.0 + 3 * 0.044715 * x * x)
         return (g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * d_inner),)
-    cdf = 0.5 * (1.0 + erf(x * _SQRT_HALF))
+    # the CDF is the forward's own output over x (gelu(x) = x * cdf(x)): no second erf
+    cdf = where(x != 0.0, out / where(x != 0.0, x, 1.0), 0.5)
     pdf = _INV_SQRT_2PI * exp(x * x * -0.5)
     return (g * (cdf + x * pdf),)
 
