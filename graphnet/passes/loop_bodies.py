@@ -377,7 +377,8 @@ def _accumulators(body: Body) -> dict[int, tuple[str, Node, Node | None]]:
         if term is None or term.type != out.type:  # (the sum alone reads the carry: the term cannot)
             continue
         if term.op == "matmul" and term.inputs[0].op == "transpose" and term.inputs[0].attrs["axes"] == (1, 0) \
-                and term.inputs[0].inputs[0].type.ndim == 2 and term.inputs[1].type.ndim == 2:
+                and term.inputs[0].inputs[0].type.ndim == 2 and term.inputs[1].type.ndim == 2 \
+                and isinstance(term.inputs[0].inputs[0].type.shape[1], int) and isinstance(term.inputs[1].type.shape[1], int):
             found[j] = ("matmul", term.inputs[0].inputs[0], term.inputs[1])
         elif term.op == "sum_to" and len(term.attrs["shape"]) == 1 and term.inputs[0].type.ndim == 2:
             found[j] = ("sum_to", term.inputs[0], None)
