@@ -91,7 +91,7 @@ def test_compile_reports_every_pass_with_node_counts():
                      "fuse_cross_entropy",
                      "decompose", "pool_before_bias", "fuse_attention", "autodiff",
                      "optimizer_updates", "save_pool_argmax", "merge_scans", "save_loop_residuals",
-                     "prune_loop_outputs", "hoist_loop_sums", "constant_fold", "simplify", "cse", "dce"] + [
+                     "prune_loop_outputs", "hoist_loop_sums", "merge_slice_grads", "constant_fold", "simplify", "cse", "dce"] + [
         "fuse", "fuse_updates"] * gn.config.flags.fuse + ["schedule", "lower", "flatten_state", "plan_memory"]
     autodiff = next(r for r in plan.report if r.name == "autodiff")
     assert autodiff.nodes_after > autodiff.nodes_before
@@ -115,3 +115,22 @@ def test_plan_releases_temps_after_last_use():
         plan = gn.compile(gn.sum(gn.exp(gn.exp(x)))).plan
     released = [name for rel in plan.release for name in rel]
     assert released == ["%0", "%1"]  # both intermediates, not the output
+
+
+def test_slice_gradients_that_tile_an_axis_become_one_concat():
+    """The gradient of gates cut from one product (an LSTM's four) is their gradients joined,
+    not four zero-padded arrays added up (merge_slice_grads); the values are the same."""
+    x = gn.placeholder("x", (3, 8), "float64")
+    pieces = [x[:, 0:2], x[:, 2:5], x[:, 5:8]]
+    loss = gn.sum(gn.sin(pieces[0])) + gn.sum(gn.exp(pieces[1]) * 2.0) + gn.sum(pieces[2] * pieces[2])
+    (g,) = gn.grad(loss, [x])
+    merged = gn.compile({"g": g})
+    with gn.config.options(disabled_passes={"merge_slice_grads"}):
+        plain = gn.compile({"g": g})
+    assert any(s.op == "concat" for s in merged.plan.steps)
+    assert not any(s.op == "slice_grad" for s in merged.plan.steps)
+    assert sum(s.op == "slice_grad" for s in plain.plan.steps) == 3
+    xv = np.random.default_rng(0).standard_normal((3, 8))
+    np.testing.assert_array_equal(merged.run(x=xv)["g"], plain.run(x=xv)["g"])
+    expected = np.concatenate([np.cos(xv[:, :2]), 2 * np.exp(xv[:, 2:5]), 2 * xv[:, 5:]], axis=1)
+    np.testing.assert_allclose(merged.run(x=xv)["g"], expected, rtol=1e-12)

@@ -34,6 +34,7 @@ from .flatten_state import flatten_state
 from .lower import lower
 from .plan_memory import plan_memory
 from .fuse_attention import fuse_attention
+from .merge_slice_grads import merge_slice_grads
 from .loop_bodies import hoist_loop_sums, map_bodies, merge_scans, prune_loop_outputs, save_loop_residuals
 from .optimizer_updates import OptimizerVariables, optimizer_updates
 from .resolve_modes import resolve_modes
@@ -176,6 +177,7 @@ def default_pipeline(optimizer: Any = None, mode: Any = None, extra: Sequence[Pa
         Pass("save_loop_residuals", save_loop_residuals, requires=("primitive",), optional=True),
         Pass("prune_loop_outputs", prune_loop_outputs, requires=("primitive",), optional=True),
         Pass("hoist_loop_sums", hoist_loop_sums, requires=("primitive",), optional=True),
+        Pass("merge_slice_grads", merge_slice_grads, requires=("primitive",), optional=True, bodies=True),
         Pass("constant_fold", constant_fold, requires=("primitive",), optional=True, bodies=True),
         Pass("simplify", simplify, requires=("primitive",), optional=True, bodies=True),
         Pass("cse", cse, optional=True, bodies=True),
