@@ -15,7 +15,7 @@ generators (numba, CuPy) compile the same description into one loop.
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..errors import ShapeError
 from ..ir import TensorType
@@ -107,6 +107,8 @@ _MASKS = frozenset({"equal", "not_equal", "less", "less_equal", "greater", "grea
 def _kernel(xp: Any, *inputs: Any, body: Any, out: Any = None) -> Any:
     """Run the members in order. With ``out`` (an array of the group's result type), the first
     member that can write there does, and the chain of dying intermediates continues in it."""
+    if out is None:
+        return _member_program(xp, body)(*inputs)
     values: list[Any] = []
     # an output that is one of the inputs (the executor reuses a dying input) is written last
     early = out is not None and not any(out is i for i in inputs)
@@ -129,6 +131,25 @@ def _kernel(xp: Any, *inputs: Any, body: Any, out: Any = None) -> Any:
         return result
     xp.copyto(out, result)
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _member_program(xp: Any, body: Any) -> Callable[..., Any]:
+    """``_kernel`` without ``out``, its lookups done once per body (a loop body runs its fused
+    groups once per step, where the lookups cost as much as the small arrays' arithmetic)."""
+    members = [(get_op(op).kernel, args, dict(attrs), reuse if op not in _MASKS else None)
+               for (op, args, attrs), reuse in zip(body, plan_body(body))]
+
+    def run(*inputs: Any) -> Any:
+        values: list[Any] = []
+        for kernel, args, attrs, reuse in members:
+            arrays = [inputs[-a - 1] if a < 0 else values[a] for a in args]
+            if reuse is not None and _same_float(arrays) and arrays[reuse].flags.writeable:
+                values.append(kernel(xp, *arrays, out=arrays[reuse], **attrs))
+            else:
+                values.append(kernel(xp, *arrays, **attrs))
+        return values[-1]
+    return run
 
 
 def _same_float(arrays: list[Any]) -> bool:
