@@ -17,6 +17,7 @@ whose graph is made on first use by the builder graphnet.passes registers in
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any, Callable, Sequence
 
@@ -140,7 +141,7 @@ class _Runner:
                     raise ShapeError(f"scan body: op {node.op!r} cannot run inside a loop body")
                 kernel = opdef.kernel
                 attrs = dict(node.attrs)
-                self.program.append((lambda *a, k=kernel, at=attrs: k(xp, *a, **at),
+                self.program.append((functools.partial(kernel, xp, **attrs),
                                      tuple(slot[i.uid] for i in node.inputs), slot[node.uid], -1))
         self.size = len(slot)
         self.outputs = tuple(slot[o.uid] for o in graph.outputs)
