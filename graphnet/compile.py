@@ -172,8 +172,8 @@ class CompiledPlan:
         """What the compiled update depends on besides numbers: the optimizer's structure (flags,
         hyperparameters that are zero or not, parameter groups) and which parameters train."""
         optimizer = self.optimizer
-        training = tuple((var.id, optimizer.group_of(var)) for var in self._parameters
-                         if var.trainable and var.requires_grad and optimizer.group_of(var) is not None)
+        groups = ((var.id, optimizer.group_of(var)) for var in self._parameters if var.trainable and var.requires_grad)
+        training = tuple((var_id, group) for var_id, group in groups if group is not None)
         return json.dumps(optimizer.structure(), sort_keys=True), training
 
     def _recompile(self, key: tuple) -> None:

@@ -11,6 +11,7 @@ sequence length.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from .module import Module
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
 
-class _RNNBase(Module):
+class _RNNBase(Module, ABC):
     def __init__(self, mode: str, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  dtype: str = "float32") -> None:
@@ -60,8 +61,9 @@ class _RNNBase(Module):
     def directions(self) -> int:
         return 2 if self.bidirectional else 1
 
+    @abstractmethod
     def _cell(self, carry: Any, projected: Tensor, w_hh_t: Tensor, b_hh: Tensor | None) -> tuple[Any, Tensor]:
-        raise NotImplementedError
+        """One time step: (the carry, this step's input product, W_hh^T, b_hh) -> (new carry, output)."""
 
     def _initial(self, hx: Any, like: Tensor) -> list[Any]:
         """One initial carry per layer and direction: ``hx`` split, or zeros shaped like ``like`` (N, H)."""

@@ -452,7 +452,9 @@ def _second_order(hs: tuple, outs: tuple[Tensor, ...], ins: tuple[Tensor, ...], 
 def _reverse(outputs: Sequence[Tensor], cotangents: Sequence[Tensor | None], wrt: Sequence[Tensor]) -> list:
     """sum_i <cotangents[i], outputs[i]> differentiated with respect to each of ``wrt``, through the
     nodes between them (single-result ops with gradient rules); an input listed twice gets its
-    gradient once (autodiff adds up the slots)."""
+    gradient once (autodiff adds up the slots). Not autodiff's vjp: these are partial derivatives
+    for the op's input slots, so the walk stops at ``wrt`` (the incoming gradient may itself
+    depend on q, and autodiff adds that path through the slot of its own)."""
     stop = {t.node.uid for t in wrt}
     order: list[Node] = []
     seen: set[int] = set()

@@ -37,6 +37,17 @@ def map_bodies(graph: Graph, fn: Callable[[Graph], Graph]) -> Graph:
     return rebuild(graph, rewrite)
 
 
+def _inline(graph: Graph, args: list[Node]) -> list[Node]:
+    """``graph``'s outputs computed from ``args`` (argument i for its placeholder ``arg<i>``)."""
+    mapping: dict[int, Node] = {}
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            mapping[node.uid] = args[int(node.attrs["name"][3:])]
+        else:
+            mapping[node.uid] = with_inputs(node, tuple(mapping[i.uid] for i in node.inputs))
+    return [mapping[o.uid] for o in graph.outputs]
+
+
 def build_vjp_body(body: Body, carry_f: tuple[int, ...], xs_f: tuple[int, ...],
                    consts_f: tuple[int, ...]) -> Graph:
     """The graph of ``graphnet.ops.control.vjp_body(body, ...)``: one step of ``body``
@@ -54,14 +65,7 @@ def build_vjp_body(body: Body, carry_f: tuple[int, ...], xs_f: tuple[int, ...],
     c_t = [arg(t) for t in types[:nc]]
     ct_y = [arg(t) for t in body.out_types[nc:]]
     consts = [arg(t) for t in types[nc + nx:]]
-    forward_args = c_t + x_t + consts
-    mapping: dict[int, Node] = {}
-    for node in body.graph.nodes:
-        if node.op == "placeholder":
-            mapping[node.uid] = forward_args[int(node.attrs["name"][3:])]
-        else:
-            mapping[node.uid] = with_inputs(node, tuple(mapping[i.uid] for i in node.inputs))
-    outs = [mapping[o.uid] for o in body.graph.outputs]
+    outs = _inline(body.graph, c_t + x_t + consts)
     seeded = [(outs[i], ct) for i, ct in zip(carry_f, ct_carry)]
     seeded += [(outs[nc + j], ct_y[j]) for j in range(ny) if outs[nc + j].type.dtype.startswith("float")]
     wrt = [c_t[i] for i in carry_f] + [consts[i - nc - nx] for i in consts_f] + [x_t[i - nc] for i in xs_f]
@@ -80,13 +84,7 @@ def build_branch_vjp_body(body: Body, wanted: tuple[int, ...]) -> Graph:
     outputs' cotangents) -> the ``wanted`` arguments' gradients."""
     args = [placeholder(f"arg{i}", t.shape, t.dtype).node for i, t in enumerate(body.arg_types)]
     cts = [placeholder(f"arg{len(args) + j}", t.shape, t.dtype).node for j, t in enumerate(body.out_types)]
-    mapping: dict[int, Node] = {}
-    for node in body.graph.nodes:
-        if node.op == "placeholder":
-            mapping[node.uid] = args[int(node.attrs["name"][3:])]
-        else:
-            mapping[node.uid] = with_inputs(node, tuple(mapping[i.uid] for i in node.inputs))
-    outs = [mapping[o.uid] for o in body.graph.outputs]
+    outs = _inline(body.graph, args)
     seeded = [(o, ct) for o, ct in zip(outs, cts) if o.type.dtype.startswith("float")]
     grads = vjp([o for o, _ in seeded], [ct for _, ct in seeded], [args[i] for i in wanted])
     return Graph.build(grads, [f"out{i}" for i in range(len(grads))])
