@@ -25,6 +25,8 @@ def parser(description: str, *, optimizer: str, lr: float, batch_size: int, epoc
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out", help="folder for the pictures and the history")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--executor", choices=["numpy", "cupy"], default="numpy",
+                   help="the backend: numpy (CPU) or cupy (an NVIDIA GPU; docs/gpu.md)")
     return p
 
 
@@ -50,10 +52,10 @@ def run(args: argparse.Namespace, model: gn.nn.Module, name: str,
     train_logits = model(x)
     # the logits ride along so that fit can report training accuracy
     train_plan = gn.compile({"loss": gn.losses.cross_entropy(train_logits, labels), "logits": train_logits},
-                            optimizer=optimizer, seed=args.seed)
+                            optimizer=optimizer, seed=args.seed, executor=args.executor)
     model.eval()
     logits = model(x)
-    eval_plan = gn.compile({"logits": logits})
+    eval_plan = gn.compile({"logits": logits}, executor=args.executor)
     loader = gn.data.DataLoader(x_train, y_train, batch_size=args.batch_size, shuffle=True, seed=args.seed,
                                 prefetch=True)
     test_loader = gn.data.DataLoader(x_test, y_test, batch_size=1000)

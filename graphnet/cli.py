@@ -1,7 +1,7 @@
 """The ``graphnet`` command: render, inspect and run saved plans.
 
     graphnet render PLAN -o graph.svg [--collapse] [--passes]
-    graphnet inspect PLAN [--json] [--report]
+    graphnet inspect PLAN [--json] [--report] [--kernels numpy|cupy [-o DIR]]
     graphnet bisect SCRIPT.py [--tolerance T]
     graphnet run PLAN --input x=batch.npy [--output-dir DIR]
 
@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--report", action="store_true",
                          help="print the compile report: passes, fusion groups, what was not fused and why, "
                               "kernel counts and kernel generation (loads the plan)")
+    inspect.add_argument("--kernels", choices=["numpy", "cupy"],
+                         help="print the source of every kernel the plan's fused groups are generated as on "
+                              "this backend (numba Python for numpy, CUDA C++ for cupy; no GPU needed)")
+    inspect.add_argument("-o", "--output-dir", metavar="DIR",
+                         help="with --kernels: write one complete source file per kernel into DIR instead "
+                              "(.py for numpy, .cu for cupy: each compiles with NVRTC exactly as written)")
 
     bisect = commands.add_parser(
         "bisect", help="find the first optimisation that changes a computation's numbers",
@@ -142,11 +148,37 @@ def _inspect_text(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _print_kernels(path: str, backend: str, output_dir: str | None) -> None:
+    """Every generated kernel of the plan at ``path`` on ``backend``, printed or one file each."""
+    from .executors import get_executor
+    from .export import load_parts
+
+    sources = get_executor(backend).kernel_sources(load_parts(path).plan)
+    if output_dir is None:
+        for label, _, source in sources:
+            print(f"# --- {label}" if backend == "numpy" else f"// --- {label}")
+            print(source)
+        if not sources:
+            print("(this plan has no generated kernels)")
+        return
+    os.makedirs(output_dir, exist_ok=True)
+    suffix = ".py" if backend == "numpy" else ".cu"
+    for _, stem, source in sources:
+        target = os.path.join(output_dir, stem + suffix)
+        with open(target, "w", encoding="utf-8") as handle:
+            handle.write(source)
+        print(target)
+
+
 def _command(args: argparse.Namespace) -> None:
     from .compile import load as load_plan
     from .export import file_summary
 
-    if args.command == "inspect" and args.report:
+    if args.command == "inspect" and args.output_dir and not args.kernels:
+        raise _CliError("-o/--output-dir goes with --kernels")
+    if args.command == "inspect" and args.kernels:
+        _print_kernels(args.plan, args.kernels, args.output_dir)
+    elif args.command == "inspect" and args.report:
         report = load_plan(args.plan).report
         print(report.to_json(indent=2) if args.json else report)
     elif args.command == "inspect":

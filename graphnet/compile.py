@@ -126,8 +126,10 @@ class CompiledPlan:
         # locks are read at each run (a child made by fork replaces them)
         self._ordered = sorted(self.variables.values(), key=lambda v: v.id)
 
-    def run(self, feeds: Mapping[str, Any] | None = None, /, **kwargs: Any) -> dict[str, np.ndarray]:
-        """Run one step. Feeds by keyword (``x=xb``) or as one dict; returns NumPy arrays by name.
+    def run(self, feeds: Mapping[str, Any] | None = None, /, *, device_outputs: bool = False,
+            **kwargs: Any) -> dict[str, np.ndarray]:
+        """Run one step. Feeds by keyword (``x=xb``) or as one dict; returns NumPy arrays by name
+        (with ``device_outputs=True``, the backend's own arrays: CuPy arrays on the GPU).
 
         A training plan also updates its parameters, its optimizer state and its step
         counter in place (the plan's effects, which run after everything else).
@@ -145,7 +147,7 @@ class CompiledPlan:
                 with interrupts.allowed():
                     if self.optimizer is not None:
                         self._sync_hyperparameters()
-                    return self.executor.run(dict(feeds) if feeds is not None else kwargs)
+                    return self.executor.run(dict(feeds) if feeds is not None else kwargs, device_outputs)
             finally:
                 interrupts.release_all(locks)
 

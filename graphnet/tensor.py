@@ -393,8 +393,11 @@ class Variable:
     def __init__(self, data: np.ndarray, name: str | None = None, trainable: bool = True, *,
                  kind: str | None = None, key: str | None = None, owner: "Variable | None" = None) -> None:
         data = np.asarray(data)
+        self._holder: Any = None  # a device executor whose copy is newer than ``_data``
+        self._fetch: Any = None   # how that executor copies its value into ``_data``
+        self.host_version = 0     # raised by every host access that may write ``_data``
         self.data = data if data.flags.c_contiguous else np.ascontiguousarray(data)  # (keeps 0-d arrays 0-d)
-        dtypes.canonical(self.data.dtype)
+        dtypes.canonical(self._data.dtype)
         self.id = next(_variable_ids)
         self.name = name
         self.trainable = trainable
@@ -407,8 +410,41 @@ class Variable:
         self.lock = threading.Lock()  # held by every plan run that reads or writes this variable
         _ALIVE.add(self)
 
+    @property
+    def data(self) -> np.ndarray:
+        """The value, as a host array (a device executor's newer copy is fetched first). The
+        caller may write into it, so device executors upload it again before their next run."""
+        if self._holder is not None:
+            self._take_back()
+        self.host_version += 1
+        return self._data
+
+    @data.setter
+    def data(self, value: np.ndarray) -> None:
+        self._holder = self._fetch = None
+        self._data = value
+        self.host_version += 1
+
+    def peek(self) -> np.ndarray:
+        """The host array as it is, for a device executor uploading it (no fetch, no new
+        version: a read that will not write)."""
+        return self._data
+
+    def hand_to_device(self, holder: Any, fetch: Any) -> None:
+        """Record that ``holder`` (a device executor) now has the newest value; ``fetch(host)``
+        copies it into the host array when the host next reads it."""
+        self._holder, self._fetch = holder, fetch
+
+    def held_by(self) -> Any:
+        """The device executor holding a value newer than the host array, or None."""
+        return self._holder
+
+    def _take_back(self) -> None:
+        fetch, self._holder, self._fetch = self._fetch, None, None
+        fetch(self._data)
+
     def __repr__(self) -> str:
-        return f"Variable({self.name or self.id}, {self.data.dtype}{list(self.data.shape)})"
+        return f"Variable({self.name or self.id}, {self._data.dtype}{list(self._data.shape)})"
 
 
 def variable(var: Variable) -> Tensor:

@@ -14,6 +14,23 @@ import numpy as np
 import graphnet as gn
 from graphnet import dtypes
 from graphnet.ir import Node, topological_order
+from graphnet.ops.registry import REGISTRY
+
+# --- elementwise ops, as the scalar-form and kernel-generator tests take them ---------------
+
+ELEMENTWISE = sorted(name for name, op in REGISTRY.items() if op.category == "elementwise" and name != "fused")
+#: attributes an op needs to be rendered, one value each
+SCALAR_ATTRS = {"cast": {"dtype": "float64"}, "leaky_relu": {"alpha": 0.1}, "elu": {"alpha": 1.5},
+                "gelu": {"approximate": "tanh"}, "softplus": {"beta": 1.5, "threshold": 3.0}}
+
+
+def elementwise_arity(name: str) -> int:
+    """How many operands the elementwise op ``name`` takes."""
+    if name == "where":
+        return 3
+    return 2 if name in ("add", "sub", "mul", "div", "pow", "maximum", "minimum") or \
+        REGISTRY[name].operands == "common" else 1
+
 
 # --- placeholders and plans ------------------------------------------------------------------
 

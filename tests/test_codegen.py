@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from graphnet.backends.numpy import fused_kernels
+from graphnet.codegen import fused_body
 from graphnet.codegen import cache
 from graphnet.ops.registry import REGISTRY
 
@@ -106,11 +107,11 @@ def test_broadcasting_edges(shapes: list[tuple[int, ...]]) -> None:
 
 
 def test_collapse_merges_dims_broadcast_alike() -> None:
-    extents, spans = fused_kernels.collapse((8, 16, 5, 5), [(8, 16, 5, 5), (1, 16, 1, 1)])
+    extents, spans = fused_body.collapse((8, 16, 5, 5), [(8, 16, 5, 5), (1, 16, 1, 1)])
     assert extents == (8, 16, 25) and spans == ((True, True, True), (False, True, False))
-    extents, spans = fused_kernels.collapse((128, 512), [(128, 512), (512,), ()])
+    extents, spans = fused_body.collapse((128, 512), [(128, 512), (512,), ()])
     assert extents == (128, 512) and spans == ((True, True), (False, True), (False, False))
-    extents, spans = fused_kernels.collapse((4, 6), [(4, 6), (4, 6)])
+    extents, spans = fused_body.collapse((4, 6), [(4, 6), (4, 6)])
     assert extents == (24,)
 
 

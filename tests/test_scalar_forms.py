@@ -18,19 +18,10 @@ import pytest
 from graphnet.codegen.scalar import LANGUAGES, render
 from graphnet.ops import scalar as S
 from graphnet.ops.registry import REGISTRY
+from helpers import ELEMENTWISE, SCALAR_ATTRS as ATTRS, elementwise_arity
 
-ELEMENTWISE = sorted(name for name, op in REGISTRY.items() if op.category == "elementwise" and name != "fused")
-#: attributes an op needs to be rendered, one value each
-ATTRS = {"cast": {"dtype": "float64"}, "leaky_relu": {"alpha": 0.1}, "elu": {"alpha": 1.5},
-         "gelu": {"approximate": "tanh"}, "softplus": {"beta": 1.5, "threshold": 3.0}}
 SAMPLES = np.array([-3.5, -1.0, -0.25, 0.0, 0.5, 1.0, 2.75, np.inf, -np.inf, np.nan])
-
-
-def _arity(name: str) -> int:
-    if name == "where":
-        return 3
-    return 2 if name in ("add", "sub", "mul", "div", "pow", "maximum", "minimum") or \
-        REGISTRY[name].operands == "common" else 1
+_arity = elementwise_arity
 
 
 def _tree(name: str, attrs: dict | None = None) -> S.Expr:

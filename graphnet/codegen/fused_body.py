@@ -7,6 +7,8 @@ is member ``a``'s value, ``a < 0`` the step's input ``-a - 1`` (graphnet.ops.fus
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Sequence
 
 from .. import dtypes
@@ -68,6 +70,63 @@ def collapse(out_shape: tuple[int, ...], in_shapes: Sequence[tuple[int, ...]]
         return (1,), tuple((True,) for _ in in_shapes)
     return tuple(extents), tuple(tuple(s) for s in spans)
 
+
+@dataclass(frozen=True)
+class FusedLayout:
+    """How a generated kernel walks a fused step for inputs of given shapes (every generator
+    shares it: the numba loops and the CUDA kernels).
+
+    ``out_shape``: the step's result. ``extents``: the collapsed loop. ``spans[k]``: the dims
+    input k runs along (False: broadcast). ``views[k]``: input k reshaped to the loop.
+    A group ending in a reduction has ``accumulate`` (the loop dims its result runs along),
+    ``acc_view`` (the accumulator's shape over the loop) and ``scale`` (1/count for a mean)."""
+
+    out_shape: tuple[int, ...]
+    extents: tuple[int, ...]
+    spans: tuple[tuple[bool, ...], ...]
+    views: tuple[tuple[int, ...], ...]
+    accumulate: tuple[bool, ...] | None = None
+    acc_view: tuple[int, ...] | None = None
+    scale: float = 1.0
+
+
+def fused_layout(body: Sequence[tuple], shapes: Sequence[tuple[int, ...]],
+                 results: Sequence[int] | None = None) -> FusedLayout:
+    """The layout of a fused step (``results``: a fused_assign's written members) over inputs
+    of ``shapes``. Raises ValueError for a fused_assign whose variables do not span the loop."""
+    shapes = tuple(tuple(s) for s in shapes)
+    loop = _broadcast(shapes)
+    if results is not None and any(shapes[j] != loop for j in range(len(results))):
+        raise ValueError("a fused_assign's variables must span its whole loop")
+    keep = reduced_shape(body, loop) if results is None else None
+    extents, spans = collapse(loop, shapes + ((keep,) if keep is not None else ()))
+    views = tuple(tuple(e if s else 1 for e, s in zip(extents, span)) for span in spans)
+    if keep is None:
+        return FusedLayout(loop, extents, spans, views)
+    op, _, attrs = body[-1]
+    named = dict(attrs)
+    kind = get_op(op).reduction
+    count = math.prod(loop) // max(1, math.prod(keep))
+    scale = (1.0 / count if count else math.nan) if kind == "mean" else 1.0
+    if kind == "sum_to":
+        out_shape = tuple(named["shape"])
+    elif named["keepdims"]:
+        out_shape = keep
+    else:
+        out_shape = tuple(s for d, s in enumerate(loop) if d not in named["axes"])
+    return FusedLayout(out_shape, extents, spans[:-1], views[:-1], spans[-1], views[-1], scale)
+
+
+def _broadcast(shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
+    rank = max((len(s) for s in shapes), default=0)
+    result = [1] * rank
+    for shape in shapes:
+        for d, size in enumerate((1,) * (rank - len(shape)) + tuple(shape)):
+            if size != 1:
+                if result[d] not in (1, size):
+                    raise ValueError(f"shapes {list(shapes)} do not broadcast")
+                result[d] = size
+    return tuple(result)
 
 
 

@@ -107,6 +107,14 @@ class ArrayExecutor:
         view[...] = var.data
         var.data = view
 
+    def readopt_variable(self, var: Any, view: Any) -> None:
+        """Before a run: adopt ``var`` again into ``view`` if its value moved since (``var.data =
+        new``, another plan that flattened it too) and still has the view's shape and dtype (a
+        run refuses any other). NumPy: the Variable's array is no longer the view."""
+        data = var.peek()
+        if data is not view and data.shape == view.shape and data.dtype == view.dtype:
+            self.adopt_variable(var, view)
+
     def kernel_for(self, step: Step) -> Callable[..., Any]:
         """The callable computing ``step`` from its input arrays (and ``out=`` where the op takes
         it), from the backend's kernel table."""
@@ -247,7 +255,9 @@ class ArrayExecutor:
         """A context manager around every run (a backend's per-run settings); none here."""
         return contextlib.nullcontext()
 
-    def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def run(self, feeds: Mapping[str, Any], device_outputs: bool = False) -> dict[str, np.ndarray]:
+        """One run of the plan. ``device_outputs``: leave the outputs as the backend's arrays
+        (a GPU backend's device arrays; NumPy's are host arrays either way)."""
         with self.running():
             return self._run(feeds)
 

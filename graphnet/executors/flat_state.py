@@ -41,9 +41,7 @@ class FlatUpdate:
         """Adopt again a variable whose array was replaced since (``var.data = new``, another plan
         that flattened it too), if it still has its shape and dtype (else the run refuses it)."""
         for var, view in self.members:
-            data = var.data
-            if data is not view and data.shape == view.shape and data.dtype == view.dtype:
-                executor.adopt_variable(var, view)
+            executor.readopt_variable(var, view)
 
     def slices(self, flat: Any) -> list[Any]:
         """Each member's slice of ``flat``, shaped like its parameter."""

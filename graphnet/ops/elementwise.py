@@ -180,7 +180,8 @@ defop("neg", recompute=True, scalar=lambda x: -x, attrs={}, category="elementwis
 defop("exp", scalar=S.exp, attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.exp(x, out=out), grad=lambda g, out, ins: (g * out,))
 defop("log", scalar=S.log, attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.log(x, out=out), grad=lambda g, out, ins: (g / ins[0],))
 defop("sqrt", recompute=True, scalar=S.sqrt, attrs={}, category="elementwise", infer=unary_float, accepts_out=True, kernel=lambda xp, x, out=None: xp.sqrt(x, out=out), grad=lambda g, out, ins: (g * 0.5 / out,))
-defop("sign", recompute=True, scalar=lambda x: S.where(x.gt(0), 1, S.where(x.lt(0), -1, x)), attrs={}, category="elementwise", infer=unary_same, accepts_out=True, kernel=lambda xp, x, out=None: xp.sign(x, out=out), grad=lambda g, out, ins: (None,))
+# x - x: +0.0 for either zero, as np.sign gives, and NaN for NaN
+defop("sign", recompute=True, scalar=lambda x: S.where(x.gt(0), 1, S.where(x.lt(0), -1, x - x)), attrs={}, category="elementwise", infer=unary_same, accepts_out=True, kernel=lambda xp, x, out=None: xp.sign(x, out=out), grad=lambda g, out, ins: (None,))
 defop("abs", recompute=True, scalar=S.fabs, attrs={}, category="elementwise", infer=unary_same, accepts_out=True, kernel=lambda xp, x, out=None: xp.abs(x, out=out), grad=lambda g, out, ins: (g * sign(ins[0]),))
 # g * mask rather than where(mask, g, 0): NumPy multiplies by a bool mask ~15x faster
 defop("relu", recompute=True, scalar=lambda x: S.where(x.gt(0) | x.ne(x), x, 0), attrs={}, category="elementwise", infer=unary_same, accepts_out=True,
@@ -206,7 +207,8 @@ defop("leaky_relu", scalar=lambda x, alpha: S.where(x.gt(0), x, x * alpha), attr
 
 
 def _elu_kernel(xp: Any, x: Any, alpha: float) -> Any:
-    return xp.where(x > 0, x, xp.expm1(xp.minimum(x, 0)) * x.dtype.type(alpha))
+    # where, not minimum: elu(-0.0) is -0.0 (minimum(-0.0, 0) may give +0.0)
+    return xp.where(x > 0, x, xp.expm1(xp.where(x > 0, 0, x)) * x.dtype.type(alpha))
 
 
 defop("elu", scalar=lambda x, alpha: S.where(x.gt(0), x, S.expm1(x) * alpha), attrs={"alpha": "float"}, category="elementwise", infer=unary_float, kernel=_elu_kernel,

@@ -13,6 +13,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ... import config
+from ...codegen.fused_body import fused_layout
+from ...codegen.plan_kernels import generated_steps
 from ...errors import ExecutorError
 from ...executors.base import ArrayExecutor
 from ...kernels.cpu import numba_cache, threads
@@ -88,6 +90,21 @@ class NumpyExecutor(ArrayExecutor):
                                     f"(those are {sorted(ALGORITHMS[op])})")
             checked[key] = name
         self.pinned_algorithms.update(checked)
+
+    @staticmethod
+    def kernel_sources(plan: Any) -> list[tuple[str, str, str]]:
+        """(label, file stem, numba source) of every generated kernel of ``plan``."""
+        found = []
+        for g in generated_steps(plan):
+            try:
+                layout = fused_layout(g.body, g.shapes, g.results)
+            except ValueError as exc:  # runs through the fused op's NumPy kernel instead
+                found.append((g.label, f"step{g.index:04d}_{g.step.op}", f"# no generated kernel: {exc}\n"))
+                continue
+            source = fused_kernels.kernel_source(g.body, g.dtypes, layout.spans, g.out_dtype, g.results,
+                                                 layout.accumulate)
+            found.append((g.label, f"step{g.index:04d}_{g.step.op}", source))
+        return found
 
     def codegen_summary(self) -> dict[str, Any]:
         """How this executor runs its fused groups: numba kernels (compiled now, loaded from the

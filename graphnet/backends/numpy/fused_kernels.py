@@ -38,7 +38,7 @@ import numpy as np
 from ... import dtypes
 from ...codegen import cache
 from ...codegen.cache import cache_dir
-from ...codegen.fused_body import collapse, member_dtypes, operand_dtypes, reduced_shape
+from ...codegen.fused_body import fused_layout, member_dtypes, operand_dtypes
 from ...codegen.scalar import render
 from ...ops.registry import get_op
 from ...ops.scalar import tree as scalar_tree
@@ -215,30 +215,11 @@ class FusedKernel:
     def _layout(self, shapes: tuple, input_dtypes: tuple[str, ...]):
         """(result shape, loop extents, each input's view shape, kernel, reduction or None), where
         a reduction is (the float64 accumulator's view shape, the scale of its sum)."""
-        out_shape = np.broadcast_shapes(*shapes) if shapes else ()
-        if self.results is not None and any(tuple(shapes[j]) != tuple(out_shape) for j in range(len(self.results))):
-            raise ValueError("a fused_assign's variables must span its whole loop")
-        keep = reduced_shape(self.body, tuple(out_shape)) if self.results is None else None
-        extents, spans = collapse(out_shape, shapes + ((keep,) if keep is not None else ()))
-        views = tuple(tuple(e if s else 1 for e, s in zip(extents, span)) for span in spans)
-        reduction = None
-        if keep is not None:
-            views, (acc_view,) = views[:-1], views[-1:]
-            count = int(np.prod(out_shape)) // max(1, int(np.prod(keep)))
-            op, _, attrs = self.body[-1]
-            named = dict(attrs)
-            kind = get_op(op).reduction
-            scale = (1.0 / count if count else np.nan) if kind == "mean" else 1.0
-            if kind == "sum_to":
-                out_shape = tuple(named["shape"])
-            elif named["keepdims"]:
-                out_shape = keep
-            else:
-                out_shape = tuple(s for d, s in enumerate(out_shape) if d not in named["axes"])
-            reduction = (acc_view, scale)
-        source = kernel_source(self.body, input_dtypes, spans[:len(shapes)], self.out_dtype_name, self.results,
-                               None if keep is None else spans[-1])
-        return tuple(out_shape), extents, views, _load(source), reduction
+        layout = fused_layout(self.body, shapes, self.results)
+        source = kernel_source(self.body, input_dtypes, layout.spans, self.out_dtype_name, self.results,
+                               layout.accumulate)
+        reduction = None if layout.accumulate is None else (layout.acc_view, layout.scale)
+        return layout.out_shape, layout.extents, layout.views, _load(source), reduction
 
     def _warm(self, layout: tuple, input_dtypes: Sequence[Any], readonly: Sequence[bool]) -> None:
         """Call the kernel once on small arrays of the run's types, so numba compiles it (or
