@@ -165,3 +165,27 @@ def test_every_array_function_the_reference_kernels_call_exists_in_cupy():
                 missing.append(name)
                 break
     assert len(names) > 50 and not missing, missing
+
+
+def test_the_cupy_peak_formula_counts_its_own_kernels_scratch():
+    """Computed from the plan and the CuPy kernel table alone (no GPU): the reference im2col
+    convolutions' temporaries, and a double buffer over the loop of each group ending in a sum."""
+    from graphnet.backends.cupy.executor import CupyExecutor
+    from graphnet.backends.cupy.kernel_table import TABLE
+
+    gn.manual_seed(0)
+    x = gn.placeholder("x", (None, 1, 12, 12))
+    y = gn.placeholder("y", (None,), dtype="int64")
+    model = gn.nn.Sequential(gn.nn.Conv2d(1, 4, 3), gn.nn.ReLU(), gn.nn.Flatten(), gn.nn.Linear(400, 3))
+    plan = gn.compile(gn.losses.cross_entropy(model(x), y), optimizer=gn.optim.SGD(lr=0.1)).plan
+    fixed, per_item = CupyExecutor.peak_formula(plan)
+    assert per_item > 0
+    assert CupyExecutor.peak_bytes(plan, {"x": (8, 1, 12, 12), "y": (8,)}) == pytest.approx(fixed + 8 * per_item, rel=0.01)
+    conv = next(step for step in plan.steps if step.op == "conv2d")
+    _, scratch = TABLE.workspace(plan, conv, [(8, 1, 12, 12), (4, 1, 3, 3)])
+    assert scratch >= 8 * 9 * 100 * 4  # the im2col matrix: N x (C kh kw) x (Ho Wo) floats
+    summed = [step for step in plan.steps if step.op == "fused" and len(step.attrs["body"]) > 1
+              and step.attrs["body"][-1][0] in ("sum", "sum_to", "mean")]
+    for step in summed:
+        shapes = [tuple(d if isinstance(d, int) else 8 for d in plan.buffers[n].shape) for n in step.inputs]
+        assert TABLE.workspace(plan, step, shapes)[1] > 0
