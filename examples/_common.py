@@ -27,6 +27,9 @@ def parser(description: str, *, optimizer: str, lr: float, batch_size: int, epoc
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--executor", choices=["numpy", "cupy"], default="numpy",
                    help="the backend: numpy (CPU) or cupy (an NVIDIA GPU; docs/gpu.md)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the processes of `mpiexec -n N` (docs/distributed.md); --batch-size is "
+                        "then the global batch, split among the processes")
     return p
 
 
@@ -44,6 +47,10 @@ def run(args: argparse.Namespace, model: gn.nn.Module, name: str,
         schedule: Callable[[gn.optim.Optimizer], object] | None = None) -> gn.train.History:
     """Compile, train, evaluate, and write the pictures; prints the figures the issue asks for."""
     gn.manual_seed(args.seed)
+    group = gn.distributed.init() if args.distributed else gn.distributed.current()
+    main_process = group.rank == 0
+    if args.distributed and args.batch_size % group.size:
+        raise SystemExit(f"--batch-size {args.batch_size} does not split among {group.size} processes")
     x_train, y_train, x_test, y_test, classes, test_set = load(args)
     x = gn.placeholder("x", (None, 1, 28, 28))
     labels = gn.placeholder("labels", (None,), dtype="int64")
@@ -52,15 +59,18 @@ def run(args: argparse.Namespace, model: gn.nn.Module, name: str,
     train_logits = model(x)
     # the logits ride along so that fit can report training accuracy
     train_plan = gn.compile({"loss": gn.losses.cross_entropy(train_logits, labels), "logits": train_logits},
-                            optimizer=optimizer, seed=args.seed, executor=args.executor)
+                            optimizer=optimizer, seed=args.seed, executor=args.executor,
+                            data_parallel=args.distributed)
     model.eval()
     logits = model(x)
     eval_plan = gn.compile({"logits": logits}, executor=args.executor)
-    loader = gn.data.DataLoader(x_train, y_train, batch_size=args.batch_size, shuffle=True, seed=args.seed,
-                                prefetch=True)
+    loader = gn.data.DataLoader(x_train, y_train, batch_size=args.batch_size // group.size, shuffle=True,
+                                seed=args.seed, prefetch=True, shard=gn.distributed.shard() if args.distributed else None)
     test_loader = gn.data.DataLoader(x_test, y_test, batch_size=1000)
-    print(f"{name}: {sum(p.data.size for p in model.parameters()):,} parameters, "
-          f"{len(train_plan.plan.steps)} steps per training run; {len(x_train):,} training images")
+    say = print if main_process else (lambda *_: None)
+    say(f"{name}: {sum(p.data.size for p in model.parameters()):,} parameters, "
+        f"{len(train_plan.plan.steps)} steps per training run; {len(x_train):,} training images"
+        + (f"; {group.size} data-parallel processes" if args.distributed else ""))
     os.makedirs(args.out, exist_ok=True)
     checkpoint = os.path.join(args.out, f"{name}.gnp")
 
@@ -70,6 +80,8 @@ def run(args: argparse.Namespace, model: gn.nn.Module, name: str,
     history = gn.train.fit(train_plan, loader, epochs=args.epochs, eval_plan=eval_plan, val_data=test_loader,
                            schedule=schedule(optimizer) if schedule else None, progress=not args.no_progress,
                            checkpoint=save_checkpoint)
+    if not main_process:  # rank 0 reports and draws
+        return history
     print(history.summary())
     print(f"test accuracy: {history.val_accuracy[-1]:.4f} after {args.epochs} epoch(s); "
           f"training throughput {np.median(history.images_per_second):,.0f} images/s")

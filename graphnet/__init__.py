@@ -8,11 +8,12 @@
 
 from .version import __version__  # noqa: F401
 
-from . import config, data, dtypes, export, losses, nn, ops, optim, passes, plots, train  # noqa: F401
+from . import config, data, distributed, dtypes, export, losses, nn, ops, optim, passes, plots, train  # noqa: F401
 from .compile import CompiledPlan, compile, load  # noqa: F401
 from . import debug  # noqa: F401,E402  (gn.debug.bisect_passes)
 from .errors import (  # noqa: F401
-    ConfigError, DTypeError, ExecutorError, FeedCastWarning, FeedError, GradientError, GraphError, GraphnetError,
+    ConfigError, DistributedError, DistributedTimeoutError, DTypeError, ExecutorError, FeedCastWarning, FeedError,
+    GradientError, GraphError, GraphnetError,
     LossNotFiniteError, MemoryLimitError, ModeWarning,
     NumericsError, OptimizerError, PlanFileError, PlanVersionError, ShapeError, SymbolicTensorError,
 )

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from . import config, interrupts
+from . import config, distributed, interrupts, replicas
 from .errors import GraphnetError, ModeWarning, OptimizerError
 from .executors import get_executor
 from .export import load_parts, save_plan
@@ -21,6 +21,7 @@ from .modes import check_mode, plan_mode
 from .nn.init import next_plan_seed
 from .optim import Optimizer
 from .modes import resolve
+from .passes.data_parallel import DEFAULT_BUCKET_BYTES
 from .passes import (
     OptimizerVariables, Pass, default_pipeline, dim_constraints, finish_plan, mode_switches, run_to_plan,
     updated_parameters,
@@ -95,9 +96,15 @@ class CompiledPlan:
     """
 
     def __init__(self, plan: Plan, graph: Graph, executor: Any, optimizer: Any = None,
-                 source: Graph | None = None, *, mode: Any = None, passes: Sequence[Pass] = ()) -> None:
+                 source: Graph | None = None, *, mode: Any = None, passes: Sequence[Pass] = (),
+                 bucket_bytes: int | None = None) -> None:
         self.source = source if source is not None else graph
         self.optimizer = optimizer
+        # a data-parallel plan (gradients averaged over the processes): a loaded one keeps its
+        # collective steps, and compiles its update again with them
+        if bucket_bytes is None and any(step.op == "allreduce_start" for step in plan.steps):
+            bucket_bytes = DEFAULT_BUCKET_BYTES
+        self.bucket_bytes = bucket_bytes
         self._lock = threading.Lock()
         _ALIVE_PLANS.add(self)
         self._use(plan, graph, executor)
@@ -115,6 +122,11 @@ class CompiledPlan:
             self._variants: dict[tuple, tuple[Plan, Graph, Any]] = {(*self._key, ()): (plan, graph, executor)}
             self._state = _optimizer_variables(plan, self.variables)
             self._counts: dict[int, int] = {}  # parameter id -> its updates when it stopped training
+
+    @property
+    def data_parallel(self) -> bool:
+        """Whether this plan averages its gradients over data-parallel processes."""
+        return self.bucket_bytes is not None
 
     def _use(self, plan: Plan, graph: Graph, executor: Any) -> None:
         self.plan = plan
@@ -206,7 +218,8 @@ class CompiledPlan:
         reused = variant is not None
         old = self.executor
         if variant is None:
-            pipeline = default_pipeline(self.optimizer, self._modes, self._passes, variables=state)
+            pipeline = default_pipeline(self.optimizer, self._modes, self._passes, variables=state,
+                                        bucket_bytes=self.bucket_bytes)
             graph, plan, records = run_to_plan(self.source, pipeline)
             described = {"name": self.optimizer.name, "hyper": self.optimizer.hyperparams(),
                          "structure": self.optimizer.structure()}
@@ -343,6 +356,8 @@ def compile(  # noqa: A001 - the public name
     effects: Sequence[Tensor] = (),
     mode: str | None = None,
     passes: Sequence[Pass] = (),
+    data_parallel: bool = False,
+    bucket_bytes: int | None = None,
 ) -> CompiledPlan:
     """Compile ``outputs`` (a tensor, list, or dict name -> tensor) into a runnable plan.
 
@@ -361,6 +376,13 @@ def compile(  # noqa: A001 - the public name
 
     ``passes``: extra compile passes (``gn.passes.Pass``), graph passes run just before
     scheduling and plan passes just after the lowering (docs/architecture.md, "The pipeline").
+
+    ``data_parallel``: a training plan for one of several processes (``gn.distributed.init()``
+    under mpiexec; docs/distributed.md): its gradients are averaged over the processes in
+    buckets of about ``bucket_bytes`` (allreduce steps that overlap the backward pass; by
+    default about eight buckets, each at least 64 KiB), every process starts from rank 0's parameters and optimizer state, a different plan on another
+    process is a DistributedError, and random ops draw from ``seed + rank``. With one process
+    it trains exactly as without.
 
     Output names: a dict's keys; else each tensor's name (``.named()``, a placeholder's or
     parameter's), else the caller's variable bound to it (``gn.compile(logits)`` gives
@@ -385,15 +407,27 @@ def compile(  # noqa: A001 - the public name
         warnings.warn(f"compiling an inference plan while {', '.join(training)} {'is' if len(training) == 1 else 'are'} "
                       f"in training mode (dropout on, batch statistics); call model.eval() first, or pass "
                       f"mode='train' if that is meant", ModeWarning, stacklevel=2)
-    graph, plan, records = run_to_plan(source, default_pipeline(optimizer, mode, passes))
+    if data_parallel and optimizer is None:
+        raise OptimizerError("data_parallel=True averages gradients: it needs an optimizer (an inference plan "
+                             "runs on each process as it is)")
+    if bucket_bytes is not None and (not data_parallel or isinstance(bucket_bytes, bool)
+                                     or not isinstance(bucket_bytes, int) or bucket_bytes < 1):
+        raise GraphnetError(f"bucket_bytes must be a positive int and goes with data_parallel=True, got {bucket_bytes!r}")
+    buckets = (bucket_bytes or DEFAULT_BUCKET_BYTES) if data_parallel else None  # 0: sized from the model
+    graph, plan, records = run_to_plan(source, default_pipeline(optimizer, mode, passes, bucket_bytes=buckets))
     described = None if optimizer is None else {"name": optimizer.name, "hyper": optimizer.hyperparams(),
                                                  "structure": optimizer.structure()}
     plan = finish_plan(plan, records, mode=plan_mode(switches, mode), dims=dim_constraints(source, mode),
                        optimizer=described)
     if seed is None:
         seed = next_plan_seed()
+    if data_parallel:  # each process its own dropout masks
+        seed += distributed.rank()
     executor = executor_cls(plan, seed, check_numerics, variables=bind_variables(plan, graph))
-    compiled = CompiledPlan(plan, graph, executor, optimizer, source, mode=mode, passes=passes)
+    compiled = CompiledPlan(plan, graph, executor, optimizer, source, mode=mode, passes=passes,
+                            bucket_bytes=buckets)
+    if data_parallel:
+        replicas.synchronize(compiled)
     if config.flags.debug >= 1:
         if plan.mode:
             print(f"mode: {plan.mode}")

@@ -74,3 +74,13 @@ class FeedCastWarning(UserWarning):
 class ModeWarning(UserWarning):
     """A plan was compiled in a mode the user probably did not mean (an inference plan with
     modules still in training mode)."""
+
+
+class DistributedError(GraphnetError, RuntimeError):
+    """Data-parallel processes disagree (different plans on different ranks) or a collective
+    could not complete."""
+
+
+class DistributedTimeoutError(DistributedError, TimeoutError):
+    """A collective waited longer than ``GRAPHNET_DIST_TIMEOUT`` seconds: another process died,
+    hung, or stopped calling the plan."""

@@ -11,6 +11,8 @@ prints it at compile time and ``graphnet inspect --report PLAN`` shows a saved p
 
 from __future__ import annotations
 
+import numpy as np
+
 import json
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -33,6 +35,8 @@ class CompileReport:
     recompiles: list[dict[str, Any]] = field(default_factory=list)
     #: loops and branches: {"step", "op", "bodies": {attribute: kernels per run of that body}}
     loops: list[dict[str, Any]] = field(default_factory=list)
+    #: a data-parallel plan's gradient buckets: {"start", "wait" (step indices), "what", "bytes"}
+    collectives: list[dict[str, Any]] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[PassRecord]:
         return iter(self.passes)
@@ -58,7 +62,7 @@ class CompileReport:
                             "seconds": round(r.seconds, 6)} for r in self.passes],
                 "kernels": self.kernels, "kernels_unfused": self.kernels_unfused,
                 "groups": self.groups, "not_fused": self.not_fused, "codegen": self.codegen, "memory": self.memory,
-                "recompiles": self.recompiles, "loops": self.loops}
+                "recompiles": self.recompiles, "loops": self.loops, "collectives": self.collectives}
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.as_dict(), **kwargs)
@@ -88,6 +92,13 @@ class CompileReport:
         for loop in self.loops:
             bodies = ", ".join(f"{k} {n} kernels" for k, n in loop["bodies"].items())
             lines.append(f"{loop['op']} at step {loop['step']}: {bodies} (per iteration)")
+        if self.collectives:
+            total = sum(c["bytes"] for c in self.collectives)
+            lines.append(f"data-parallel allreduces ({len(self.collectives)} gradient buckets, {total:,} bytes "
+                         f"per step):")
+            for c in self.collectives:
+                lines.append(f"  allreduce_start at step {c['start']}, allreduce_wait at step {c['wait']}: "
+                             f"{c['what']}, {c['bytes']:,} bytes")
         for r in self.recompiles:
             how = "an update compiled before, reused" if r["reused"] else "compiled again"
             lines.append(f"update {how} at step {r['at_step']} ({'; '.join(r['changed'])}); "
@@ -105,8 +116,17 @@ def build_report(plan: Plan, codegen: dict[str, Any], peak: tuple[int, int] | No
                   "in_place": len(plan.memory.inplace), "peak_bytes": peak[0], "peak_bytes_per_batch_item": peak[1]}
     loops = [{"step": i, "op": step.op, "bodies": {k: _kernels(v) for k, v in step.attrs.items() if isinstance(v, Body)}}
              for i, step in enumerate(plan.steps) if any(isinstance(v, Body) for v in step.attrs.values())]
+    waits = {step.attrs["what"]: i for i, step in enumerate(plan.steps) if step.op == "allreduce_wait"}
+    collectives = [{"start": i, "wait": waits.get(step.attrs["what"]), "what": step.attrs["what"],
+                    "bytes": _bytes(plan, step.inputs[0])}
+                   for i, step in enumerate(plan.steps) if step.op == "allreduce_start"]
     return CompileReport(list(plan.passes), len(plan.steps), len(plan.steps) + merged, dict(codegen), memory,
-                         loops=loops)
+                         loops=loops, collectives=collectives)
+
+
+def _bytes(plan: Plan, name: str) -> int:
+    buffer = plan.buffers[name]
+    return int(np.prod([d if isinstance(d, int) else 0 for d in buffer.shape])) * np.dtype(buffer.dtype).itemsize
 
 
 def _kernels(body: Body) -> int:

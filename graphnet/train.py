@@ -416,6 +416,10 @@ def fit(
     history = History()
     steps = _len(train_data)
     last_finite: float | None = None
+    # a data-parallel plan: figures summed over the processes, and only rank 0 speaks and saves
+    comm = train_plan.executor.communicator if getattr(train_plan, "data_parallel", False) else None
+    if comm is not None and comm.size > 1 and comm.rank != 0:
+        log, progress, checkpoint = None, False, None
     for epoch in range(1, epochs + 1):
         lr = _current_lr(train_plan)
         start = time.perf_counter()
@@ -455,6 +459,10 @@ def fit(
             if not bar.disable and samples:
                 bar.set_postfix(loss=f"{loss_sum / samples:.4f}",
                                 img_s=f"{samples / max(train_seconds, 1e-9):.0f}", refresh=True)
+        if comm is not None and comm.size > 1:
+            totals = np.array([loss_sum, correct, samples], np.float64)
+            comm.allreduce(totals, "the epoch's loss and accuracy")
+            loss_sum, correct, samples = float(totals[0]), int(totals[1]), int(totals[2])
         if samples == 0:
             raise GraphnetError(f"fit: train_data yielded no batches in epoch {epoch}; pass a re-iterable "
                                 f"(a list or a DataLoader), not a generator or an exhausted iterator")
@@ -477,7 +485,12 @@ def fit(
             log(_epoch_line(epoch, epochs, history))
         if checkpoint is not None:
             checkpoint(epoch, history)
-        if on_epoch_end is not None and on_epoch_end(epoch, history) is True:
+        stop = on_epoch_end is not None and on_epoch_end(epoch, history) is True
+        if comm is not None and comm.size > 1:  # one process stopping stops them all, together
+            flag = np.array([1.0 if stop else 0.0])
+            comm.allreduce(flag, "the early-stopping decision")
+            stop = bool(flag[0] > 0)
+        if stop:
             break
     return history
 

@@ -24,7 +24,7 @@ PY=${PYTHON:-python3}
 stamp=.venv/.graphnet-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  .venv/bin/python -m pip install -q -e ".[dev,viz,plot]"
+  .venv/bin/python -m pip install -q -e ".[dev,viz,plot,mpi]"
   touch "$stamp"
 fi
 

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "graphnet"
 
 #: graphnet's top-level modules and packages, lowest layer first (docs/architecture.md)
 LAYERS = [
-    {"version", "errors", "config", "dtypes", "dims", "modes", "interrupts"},  # what everything shares
+    {"version", "errors", "config", "dtypes", "dims", "modes", "interrupts", "distributed"},  # what everything shares
     {"ir"},                                                                # graph IR
     {"tensor", "ops", "nn", "losses", "optim"},                            # declare
     {"plan", "records"},                                                   # plan (plain data)
@@ -19,7 +19,7 @@ LAYERS = [
     {"executors"},                                                         # the backend protocol
     {"backends"},                                                          # the backends
     {"compile", "export", "grad", "printing", "render", "report", "debug", "cli", "train", "data", "plots", "prepare", "summary",
-     "testing", "__init__"},                                               # the user's API and tools
+     "testing", "replicas", "__init__"},                                               # the user's API and tools
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 #: imports forbidden although the ranks would allow them

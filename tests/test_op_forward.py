@@ -347,7 +347,7 @@ def test_every_kernel_has_a_forward_case() -> None:
     assert not missing, f"kernels without a forward case: {missing}"
     assert not (set(FORWARD_EXCEPTIONS) & covered), "stale FORWARD_EXCEPTIONS entries"
     assert {n for n, op in REGISTRY.items() if op.kernel is None} == {
-        "placeholder", "constant", "variable", "tuple_get", "make_tuple", "batch_norm", "cross_entropy",
+        "placeholder", "constant", "variable", "tuple_get", "make_tuple", "batch_norm", "sync_batch_norm", "cross_entropy",
         "composite_vjp", "layer_norm"}
 
 

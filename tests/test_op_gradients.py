@@ -369,6 +369,9 @@ for _axis in (0, -1, None):
     case(f"cumsum-{_axis}", lambda x, ax=_axis: gn.cumsum(x, ax), x=normal(2, 3, 4))
 case("cumsum-reverse", lambda x: declare("cumsum", [x], {"axis": 1, "reverse": True}), x=normal(3, 4))
 case("topk-largest", lambda x: gn.topk(x, 2)[0], x=distinct(3, 5))
+# with one process (no mpiexec) the sum over the processes is the identity; its rule's
+# arithmetic with two is in tests/test_distributed.py
+case("allreduce_sum", lambda x: gn.ops.allreduce_sum(x * x) * x, x=normal(3, 2))
 case("topk-smallest-axis0", lambda x: gn.topk(x, 3, axis=0, largest=False)[0] ** 2, x=distinct(4, 3))
 case("take_along_axis", lambda x, i: declare("take_along_axis", [x, i], {"axis": 1}), x=normal(3, 5),
      i=np.array([[0, 4, 4], [2, 2, 1], [1, 3, 0]]))
@@ -670,6 +673,8 @@ NO_GRAD_RULE = {
     "equal": "bool output", "not_equal": "bool output", "less": "bool output", "less_equal": "bool output",
     "greater": "bool output", "greater_equal": "bool output",
     "argmax": "int64 output: an index, on no gradient's path (as torch.argmax)",
+    "allreduce_start": "the data_parallel pass puts gradient buckets' sums in after autodiff",
+    "allreduce_wait": "the data_parallel pass puts gradient buckets' sums in after autodiff",
 }
 
 
@@ -698,7 +703,7 @@ def test_ops_without_a_gradient_rule_are_known() -> None:
     assert without == set(NO_GRAD_RULE)
     leaves_and_effects = {n for n, op in REGISTRY.items() if op.kernel is None or op.effect}
     assert leaves_and_effects == {"placeholder", "constant", "variable", "assign", "fused_assign", "batch_norm",
-                                  "cross_entropy", "layer_norm", "tuple_get", "make_tuple",
+                                  "sync_batch_norm", "cross_entropy", "layer_norm", "tuple_get", "make_tuple",
                                   "composite_vjp"}
     composites = {n for n, op in REGISTRY.items() if op.category == "composite"}
     assert all(REGISTRY[n].decompose is not None for n in composites - {"composite_vjp"})

@@ -67,11 +67,20 @@ class DataLoader:
     dict, the whole dict of batches. ``prefetch`` prepares the next batch in one background
     thread (queue of one); it stops when the iteration is left early, and errors raised there
     are re-raised to the consumer.
+
+    ``shard=(rank, size)`` (``gn.distributed.shard()``) gives one of ``size`` data-parallel
+    processes its share: every process draws the same order (give them the same ``seed``),
+    and global batch k, the order's samples ``k * size * batch_size`` onwards, is split into
+    ``size`` consecutive parts, this process taking part ``rank``. So the processes' batches
+    put together are the batches of one process with ``batch_size * size``, and each sample
+    is visited by exactly one process once per epoch. A last, short global batch is split as
+    evenly as possible; one with fewer samples than processes is dropped, since every process
+    must run the same number of steps.
     """
 
     def __init__(self, *arrays: Any, batch_size: int = 64, shuffle: bool = False,
                  seed: int | None = None, drop_last: bool = False, prefetch: bool = False,
-                 transform: Callable[[Any], Any] | None = None) -> None:
+                 transform: Callable[[Any], Any] | None = None, shard: tuple[int, int] | None = None) -> None:
         items = list(arrays)
         if len(items) > 1 and isinstance(items[-1], (int, np.integer)) and not isinstance(items[-1], bool):
             batch_size = items.pop()  # DataLoader(x, y, 64)
@@ -101,6 +110,10 @@ class DataLoader:
         self.drop_last = drop_last
         self.prefetch = prefetch
         self.transform = transform
+        self.shard = _check_shard(shard)
+        if self.shard[1] > 1 and shuffle and seed is None:
+            raise DatasetError("DataLoader: a sharded loader that shuffles needs a seed, the same on every process "
+                               "(else the processes' shares overlap)")
         self._rng = np.random.default_rng(seed)
 
     @property
@@ -118,15 +131,28 @@ class DataLoader:
         return len(self.arrays[0])
 
     def __len__(self) -> int:
-        n = self.samples
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        rank, size = self.shard
+        n, step = self.samples, self.batch_size * size
+        full, rest = divmod(n, step)
+        return full + (1 if rest and not self.drop_last and rest >= size else 0)
+
+    def _indices(self, order: np.ndarray, b: int) -> np.ndarray:
+        """This process's part of global batch ``b`` of ``order``."""
+        rank, size = self.shard
+        chunk = order[b * self.batch_size * size:(b + 1) * self.batch_size * size]
+        if size == 1:
+            return chunk
+        if len(chunk) == self.batch_size * size:
+            return chunk[rank * self.batch_size:(rank + 1) * self.batch_size]
+        bounds = [len(chunk) * r // size for r in range(size + 1)]  # a short last batch, split evenly
+        return chunk[bounds[rank]:bounds[rank + 1]]
 
     def _order(self) -> np.ndarray:
         n = self.samples
         return self._rng.permutation(n) if self.shuffle else np.arange(n)
 
     def _batch(self, order: np.ndarray, b: int) -> Any:
-        idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+        idx = self._indices(order, b)
         parts = [array[idx] for array in self.arrays]
         if self.keys is not None:
             batch = dict(zip(self.keys, parts))
@@ -184,5 +210,16 @@ class DataLoader:
             thread.join()
 
     def __repr__(self) -> str:
+        shard = f", shard={self.shard}" if self.shard[1] > 1 else ""
         return (f"DataLoader(n={self.samples}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
-                f"drop_last={self.drop_last}, prefetch={self.prefetch})")
+                f"drop_last={self.drop_last}, prefetch={self.prefetch}{shard})")
+
+
+def _check_shard(shard: Any) -> tuple[int, int]:
+    if shard is None:
+        return 0, 1
+    ok = isinstance(shard, (tuple, list)) and len(shard) == 2 and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in shard)
+    if not ok or not 0 <= shard[0] < shard[1]:
+        raise DatasetError(f"DataLoader: shard must be (rank, size) with 0 <= rank < size, got {shard!r}")
+    return int(shard[0]), int(shard[1])

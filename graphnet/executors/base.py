@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .. import config, dtypes, interrupts
+from .. import config, distributed, dtypes, interrupts
 from ..errors import ExecutorError, GraphnetError, LossNotFiniteError, MemoryLimitError, NumericsError
 from ..ops.fused import first_nonfinite_member
 from ..ops.registry import get_op
@@ -52,6 +52,8 @@ class ArrayExecutor:
         if unbound:
             raise ExecutorError(f"no Variable is bound to {unbound[:3]}: pass variables=bind_variables(plan, graph)")
         self.check_numerics = check_numerics
+        # the process group the plan's collective steps run on (graphnet.distributed)
+        self.communicator = distributed.current()
         self.seed = seed
         self.rng = self.make_rng(seed)
         self.slots = {name: i for i, name in enumerate(plan.buffers)}
@@ -66,6 +68,7 @@ class ArrayExecutor:
         self._casts_warned: set[str] = set()  # feeds already warned about being rounded (once each)
         # a training plan's loss (its first output): a non-finite one is never applied
         self._loss_slot = self.slots[next(iter(plan.outputs.values()))] if plan.trainable and plan.outputs else None
+        self._data_parallel = any(get_op(step.op).category == "collective" for step in plan.steps)
         self._program = [self._bind(step, released) for step, released in zip(plan.steps, plan.release)]
         self._flat_updates = [self._flatten(group) for group in plan.flat]
         storage = plan.memory.storage if plan.memory is not None else {}
@@ -321,7 +324,17 @@ class ArrayExecutor:
         before it propagates."""
         if self._loss_slot is not None:
             loss = bufs[self._loss_slot]
-            if loss is not None and getattr(loss, "size", 1) == 1 and not bool(self.xp.isfinite(loss).all()):
+            bad = loss is not None and getattr(loss, "size", 1) == 1 and not bool(self.xp.isfinite(loss).all())
+            if self._data_parallel and self.communicator.size > 1:
+                # every process applies its update or none does: the averaged gradients already
+                # mixed a non-finite loss's gradients into every process's
+                flag = np.array([1.0 if bad else 0.0])
+                self.communicator.allreduce(flag, "the check that every process's loss is finite")
+                if flag[0] > 0 and not bad:
+                    raise LossNotFiniteError(
+                        f"another data-parallel process's loss is not finite: this step's update is not applied "
+                        f"on any process (parameters and optimizer state are as before)", float(loss))
+            if bad:
                 raise LossNotFiniteError(
                     f"the loss is {float(loss)}: this step's update is not applied (parameters, optimizer state, "
                     f"running statistics and the step counter are as before). A mean over an empty batch is NaN; "

@@ -50,11 +50,13 @@ class KernelEntry:
 
 def reference_kernel(executor: Any, step: Step) -> Callable[..., Any]:
     """The op's own kernel, bound to the executor's array module and the step's attributes
-    (random ops also to the executor's random source)."""
+    (random ops also to the executor's random source, collectives to its communicator)."""
     opdef = get_op(step.op)
     attrs = dict(step.attrs)
     if opdef.random:
         attrs["rng"] = executor.rng
+    elif opdef.category == "collective":
+        attrs["comm"] = executor.communicator
     return functools.partial(opdef.kernel, executor.xp, **attrs)
 
 

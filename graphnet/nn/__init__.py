@@ -15,3 +15,4 @@ from .transformer import (  # noqa: F401  (issue 24)
 )
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Sequential, StateDictError  # noqa: F401
 from .recurrent import GRU, LSTM, RNN  # noqa: F401
+from .layers import SyncBatchNorm  # noqa: F401  (issue 26: data-parallel training)

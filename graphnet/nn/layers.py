@@ -451,6 +451,7 @@ class Dropout2d(Dropout):
 class _BatchNorm(Module):
     _dims: tuple[int, ...] = (4,)
     _shape = "(N, C, H, W)"
+    _sync = False
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
                  track_running_stats: bool = True, dtype: str = "float32") -> None:
@@ -478,7 +479,8 @@ class _BatchNorm(Module):
         rv = self.running_var if self.track_running_stats else None
         if self.track_running_stats:
             x = ops.count_batches(x, self.num_batches_tracked, use_batch_stats)
-        return ops.batch_norm(x, rm, rv, self.weight, self.bias, use_batch_stats, self.momentum, self.eps)
+        return ops.batch_norm(x, rm, rv, self.weight, self.bias, use_batch_stats, self.momentum, self.eps,
+                              sync_stats=self._sync)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
@@ -491,6 +493,32 @@ class BatchNorm2d(_BatchNorm):
     ``running_var`` after each step (momentum 0.1); eval mode uses the running values.
     The mode is read when a plan is compiled.
     """
+
+
+class SyncBatchNorm(_BatchNorm):
+    """Batch normalisation whose training statistics are those of every data-parallel process's
+    batch together (``gn.compile(..., data_parallel=True)``; docs/distributed.md), as PyTorch's
+    ``SyncBatchNorm``: x (N, C, ...) -> same shape. Each training step sums the per-channel
+    sums and counts over the processes (blocking allreduces); evaluation uses the running
+    values as BatchNorm does. With one process it computes what BatchNorm does.
+    ``SyncBatchNorm.convert_sync_batchnorm(model)`` swaps a model's BatchNorm layers for it."""
+
+    _dims = (2, 3, 4, 5)
+    _shape = "(N, C, ...)"
+    _sync = True
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module: Module) -> Module:
+        """``module`` with every BatchNorm1d/2d in it (or itself) replaced by a SyncBatchNorm that
+        keeps its parameters and running statistics (the same Variables)."""
+        if isinstance(module, (BatchNorm1d, BatchNorm2d)):
+            sync = cls.__new__(cls)
+            sync.__dict__.update(module.__dict__)
+            return sync
+        for name, child in list(module._modules.items()):
+            if child is not None:
+                module._modules[name] = cls.convert_sync_batchnorm(child)
+        return module
 
 
 class BatchNorm1d(_BatchNorm):

@@ -28,6 +28,7 @@ from .common import sum_to  # noqa: F401
 from .shape import copy, stop_gradient  # noqa: F401
 from .tuples import results, tuple_get  # noqa: F401
 from .control import cond, scan, while_loop  # noqa: F401
+from .collective import allreduce_sum  # noqa: F401
 from .conv import conv_transpose1d  # noqa: F401
 from .nn import dropout2d  # noqa: F401
 from .norm import instance_norm, rms_norm  # noqa: F401

@@ -20,7 +20,8 @@ from ..ir import TensorType, TupleType
 from ..tensor import Tensor
 from .common import declare, dims_equal, into_each, require_float
 from .elementwise import sqrt
-from .reduce import mean, numel, squeeze
+from .collective import allreduce_sum
+from .reduce import mean, numel, squeeze, sum
 from .registry import defop
 from .shape import reshape
 
@@ -75,8 +76,22 @@ def _axes(x: Tensor) -> tuple[int, ...]:
     return tuple(i for i in range(x.ndim) if i != 1)
 
 
+def _sync_standardize(x: Tensor, axes: tuple[int, ...], eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``_standardize`` with the statistics of every data-parallel process's batch together: the
+    sums and the count summed over the processes (two passes, as the one-process form)."""
+    count = _global_count(x, axes)
+    mu = allreduce_sum(sum(x, axes, keepdims=True)) / count
+    centred = x - mu
+    var = allreduce_sum(sum(centred * centred, axes, keepdims=True)) / count
+    return centred / sqrt(var + eps), mu, var
+
+
+def _global_count(x: Tensor, axes: tuple[int, ...]) -> Tensor:
+    return allreduce_sum(numel(x, axes))
+
+
 def _decompose(*ins: Tensor, training: Any, momentum: float, eps: float, stats: bool, weight: bool,
-               bias: bool) -> tuple[Tensor, Tensor, Tensor]:
+               bias: bool, sync: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     if isinstance(training, ModeSwitch):
         raise GradientError("batch_norm's mode is decided when the plan is compiled, so it cannot be expanded "
                             "(or differentiated with gn.grad) before: pass training=True or False to "
@@ -85,7 +100,7 @@ def _decompose(*ins: Tensor, training: Any, momentum: float, eps: float, stats: 
     axes = _axes(x)
     bshape = (1, x.shape[1] if isinstance(x.shape[1], int) else -1) + (1,) * (x.ndim - 2)
     if training:
-        y, mu, var = _standardize(x, axes, eps)
+        y, mu, var = (_sync_standardize if sync else _standardize)(x, axes, eps)
     else:
         y = (x - reshape(rm, bshape)) / sqrt(reshape(rv, bshape) + eps)
     if w is not None:
@@ -98,13 +113,14 @@ def _decompose(*ins: Tensor, training: Any, momentum: float, eps: float, stats: 
 
 
 def _state_updates(outs: tuple[Tensor, ...], ins: tuple[Tensor, ...], *, training: Any, momentum: float,
-                   eps: float, stats: bool, weight: bool, bias: bool) -> list[tuple[Tensor, Tensor]]:
+                   eps: float, stats: bool, weight: bool, bias: bool, sync: bool = False
+                   ) -> list[tuple[Tensor, Tensor]]:
     """Running averages, as PyTorch: the batch mean, and the unbiased batch variance."""
     if training is not True or not stats:
         return []
     x, rm, rv, _, _ = _split(ins, stats, weight, bias)
     _, batch_mean, batch_var = outs
-    n = numel(x, _axes(x))
+    n = _global_count(x, _axes(x)) if sync else numel(x, _axes(x))
     unbiased = batch_var * (n / (n - 1.0))
     return [(rm, rm * (1.0 - momentum) + batch_mean * momentum),
             (rv, rv * (1.0 - momentum) + unbiased * momentum)]
@@ -113,6 +129,16 @@ def _state_updates(outs: tuple[Tensor, ...], ins: tuple[Tensor, ...], *, trainin
 defop("batch_norm", attrs={"training": "mode", "momentum": "float", "eps": "float", "stats": "bool", "weight": "bool", "bias": "bool"}, category="composite", infer=_infer, kernel=None, decompose=_decompose,
       state_updates=_state_updates,
       doc="Batch normalisation over every axis but 1: (output, mean, variance it normalised with).")
+
+
+def _sync_infer(*ins: TensorType, sync: bool, **attrs: Any) -> TupleType:
+    return _infer(*ins, **attrs)
+
+
+defop("sync_batch_norm", attrs={"training": "mode", "momentum": "float", "eps": "float", "stats": "bool", "weight": "bool", "bias": "bool", "sync": "bool"}, category="composite", infer=_sync_infer, kernel=None, decompose=_decompose,
+      state_updates=_state_updates,
+      doc="batch_norm whose training statistics are those of every data-parallel process's batch together "
+          "(graphnet.distributed): (output, mean, variance it normalised with).")
 
 
 def batch_norm(
@@ -124,13 +150,16 @@ def batch_norm(
     training: Any = False,
     momentum: float = 0.1,
     eps: float = 1e-5,
+    sync_stats: bool = False,
 ) -> Tensor:
     """Normalise over every axis but the channel axis 1, as PyTorch's ``F.batch_norm``.
 
     x (N, C, ...) -> same shape. In training the batch statistics normalise and the running
     averages are updated after the step (biased variance to normalise, unbiased to track);
     in evaluation the running averages normalise. ``training`` is a bool, or a module's
-    mode (``BatchNorm2d`` passes its own), decided when the plan is compiled.
+    mode (``BatchNorm2d`` passes its own), decided when the plan is compiled. ``sync_stats``:
+    in training, the statistics of the batches of every data-parallel process together
+    (``gn.nn.SyncBatchNorm``; with one process the same as without).
     """
     if x.ndim < 2:
         raise ShapeError(f"batch_norm expects (N, C, ...) input, got shape {x.shape}")
@@ -146,6 +175,8 @@ def batch_norm(
              "weight": weight is not None, "bias": bias is not None}
     from .tuples import tuple_get
 
+    if sync_stats:  # the op of its own: passes that rewrite batch_norm (folding, fusing) leave it alone
+        return tuple_get(declare("sync_batch_norm", inputs, {**attrs, "sync": True}), 0)
     return tuple_get(declare("batch_norm", inputs, attrs), 0)
 
 

@@ -28,7 +28,7 @@ ScalarForm = Callable[..., Any]
 #: What an op is, for the passes and backends that treat kinds of ops alike (fusion, memory
 #: planning, ONNX export, the executors).
 CATEGORIES = ("leaf", "elementwise", "reduction", "layout", "blas", "conv", "random", "effect", "composite",
-              "other")
+              "collective", "other")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ _MAX_FOLDED_ELEMENTS = 1 << 16
 def constant_fold(graph: Graph) -> Graph:
     """Replace pure ops on constant inputs by the constant they compute (with NumPy).
 
-    Before: ``mul(const 2, const 3)``. After: ``const 6``. Random ops, side effects and
+    Before: ``mul(const 2, const 3)``. After: ``const 6``. Random ops, collectives (their values come from other processes), side effects and
     results larger than 65536 elements are left alone.
     """
 
@@ -23,7 +23,7 @@ def constant_fold(graph: Graph) -> Graph:
         if not inputs or any(i.op != "constant" for i in inputs):
             return None
         opdef = get_op(node.op)
-        if opdef.kernel is None or opdef.random or opdef.effect or len(node.types) > 1:
+        if opdef.kernel is None or opdef.random or opdef.effect or opdef.category == "collective" or len(node.types) > 1:
             return None
         value = np.asarray(opdef.kernel(np, *[i.attrs["value"].array for i in inputs], **node.attrs))
         if value.size > _MAX_FOLDED_ELEMENTS:

@@ -18,6 +18,7 @@ from ..errors import GraphError
 from ..ir import Graph
 from ..plan import Buffer, PassRecord, Plan, Step
 from .clip_gradients import clip_gradients
+from .data_parallel import data_parallel
 from .constant_fold import constant_fold
 from .cse import cse
 from .dce import dce
@@ -146,7 +147,7 @@ register_step_rule("copy", StepRule(_copy_step_rule))
 
 
 def default_pipeline(optimizer: Any = None, mode: Any = None, extra: Sequence[Pass] = (),
-                     variables: OptimizerVariables | None = None) -> list[Pass]:
+                     variables: OptimizerVariables | None = None, bucket_bytes: int | None = None) -> list[Pass]:
     """The compiler's table of contents (``print(*default_pipeline(opt), sep="\\n")`` shows it):
     graph passes, the lowering, then plan passes, run by one driver (``run_pipeline``).
 
@@ -156,7 +157,9 @@ def default_pipeline(optimizer: Any = None, mode: Any = None, extra: Sequence[Pa
     the user's (or a later issue's: a data-parallel all-reduce) placed by their level: graph
     passes just before ``schedule``, plan passes just after the lowering. ``variables``: the
     optimizer variables to continue from (a training plan compiled again for a new update
-    structure keeps its step counter, hyperparameters and optimizer state).
+    structure keeps its step counter, hyperparameters and optimizer state). ``bucket_bytes``:
+    a data-parallel training plan, whose gradients are averaged over the processes in
+    buckets of about this size (graphnet.passes.data_parallel).
     """
     passes = [
         Pass("verify", verify, provides=("verified",), invalidates=(), bodies=True),
@@ -171,7 +174,7 @@ def default_pipeline(optimizer: Any = None, mode: Any = None, extra: Sequence[Pa
         Pass("fuse_attention", fuse_attention, requires=("primitive",), optional=True),
     ]
     if optimizer is not None:
-        passes += _training_passes(optimizer, variables)
+        passes += _training_passes(optimizer, variables, bucket_bytes)
     passes += [
         Pass("merge_scans", merge_scans, requires=("primitive",), optional=True),
         Pass("save_loop_residuals", save_loop_residuals, requires=("primitive",), optional=True),
@@ -199,7 +202,8 @@ def default_pipeline(optimizer: Any = None, mode: Any = None, extra: Sequence[Pa
     return passes
 
 
-def _training_passes(optimizer: Any, reuse: OptimizerVariables | None = None) -> list[Pass]:
+def _training_passes(optimizer: Any, reuse: OptimizerVariables | None = None,
+                     bucket_bytes: int | None = None) -> list[Pass]:
     """Gradients, their clipping, the optimizer's update rule, and what only training needs
     (``optimizer`` None: the passes as a listing, their functions not bound)."""
     if optimizer is None:
@@ -209,6 +213,9 @@ def _training_passes(optimizer: Any, reuse: OptimizerVariables | None = None) ->
     chosen = (lambda var: optimizer.group_of(var) is not None) if optimizer.param_groups else None
     passes = [Pass("autodiff", functools.partial(autodiff, select=chosen), requires=("primitive",),
                    provides=("gradients",))]
+    if bucket_bytes is not None:  # data-parallel: gradients averaged over the processes, first
+        passes.append(Pass("data_parallel", functools.partial(data_parallel, bucket_bytes=bucket_bytes),
+                           requires=("gradients",)))
     if optimizer.max_grad_norm is not None:
         passes.append(Pass("clip_gradients",
                            functools.partial(clip_gradients, max_norm=variables.tensors()["max_grad_norm"]),

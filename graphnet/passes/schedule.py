@@ -21,4 +21,18 @@ def schedule(graph: Graph) -> Graph:
     pure_roots += [n for pair in graph.grads for n in pair]
     listed = {e.uid for e in graph.effects}
     pure = [n for n in topological_order(pure_roots) if n.uid not in listed]
+    pure = _waits_last(pure)
     return Graph(graph.outputs, graph.output_names, graph.effects, tuple(pure) + graph.effects, graph.grads)
+
+
+def _waits_last(order: list) -> list:
+    """Every ``allreduce_wait`` and what depends on it after everything else (in the same
+    relative order): a data-parallel plan starts each gradient bucket's sum as soon as the
+    bucket is complete and waits for the sums only once the backward pass is done."""
+    after: set[int] = set()
+    for node in order:
+        if node.op == "allreduce_wait" or any(i.uid in after for i in node.inputs):
+            after.add(node.uid)
+    if not after:
+        return order
+    return [n for n in order if n.uid not in after] + [n for n in order if n.uid in after]
