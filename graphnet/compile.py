@@ -342,8 +342,16 @@ def load(path: Any, executor: str = "numpy") -> CompiledPlan:
     parameters, optimizer state, step counter and random state). Raises PlanFileError
     (PlanVersionError for a format it cannot read) for anything wrong with the file;
     nothing from the file is run.
+
+    A data-parallel plan (saved from ``gn.compile(..., data_parallel=True)``) loads into any
+    number of processes: each checks it against the others' and starts from rank 0's state,
+    and every process but rank 0 moves its random generator to a stream of its own.
     """
-    return CompiledPlan(*load_parts(path, executor))
+    compiled = CompiledPlan(*load_parts(path, executor))
+    if compiled.data_parallel:
+        replicas.synchronize(compiled)
+        replicas.own_random_stream(compiled)
+    return compiled
 
 
 def compile(  # noqa: A001 - the public name

@@ -59,4 +59,14 @@ def synchronize(compiled: Any) -> None:
     start_from_rank0(compiled, comm)
 
 
-__all__ = ["check_same_plan", "fingerprint", "start_from_rank0", "synchronize", "distributed"]
+def own_random_stream(compiled: Any) -> None:
+    """A loaded plan holds the saving process's random state: every process but rank 0 jumps its
+    generator ahead by its rank (NumPy's ``jumped``: streams that never meet), so dropout
+    masks differ across the processes as they did before the save."""
+    rank = compiled.executor.communicator.rank
+    generator = getattr(compiled.executor.rng, "bit_generator", None)
+    if rank and hasattr(generator, "jumped"):  # in place: the random kernels hold this generator
+        compiled.executor.set_rng_state(generator.jumped(rank).state)
+
+
+__all__ = ["check_same_plan", "fingerprint", "own_random_stream", "start_from_rank0", "synchronize"]

@@ -103,7 +103,18 @@ def dropout(comm) -> dict:
         masks.append((np.asarray(out["masked"]) == 0).tolist())
     every = comm.allgather_object(masks)
     digests = comm.allgather_object(_digest(_params(model)))
-    return {"masks_differ": every[0] != every[1], "ranks_identical": len(set(digests)) == 1}
+    # saved by rank 0 and loaded by both: each process draws its own masks again
+    path = os.environ["GRAPHNET_TEST_TMP"] + "/dropout.gnplan"
+    if comm.rank == 0:
+        plan.save(path)
+    comm.barrier()
+    loaded = gn.load(path)
+    out = loaded.run(x=x.astype(np.float32), y=y)
+    after = comm.allgather_object((np.asarray(out["masked"]) == 0).tolist())
+    loaded_digests = comm.allgather_object(_digest([np.array(loaded.variables[n].data)
+                                                    for n in sorted(loaded.variables)]))
+    return {"masks_differ": every[0] != every[1], "ranks_identical": len(set(digests)) == 1,
+            "loaded_masks_differ": after[0] != after[1], "loaded_identical": len(set(loaded_digests)) == 1}
 
 
 def checkpoint(comm, path: str) -> dict:

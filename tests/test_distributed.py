@@ -61,9 +61,10 @@ def test_two_processes_train_as_one_process_with_the_double_batch(tmp_path):
 
 @needs_mpi
 def test_dropout_is_seeded_per_process_and_parameters_stay_identical(tmp_path):
-    done, result = _mpiexec("dropout", tmp_path)
+    done, result = _mpiexec("dropout", tmp_path, env={"GRAPHNET_TEST_TMP": str(tmp_path)})
     assert done.returncode == 0, done.stderr[-3000:]
     assert result["masks_differ"] and result["ranks_identical"]
+    assert result["loaded_masks_differ"] and result["loaded_identical"]  # a saved plan loaded on both
 
 
 @needs_mpi

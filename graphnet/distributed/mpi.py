@@ -86,6 +86,10 @@ class MpiCommunicator:
         if not array.flags.c_contiguous:
             raise DistributedError(f"{what}: an allreduce buffer must be contiguous")
         self.reduced_bytes += array.nbytes
+        # MPICH moves a non-blocking collective along only inside MPI calls: testing the buckets
+        # already in flight here lets them progress while the backward pass computes the next
+        for request, _ in self._pending.values():
+            request.Test()
         self._pending[self._key(array)] = (self.comm.Iallreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM), what)
 
     def wait(self, array: np.ndarray) -> None:
