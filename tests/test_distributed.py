@@ -162,6 +162,8 @@ def test_the_collectives_are_steps_that_print_save_and_load(tmp_path):
     assert max(starts) < min(waits)  # every sum starts before the first wait: they overlap the backward
     assert "allreduce_start" in str(plan) and "gradient bucket 1 of" in str(plan)
     assert "allreduce_wait" in str(plan.report) and len(plan.report.collectives) == 4
+    if shutil.which("dot") is not None:  # the rendered graph draws them too
+        assert "allreduce_start" in Path(gn.render(plan, tmp_path / "dp.svg")).read_text()
     plan.save(tmp_path / "dp.gnplan")
     loaded = gn.load(tmp_path / "dp.gnplan")
     assert [s.op for s in loaded.plan.steps] == ops and loaded.data_parallel
