@@ -18,6 +18,7 @@ from .errors import (  # noqa: F401
     NumericsError, OptimizerError, PlanFileError, PlanVersionError, ShapeError, SymbolicTensorError,
 )
 from . import backends  # noqa: F401,E402  (registers the backends graphnet ships)
+from . import onnx  # noqa: F401,E402  (gn.onnx.export, gn.onnx.load; the onnx package is imported on use)
 from .kernels.cpu.threads import set_num_threads  # noqa: F401
 from .grad import grad  # noqa: F401
 from .ops.control import cond, scan, while_loop  # noqa: F401

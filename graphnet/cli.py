@@ -2,6 +2,7 @@
 
     graphnet render PLAN -o graph.svg [--collapse] [--passes]
     graphnet inspect PLAN [--json] [--report] [--kernels numpy|cupy [-o DIR]]
+    graphnet export-onnx PLAN -o model.onnx [--opset N]
     graphnet bisect SCRIPT.py [--tolerance T]
     graphnet run PLAN --input x=batch.npy [--output-dir DIR]
 
@@ -54,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("-o", "--output-dir", metavar="DIR",
                          help="with --kernels: write one complete source file per kernel into DIR instead "
                               "(.py for numpy, .cu for cupy: each compiles with NVRTC exactly as written)")
+
+    export_onnx = commands.add_parser("export-onnx", help="write a plan's declared graph as an ONNX model",
+                                      description="Write a saved plan's declared graph, in evaluation mode with its "
+                                                  "parameters, as an ONNX model (gn.onnx.export).")
+    export_onnx.add_argument("plan", metavar="PLAN")
+    export_onnx.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    export_onnx.add_argument("--opset", type=int, default=None, help="the ONNX opset (default: graphnet's)")
 
     bisect = commands.add_parser(
         "bisect", help="find the first optimisation that changes a computation's numbers",
@@ -190,6 +198,10 @@ def _command(args: argparse.Namespace) -> None:
         written = render(load_plan(args.plan), args.output, collapse=args.collapse, passes=args.passes)
         for path in written if isinstance(written, list) else [written]:
             print(path)
+    elif args.command == "export-onnx":
+        from .onnx import DEFAULT_OPSET, export
+
+        print(export(load_plan(args.plan), args.output, args.opset or DEFAULT_OPSET))
     elif args.command == "bisect":
         from .debug import bisect_passes
 

@@ -84,3 +84,20 @@ class DistributedError(GraphnetError, RuntimeError):
 class DistributedTimeoutError(DistributedError, TimeoutError):
     """A collective waited longer than ``GRAPHNET_DIST_TIMEOUT`` seconds: another process died,
     hung, or stopped calling the plan."""
+
+
+class OnnxError(GraphnetError, ValueError):
+    """Exporting to or importing from ONNX failed."""
+
+
+class OnnxExportError(OnnxError):
+    """A graph holds an op (or attribute) ONNX has no counterpart for; the message names it and
+    where it was declared."""
+
+
+class OnnxImportError(OnnxError):
+    """An ONNX model uses ops or attributes graphnet does not have; the message lists them all."""
+
+
+class OnnxFileError(OnnxError):
+    """An ONNX file is malformed or hostile (external data outside its folder, absurd sizes)."""

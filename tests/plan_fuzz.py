@@ -237,3 +237,106 @@ def fuzz(folder: str, count: int, seed: int = 0, report: Callable[[int], None] |
         if report is not None and (i + 1) % 1000 == 0:
             report(i + 1)
     return counts, failures, time.perf_counter() - start
+
+
+# --- ONNX files ----------------------------------------------------------------------------------------------------
+
+def onnx_mutant(data: bytes, rng: random.Random) -> bytes:
+    """A byte-level mutant, or a structural one: a dim, an attribute, an op type, an input name,
+    an initializer's size or its external-data location changed."""
+    if rng.random() < 0.3:
+        return mutate_bytes(data, rng)
+    import onnx
+
+    model = onnx.ModelProto()
+    model.ParseFromString(data)
+    graph = model.graph
+    kind = rng.randrange(7)
+    if kind == 0 and graph.initializer:
+        tensor = rng.choice(graph.initializer)
+        if tensor.dims:
+            tensor.dims[rng.randrange(len(tensor.dims))] = rng.choice([0, -1, 2 ** 40, 3, 1])
+    elif kind == 1 and graph.initializer:
+        tensor = rng.choice(graph.initializer)
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        del tensor.external_data[:]
+        for key, value in (("location", rng.choice(["../../etc/passwd", "/etc/passwd", "a/../../x", "w.bin",
+                                                    "sub/../w.bin", "\x00"])),
+                           ("offset", rng.choice(["0", "-5", "999999999", "x"])), ("length", rng.choice(["4", "-1"]))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+    elif kind == 2 and graph.node:
+        node = rng.choice(graph.node)
+        node.op_type = rng.choice(["Conv", "Relu", "Gemm", "Loop", "If", "Custom", "MaxPool", "Reshape", ""])
+    elif kind == 3 and graph.node:
+        node = rng.choice(graph.node)
+        if node.attribute:
+            attribute = rng.choice(node.attribute)
+            if len(attribute.ints) > 0:
+                attribute.ints[rng.randrange(len(attribute.ints))] = rng.choice([-3, 0, 7, 2 ** 31])
+            else:
+                attribute.i = rng.choice([-1, 0, 9, 2 ** 40])
+    elif kind == 4 and graph.node:
+        node = rng.choice(graph.node)
+        if node.input:
+            node.input[rng.randrange(len(node.input))] = rng.choice(["nowhere", "", graph.node[0].output[0]])
+    elif kind == 5 and graph.input:
+        dims = graph.input[0].type.tensor_type.shape.dim
+        if dims:
+            dims[rng.randrange(len(dims))].dim_value = rng.choice([0, 1, 2, 2 ** 40])
+    elif graph.initializer:
+        tensor = rng.choice(graph.initializer)
+        tensor.raw_data = tensor.raw_data[:rng.randrange(len(tensor.raw_data) + 1)] if tensor.raw_data else b"\x01"
+    return model.SerializeToString()
+
+
+def try_onnx_mutant(path: str, feeds: dict[str, np.ndarray], timeout: float = 5.0) -> str:
+    """As try_mutant, for an ONNX file: imported with gn.onnx.load, compiled, run."""
+    before = {k: v.copy() for k, v in feeds.items()}
+    events: list[str] = []
+    _watch.append(events)
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    stage = "load"
+    try:
+        with gn.config.options(codegen="numpy", memory_limit=1 << 28):
+            outputs = gn.onnx.load(path)
+            stage = "run"
+            plan = gn.compile(outputs)
+            plan.run({k: v for k, v in feeds.items() if k in plan.plan.feeds})
+        outcome = "ran"
+    except _Timeout:
+        outcome = "hang"
+    except gn.GraphnetError:
+        outcome = "refused" if stage == "load" else "run refused"
+    except Exception as exc:  # noqa: BLE001 - what the fuzz is looking for
+        outcome = f"untyped at {stage}: {type(exc).__name__}: {str(exc)[:120]}"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        _watch.pop()
+    if events:
+        return f"audit: {events[:3]}"
+    if any(not np.array_equal(before[k], feeds[k]) for k in feeds):
+        return "wrote feeds"
+    return outcome
+
+
+def fuzz_onnx(folder: str, source: bytes, feeds: dict[str, np.ndarray], count: int, seed: int = 0
+              ) -> tuple[collections.Counter, list[str]]:
+    """Run ``count`` mutants of the ONNX model ``source``; returns (outcome counts, failures)."""
+    rng = random.Random(seed)
+    target = os.path.join(folder, "mutant.onnx")
+    with open(os.path.join(folder, "w.bin"), "wb") as f:  # an external-data file some mutants point at
+        f.write(b"\x00" * 64)
+    counts: collections.Counter = collections.Counter()
+    failures: list[str] = []
+    for i in range(count):
+        with open(target, "wb") as f:
+            f.write(onnx_mutant(source, rng))
+        outcome = try_onnx_mutant(target, {k: v.copy() for k, v in feeds.items()})
+        key = outcome if outcome in ("refused", "ran", "run refused") else outcome.split(":")[0]
+        counts[key] += 1
+        if key not in ("refused", "ran", "run refused"):
+            failures.append(f"mutant {i}: {outcome}")
+    return counts, failures

@@ -19,7 +19,7 @@ LAYERS = [
     {"executors"},                                                         # the backend protocol
     {"backends"},                                                          # the backends
     {"compile", "export", "grad", "printing", "render", "report", "debug", "cli", "train", "data", "plots", "prepare", "summary",
-     "testing", "replicas", "__init__"},                                               # the user's API and tools
+     "testing", "replicas", "onnx", "__init__"},                                               # the user's API and tools
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 #: imports forbidden although the ranks would allow them
