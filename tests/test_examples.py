@@ -42,6 +42,26 @@ def test_mnist_cnn_quick_run_on_real_fashion_mnist(tmp_path):
 
 @pytest.mark.slow
 @needs_fashion
+@pytest.mark.skipif(not Path(sys.executable).with_name("mpiexec").exists(), reason="mpiexec is not installed "
+                    "(pip install mpich mpi4py)")
+def test_the_main_job_trains_on_two_processes(tmp_path):
+    """`mpiexec -n 2 python examples/mnist_cnn.py --distributed`: the same loss as one process
+    (the same global batch), one report, from rank 0."""
+    args = ["--limit", "2000", "--epochs", "1", "--no-progress"]
+    one = _run("mnist_cnn.py", *args, "--out", str(tmp_path / "one"))
+    done = subprocess.run([str(Path(sys.executable).with_name("mpiexec")), "-n", "2", sys.executable,
+                           str(ROOT / "examples" / "mnist_cnn.py"), *args, "--distributed", "--out", str(tmp_path / "two")],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env={**os.environ, "GRAPHNET_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("test accuracy:") == 1 and "2 data-parallel processes" in done.stdout
+    loss = [float(out.split("loss ")[1].split()[0]) for out in (one, done.stdout)]
+    assert abs(loss[0] - loss[1]) < 2e-3, loss  # float rounding only: the sums happen in another order
+    assert gn.load(tmp_path / "two" / "mnist_cnn.gnp").data_parallel
+
+
+@pytest.mark.slow
+@needs_fashion
 @pytest.mark.parametrize("script", ["mlp.py", "resnet.py"])
 def test_other_examples_quick_run(script, tmp_path):
     # 60 small steps: enough for BatchNorm's running statistics (momentum 0.1) to settle
