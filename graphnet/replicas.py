@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from . import distributed
 from .errors import DistributedError
 
 

@@ -214,7 +214,29 @@ def syncbn(comm) -> dict:
     return result
 
 
-CASES = {"syncbn": syncbn, "equivalence": equivalence, "dropout": dropout, "killed": killed, "mismatch": mismatch, "fit": fit}
+def nonfinite(comm) -> dict:
+    """Rank 1's batch makes its loss NaN: neither process applies that step."""
+    x, y = _data(B)
+    model = _model()
+    plan = _compile(model, gn.optim.SGD(lr=0.1), True)
+    plan.run(x=x, y=y)
+    before = _params(model)
+    bad = x.copy()
+    if comm.rank == 1:
+        bad[0, 0] = np.nan
+    try:
+        plan.run(x=bad, y=y)
+        error = None
+    except gn.LossNotFiniteError as exc:
+        error = str(exc)
+    unchanged = all(np.array_equal(a, b) for a, b in zip(before, _params(model)))
+    errors = comm.allgather_object(error)
+    digests = comm.allgather_object(_digest(_params(model)))
+    plan.run(x=x, y=y)  # and training goes on together
+    return {"errors": errors, "unchanged": unchanged, "ranks_identical": len(set(digests)) == 1}
+
+
+CASES = {"syncbn": syncbn, "nonfinite": nonfinite, "equivalence": equivalence, "dropout": dropout, "killed": killed, "mismatch": mismatch, "fit": fit}
 
 
 def main() -> None:

@@ -85,6 +85,14 @@ def test_sync_batch_norm_normalises_with_every_processs_batch(tmp_path):
 
 
 @needs_mpi
+def test_a_non_finite_loss_on_one_process_stops_the_step_on_every_process(tmp_path):
+    done, result = _mpiexec("nonfinite", tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert all(result["errors"]) and "another data-parallel process" in result["errors"][0]
+    assert result["unchanged"] and result["ranks_identical"]
+
+
+@needs_mpi
 def test_a_process_with_a_different_model_is_refused(tmp_path):
     done, result = _mpiexec("mismatch", tmp_path)
     assert result is not None, done.stderr[-3000:]

@@ -332,8 +332,8 @@ class ArrayExecutor:
                 self.communicator.allreduce(flag, "the check that every process's loss is finite")
                 if flag[0] > 0 and not bad:
                     raise LossNotFiniteError(
-                        f"another data-parallel process's loss is not finite: this step's update is not applied "
-                        f"on any process (parameters and optimizer state are as before)", float(loss))
+                        "another data-parallel process's loss is not finite: this step's update is not applied "
+                        "on any process (parameters and optimizer state are as before)", float(loss))
             if bad:
                 raise LossNotFiniteError(
                     f"the loss is {float(loss)}: this step's update is not applied (parameters, optimizer state, "

@@ -34,7 +34,6 @@ ELEMENT_TYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7:
 def read_model(path: str | os.PathLike[str]) -> tuple[Any, dict[str, np.ndarray]]:
     """The checked ModelProto at ``path`` and its initializers as NumPy arrays (external data read
     from inside the model's folder only)."""
-    onnx = onnx_module()
     path = os.fspath(path)
     try:
         size = os.path.getsize(path)

@@ -649,9 +649,6 @@ def load_model(model: Any, arrays: Mapping[str, np.ndarray] | None = None, *, tr
     """The outputs of an ONNX ModelProto (already checked: ``arrays`` its initializers) as
     graphnet tensors by output name. ``constants``: graph inputs to take as these fixed values
     instead of placeholders (a shape or axes fed as an input, as ONNX's node tests do)."""
-    from .export import onnx_module
-
-    onnx = onnx_module()
     if arrays is None:
         arrays = read_initializers(model, None)
     opset = _opset(model)
@@ -697,7 +694,6 @@ def load_model(model: Any, arrays: Mapping[str, np.ndarray] | None = None, *, tr
         if found is None:
             raise OnnxImportError(f"output {value.name!r} is never computed")
         outputs[value.name] = ctx.tensor(found)
-    _ = onnx
     return outputs
 
 
