@@ -141,8 +141,10 @@ def _alarm(signum: int, frame: Any) -> None:
     raise _Timeout()
 
 
-def try_mutant(path: str, feeds: dict[str, np.ndarray], timeout: float = 5.0, codegen: str = "numpy") -> str:
-    """'refused' (a typed error at load), 'ran', 'run refused' (a typed error at run), or a
+def _judge(load: Callable[[], Any], run: Callable[[Any, dict[str, np.ndarray]], None], feeds: dict[str, np.ndarray],
+           timeout: float, codegen: str = "numpy") -> str:
+    """Load a mutant with ``load()``, run it with ``run(loaded, feeds)``, and name the outcome:
+    'refused' (a typed error at load), 'ran', 'run refused' (a typed error at run), or a
     failure: 'untyped at load: ...', 'untyped at run: ...', 'hang', 'audit: ...', 'wrote feeds'."""
     before = {k: v.copy() for k, v in feeds.items()}
     events: list[str] = []
@@ -156,17 +158,12 @@ def try_mutant(path: str, feeds: dict[str, np.ndarray], timeout: float = 5.0, co
     # (with codegen="numba" the generated kernels run too, and the audit is not consulted: the
     # kernel generator writes, imports and compiles its own code)
     watching = codegen == "numpy"
-    codegen = gn.config.options(codegen=codegen)
-    codegen.__enter__()
     try:
-        plan = gn.load(path)
-        stage = "run"
-        given = {k: v for k, v in feeds.items() if k in plan.plan.feeds}
-        missing = [k for k in plan.plan.feeds if k not in feeds]
-        if missing:
-            return "ran"  # a renamed feed: nothing to run it with
-        with gn.config.options(memory_limit=1 << 28):
-            plan.run(given)
+        with gn.config.options(codegen=codegen):
+            loaded = load()
+            stage = "run"
+            with gn.config.options(memory_limit=1 << 28):
+                run(loaded, feeds)
         outcome = "ran"
     except _Timeout:
         outcome = "hang"
@@ -175,7 +172,6 @@ def try_mutant(path: str, feeds: dict[str, np.ndarray], timeout: float = 5.0, co
     except Exception as exc:  # noqa: BLE001 - what the fuzz is looking for
         outcome = f"untyped at {stage}: {type(exc).__name__}: {str(exc)[:120]}"
     finally:
-        codegen.__exit__(None, None, None)
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
         _watch.pop()
@@ -184,6 +180,24 @@ def try_mutant(path: str, feeds: dict[str, np.ndarray], timeout: float = 5.0, co
     if any(not np.array_equal(before[k], feeds[k]) for k in feeds):
         return "wrote feeds"
     return outcome
+
+
+def _run_plan(plan: Any, feeds: dict[str, np.ndarray]) -> None:
+    if any(k not in feeds for k in plan.plan.feeds):
+        return  # a renamed feed: nothing to run it with
+    plan.run({k: v for k, v in feeds.items() if k in plan.plan.feeds})
+
+
+def try_mutant(path: str, feeds: dict[str, np.ndarray], timeout: float = 5.0, codegen: str = "numpy") -> str:
+    """The outcome (``_judge``) of loading a plan file with gn.load and running it."""
+    return _judge(lambda: gn.load(path), _run_plan, feeds, timeout, codegen)
+
+
+def _tally(outcome: str, index: int, counts: collections.Counter, failures: list[str]) -> None:
+    key = outcome if outcome in ("refused", "ran", "run refused") else outcome.split(":")[0]
+    counts[key] += 1
+    if key not in ("refused", "ran", "run refused"):
+        failures.append(f"mutant {index}: {outcome}")
 
 
 def source_plans(folder: str) -> list[tuple[str, dict[str, np.ndarray]]]:
@@ -230,10 +244,7 @@ def fuzz(folder: str, count: int, seed: int = 0, report: Callable[[int], None] |
             f.write(mutant(data, rng))
         outcome = try_mutant(target, {k: v.copy() for k, v in feeds.items()},
                              timeout=5.0 if codegen == "numpy" else 60.0, codegen=codegen)
-        key = outcome if outcome in ("refused", "ran", "run refused") else outcome.split(":")[0]
-        counts[key] += 1
-        if key not in ("refused", "ran", "run refused"):
-            failures.append(f"mutant {i}: {outcome}")
+        _tally(outcome, i, counts, failures)
         if report is not None and (i + 1) % 1000 == 0:
             report(i + 1)
     return counts, failures, time.perf_counter() - start
@@ -291,35 +302,9 @@ def onnx_mutant(data: bytes, rng: random.Random) -> bytes:
 
 
 def try_onnx_mutant(path: str, feeds: dict[str, np.ndarray], timeout: float = 5.0) -> str:
-    """As try_mutant, for an ONNX file: imported with gn.onnx.load, compiled, run."""
-    before = {k: v.copy() for k, v in feeds.items()}
-    events: list[str] = []
-    _watch.append(events)
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
-    stage = "load"
-    try:
-        with gn.config.options(codegen="numpy", memory_limit=1 << 28):
-            outputs = gn.onnx.load(path)
-            stage = "run"
-            plan = gn.compile(outputs)
-            plan.run({k: v for k, v in feeds.items() if k in plan.plan.feeds})
-        outcome = "ran"
-    except _Timeout:
-        outcome = "hang"
-    except gn.GraphnetError:
-        outcome = "refused" if stage == "load" else "run refused"
-    except Exception as exc:  # noqa: BLE001 - what the fuzz is looking for
-        outcome = f"untyped at {stage}: {type(exc).__name__}: {str(exc)[:120]}"
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-        _watch.pop()
-    if events:
-        return f"audit: {events[:3]}"
-    if any(not np.array_equal(before[k], feeds[k]) for k in feeds):
-        return "wrote feeds"
-    return outcome
+    """The outcome (``_judge``) of importing an ONNX file with gn.onnx.load, compiling and running it."""
+    return _judge(lambda: gn.onnx.load(path), lambda outputs, given: _run_plan(gn.compile(outputs), given),
+                  feeds, timeout)
 
 
 def fuzz_onnx(folder: str, source: bytes, feeds: dict[str, np.ndarray], count: int, seed: int = 0
@@ -334,9 +319,5 @@ def fuzz_onnx(folder: str, source: bytes, feeds: dict[str, np.ndarray], count: i
     for i in range(count):
         with open(target, "wb") as f:
             f.write(onnx_mutant(source, rng))
-        outcome = try_onnx_mutant(target, {k: v.copy() for k, v in feeds.items()})
-        key = outcome if outcome in ("refused", "ran", "run refused") else outcome.split(":")[0]
-        counts[key] += 1
-        if key not in ("refused", "ran", "run refused"):
-            failures.append(f"mutant {i}: {outcome}")
+        _tally(try_onnx_mutant(target, {k: v.copy() for k, v in feeds.items()}), i, counts, failures)
     return counts, failures

@@ -306,3 +306,12 @@ def test_the_command_line_exports_a_saved_plan(tmp_path):
     again = gn.compile(gn.onnx.load(tmp_path / "seed.onnx"))
     feeds = _feeds(shapes, 2)
     np.testing.assert_allclose(again.run(feeds)["logits"], plan.run(feeds)["logits"], rtol=1e-6, atol=1e-6)
+
+
+def test_the_backend_runs_a_single_node():
+    from graphnet.onnx.backend import GraphnetBackend
+
+    node = onnx.helper.make_node("Gemm", ["a", "b"], ["y"], transB=1, alpha=2.0)
+    a, b = np.arange(6, dtype=np.float32).reshape(2, 3), np.ones((4, 3), np.float32)
+    (y,) = GraphnetBackend.run_node(node, [a, b])
+    np.testing.assert_allclose(y, 2.0 * a @ b.T)

@@ -37,6 +37,11 @@ class GeneratedStep:
         return f"step {self.index} ({self.step.op} {self.step.output or ''}{where})".replace(" )", ")")
 
 
+def usual_shape(shape: tuple) -> tuple[int, ...]:
+    """``shape`` with each symbolic dim taken as 2 (above 1, as a batch usually is)."""
+    return tuple(d if isinstance(d, int) else 2 for d in shape)
+
+
 def lone_body(step: Step) -> tuple:
     """A lone elementwise step as the body of a group of one."""
     return ((step.op, tuple(-i - 1 for i in range(len(step.inputs))), tuple(sorted(step.attrs.items()))),)
@@ -48,7 +53,7 @@ def generated_steps(plan: Plan) -> Iterator[GeneratedStep]:
         if step.op not in ("fused", "fused_assign") + ALONE:
             continue
         buffers = [plan.buffers[name] for name in step.inputs]
-        shapes = tuple(tuple(d if isinstance(d, int) else 2 for d in b.shape) for b in buffers)
+        shapes = tuple(usual_shape(b.shape) for b in buffers)
         dtypes = tuple(b.dtype for b in buffers)
         if step.op in ALONE:
             if not dtypes[0].startswith("float"):

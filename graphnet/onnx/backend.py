@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .export import onnx_module
+from .export import DEFAULT_OPSET, onnx_module
 from .files import initializers
 from ..errors import OnnxImportError
 from .importer import load_model
@@ -84,7 +84,18 @@ class GraphnetBackend(_base.Backend):
     @classmethod
     def run_node(cls, node: Any, inputs: Any, device: str = "CPU", outputs_info: Sequence[Any] | None = None,
                  **kwargs: Any) -> tuple[np.ndarray, ...]:
-        raise NotImplementedError("graphnet runs whole models (run_model)")
+        """One node as a model of its own: its inputs typed by the arrays given."""
+        onnx = onnx_module()
+        helper = onnx.helper
+        arrays = [np.asarray(a) for a in (inputs.values() if isinstance(inputs, dict) else inputs)]
+        names = [name for name in node.input if name]
+        graph_inputs = [helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+                        for name, a in zip(names, arrays)]
+        graph_outputs = [helper.make_empty_tensor_value_info(name) for name in node.output if name]
+        model = helper.make_model(helper.make_graph([node], "node", graph_inputs, graph_outputs),
+                                  opset_imports=[helper.make_opsetid("", kwargs.get("opset_version", DEFAULT_OPSET))])
+        # straight to the representation: ONNX's checker wants output types a lone node does not state
+        return GraphnetRep(model).run(dict(zip(names, arrays)))
 
     @classmethod
     def supports_device(cls, device: str) -> bool:

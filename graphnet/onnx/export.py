@@ -256,12 +256,12 @@ def _target_shape(ctx: _Context, node: Node) -> list[int]:
     out: list[int] = []
     inferred = 0
     for axis, d in enumerate(node.type.shape):
+        same = axis < len(src) and src[axis] == d
         if isinstance(d, int):
             if d == 0:
                 raise ctx.refuse("a reshape to an empty dim")
             out.append(d)
-        elif axis < len(src) and src[axis] is not None and src[axis] == d or (axis < len(src) and d is None
-                                                                                and src[axis] is None and axis == 0):
+        elif same and (d is not None or axis == 0):  # a named dim, or the leading unknown one (the batch)
             out.append(0)
         else:
             inferred += 1

@@ -52,11 +52,9 @@ class _Context:
             return np.asarray(value.data)
         raise OnnxImportError(f"{what} must be a constant in the model (an initializer or a Constant node)")
 
-    def tensor(self, value: Any, like: Any = None) -> Tensor:
-        if isinstance(value, Tensor):
-            return value
-        array = np.asarray(value)
-        return constant(array)
+    def tensor(self, value: Any) -> Tensor:
+        """``value`` as a tensor (a constant array becomes a constant node)."""
+        return value if isinstance(value, Tensor) else constant(np.asarray(value))
 
 
 def _attrs(node: Any) -> dict[str, Any]:
@@ -340,13 +338,12 @@ def _reshape(ctx: _Context, node: Any, ins: list[Any]) -> Any:
 
 @_imports("Flatten", attrs=("axis",))
 def _flatten(ctx: _Context, node: Any, ins: list[Any]) -> Any:
+    """(the product of the dims before ``axis``, the product of the rest)."""
     x = ctx.tensor(ins[0])
     axis = int(_attrs(node).get("axis", 1)) % (x.ndim + 1) if x.ndim else 0
     if axis == 0:
         return ops.reshape(x, (1, -1))
-    head = ops.flatten(x, 0, axis - 1) if axis > 1 else (ops.expand_dims(x, 0) if axis == 0 else x)
-    if axis == 1:
-        return ops.flatten(x, 1, -1) if x.ndim > 1 else ops.expand_dims(x, 1)
+    head = ops.flatten(x, 0, axis - 1) if axis > 1 else x
     return ops.flatten(head, 1, -1) if head.ndim > 1 else ops.expand_dims(head, 1)
 
 
@@ -377,8 +374,8 @@ def _squeeze(ctx: _Context, node: Any, ins: list[Any]) -> Any:
 @_imports("Unsqueeze", attrs=("axes",))
 def _unsqueeze(ctx: _Context, node: Any, ins: list[Any]) -> Any:
     x = ctx.tensor(ins[0])
-    axes = sorted(a % (x.ndim + len(_axes_of(ctx, node, ins) or [])) for a in _axes_of(ctx, node, ins) or [])
-    for axis in axes:
+    given = _axes_of(ctx, node, ins) or []
+    for axis in sorted(a % (x.ndim + len(given)) for a in given):
         x = ops.expand_dims(x, axis)
     return x
 

@@ -40,9 +40,8 @@ class CupyExecutor(ArrayExecutor):
         self._device: dict[int, list[Any]] = {}  # variable id -> [device array, host version uploaded]
         self.device_outputs = False
         super().__init__(plan, seed, check_numerics, variables)
-        written = set()
-        for step in plan.steps[max(plan.first_effect, 0):] if plan.first_effect >= 0 else ():
-            written.update(step.inputs[:written_inputs(step.op, step.attrs)])
+        effects = plan.steps[plan.first_effect:] if plan.first_effect >= 0 else []
+        written = {name for step in effects for name in step.inputs[:written_inputs(step.op, step.attrs)]}
         self._written = [self.variables[name] for name in plan.variables if name in written]
 
     # --- arrays --------------------------------------------------------------------------

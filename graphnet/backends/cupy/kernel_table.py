@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 from ...codegen import cuda
-from ...codegen.plan_kernels import lone_body
+from ...codegen.plan_kernels import lone_body, usual_shape
 from ...executors.kernel_table import KernelEntry, KernelTable, reference_kernel
 from ...ops.fused import reduces
 from ...plan import Plan, Step
@@ -30,7 +30,7 @@ def _fused(executor: Any, step: Step) -> Callable[..., Any]:
     results = tuple(step.attrs["results"]) if step.op == "fused_assign" else None
     out_dtype = buffers[step.outputs[0]].dtype if step.op == "fused" else None
     kernel = CudaFusedKernel(executor.xp, body, out_dtype, fallback, results)
-    shapes = [tuple(d if isinstance(d, int) else 2 for d in buffers[name].shape) for name in step.inputs]
+    shapes = [usual_shape(buffers[name].shape) for name in step.inputs]
     try:  # compiled now for the usual shapes (symbolic dims above 1)
         kernel.prepare(shapes, [buffers[name].dtype for name in step.inputs])
     except cuda.UnsupportedKernel as exc:

@@ -33,6 +33,7 @@ import numpy as np
 from ... import config
 from ...errors import GraphnetError
 from ...codegen.fused_body import unsupported_member
+from ...codegen.plan_kernels import lone_body, usual_shape
 from ...executors.kernel_table import KernelEntry, KernelTable, reference_kernel
 from ...kernels.cpu import batch_norm, losses, matmul, pooling
 from ...kernels.cpu.conv.chooser import ConvKernel, preload_loops
@@ -135,7 +136,7 @@ def _fused(executor: Any, step: Step) -> Callable[..., Any]:
     shapes = [buffers[name].shape for name in step.inputs]
     if all(isinstance(d, (int, str)) or d is None for shape in shapes for d in shape):
         # compile now, for the shapes seen when symbolic dims are above 1 (the usual batch)
-        concrete = [tuple(d if isinstance(d, int) else 2 for d in shape) for shape in shapes]
+        concrete = [usual_shape(shape) for shape in shapes]
         try:
             kernel.prepare(concrete, [buffers[name].dtype for name in step.inputs],
                            [buffers[name].kind == "constant" for name in step.inputs])
@@ -152,8 +153,7 @@ def _alone(executor: Any, step: Step) -> Callable[..., Any]:
     """A costly elementwise op that no fusion group took (a GELU between a product and a
     dropout) as a generated loop of one member: its scalar form calls libm's ``erf`` once per
     element where the reference kernel makes some seventy passes over the array."""
-    member = (step.op, tuple(-i - 1 for i in range(len(step.inputs))), tuple(sorted(step.attrs.items())))
-    return _fused(executor, replace(step, op="fused", attrs={"body": (member,)}))
+    return _fused(executor, replace(step, op="fused", attrs={"body": lone_body(step)}))
 
 
 def _float_step(plan: Plan, step: Step) -> bool:
